@@ -1,0 +1,83 @@
+"""Self-describing checkpoints and the model metadata record, written atomically.
+
+A checkpoint is a plain dict of tensors and JSON-able values, loadable with ``torch.load(weights_only=True)``:
+``{"model": state_dict, "meta": {...}, "epoch": int, "optimizer": ..., "scheduler": ...}``.
+
+``meta`` is the record that travels from training into the ``.mar`` and the handler::
+
+    {"format": 1, "arch": "efficientnet_lite0", "imagenet_prior": true,
+     "labels": [{"id": 155, "name": "sea", ...}, ...],       # output order
+     "thresholds": [0.42, ...],                              # one per label, on sigmoid probabilities
+     "preprocessing": {"resize": 256, "crop": 224, "interpolation": "bicubic", "mean": [...], "std": [...]},
+     "version": "1.0", "metrics": {...}, "created": "2026-12-01T00:00:00Z"}
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+META_FORMAT = 1
+REQUIRED_META = ("arch", "labels", "thresholds", "preprocessing", "version")
+
+
+def make_meta(*, arch: str, labels: list[dict], thresholds: list[float], preprocessing: dict, version: str,
+              metrics: dict | None = None, imagenet_prior: bool = False, **extra) -> dict:
+    """Build and validate a metadata record (see module docstring)."""
+    meta = {"format": META_FORMAT, "arch": arch, "imagenet_prior": imagenet_prior, "labels": labels,
+            "thresholds": [float(t) for t in thresholds], "preprocessing": preprocessing, "version": str(version),
+            "metrics": metrics or {}, "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **extra}
+    validate_meta(meta)
+    return meta
+
+
+def validate_meta(meta: dict) -> dict:
+    """Raise ``ValueError`` naming what is wrong with a metadata record; return it unchanged when valid."""
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise ValueError(f"model metadata lacks {', '.join(missing)}")
+    if len(meta["thresholds"]) != len(meta["labels"]):
+        raise ValueError(f"{len(meta['thresholds'])} thresholds for {len(meta['labels'])} labels")
+    for key in ("resize", "crop", "interpolation", "mean", "std"):
+        if key not in meta["preprocessing"]:
+            raise ValueError(f"model metadata preprocessing lacks {key!r}")
+    return meta
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_json(path: str | Path, obj) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    _atomic_write(Path(path), lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then replace it (a crash never leaves half a file)."""
+    validate_meta(checkpoint["meta"])
+    _atomic_write(Path(path), lambda f: torch.save(checkpoint, f))
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint written by ``save_checkpoint`` (``weights_only=True``: no pickled code runs)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "meta" not in ckpt:
+        raise ValueError(f"{path} is not a tagger checkpoint (expected a dict with 'model' and 'meta')")
+    validate_meta(ckpt["meta"])
+    return ckpt

@@ -1,0 +1,103 @@
+"""Fit a ``Tagger``'s head on frozen backbone features (no image is touched here).
+
+    fit_head(model, features, targets, known)   # sets model.head and model.prior in place
+
+The head is an L2-regularised logistic regression per label (masked BCE: unknown labels add no loss), fitted
+with L-BFGS on standardised features; the standardisation is folded back into the linear layer. When the model
+has an ``ImageNetPrior``, its calibration (one shared scale, one bias per label) is fitted on the same data and
+each label's blend weight is ``positives / (positives + pseudo_count)``: rare labels lean on ImageNet, frequent
+ones on the trained head.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+PRIOR_FILE = Path(__file__).with_name("imagenet_prior.json")
+
+
+def imagenet_prior_matrix(label_names: list[str], path: str | Path = PRIOR_FILE) -> torch.Tensor:
+    """(1000, L) 0/1 matrix: which ImageNet-1k classes speak for each label (``imagenet_prior.json``)."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    index = {info.index_to_label_name(i): i for i in range(1000)}
+    mapping = json.loads(Path(path).read_text())["labels"]
+    unknown = set(mapping) - set(label_names)
+    if unknown:
+        raise ValueError(f"{path}: labels not in the vocabulary: {sorted(unknown)}")
+    matrix = torch.zeros(1000, len(label_names))
+    for j, name in enumerate(label_names):
+        for wnid in mapping.get(name, {}):
+            matrix[index[wnid], j] = 1.0
+    return matrix
+
+
+def _masked_bce(logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    return (loss * known).sum() / len(targets)
+
+
+def fit_linear(features: torch.Tensor, targets: torch.Tensor, known: torch.Tensor, *,
+               weight_decay: float = 1e-2, max_iter: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked logistic regression; returns ``(weight (L, D), bias (L,))`` acting on raw features."""
+    mean, std = features.mean(0), features.std(0) + 1e-6
+    x = (features - mean) / std
+    known = known.float()
+    w = torch.zeros(x.shape[1], targets.shape[1], requires_grad=True)
+    b = torch.zeros(targets.shape[1], requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = _masked_bce(x @ w + b, targets, known) + weight_decay * (w ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    w, b = w.detach(), b.detach()
+    weight = (w / std[:, None]).T.contiguous()
+    bias = b - (mean / std) @ w
+    return weight, bias
+
+
+def fit_prior_calibration(zero_shot: torch.Tensor, targets: torch.Tensor, known: torch.Tensor, *,
+                          reg: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit ``scale * zero_shot + bias`` to the targets: one shared scale, per-label biases pulled together."""
+    known = known.float()
+    scale = torch.ones(1, requires_grad=True)
+    bias = torch.zeros(targets.shape[1], requires_grad=True)
+    opt = torch.optim.LBFGS([scale, bias], lr=1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = _masked_bce(scale * zero_shot + bias, targets, known) + reg * ((bias - bias.mean()) ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return scale.detach(), bias.detach()
+
+
+@torch.no_grad()
+def fit_head(model, features: torch.Tensor, targets: torch.Tensor, known: torch.Tensor, *,
+             weight_decay: float = 1e-2, pseudo_count: float = 10.0) -> None:
+    """Fit ``model.head`` (and ``model.prior`` if present) in place on cached ``features``."""
+    with torch.enable_grad():
+        weight, bias = fit_linear(features, targets, known, weight_decay=weight_decay)
+    model.head.weight.copy_(weight)
+    model.head.bias.copy_(bias)
+    if model.prior is None:
+        return
+    prior = model.prior
+    zero_shot = prior.zero_shot(model.backbone.get_classifier()(features))
+    with torch.enable_grad():
+        scale, pbias = fit_prior_calibration(zero_shot, targets, known)
+    positives = (targets * known).sum(0)
+    has_prior = prior.matrix.sum(0) > 0
+    prior.scale.copy_(scale)
+    prior.bias.copy_(pbias)
+    prior.weight.copy_(torch.where(has_prior, positives / (positives + pseudo_count), torch.ones_like(positives)))

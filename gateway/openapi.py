@@ -1,0 +1,59 @@
+"""OpenAPI 3.1 description of the gateway's API, served at ``/openapi.json``."""
+
+_ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+SPEC = {
+    "openapi": "3.1.0",
+    "info": {"title": "Photo tagger gateway", "version": "1.0",
+             "description": "Store photos, then ask for their tags (34 COCO-Stuff labels), EXIF date and GPS."},
+    "servers": [{"url": "http://127.0.0.1:7777"}],
+    "paths": {
+        "/imgup": {"post": {
+            "summary": "Store a photo under a caller-chosen id_name (an existing id_name is replaced)",
+            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                "type": "object", "required": ["file", "id_name"],
+                "properties": {"file": {"type": "string", "format": "binary"},
+                               "id_name": {"type": "string", "minLength": 1, "maxLength": 256}}}}}},
+            "responses": {
+                "200": {"description": "stored", "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/Stored"}}}},
+                "400": _ERROR, "413": _ERROR, "415": _ERROR}}},
+        "/imginfo": {
+            "get": {"summary": "Tags, EXIF date and GPS of a stored photo",
+                    "parameters": [{"name": "id_name", "in": "query", "required": True, "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": {"description": "photo information", "content": {"application/json": {"schema": {
+                            "$ref": "#/components/schemas/ImageInfo"}}}},
+                        "400": _ERROR, "404": _ERROR, "422": _ERROR,
+                        "503": {**_ERROR, "description": "model server unavailable; retry after Retry-After seconds",
+                                "headers": {"Retry-After": {"schema": {"type": "integer"}}}}}},
+            "post": {"summary": "Same as GET, with id_name as a form field",
+                     "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+                         "type": "object", "required": ["id_name"], "properties": {"id_name": {"type": "string"}}}}}},
+                     "responses": {"200": {"description": "as GET"}, "400": _ERROR, "404": _ERROR, "503": _ERROR}}},
+        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
+    },
+    "components": {"schemas": {
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+        "Stored": {"type": "object", "required": ["image_id", "status"], "properties": {
+            "image_id": {"type": "string"}, "status": {"const": "stored"}, "sha256": {"type": "string"},
+            "bytes": {"type": "integer"}, "replaced": {"type": "boolean"}}},
+        "GPS": {"type": ["object", "null"], "properties": {
+            "GPSAltitude": {"type": ["string", "null"], "description": "metres above (ref 0) or below (ref 1) sea level"},
+            "GPSAltitudeRef": {"type": "string", "enum": ["0", "1"]},
+            "GPSLatitude": {"type": "number", "description": "signed decimal degrees (south negative)"},
+            "GPSLatitudeRef": {"type": "string", "enum": ["N", "S"]},
+            "GPSLongitude": {"type": "number", "description": "signed decimal degrees (west negative)"},
+            "GPSLongitudeRef": {"type": "string", "enum": ["E", "W"]}}},
+        "ImageInfo": {"type": "object",
+                      "required": ["image_id", "predict_tags", "data_information", "GPS_information"],
+                      "properties": {
+                          "image_id": {"type": "string"},
+                          "predict_tags": {"type": "array", "items": {"type": "string"}},
+                          "data_information": {"type": ["string", "null"],
+                                               "description": "EXIF DateTimeOriginal, YYYY:MM:DD HH:MM:SS"},
+                          "GPS_information": {"$ref": "#/components/schemas/GPS"},
+                          "scores": {"type": "object", "additionalProperties": {"type": "number"}},
+                          "model_version": {"type": "string"}}},
+    }},
+}

@@ -1,0 +1,143 @@
+"""The photo store: one data directory holding ``photos.db`` (SQLite, WAL) and ``images/``.
+
+    store = PhotoStore("var")
+    record = store.put("holiday-1", jpeg_bytes, exif={...}, width=640, height=480)
+    store.get("holiday-1")["file"]          # images/3f/6c1e...jpg, a name the service chose
+    store.read_image(record)                # the bytes
+
+Durability: an upload is acknowledged only after its file has been written to a temporary name, fsynced, renamed
+into place and its directory fsynced, and after the SQLite transaction that records it has committed with
+``synchronous=FULL``. A crash at any point before that leaves at most an orphan file, never a record without a file.
+Callers' ``id_name`` values are stored as data only, never used in a path.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import sqlite3
+import uuid
+from contextlib import closing
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS photos (
+    id_name      TEXT PRIMARY KEY,
+    file         TEXT NOT NULL,
+    sha256       TEXT NOT NULL,
+    bytes        INTEGER NOT NULL,
+    format       TEXT,
+    width        INTEGER,
+    height       INTEGER,
+    exif         TEXT NOT NULL,
+    labels       TEXT,
+    uploaded_at  TEXT NOT NULL,
+    labelled_at  TEXT
+);
+"""
+
+_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif", "WEBP": ".webp", "HEIF": ".heic", "GIF": ".gif",
+               "BMP": ".bmp", "MPO": ".jpg", "AVIF": ".avif"}
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class PhotoStore:
+    def __init__(self, data_dir: str | Path):
+        self.root = Path(data_dir)
+        self.images = self.root / "images"
+        self.images.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.root / "photos.db"
+        with closing(self._connect()) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=30000")
+        return db
+
+    def _write_file(self, data: bytes, fmt: str | None) -> str:
+        name = uuid.uuid4().hex
+        rel = Path("images") / name[:2] / (name + _EXTENSIONS.get(fmt or "", ".bin"))
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        return rel.as_posix()
+
+    def put(self, id_name: str, data: bytes, *, exif: dict, fmt: str | None = None, width: int | None = None,
+            height: int | None = None) -> dict:
+        """Store ``data`` under ``id_name`` (replacing an earlier upload of that name); returns the record."""
+        rel = self._write_file(data, fmt)
+        sha = hashlib.sha256(data).hexdigest()
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                old = db.execute("SELECT file FROM photos WHERE id_name = ?", (id_name,)).fetchone()
+                db.execute(
+                    "INSERT INTO photos (id_name, file, sha256, bytes, format, width, height, exif, uploaded_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT(id_name) DO UPDATE SET file=excluded.file, sha256=excluded.sha256,"
+                    " bytes=excluded.bytes, format=excluded.format, width=excluded.width, height=excluded.height,"
+                    " exif=excluded.exif, uploaded_at=excluded.uploaded_at, labels=NULL, labelled_at=NULL",
+                    (id_name, rel, sha, len(data), fmt, width, height, json.dumps(exif), _now()))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                (self.root / rel).unlink(missing_ok=True)
+                raise
+        if old is not None and old["file"] != rel:
+            (self.root / old["file"]).unlink(missing_ok=True)
+        record = self.get(id_name)
+        record["replaced"] = old is not None
+        return record
+
+    @staticmethod
+    def _record(row: sqlite3.Row) -> dict:
+        record = dict(row)
+        record["exif"] = json.loads(record["exif"])
+        record["labels"] = json.loads(record["labels"]) if record["labels"] else None
+        return record
+
+    def get(self, id_name: str) -> dict | None:
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT * FROM photos WHERE id_name = ?", (id_name,)).fetchone()
+        return self._record(row) if row else None
+
+    def list(self, *, limit: int = 500, offset: int = 0) -> list[dict]:
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT * FROM photos ORDER BY uploaded_at DESC LIMIT ? OFFSET ?",
+                              (limit, offset)).fetchall()
+        return [self._record(r) for r in rows]
+
+    def set_labels(self, id_name: str, labels: list[str]) -> bool:
+        """Record a labeller's labels for ``id_name``; False when there is no such photo."""
+        with closing(self._connect()) as db:
+            cur = db.execute("UPDATE photos SET labels = ?, labelled_at = ? WHERE id_name = ?",
+                             (json.dumps(sorted(set(labels))), _now(), id_name))
+        return cur.rowcount == 1
+
+    def read_image(self, record: dict) -> bytes:
+        return (self.root / record["file"]).read_bytes()
+
+    def image_path(self, record: dict) -> Path:
+        return self.root / record["file"]

@@ -1,0 +1,110 @@
+"""Client of TorchServe's REST inference API, with token authorization.
+
+    client = TaggerClient("http://127.0.0.1:8080", "http://127.0.0.1:8081", "var/run/torchserve/key_file.json")
+    client.predict(jpeg_bytes)   # {"tags": [...], "scores": {...}, "model_version": "1.0"}
+
+The inference key is read from TorchServe's ``key_file.json`` (re-read whenever the file changes). When TorchServe
+rejects the key (it expires after ``token_expiration_min``), the client asks the management API for a new
+inference key with the API key and retries once.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+import requests
+
+logger = logging.getLogger(__name__)
+
+
+class TaggerError(Exception):
+    """TorchServe could not answer; ``status`` is what the gateway should answer with."""
+
+    def __init__(self, message: str, status: int = 503, retry_after: int | None = 5):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class TaggerClient:
+    def __init__(self, inference_url: str, management_url: str, key_file: str | Path, *,
+                 model_name: str = "tagger", timeout: float = 30.0):
+        self.inference_url = inference_url.rstrip("/")
+        self.management_url = management_url.rstrip("/")
+        self.key_file = Path(key_file)
+        self.model_name = model_name
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._keys: dict[str, str] = {}
+        self._keys_mtime: float | None = None
+        self._session = requests.Session()
+
+    def _key(self, kind: str) -> str:
+        with self._lock:
+            try:
+                mtime = self.key_file.stat().st_mtime
+                if mtime != self._keys_mtime:
+                    data = json.loads(self.key_file.read_text())
+                    self._keys = {k: (v["key"] if isinstance(v, dict) else v) for k, v in data.items()}
+                    self._keys_mtime = mtime
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise TaggerError(f"model server keys are not readable at {self.key_file}: is TorchServe "
+                                  "running? (make serve)") from exc
+            if kind not in self._keys:
+                raise TaggerError(f"{self.key_file} has no {kind} key")
+            return self._keys[kind]
+
+    def refresh_inference_key(self) -> None:
+        """Ask TorchServe for a new inference key (it rewrites the key file)."""
+        r = self._session.get(f"{self.management_url}/token", params={"type": "inference"}, timeout=self.timeout,
+                              headers={"Authorization": f"Bearer {self._key('API')}"})
+        if r.status_code != 200:
+            raise TaggerError(f"model server refused a new inference key ({r.status_code})")
+        with self._lock:
+            self._keys_mtime = None  # force a re-read
+
+    def _post(self, data: bytes) -> requests.Response:
+        return self._session.post(
+            f"{self.inference_url}/predictions/{self.model_name}", data=data, timeout=self.timeout,
+            headers={"Authorization": f"Bearer {self._key('inference')}",
+                     "Content-Type": "application/octet-stream"})
+
+    @staticmethod
+    def _key_rejected(r: requests.Response) -> bool:
+        if r.status_code not in (400, 401):
+            return False
+        try:
+            return r.json().get("type") == "InvalidKeyException"
+        except ValueError:
+            return False
+
+    def predict(self, data: bytes) -> dict:
+        """Tags, scores and model version for one image.
+
+        Raises:
+            TaggerError: 503 when TorchServe is down, busy or has no ready worker; the 4xx TorchServe gave when
+                it rejects the image itself.
+        """
+        try:
+            r = self._post(data)
+            if self._key_rejected(r):
+                logger.info("inference key rejected; requesting a new one")
+                self.refresh_inference_key()
+                r = self._post(data)
+        except requests.Timeout as exc:
+            raise TaggerError("model server timed out") from exc
+        except requests.ConnectionError as exc:
+            raise TaggerError("model server is not reachable (make serve starts it)") from exc
+        if r.status_code == 200:
+            return r.json()
+        try:
+            body = r.json()
+        except ValueError:
+            body = {}
+        message = body.get("error") or body.get("message") or f"model server answered {r.status_code}"
+        if 400 <= r.status_code < 500 and r.status_code != 404 and not self._key_rejected(r):
+            raise TaggerError(message, status=422 if r.status_code == 400 else r.status_code, retry_after=None)
+        logger.warning("model server answered %s: %s", r.status_code, message)
+        raise TaggerError(f"model server unavailable: {message}")

@@ -1,0 +1,67 @@
+"""The handler's real work as plain functions, importable without TorchServe.
+
+    model, meta = load_model("path/to/unpacked_mar")      # meta.json + model.pt (a state_dict)
+    transform = eval_transform(meta["preprocessing"])
+    batch = torch.stack([transform(decode_image(b)) for b in images])
+    answers = postprocess(model(batch), meta)   # [{"tags": [...], "scores": {...}, "model_version": "1.0"}]
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from training.checkpoint import validate_meta
+from training.model import build_model
+
+META_FILE = "meta.json"
+WEIGHTS_FILE = "model.pt"
+
+
+def load_meta(model_dir: str | Path) -> dict:
+    """The metadata record packed in the archive (labels, thresholds, preprocessing, version, ...)."""
+    return validate_meta(json.loads((Path(model_dir) / META_FILE).read_text()))
+
+
+def model_from_state(meta: dict, state_dict: dict) -> torch.nn.Module:
+    """Rebuild the network described by ``meta`` and load ``state_dict`` strictly; returns it in eval mode."""
+    model = build_model(meta["arch"], len(meta["labels"]), imagenet_prior=meta.get("imagenet_prior", False))
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    meta = load_meta(model_dir)
+    state = torch.load(Path(model_dir) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    return model_from_state(meta, state).to(device), meta
+
+
+def request_bytes(row) -> bytes:
+    """The image bytes of one TorchServe request row (raw body or a multipart field named ``data``/``file``).
+
+    Raises:
+        ValueError: the request carries no bytes (for example a JSON body).
+    """
+    if isinstance(row, dict):
+        for key in ("data", "body", "file"):
+            if row.get(key) is not None:
+                row = row[key]
+                break
+    if isinstance(row, (bytes, bytearray)):
+        return bytes(row)
+    raise ValueError("send the image as the raw request body (curl --data-binary @photo.jpg)")
+
+
+def postprocess(logits: torch.Tensor, meta: dict, *, decimals: int = 4) -> list[dict]:
+    """Logits (N, L) -> one answer per image: tags above their label's threshold (best first), all scores."""
+    names = [lab["name"] for lab in meta["labels"]]
+    thresholds = torch.tensor(meta["thresholds"])
+    probs = torch.sigmoid(logits.float()).cpu()
+    answers = []
+    for row in probs:
+        order = torch.argsort(row, descending=True).tolist()
+        tags = [names[j] for j in order if row[j] >= thresholds[j]]
+        scores = {names[j]: round(float(row[j]), decimals) for j in range(len(names))}
+        answers.append({"tags": tags, "scores": scores, "model_version": meta["version"]})
+    return answers

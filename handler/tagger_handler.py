@@ -1,0 +1,64 @@
+"""TorchServe handler for the photo tagger: image bytes -> batch -> sigmoid -> per-label thresholds.
+
+Packed into the ``.mar`` by ``python -m training.archive`` together with ``meta.json``, ``model.pt`` and the
+``handler`` and ``training`` packages it imports. Each request answers
+``{"tags": [...], "scores": {label: p, ...}, "model_version": "..."}``; a request whose body is not a usable
+image answers its own 4xx with ``{"error": "..."}`` and the rest of the batch is unaffected.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+from ts.torch_handler.base_handler import BaseHandler
+
+from handler.core import load_model, postprocess, request_bytes
+from handler.image import ImageError, decode_image
+from training.presets import eval_transform
+
+logger = logging.getLogger(__name__)
+
+
+class TaggerHandler(BaseHandler):
+    def initialize(self, context):
+        properties = context.system_properties
+        gpu = properties.get("gpu_id")
+        self.device = torch.device(f"cuda:{gpu}" if torch.cuda.is_available() and gpu is not None else "cpu")
+        self.manifest = context.manifest
+        self.model, self.meta = load_model(properties["model_dir"], self.device)
+        self.transform = eval_transform(self.meta["preprocessing"])
+        self.initialized = True
+        logger.info("tagger %s loaded: %s, %d labels, on %s", self.meta["version"], self.meta["arch"],
+                    len(self.meta["labels"]), self.device)
+
+    def preprocess(self, data):
+        """Decode every request; returns (batch or None, {index: tensor row}, {index: (status, message)})."""
+        tensors, errors = {}, {}
+        for i, row in enumerate(data):
+            try:
+                tensors[i] = self.transform(decode_image(request_bytes(row)))
+            except ImageError as exc:
+                errors[i] = (exc.status, str(exc))
+            except ValueError as exc:
+                errors[i] = (400, str(exc))
+        batch = torch.stack([tensors[i] for i in sorted(tensors)]) if tensors else None
+        return batch, sorted(tensors), errors
+
+    def inference(self, data, *args, **kwargs):
+        batch, ok, errors = data
+        if batch is None:
+            return None, ok, errors
+        return super().inference(batch), ok, errors
+
+    def postprocess(self, data):
+        logits, ok, errors = data
+        answers = dict(zip(ok, postprocess(logits, self.meta))) if logits is not None else {}
+        out = []
+        for i in range(len(ok) + len(errors)):
+            if i in errors:
+                status, message = errors[i]
+                self.context.set_response_status(code=status, phrase=message, idx=i)
+                out.append({"error": message})
+            else:
+                out.append(answers[i])
+        return out

@@ -1,0 +1,1 @@
+"""Run the tagger stack: TorchServe (``torchserve.py``) and the gateway under gunicorn (``stack.py``)."""

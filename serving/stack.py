@@ -1,0 +1,135 @@
+"""The whole stack: TorchServe with the tagger model, and the gateway under gunicorn.
+
+    python -m serving serve      # build the default model if missing, start both, return when ready
+    python -m serving stop       # stop both, leave no process behind
+    python -m serving status
+
+``serve`` is idempotent: what already runs is left alone. Runtime files (pids, logs, keys) go under
+``<var>/run/``; photos under ``<var>/`` (``--var``, default ``var/``).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from serving import torchserve
+from serving.torchserve import REPO, Ports, TorchServeRun
+
+DEFAULT_MAR = "tagger.mar"
+
+
+@dataclass(frozen=True)
+class Stack:
+    var_dir: Path = REPO / "var"
+    ports: Ports = field(default_factory=Ports)
+    gateway_port: int = 7777
+    gateway_workers: int = 2
+    model_store: Path = REPO / "model_store"
+    ts_overrides: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def torchserve(self) -> TorchServeRun:
+        return TorchServeRun(var_dir=self.var_dir, ports=self.ports, model_store=self.model_store,
+                             overrides=self.ts_overrides)
+
+    @property
+    def gateway_dir(self) -> Path:
+        return self.var_dir / "run" / "gateway"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+
+def ensure_default_archive(model_store: Path = REPO / "model_store") -> Path:
+    """Build ``model_store/tagger.mar`` from the bundled samples when it is missing."""
+    mar = model_store / DEFAULT_MAR
+    if mar.is_file():
+        return mar
+    ckpt = REPO / "checkpoints/default/best.pt"
+    if not ckpt.is_file():
+        print("building the default model from samples/coco_subset (about a minute)...", flush=True)
+        subprocess.run([sys.executable, "-m", "training.default_model"], cwd=REPO, check=True)
+    subprocess.run([sys.executable, "-m", "training.archive", "--checkpoint", str(ckpt), "--out", str(mar)],
+                   cwd=REPO, check=True)
+    return mar
+
+
+def _gateway_pid(stack: Stack) -> int | None:
+    try:
+        pid = int((stack.gateway_dir / "gunicorn.pid").read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def start_gateway(stack: Stack, *, timeout: float = 30) -> int:
+    """Start gunicorn with the gateway app unless it already runs; returns the master PID once it answers."""
+    pid = _gateway_pid(stack)
+    if pid is None:
+        stack.gateway_dir.mkdir(parents=True, exist_ok=True)
+        ts = stack.torchserve
+        env = dict(os.environ, TAGGER_DATA_DIR=str(stack.var_dir), TAGGER_TS_INFERENCE_URL=ts.inference_url,
+                   TAGGER_TS_MANAGEMENT_URL=ts.management_url, TAGGER_TS_KEY_FILE=str(ts.key_file))
+        gunicorn = Path(sys.executable).with_name("gunicorn")
+        subprocess.run(  # --daemon: gunicorn detaches into its own session, so no child is left for us to reap
+            [str(gunicorn), "--daemon", "--chdir", str(REPO), "--bind", f"127.0.0.1:{stack.gateway_port}",
+             "--workers", str(stack.gateway_workers),
+             "--threads", "4", "--timeout", "120", "--graceful-timeout", "20",
+             "--pid", str(stack.gateway_dir / "gunicorn.pid"),
+             "--access-logfile", str(stack.gateway_dir / "access.log"),
+             "--error-logfile", str(stack.gateway_dir / "error.log"), "gateway:create_app()"],
+            cwd=REPO, env=env, stdin=subprocess.DEVNULL, check=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{stack.gateway_url}/healthz", timeout=2).status_code == 200 and _gateway_pid(stack):
+                return _gateway_pid(stack)
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"gateway did not answer on {stack.gateway_url}; see {stack.gateway_dir / 'error.log'}")
+
+
+def stop_gateway(stack: Stack, *, timeout: float = 30) -> bool:
+    pid = _gateway_pid(stack)
+    if pid is None:
+        return False
+    pgid = os.getpgid(pid)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _gateway_pid(stack) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    (stack.gateway_dir / "gunicorn.pid").unlink(missing_ok=True)
+    return True
+
+
+def serve(stack: Stack, *, mar: str = DEFAULT_MAR) -> dict:
+    """Start TorchServe and the gateway (each only if not running); returns timings in seconds."""
+    t0 = time.monotonic()
+    if mar == DEFAULT_MAR:
+        ensure_default_archive(stack.model_store)
+    workers = 2
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    torchserve.start(stack.torchserve, mar, threads_per_worker=threads)
+    torchserve.wait_ready(stack.torchserve)
+    t_model = time.monotonic() - t0
+    start_gateway(stack)
+    return {"model_ready_s": round(t_model, 1), "total_s": round(time.monotonic() - t0, 1)}
+
+
+def stop(stack: Stack) -> None:
+    stop_gateway(stack)
+    torchserve.stop(stack.torchserve)

@@ -1,0 +1,205 @@
+"""Start, wait for and stop TorchServe with the project's ``config.properties``; read its keys.
+
+Runtime files live under ``RUN_DIR = <var>/run/torchserve``: the generated config, ``key_file.json`` (TorchServe
+writes it into its working directory), logs, the pid file and Java's temporary directory (where the ``.mar`` is
+unpacked). Nothing is written to /tmp or the repository root.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+PID_FILE = ".model_server.pid"  # TorchServe's own name, written under $TEMP
+
+
+@dataclass(frozen=True)
+class Ports:
+    inference: int = 8080
+    management: int = 8081
+    metrics: int = 8082
+    grpc_inference: int = 7070
+    grpc_management: int = 7071
+
+
+@dataclass(frozen=True)
+class TorchServeRun:
+    """Where one TorchServe instance keeps its files, and its ports."""
+
+    var_dir: Path
+    ports: Ports = Ports()
+    model_store: Path = REPO / "model_store"
+    config_file: Path = REPO / "config.properties"
+    model_name: str = "tagger"
+    overrides: tuple[tuple[str, str], ...] = ()  # extra config.properties entries, e.g. (("token_expiration_min", "1"),)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.var_dir / "run" / "torchserve"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.run_dir / "tmp"
+
+    @property
+    def key_file(self) -> Path:
+        return self.run_dir / "key_file.json"
+
+    @property
+    def inference_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.inference}"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.management}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.metrics}"
+
+
+def render_config(run: TorchServeRun) -> str:
+    """``config.properties`` with this run's ports, model store and allowed URL pattern filled in."""
+    text = run.config_file.read_text()
+    store = run.model_store.resolve()
+    values = {
+        "inference_address": run.inference_url, "management_address": run.management_url,
+        "metrics_address": run.metrics_url, "grpc_inference_port": str(run.ports.grpc_inference),
+        "grpc_management_port": str(run.ports.grpc_management), "model_store": str(store),
+        "allowed_urls": f"file://{re.escape(str(store))}/[^/]+\\\\.mar",
+        **dict(run.overrides),
+    }
+    for key, value in values.items():
+        line = f"{key}={value}"
+        text, n = re.subn(rf"(?m)^{re.escape(key)}=.*$", lambda _m: line, text)
+        if n == 0:
+            text += f"\n{line}"
+    return text + "\n"
+
+
+def read_keys(key_file: str | Path) -> dict[str, str]:
+    """``{"inference": ..., "management": ..., "API": ...}`` from TorchServe's ``key_file.json``."""
+    data = json.loads(Path(key_file).read_text())
+    return {kind: (entry["key"] if isinstance(entry, dict) else entry) for kind, entry in data.items()}
+
+
+def running_pid(run: TorchServeRun) -> int | None:
+    """PID of this run's TorchServe frontend if it is alive, else None."""
+    pid_file = run.tmp_dir / PID_FILE
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return pid if b"org.pytorch.serve.ModelServer" in cmdline else None
+
+
+def start(run: TorchServeRun, mar: str, *, threads_per_worker: int | None = None) -> int:
+    """Start TorchServe with ``mar`` (a file name in the model store) unless it already runs; returns its PID."""
+    pid = running_pid(run)
+    if pid is not None:
+        return pid
+    for d in (run.run_dir, run.tmp_dir, run.run_dir / "logs"):
+        d.mkdir(parents=True, exist_ok=True)
+    config = run.run_dir / "config.properties"
+    config.write_text(render_config(run))
+    env = dict(os.environ, TEMP=str(run.tmp_dir), TMPDIR=str(run.tmp_dir),
+               LOG_LOCATION=str(run.run_dir / "logs"), METRICS_LOCATION=str(run.run_dir / "logs"))
+    if threads_per_worker is not None:
+        env["OMP_NUM_THREADS"] = str(threads_per_worker)
+    torchserve = Path(sys.executable).with_name("torchserve")
+    with open(run.run_dir / "logs" / "torchserve.out", "ab") as out:
+        subprocess.run([str(torchserve), "--start", "--ts-config", str(config), "--model-store",
+                        str(run.model_store.resolve()), "--models", f"{run.model_name}={mar}", "--ncs"],
+                       cwd=run.run_dir, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                       check=True, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while (pid := running_pid(run)) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"TorchServe did not start; see {run.run_dir / 'logs'}")
+        time.sleep(0.1)
+    return pid
+
+
+def _key_rejected(r: requests.Response) -> bool:
+    try:
+        return r.status_code in (400, 401) and r.json().get("type") == "InvalidKeyException"
+    except ValueError:
+        return False
+
+
+def management_get(run: TorchServeRun, path: str, **params) -> requests.Response:
+    """GET on the management API with the current key, renewing an expired key once with the API key."""
+    def get():
+        key = read_keys(run.key_file)["management"]
+        return requests.get(f"{run.management_url}{path}", params=params, timeout=10,
+                            headers={"Authorization": f"Bearer {key}"})
+
+    r = get()
+    if _key_rejected(r):
+        requests.get(f"{run.management_url}/token", params={"type": "management"}, timeout=10,
+                     headers={"Authorization": f"Bearer {read_keys(run.key_file)['API']}"}).raise_for_status()
+        r = get()
+    return r
+
+
+def worker_states(run: TorchServeRun) -> list[str]:
+    """States of the model's workers (e.g. ``["READY", "READY"]``); [] while the model is not registered."""
+    r = management_get(run, f"/models/{run.model_name}")
+    if r.status_code != 200:
+        return []
+    return [w.get("status", "") for entry in r.json() for w in entry.get("workers", [])]
+
+
+def wait_ready(run: TorchServeRun, *, timeout: float = 240) -> float:
+    """Block until a worker of the model is READY; returns the seconds waited.
+
+    Raises:
+        RuntimeError: TorchServe exited or no worker became READY in time (the message names the log).
+    """
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if running_pid(run) is None:
+            raise RuntimeError(f"TorchServe exited during start-up; see {run.run_dir / 'logs'}")
+        try:
+            if "READY" in worker_states(run):
+                return time.monotonic() - t0
+        except (OSError, ValueError, KeyError, requests.RequestException):
+            pass  # key file or API not up yet
+        time.sleep(0.5)
+    raise RuntimeError(f"no TorchServe worker became READY within {timeout:.0f}s; see {run.run_dir / 'logs'}")
+
+
+def stop(run: TorchServeRun, *, timeout: float = 30) -> bool:
+    """Stop this run's TorchServe and its workers; True if one was running."""
+    pid = running_pid(run)
+    if pid is None:
+        return False
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        pgid = None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while running_pid(run) is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if pgid is not None:  # the frontend's Python workers share its process group; leave none behind
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    (run.tmp_dir / PID_FILE).unlink(missing_ok=True)
+    run.key_file.unlink(missing_ok=True)
+    return True

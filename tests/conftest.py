@@ -1,0 +1,76 @@
+"""Shared fixtures: sample data paths, a tiny saved model, and the gateway app with a fake model client."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "samples"
+COCO = SAMPLES / "coco_subset"
+EXIF = SAMPLES / "exif"
+
+
+@pytest.fixture(scope="session")
+def labels():
+    from training.labels import load_labels
+
+    return load_labels()
+
+
+@pytest.fixture(scope="session")
+def exif_expected():
+    return json.loads((EXIF / "expected.json").read_text())["files"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, labels):
+    """An unpacked-archive directory (meta.json + model.pt) holding an untrained ResNet18 tagger."""
+    import torch
+
+    from training.checkpoint import make_meta, save_json
+    from training.model import build_model
+    from training.presets import default_preprocessing
+
+    d = tmp_path_factory.mktemp("tiny_model")
+    torch.manual_seed(0)
+    model = build_model("resnet18", len(labels))
+    meta = make_meta(arch="resnet18", labels=labels, thresholds=[0.5] * len(labels),
+                     preprocessing={**default_preprocessing("resnet18"), "resize": 72, "crop": 64},
+                     version="0.0-test")
+    save_json(d / "meta.json", meta)
+    torch.save(model.state_dict(), d / "model.pt")
+    return d
+
+
+class FakeTagger:
+    """Stands in for TorchServe in gateway unit tests: answers a fixed prediction or raises ``error``."""
+
+    def __init__(self):
+        self.error = None
+        self.calls = 0
+
+    def predict(self, data: bytes) -> dict:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        return {"tags": ["sea", "boat"], "scores": {"sea": 0.9, "boat": 0.8, "car": 0.01},
+                "model_version": "fake"}
+
+
+@pytest.fixture
+def fake_tagger():
+    return FakeTagger()
+
+
+@pytest.fixture
+def app(tmp_path, fake_tagger):
+    from gateway import create_app
+
+    return create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "TAGGER_CLIENT": fake_tagger})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

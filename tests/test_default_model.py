@@ -1,0 +1,45 @@
+"""The default model built offline from the bundled samples, and the archive that carries it."""
+import json
+import zipfile
+
+import pytest
+import torch
+
+from serving.stack import REPO, ensure_default_archive
+from training.checkpoint import load_checkpoint
+from training.labels import load_labels
+
+
+@pytest.fixture(scope="module")
+def archive():
+    return ensure_default_archive()
+
+
+def test_checkpoint_is_self_describing_and_loads_weights_only(archive):
+    ckpt = load_checkpoint(REPO / "checkpoints/default/best.pt")
+    meta = ckpt["meta"]
+    assert meta["labels"] == load_labels()  # one label source, in output order
+    assert meta["preprocessing"] == {"resize": 256, "crop": 224, "interpolation": "bicubic",
+                                     "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+    assert all(0 < t < 1 for t in meta["thresholds"])
+    assert isinstance(torch.load(REPO / "checkpoints/default/best.pt", weights_only=True)["model"], dict)
+
+
+def test_cross_validated_quality_beats_the_baselines(archive):
+    metrics = load_checkpoint(REPO / "checkpoints/default/best.pt")["meta"]["metrics"]
+    assert metrics["n_images"] == 113
+    assert metrics["cv_map"] >= 0.5
+    assert metrics["cv_map"] > metrics["cv_map_head_only"] + 0.1
+    assert metrics["cv_map"] > metrics["cv_map_imagenet_prior_only"]
+    assert metrics["cv_map"] > 3 * metrics["cv_map_label_frequency"]
+
+
+def test_archive_carries_the_metadata_and_code_it_needs(archive):
+    with zipfile.ZipFile(archive) as z:
+        names = set(z.namelist())
+        meta = json.loads(z.read("meta.json"))
+        manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
+    assert {"model.pt", "meta.json", "tagger_handler.py", "handler/core.py", "handler/image.py",
+            "training/model.py", "training/presets.py", "model-config.yaml"} <= names
+    assert manifest["model"]["modelVersion"] == meta["version"] == "1.0"
+    assert [lab["name"] for lab in meta["labels"]][:3] == ["sea", "ground-other", "platform"]

@@ -1,0 +1,110 @@
+"""End to end: the real TorchServe and gateway started on loopback the way `make serve` does, then stopped.
+
+Uses its own ports and data directory, so it runs beside a `make serve` stack. Inference keys expire after
+12 seconds here, so the gateway's key renewal is exercised against the real TorchServe.
+"""
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+import requests
+
+from serving import torchserve
+from serving.stack import Stack, _gateway_pid, ensure_default_archive, serve, stop
+from serving.torchserve import Ports
+from tests.conftest import COCO, EXIF
+
+KEY_MINUTES = 0.2
+PIDS = []  # TorchServe frontend, gunicorn master
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] != "Z"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    ensure_default_archive()
+    p = _free_ports(6)
+    st = Stack(var_dir=tmp_path_factory.mktemp("var"), ports=Ports(*p[:5]), gateway_port=p[5], gateway_workers=1,
+               ts_overrides=(("token_expiration_min", str(KEY_MINUTES)),))
+    try:
+        serve(st)
+        PIDS[:] = [torchserve.running_pid(st.torchserve), _gateway_pid(st)]
+        yield st
+    finally:
+        stop(st)
+
+
+def test_bind_addresses_are_loopback(stack):
+    config = (stack.torchserve.run_dir / "config.properties").read_text()
+    for key in ("inference_address", "management_address", "metrics_address"):
+        assert f"{key}=http://127.0.0.1:" in config
+    assert "grpc_inference_address=127.0.0.1" in config and "grpc_management_address=127.0.0.1" in config
+    assert stack.torchserve.key_file.is_file()  # token authorization is on
+    r = requests.post(f"{stack.torchserve.inference_url}/predictions/tagger", data=b"x", timeout=10)
+    assert r.status_code in (400, 401)  # no key, no answer
+
+
+def test_upload_and_info_for_real(stack):
+    url = stack.gateway_url
+    with open(EXIF / "DSCN0010.jpg", "rb") as f:
+        assert requests.post(f"{url}/imgup", files={"file": f}, data={"id_name": "tuscany"}, timeout=30).ok
+    with open(COCO / "images/000000000471.jpg", "rb") as f:
+        assert requests.post(f"{url}/imgup", files={"file": f}, data={"id_name": "bus"}, timeout=30).ok
+    info = requests.get(f"{url}/imginfo", params={"id_name": "tuscany"}, timeout=60).json()
+    assert info["data_information"] == "2008:10:22 16:28:39"
+    assert info["GPS_information"]["GPSLatitude"] == pytest.approx(43.4674483, abs=1e-6)
+    assert info["GPS_information"]["GPSLongitude"] == pytest.approx(11.8851267, abs=1e-6)
+    bus = requests.get(f"{url}/imginfo", params={"id_name": "bus"}, timeout=60).json()
+    assert "bus" in bus["predict_tags"] and "person" in bus["predict_tags"]
+    assert bus["model_version"] == "1.0" and len(bus["scores"]) == 34
+    assert all(bus["scores"][t] > 0 for t in bus["predict_tags"])
+
+
+def test_bad_input_is_a_json_4xx_through_the_real_stack(stack):
+    r = requests.post(f"{stack.gateway_url}/imgup", files={"file": ("a.jpg", b"not an image")},
+                      data={"id_name": "junk"}, timeout=30)
+    assert r.status_code == 415 and "error" in r.json()
+    key = torchserve.read_keys(stack.torchserve.key_file)["inference"]
+    r = requests.post(f"{stack.torchserve.inference_url}/predictions/tagger", data=b"junk", timeout=30,
+                      headers={"Authorization": f"Bearer {key}", "Content-Type": "application/octet-stream"})
+    assert r.status_code == 415
+
+
+def test_gateway_renews_an_expired_inference_key(stack):
+    first = torchserve.read_keys(stack.torchserve.key_file)["inference"]
+    time.sleep(KEY_MINUTES * 60 + 1)
+    r = requests.get(f"{stack.gateway_url}/imginfo", params={"id_name": "bus"}, timeout=60)
+    assert r.status_code == 200 and "bus" in r.json()["predict_tags"]
+    assert torchserve.read_keys(stack.torchserve.key_file)["inference"] != first
+
+
+def test_serve_twice_starts_no_second_copy_and_stop_leaves_nothing(stack):
+    serve(stack)
+    assert [torchserve.running_pid(stack.torchserve), _gateway_pid(stack)] == PIDS
+    group = subprocess.run(["pgrep", "-g", str(os.getpgid(PIDS[0]))], capture_output=True, text=True, check=True)
+    children = [int(p) for p in group.stdout.split()]
+    assert len(children) >= 2  # the frontend and its model workers
+    stop(stack)
+    time.sleep(0.5)
+    assert not [p for p in PIDS + children if _alive(p)]
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{stack.gateway_url}/healthz", timeout=2)

@@ -1,0 +1,134 @@
+"""The gateway through Flask's test client, with a fake model client (the real one is in test_e2e)."""
+import io
+import json
+import sqlite3
+
+import pytest
+
+from gateway.tagger_client import TaggerError
+from tests.conftest import COCO, EXIF
+
+PHOTO = (EXIF / "DSCN0010.jpg").read_bytes()
+
+
+def upload(client, data=PHOTO, id_name="tuscany", filename="photo.jpg"):
+    return client.post("/imgup", data={"file": (io.BytesIO(data), filename), "id_name": id_name},
+                       content_type="multipart/form-data")
+
+
+def test_upload_then_info_has_exactly_the_original_keys_plus_additive_ones(client):
+    r = upload(client)
+    assert r.status_code == 200 and r.json["image_id"] == "tuscany" and r.json["status"] == "stored"
+    info = client.get("/imginfo?id_name=tuscany").json
+    assert set(info) == {"image_id", "predict_tags", "data_information", "GPS_information", "scores",
+                         "model_version"}
+    assert info["predict_tags"] == ["sea", "boat"]
+    assert info["data_information"] == "2008:10:22 16:28:39"
+    assert info["GPS_information"]["GPSLatitude"] == pytest.approx(43.46744833)
+    assert info["GPS_information"]["GPSLongitudeRef"] == "E"
+    assert client.post("/imginfo", data={"id_name": "tuscany"}).json == info
+
+
+def test_photo_without_exif_has_null_date_and_gps(client):
+    upload(client, (COCO / "images/000000000471.jpg").read_bytes(), "bus")
+    info = client.get("/imginfo?id_name=bus").json
+    assert info["data_information"] is None and info["GPS_information"] is None
+
+
+@pytest.mark.parametrize("form, status, words", [
+    ({"id_name": "x"}, 400, "'file' is missing"),
+    ({"file": (io.BytesIO(PHOTO), "a.jpg")}, 400, "id_name"),
+    ({"file": (io.BytesIO(PHOTO), "a.jpg"), "id_name": "   "}, 400, "id_name"),
+    ({"file": (io.BytesIO(PHOTO), "a.jpg"), "id_name": "a\x00b"}, 400, "control"),
+    ({"file": (io.BytesIO(PHOTO), "a.jpg"), "id_name": "x" * 300}, 400, "longer"),
+    ({"file": (io.BytesIO(b""), "a.jpg"), "id_name": "x"}, 400, "empty"),
+    ({"file": (io.BytesIO(b"%PDF-1.4 not a photo"), "a.jpg"), "id_name": "x"}, 415, "not an image"),
+    ({"file": (io.BytesIO(PHOTO[:5000]), "a.jpg"), "id_name": "x"}, 400, "truncated"),
+])
+def test_bad_uploads_get_a_json_4xx(client, form, status, words):
+    r = client.post("/imgup", data=form, content_type="multipart/form-data")
+    assert r.status_code == status and words in r.json["error"]
+
+
+def test_oversized_body_is_413_json(tmp_path, fake_tagger):
+    from gateway import create_app
+
+    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "TAGGER_CLIENT": fake_tagger,
+                      "MAX_CONTENT_LENGTH": 50_000})
+    r = upload(app.test_client(), PHOTO)  # 161 kB
+    assert r.status_code == 413 and "error" in r.json
+
+
+@pytest.mark.parametrize("method, path, body, status", [
+    ("get", "/imginfo", None, 400),
+    ("get", "/imginfo?id_name=missing", None, 404),
+    ("post", "/imgup", "not multipart", 400),
+    ("get", "/imgup", None, 405),
+    ("get", "/nowhere", None, 404),
+])
+def test_malformed_requests_answer_json(client, method, path, body, status):
+    r = getattr(client, method)(path, data=body)
+    assert r.status_code == status and r.is_json and r.json["error"]
+
+
+def test_model_server_down_is_503_with_retry_after(client, fake_tagger):
+    upload(client)
+    fake_tagger.error = TaggerError("model server is not reachable")
+    r = client.get("/imginfo?id_name=tuscany")
+    assert r.status_code == 503 and r.headers["Retry-After"] == "5" and "not reachable" in r.json["error"]
+
+
+def test_id_name_is_never_a_path_and_reupload_replaces(client, app):
+    assert upload(client, id_name="../../etc/passwd").status_code == 200
+    store = app.extensions["store"]
+    first = store.get("../../etc/passwd")
+    assert first["file"].startswith("images/") and ".." not in first["file"]
+    r = upload(client, (COCO / "images/000000000471.jpg").read_bytes(), "../../etc/passwd")
+    assert r.json["replaced"] is True
+    second = store.get("../../etc/passwd")
+    assert second["sha256"] != first["sha256"]
+    assert not store.image_path(first).exists() and store.image_path(second).exists()
+
+
+def test_acknowledged_upload_is_committed_to_disk(client, app):
+    """After the 200, a fresh connection (another process after a crash) sees the record and the file."""
+    upload(client)
+    store = app.extensions["store"]
+    db = sqlite3.connect(store.db_path)
+    (file_name, sha) = db.execute("SELECT file, sha256 FROM photos WHERE id_name='tuscany'").fetchone()
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    import hashlib
+
+    assert hashlib.sha256((store.root / file_name).read_bytes()).hexdigest() == sha
+
+
+def test_openapi_describes_the_routes(client):
+    spec = client.get("/openapi.json").json
+    assert {"/imgup", "/imginfo", "/healthz"} <= set(spec["paths"])
+    assert client.get("/healthz").json == {"status": "ok"}
+
+
+def test_annotation_labels_and_export_readable_by_training(client, app):
+    from training.datasets import CocoMultiLabel
+    from training.labels import label_names
+
+    assert client.get("/annotate/").status_code == 200
+    assert len(client.get("/annotate/api/labels").json["labels"]) == 34
+    upload(client)
+    upload(client, (COCO / "images/000000000471.jpg").read_bytes(), "bus")
+    assert client.put("/annotate/api/photos/bus/labels", json={"labels": ["bus", "road"]}).status_code == 200
+    assert client.put("/annotate/api/photos/bus/labels", json={"labels": ["unicorn"]}).status_code == 400
+    assert client.put("/annotate/api/photos/bus/labels", data="x").status_code == 400
+    assert client.put("/annotate/api/photos/nope/labels", json={"labels": []}).status_code == 404
+    export = client.get("/annotate/export.json").json
+    assert [i["id_name"] for i in export["images"]] == ["bus"]  # only labelled photos
+    ann = app.extensions["store"].root / "export.json"
+    ann.write_text(json.dumps(export))
+    names = label_names()
+    ds = CocoMultiLabel(app.extensions["store"].root, ann, names)
+    target, known = ds.targets()
+    assert {names[j] for j in target[0].nonzero().flatten().tolist()} == {"bus", "road"}
+    assert known.all()
+    image, _, _ = ds[0]
+    assert image.size == (640, 427)

@@ -1,0 +1,83 @@
+"""Package a checkpoint as a TorchServe archive with torch-model-archiver.
+
+    python -m training.archive                                   # checkpoints/default/best.pt -> model_store/tagger.mar
+    python -m training.archive --checkpoint checkpoints/run1/best.pt --version 1.1   # -> model_store/tagger-1.1.mar
+
+The archive holds ``model.pt`` (a plain state_dict), ``meta.json`` (labels, thresholds, preprocessing, arch,
+version, metrics), the handler and the parts of ``training`` it imports; the handler rebuilds the network and its
+preprocessing from ``meta.json`` alone.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from training.checkpoint import load_checkpoint, save_json, validate_meta
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL_NAME = "tagger"
+# Modules the handler imports at run time; each travels inside the archive.
+PAYLOAD = {
+    "handler": ("__init__.py", "core.py", "image.py"),
+    "training": ("__init__.py", "checkpoint.py", "model.py", "presets.py"),
+}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", default=str(REPO / "checkpoints/default/best.pt"),
+                   help="checkpoint written by training (default: checkpoints/default/best.pt)")
+    p.add_argument("--version", default=None, help="model version (default: the checkpoint's)")
+    p.add_argument("--out", default=None,
+                   help="archive path (default: model_store/tagger.mar, or model_store/tagger-VERSION.mar "
+                        "when --version is given)")
+    return p
+
+
+def build_archive(checkpoint: str | Path, out: str | Path, *, version: str | None = None) -> Path:
+    """Write ``out`` (a .mar) from ``checkpoint``; returns its path. The file appears atomically."""
+    ckpt = load_checkpoint(checkpoint)
+    meta = dict(ckpt["meta"])
+    if version is not None:
+        meta["version"] = str(version)
+    validate_meta(meta)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tagger-archive-") as tmp:
+        stage = Path(tmp)
+        payload = stage / "payload"
+        for package, files in PAYLOAD.items():
+            (payload / package).mkdir(parents=True)
+            for name in files:
+                shutil.copy2(REPO / package / name, payload / package / name)
+        save_json(payload / "meta.json", meta)
+        torch.save(ckpt["model"], stage / "model.pt")
+        archiver = Path(sys.executable).with_name("torch-model-archiver")
+        subprocess.run([str(archiver), "--model-name", MODEL_NAME, "--version", meta["version"],
+                        "--serialized-file", str(stage / "model.pt"),
+                        "--handler", str(REPO / "handler/tagger_handler.py"),
+                        "--extra-files", str(payload),
+                        "--config-file", str(REPO / "handler/model-config.yaml"),
+                        "--export-path", str(stage), "--force"], check=True)
+        tmp_out = out.with_name(f".{out.name}.tmp")
+        shutil.move(stage / f"{MODEL_NAME}.mar", tmp_out)
+        tmp_out.replace(out)
+    return out
+
+
+def main(args: argparse.Namespace) -> Path:
+    out = args.out or REPO / "model_store" / (f"{MODEL_NAME}-{args.version}.mar" if args.version else
+                                              f"{MODEL_NAME}.mar")
+    path = build_archive(args.checkpoint, out, version=args.version)
+    print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from serving import torchserve
-from serving.stack import Stack, _gateway_pid, serve, stop
+from serving.stack import Stack, gateway_pid, serve, stop
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         print("stopped")
     else:
         ts_pid = torchserve.running_pid(stack.torchserve)
-        gw_pid = _gateway_pid(stack)
+        gw_pid = gateway_pid(stack)
         print(f"torchserve: {'running, pid %d' % ts_pid if ts_pid else 'stopped'}\n"
               f"gateway:    {'running, pid %d' % gw_pid if gw_pid else 'stopped'}")
         return 0 if ts_pid and gw_pid else 3

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -62,7 +61,7 @@ def ensure_default_archive(model_store: Path = REPO / "model_store") -> Path:
     return mar
 
 
-def _gateway_pid(stack: Stack) -> int | None:
+def gateway_pid(stack: Stack) -> int | None:
     try:
         pid = int((stack.gateway_dir / "gunicorn.pid").read_text().strip())
         os.kill(pid, 0)
@@ -73,7 +72,7 @@ def _gateway_pid(stack: Stack) -> int | None:
 
 def start_gateway(stack: Stack, *, timeout: float = 30) -> int:
     """Start gunicorn with the gateway app unless it already runs; returns the master PID once it answers."""
-    pid = _gateway_pid(stack)
+    pid = gateway_pid(stack)
     if pid is None:
         stack.gateway_dir.mkdir(parents=True, exist_ok=True)
         ts = stack.torchserve
@@ -91,8 +90,8 @@ def start_gateway(stack: Stack, *, timeout: float = 30) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if requests.get(f"{stack.gateway_url}/healthz", timeout=2).status_code == 200 and _gateway_pid(stack):
-                return _gateway_pid(stack)
+            if requests.get(f"{stack.gateway_url}/healthz", timeout=2).status_code == 200 and gateway_pid(stack):
+                return gateway_pid(stack)
         except requests.RequestException:
             pass
         time.sleep(0.2)
@@ -100,18 +99,10 @@ def start_gateway(stack: Stack, *, timeout: float = 30) -> int:
 
 
 def stop_gateway(stack: Stack, *, timeout: float = 30) -> bool:
-    pid = _gateway_pid(stack)
+    pid = gateway_pid(stack)
     if pid is None:
         return False
-    pgid = os.getpgid(pid)
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _gateway_pid(stack) is not None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    torchserve.terminate_group(pid, lambda: gateway_pid(stack) is not None, timeout=timeout)
     (stack.gateway_dir / "gunicorn.pid").unlink(missing_ok=True)
     return True
 

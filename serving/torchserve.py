@@ -182,24 +182,29 @@ def wait_ready(run: TorchServeRun, *, timeout: float = 240) -> float:
     raise RuntimeError(f"no TorchServe worker became READY within {timeout:.0f}s; see {run.run_dir / 'logs'}")
 
 
+def terminate_group(pid: int, still_running, *, timeout: float = 30) -> None:
+    """SIGTERM ``pid``, wait until ``still_running()`` is false (or ``timeout``), then SIGKILL what is left of its
+    process group (a server's workers share it), so no process survives."""
+    try:
+        pgid = os.getpgid(pid)
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while still_running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def stop(run: TorchServeRun, *, timeout: float = 30) -> bool:
     """Stop this run's TorchServe and its workers; True if one was running."""
     pid = running_pid(run)
     if pid is None:
         return False
-    try:
-        pgid = os.getpgid(pid)
-    except ProcessLookupError:
-        pgid = None
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while running_pid(run) is not None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if pgid is not None:  # the frontend's Python workers share its process group; leave none behind
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    terminate_group(pid, lambda: running_pid(run) is not None, timeout=timeout)
     (run.tmp_dir / PID_FILE).unlink(missing_ok=True)
     run.key_file.unlink(missing_ok=True)
     return True

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from serving import torchserve
-from serving.stack import Stack, _gateway_pid, ensure_default_archive, serve, stop
+from serving.stack import Stack, gateway_pid, ensure_default_archive, serve, stop
 from serving.torchserve import Ports
 from tests.conftest import COCO, EXIF
 
@@ -47,7 +47,7 @@ def stack(tmp_path_factory):
                ts_overrides=(("token_expiration_min", str(KEY_MINUTES)),))
     try:
         serve(st)
-        PIDS[:] = [torchserve.running_pid(st.torchserve), _gateway_pid(st)]
+        PIDS[:] = [torchserve.running_pid(st.torchserve), gateway_pid(st)]
         yield st
     finally:
         stop(st)
@@ -99,7 +99,7 @@ def test_gateway_renews_an_expired_inference_key(stack):
 
 def test_serve_twice_starts_no_second_copy_and_stop_leaves_nothing(stack):
     serve(stack)
-    assert [torchserve.running_pid(stack.torchserve), _gateway_pid(stack)] == PIDS
+    assert [torchserve.running_pid(stack.torchserve), gateway_pid(stack)] == PIDS
     group = subprocess.run(["pgrep", "-g", str(os.getpgid(PIDS[0]))], capture_output=True, text=True, check=True)
     children = [int(p) for p in group.stdout.split()]
     assert len(children) >= 2  # the frontend and its model workers

@@ -149,6 +149,8 @@ def main(args: argparse.Namespace) -> dict:
     print(f"default model: {len(dataset)} images, features {t_features:.1f}s, total {elapsed:.1f}s")
     print(f"cv mAP {metrics['cv_map']:.3f} (head only {metrics['cv_map_head_only']:.3f}, ImageNet prior only "
           f"{metrics['cv_map_imagenet_prior_only']:.3f}, label frequency {metrics['cv_map_label_frequency']:.3f})")
+    print(f"cv mAP ratio: {metrics['cv_map'] / metrics['cv_map_head_only']:.2f}x head only, "
+          f"{metrics['cv_map'] / metrics['cv_map_label_frequency']:.1f}x label frequency")
     print(f"wrote {out / 'best.pt'}")
     return meta
 

@@ -16,7 +16,7 @@ VERSION ?=
 setup: java $(STAMP)
 
 java:
-	@if java -version 2>&1 | grep -q 'version "17'; then :; \
+	@if java -XX:-UsePerfData -version 2>&1 | grep -q 'version "17'; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing OpenJDK 17 (TorchServe needs Java 17)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; \

@@ -61,6 +61,13 @@ def ensure_default_archive(model_store: Path = REPO / "model_store") -> Path:
     return mar
 
 
+def model_workers() -> int:
+    """Workers per model, from the settings packed into the archive (``handler/model-config.yaml``)."""
+    import yaml
+
+    return int(yaml.safe_load((REPO / "handler/model-config.yaml").read_text())["minWorkers"])
+
+
 def gateway_pid(stack: Stack) -> int | None:
     try:
         pid = int((stack.gateway_dir / "gunicorn.pid").read_text().strip())
@@ -112,8 +119,7 @@ def serve(stack: Stack, *, mar: str = DEFAULT_MAR) -> dict:
     t0 = time.monotonic()
     if mar == DEFAULT_MAR:
         ensure_default_archive(stack.model_store)
-    workers = 2
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, (os.cpu_count() or 1) // model_workers())
     torchserve.start(stack.torchserve, mar, threads_per_worker=threads)
     torchserve.wait_ready(stack.torchserve)
     t_model = time.monotonic() - t0

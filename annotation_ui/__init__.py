@@ -10,14 +10,10 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, render_template, request
 
-from training.labels import load_labels
+from gateway.api import error
 
 bp = Blueprint("annotation_ui", __name__, url_prefix="/annotate", template_folder="templates",
                static_folder="static")
-
-
-def _error(status: int, message: str):
-    return jsonify(error=message), status
 
 
 @bp.get("/")
@@ -27,7 +23,7 @@ def page():
 
 @bp.get("/api/labels")
 def labels():
-    return jsonify(labels=[lab["name"] for lab in load_labels()])
+    return jsonify(labels=[lab["name"] for lab in current_app.extensions["labels"]])
 
 
 @bp.get("/api/photos")
@@ -41,20 +37,20 @@ def photos():
 def save_labels(id_name: str):
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("labels"), list):
-        return _error(400, 'send JSON {"labels": ["sea", ...]}')
-    vocabulary = {lab["name"] for lab in load_labels()}
+        return error(400, 'send JSON {"labels": ["sea", ...]}')
+    vocabulary = {lab["name"] for lab in current_app.extensions["labels"]}
     unknown = [x for x in body["labels"] if not isinstance(x, str) or x not in vocabulary]
     if unknown:
-        return _error(400, f"not in the label vocabulary: {unknown}")
+        return error(400, f"not in the label vocabulary: {unknown}")
     if not current_app.extensions["store"].set_labels(id_name, body["labels"]):
-        return _error(404, f"no photo stored under id_name {id_name!r}")
+        return error(404, f"no photo stored under id_name {id_name!r}")
     return jsonify(id_name=id_name, labels=sorted(set(body["labels"])))
 
 
 @bp.get("/export.json")
 def export():
     """Labelled photos as a COCO-format file (image-level labels; every label was judged by the labeller)."""
-    vocabulary = load_labels()
+    vocabulary = current_app.extensions["labels"]
     by_name = {lab["name"]: lab for lab in vocabulary}
     images, annotations = [], []
     for i, record in enumerate(r for r in current_app.extensions["store"].list(limit=1_000_000)

@@ -22,6 +22,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     from gateway.api import bp as api_bp
     from gateway.store import PhotoStore
     from gateway.tagger_client import TaggerClient
+    from handler.image import DEFAULT_MAX_BYTES
+    from training.labels import load_labels
 
     app = Flask(__name__)
     app.config.from_mapping(
@@ -31,7 +33,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         TS_KEY_FILE=None,  # default: DATA_DIR/run/torchserve/key_file.json
         TS_TIMEOUT=30.0,
         MODEL_NAME="tagger",
-        MAX_CONTENT_LENGTH=41 * 1024 * 1024,
+        MAX_CONTENT_LENGTH=DEFAULT_MAX_BYTES + 1024 * 1024,  # the image limit plus room for the form
         TAGGER_CLIENT=None,
     )
     if test_config is None:
@@ -40,6 +42,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.update(test_config)
     data_dir = Path(app.config["DATA_DIR"])
     app.extensions["store"] = PhotoStore(data_dir)
+    app.extensions["labels"] = load_labels()  # the vocabulary the annotation page offers
     app.extensions["tagger"] = app.config["TAGGER_CLIENT"] or TaggerClient(
         app.config["TS_INFERENCE_URL"], app.config["TS_MANAGEMENT_URL"],
         app.config["TS_KEY_FILE"] or data_dir / "run/torchserve/key_file.json",

@@ -28,6 +28,30 @@ class TaggerError(Exception):
         self.retry_after = retry_after
 
 
+def read_keys(key_file: str | Path) -> dict[str, str]:
+    """``{"inference": ..., "management": ..., "API": ...}`` from TorchServe's ``key_file.json``."""
+    data = json.loads(Path(key_file).read_text())
+    return {kind: (entry["key"] if isinstance(entry, dict) else entry) for kind, entry in data.items()}
+
+
+def key_rejected(r: requests.Response) -> bool:
+    """True when TorchServe refused the request's key (wrong or expired: it answers 400 InvalidKeyException)."""
+    if r.status_code not in (400, 401):
+        return False
+    try:
+        return r.json().get("type") == "InvalidKeyException"
+    except ValueError:
+        return False
+
+
+def renew_key(management_url: str, api_key: str, kind: str, *, timeout: float = 10, session=requests) -> None:
+    """Have TorchServe issue a new ``kind`` ("inference" or "management") key; it rewrites its key file."""
+    r = session.get(f"{management_url.rstrip('/')}/token", params={"type": kind}, timeout=timeout,
+                    headers={"Authorization": f"Bearer {api_key}"})
+    if r.status_code != 200:
+        raise TaggerError(f"model server refused a new {kind} key ({r.status_code})")
+
+
 class TaggerClient:
     def __init__(self, inference_url: str, management_url: str, key_file: str | Path, *,
                  model_name: str = "tagger", timeout: float = 30.0):
@@ -46,8 +70,7 @@ class TaggerClient:
             try:
                 mtime = self.key_file.stat().st_mtime
                 if mtime != self._keys_mtime:
-                    data = json.loads(self.key_file.read_text())
-                    self._keys = {k: (v["key"] if isinstance(v, dict) else v) for k, v in data.items()}
+                    self._keys = read_keys(self.key_file)
                     self._keys_mtime = mtime
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise TaggerError(f"model server keys are not readable at {self.key_file}: is TorchServe "
@@ -58,10 +81,7 @@ class TaggerClient:
 
     def refresh_inference_key(self) -> None:
         """Ask TorchServe for a new inference key (it rewrites the key file)."""
-        r = self._session.get(f"{self.management_url}/token", params={"type": "inference"}, timeout=self.timeout,
-                              headers={"Authorization": f"Bearer {self._key('API')}"})
-        if r.status_code != 200:
-            raise TaggerError(f"model server refused a new inference key ({r.status_code})")
+        renew_key(self.management_url, self._key("API"), "inference", timeout=self.timeout, session=self._session)
         with self._lock:
             self._keys_mtime = None  # force a re-read
 
@@ -70,15 +90,6 @@ class TaggerClient:
             f"{self.inference_url}/predictions/{self.model_name}", data=data, timeout=self.timeout,
             headers={"Authorization": f"Bearer {self._key('inference')}",
                      "Content-Type": "application/octet-stream"})
-
-    @staticmethod
-    def _key_rejected(r: requests.Response) -> bool:
-        if r.status_code not in (400, 401):
-            return False
-        try:
-            return r.json().get("type") == "InvalidKeyException"
-        except ValueError:
-            return False
 
     def predict(self, data: bytes) -> dict:
         """Tags, scores and model version for one image.
@@ -89,7 +100,7 @@ class TaggerClient:
         """
         try:
             r = self._post(data)
-            if self._key_rejected(r):
+            if key_rejected(r):
                 logger.info("inference key rejected; requesting a new one")
                 self.refresh_inference_key()
                 r = self._post(data)
@@ -104,7 +115,7 @@ class TaggerClient:
         except ValueError:
             body = {}
         message = body.get("error") or body.get("message") or f"model server answered {r.status_code}"
-        if 400 <= r.status_code < 500 and r.status_code != 404 and not self._key_rejected(r):
+        if 400 <= r.status_code < 500 and r.status_code != 404 and not key_rejected(r):
             raise TaggerError(message, status=422 if r.status_code == 400 else r.status_code, retry_after=None)
         logger.warning("model server answered %s: %s", r.status_code, message)
         raise TaggerError(f"model server unavailable: {message}")

@@ -6,7 +6,6 @@ unpacked). Nothing is written to /tmp or the repository root.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+
+from gateway.tagger_client import TaggerError, key_rejected, read_keys, renew_key
 
 REPO = Path(__file__).resolve().parent.parent
 PID_FILE = ".model_server.pid"  # TorchServe's own name, written under $TEMP
@@ -86,12 +87,6 @@ def render_config(run: TorchServeRun) -> str:
     return text + "\n"
 
 
-def read_keys(key_file: str | Path) -> dict[str, str]:
-    """``{"inference": ..., "management": ..., "API": ...}`` from TorchServe's ``key_file.json``."""
-    data = json.loads(Path(key_file).read_text())
-    return {kind: (entry["key"] if isinstance(entry, dict) else entry) for kind, entry in data.items()}
-
-
 def running_pid(run: TorchServeRun) -> int | None:
     """PID of this run's TorchServe frontend if it is alive, else None."""
     pid_file = run.tmp_dir / PID_FILE
@@ -133,13 +128,6 @@ def start(run: TorchServeRun, mar: str, *, threads_per_worker: int | None = None
     return pid
 
 
-def _key_rejected(r: requests.Response) -> bool:
-    try:
-        return r.status_code in (400, 401) and r.json().get("type") == "InvalidKeyException"
-    except ValueError:
-        return False
-
-
 def management_get(run: TorchServeRun, path: str, **params) -> requests.Response:
     """GET on the management API with the current key, renewing an expired key once with the API key."""
     def get():
@@ -148,9 +136,8 @@ def management_get(run: TorchServeRun, path: str, **params) -> requests.Response
                             headers={"Authorization": f"Bearer {key}"})
 
     r = get()
-    if _key_rejected(r):
-        requests.get(f"{run.management_url}/token", params={"type": "management"}, timeout=10,
-                     headers={"Authorization": f"Bearer {read_keys(run.key_file)['API']}"}).raise_for_status()
+    if key_rejected(r):
+        renew_key(run.management_url, read_keys(run.key_file)["API"], "management")
         r = get()
     return r
 
@@ -176,7 +163,7 @@ def wait_ready(run: TorchServeRun, *, timeout: float = 240) -> float:
         try:
             if "READY" in worker_states(run):
                 return time.monotonic() - t0
-        except (OSError, ValueError, KeyError, requests.RequestException):
+        except (OSError, ValueError, KeyError, requests.RequestException, TaggerError):
             pass  # key file or API not up yet
         time.sleep(0.5)
     raise RuntimeError(f"no TorchServe worker became READY within {timeout:.0f}s; see {run.run_dir / 'logs'}")

@@ -49,7 +49,9 @@ def validate_meta(meta: dict) -> dict:
     return meta
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -65,13 +67,13 @@ def _atomic_write(path: Path, write) -> None:
 
 def save_json(path: str | Path, obj) -> None:
     """Write ``obj`` as indented JSON, atomically."""
-    _atomic_write(Path(path), lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict) -> None:
     """``torch.save`` to a temporary file beside ``path``, then replace it (a crash never leaves half a file)."""
     validate_meta(checkpoint["meta"])
-    _atomic_write(Path(path), lambda f: torch.save(checkpoint, f))
+    atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
 def load_checkpoint(path: str | Path) -> dict:

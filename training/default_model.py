@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from training.checkpoint import make_meta, save_checkpoint, save_json
+from training.checkpoint import atomic_write, make_meta, save_checkpoint, save_json
 from training.datasets import CocoMultiLabel
 from training.head import fit_head, imagenet_prior_matrix
 from training.labels import label_names, load_labels
@@ -71,10 +71,7 @@ def cached_features(model, dataset: CocoMultiLabel, preprocessing: dict, cache_d
     if path.is_file():
         return torch.load(path, weights_only=True)
     features = extract_features(model, dataset, batch_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(features, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda f: torch.save(features, f))
     return features
 
 

@@ -41,24 +41,31 @@ def _masked_bce(logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor
     return (loss * known).sum() / len(targets)
 
 
+def _minimize(loss_fn, *initial: torch.Tensor, max_iter: int = 200) -> tuple[torch.Tensor, ...]:
+    """Minimise ``loss_fn(*params)`` with L-BFGS (strong Wolfe line search) from ``initial``; returns the optimum."""
+    params = [p.clone().requires_grad_(True) for p in initial]
+    opt = torch.optim.LBFGS(params, lr=1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(*params)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return tuple(p.detach() for p in params)
+
+
 def fit_linear(features: torch.Tensor, targets: torch.Tensor, known: torch.Tensor, *,
                weight_decay: float = 1e-2, max_iter: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
     """Masked logistic regression; returns ``(weight (L, D), bias (L,))`` acting on raw features."""
     mean, std = features.mean(0), features.std(0) + 1e-6
     x = (features - mean) / std
     known = known.float()
-    w = torch.zeros(x.shape[1], targets.shape[1], requires_grad=True)
-    b = torch.zeros(targets.shape[1], requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = _masked_bce(x @ w + b, targets, known) + weight_decay * (w ** 2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    w, b = w.detach(), b.detach()
+    w, b = _minimize(
+        lambda w, b: _masked_bce(x @ w + b, targets, known) + weight_decay * (w ** 2).sum(),
+        torch.zeros(x.shape[1], targets.shape[1]), torch.zeros(targets.shape[1]), max_iter=max_iter)
     weight = (w / std[:, None]).T.contiguous()
     bias = b - (mean / std) @ w
     return weight, bias
@@ -68,34 +75,24 @@ def fit_prior_calibration(zero_shot: torch.Tensor, targets: torch.Tensor, known:
                           reg: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit ``scale * zero_shot + bias`` to the targets: one shared scale, per-label biases pulled together."""
     known = known.float()
-    scale = torch.ones(1, requires_grad=True)
-    bias = torch.zeros(targets.shape[1], requires_grad=True)
-    opt = torch.optim.LBFGS([scale, bias], lr=1, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = _masked_bce(scale * zero_shot + bias, targets, known) + reg * ((bias - bias.mean()) ** 2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return scale.detach(), bias.detach()
+    return _minimize(
+        lambda scale, bias: _masked_bce(scale * zero_shot + bias, targets, known)
+        + reg * ((bias - bias.mean()) ** 2).sum(),
+        torch.ones(1), torch.zeros(targets.shape[1]))
 
 
 @torch.no_grad()
 def fit_head(model, features: torch.Tensor, targets: torch.Tensor, known: torch.Tensor, *,
              weight_decay: float = 1e-2, pseudo_count: float = 10.0) -> None:
     """Fit ``model.head`` (and ``model.prior`` if present) in place on cached ``features``."""
-    with torch.enable_grad():
-        weight, bias = fit_linear(features, targets, known, weight_decay=weight_decay)
+    weight, bias = fit_linear(features, targets, known, weight_decay=weight_decay)
     model.head.weight.copy_(weight)
     model.head.bias.copy_(bias)
     if model.prior is None:
         return
     prior = model.prior
     zero_shot = prior.zero_shot(model.backbone.get_classifier()(features))
-    with torch.enable_grad():
-        scale, pbias = fit_prior_calibration(zero_shot, targets, known)
+    scale, pbias = fit_prior_calibration(zero_shot, targets, known)
     positives = (targets * known).sum(0)
     has_prior = prior.matrix.sum(0) > 0
     prior.scale.copy_(scale)

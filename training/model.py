@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-ARCHS = ("efficientnet_lite0", "resnet18")
 
 # Stage depths of EfficientNet-Lite0 (EfficientNet-PyTorch numbers its blocks 0..15 across all stages).
 _LITE0_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
@@ -124,7 +123,10 @@ class Tagger(nn.Module):
         return self.logits_from_features(self.features(x))
 
 
+# Architecture name -> timm model name. EfficientNet-Lite0 is timm's TF port: "same" padding and BN eps 1e-3, as the
+# packaged weights were trained. timm's resnet18 uses torchvision's key names.
 _TIMM_NAMES = {"efficientnet_lite0": "tf_efficientnet_lite0", "resnet18": "resnet18"}
+ARCHS = tuple(_TIMM_NAMES)
 
 
 def build_model(arch: str, num_labels: int, *, pretrained: bool = False,
@@ -154,7 +156,7 @@ def build_model(arch: str, num_labels: int, *, pretrained: bool = False,
     elif pretrained:
         if weights_path is None or not Path(weights_path).is_file():
             raise FileNotFoundError(
-                f"{arch} pretrained weights are read from a local file only: pass --weights PATH "
+                f"{arch} pretrained weights are read from a local file only: pass weights_path "
                 "(a torchvision ImageNet state_dict); nothing is downloaded")
         backbone.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True), strict=True)
     return Tagger(backbone, num_labels, imagenet_prior=imagenet_prior)

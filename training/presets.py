@@ -1,4 +1,4 @@
-"""Preprocessing, defined once: a train preset and an eval preset built from a model's metadata record.
+"""Preprocessing, defined once: the eval preset built from a model's metadata record.
 
 The handler builds its transform with ``eval_transform(meta["preprocessing"])``; nothing else retypes a mean,
 a std or a crop size.
@@ -36,14 +36,3 @@ def eval_transform(pre: dict) -> T.Compose:
         T.Normalize(mean=pre["mean"], std=pre["std"]),
     ])
 
-
-def train_transform(pre: dict, *, hflip_prob: float = 0.5, scale: tuple[float, float] = (0.35, 1.0)) -> T.Compose:
-    """Augmenting transform for fine-tuning: random resized crop and horizontal flip, same normalisation."""
-    return T.Compose([
-        T.PILToTensor(),
-        T.RandomResizedCrop(pre["crop"], scale=scale, interpolation=_INTERPOLATION[pre["interpolation"]],
-                            antialias=True),
-        T.RandomHorizontalFlip(hflip_prob),
-        T.ToDtype(torch.float32, scale=True),
-        T.Normalize(mean=pre["mean"], std=pre["std"]),
-    ])

@@ -5,11 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
+# make train DATA="root1 root2" ANN="a.json b.json" OUT=dir ARGS="--epochs 5 --arch resnet18 --pretrained none"
 DATA ?= samples/coco_subset
-ANN ?= $(DATA)/annotations.json
-OUT ?= checkpoints/default
+ANN ?= $(firstword $(DATA))/annotations.json
+OUT ?= checkpoints/run
+ARGS ?=
 CHECKPOINT ?= checkpoints/default/best.pt
 VERSION ?=
+DATA_FLAGS = $(foreach d,$(DATA),--data $(d)) $(foreach a,$(ANN),--ann $(a))
 
 .PHONY: setup java serve stop status test model archive train bench clean
 
@@ -42,11 +45,13 @@ status: setup
 test: setup
 	$(PY) -m pytest
 
-# The default model from the bundled samples (or DATA/ANN), then its archive model_store/tagger.mar.
+# The default model (the training tool's prior recipe) on the bundled samples, or on DATA/ANN when given.
 model: setup
-	$(PY) -m training.default_model --data $(DATA) --ann $(ANN) --out $(OUT)
+	$(PY) -m training --recipe prior $(DATA_FLAGS) --output $(if $(filter command line,$(origin OUT)),$(OUT),checkpoints/default) $(ARGS)
 
-train: model
+# The training tool with the original flags: python -m training --help
+train: setup
+	$(PY) -m training $(DATA_FLAGS) --output $(OUT) $(ARGS)
 
 archive: setup
 	$(PY) -m training.archive --checkpoint $(CHECKPOINT) $(if $(VERSION),--version $(VERSION))
@@ -56,7 +61,7 @@ archive: setup
 bench: setup
 	@rm -rf var/bench
 	/usr/bin/time -f "default model build: %e s wall (budget 120 s)" \
-		$(PY) -m training.default_model --out var/bench/default --cache-dir var/bench/cache
+		$(PY) -m training --recipe prior --output var/bench/default --cache-dir var/bench/cache
 
 clean: stop
 	rm -rf checkpoints model_store/*.mar var/run var/cache

@@ -4,7 +4,7 @@ Mounted by the gateway at ``/annotate/`` and sharing its store. The export is a 
 ``file_name`` entries are relative to the data directory, so training reads it directly::
 
     curl -o var/export.json http://127.0.0.1:7777/annotate/export.json
-    python -m training.default_model --data var --ann var/export.json
+    python -m training --recipe prior --data var --ann var/export.json --output checkpoints/mine
 """
 from __future__ import annotations
 

@@ -22,6 +22,8 @@ from serving import torchserve
 from serving.torchserve import REPO, Ports, TorchServeRun
 
 DEFAULT_MAR = "tagger.mar"
+# The default model: the training tool's prior recipe on the bundled samples (what `make model` runs).
+DEFAULT_MODEL_ARGS = ("--recipe", "prior", "--output", "checkpoints/default")
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,8 @@ def ensure_default_archive(model_store: Path = REPO / "model_store") -> Path:
         return mar
     ckpt = REPO / "checkpoints/default/best.pt"
     if not ckpt.is_file():
-        print("building the default model from samples/coco_subset (about a minute)...", flush=True)
-        subprocess.run([sys.executable, "-m", "training.default_model"], cwd=REPO, check=True)
+        print("building the default model from the bundled samples (about a minute)...", flush=True)
+        subprocess.run([sys.executable, "-m", "training", *DEFAULT_MODEL_ARGS], cwd=REPO, check=True)
     subprocess.run([sys.executable, "-m", "training.archive", "--checkpoint", str(ckpt), "--out", str(mar)],
                    cwd=REPO, check=True)
     return mar

@@ -97,3 +97,124 @@ class CocoMultiLabel(torch.utils.data.Dataset):
         """All targets and known masks, (N, L) each, without loading any image."""
         pairs = [self._load_target(i) for i in self.ids]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be trained on (no usable image, no known label); the message says what to do."""
+
+
+def check_image(path: Path) -> str | None:
+    """``None`` when ``path`` decodes as an image, else the reason. Decodes at reduced size (fast, catches
+    truncation)."""
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (64, 64))
+            im.load()
+    except FileNotFoundError:
+        return "file not found"
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means the same thing: skip this image
+        return f"does not decode ({type(exc).__name__}: {exc})"
+    return None
+
+
+def pair_sources(roots: list[str], anns: list[str]) -> list[tuple[Path, Path]]:
+    """``--data`` / ``--ann`` as (root, annotation file) pairs: one root for every file, or one root per file.
+
+    Raises:
+        DatasetError: the counts do not pair up, or an annotation file is missing.
+    """
+    if not anns:
+        raise DatasetError("no annotation file given: pass --ann FILE (COCO format)")
+    if len(roots) == 1:
+        roots = roots * len(anns)
+    if len(roots) != len(anns):
+        raise DatasetError(f"{len(roots)} --data roots for {len(anns)} --ann files: give one root for all "
+                           "files, or one per file in the same order")
+    for ann in anns:
+        if not Path(ann).is_file():
+            raise DatasetError(f"annotation file not found: {ann}")
+    return [(Path(r), Path(a)) for r, a in zip(roots, anns)]
+
+
+class LabelledImages(torch.utils.data.Dataset):
+    """Images from one or more COCO-format files, merged per image file: ``(image, target, known)``.
+
+    A COCO instances file and a COCO-Stuff stuff file for the same photos merge into one row per photo: a label
+    is positive when any file says so and known when any file could have said so. Build it with ``from_coco``,
+    which also reports what it skipped.
+    """
+
+    def __init__(self, paths: list[Path], targets: torch.Tensor, known: torch.Tensor, label_names: list[str],
+                 transform=None):
+        self.paths, self._targets, self._known = list(paths), targets, known
+        self.label_names, self.transform = list(label_names), transform
+
+    @classmethod
+    def from_coco(cls, sources: list[tuple[Path, Path]], label_names: list[str], *, transform=None,
+                  check_images: bool = True) -> tuple["LabelledImages", dict]:
+        """Read and merge ``sources`` ((root, annotation file) pairs); returns ``(dataset, report)``.
+
+        ``report`` counts images, skipped images (with the reason for each) and categories outside the
+        vocabulary (ignored). Raises ``DatasetError`` when nothing usable remains.
+        """
+        rows: dict[Path, list] = {}
+        ignored: dict[str, int] = {}
+        for root, ann in sources:
+            try:
+                ds = CocoMultiLabel(root, ann, label_names)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DatasetError(f"{ann} is not a readable COCO-format file ({type(exc).__name__}: {exc})") \
+                    from exc
+            known_cats = set(ds.cat_to_index)
+            for cat in ds.coco.loadCats(ds.coco.getCatIds()):
+                if cat["id"] not in known_cats:
+                    ignored[cat["name"]] = ignored.get(cat["name"], 0) + len(ds.coco.catToImgs.get(cat["id"], []))
+            for image_id in ds.ids:
+                target, known = ds._load_target(image_id)
+                path = (root / ds.coco.imgs[image_id]["file_name"]).resolve()
+                if path in rows:
+                    rows[path][0] = torch.maximum(rows[path][0], target)
+                    rows[path][1] |= known
+                else:
+                    rows[path] = [target, known]
+        skipped = []
+        paths = []
+        for path in rows:
+            reason = check_image(path) if check_images else None
+            if reason:
+                skipped.append({"path": str(path), "reason": reason})
+            else:
+                paths.append(path)
+        report = {"images": len(paths), "skipped": skipped, "ignored_categories": ignored,
+                  "sources": [[str(r), str(a)] for r, a in sources]}
+        if not paths:
+            raise DatasetError(f"no usable image in {', '.join(str(a) for _, a in sources)}"
+                               f" ({len(skipped)} skipped): check that --data points at the folder that the "
+                               "files' file_name entries are relative to")
+        targets = torch.stack([rows[p][0] for p in paths])
+        known = torch.stack([rows[p][1] for p in paths])
+        if not (targets.bool() & known).any():
+            raise DatasetError("the annotation files hold no positive label of the vocabulary: check that their "
+                               "category names are COCO-Stuff names (e.g. 'sea', 'person') or pass --labels")
+        return cls(paths, targets, known, label_names, transform), report
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, indices, transform=None) -> "LabelledImages":
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return LabelledImages([self.paths[i] for i in idx.tolist()], self._targets[idx], self._known[idx],
+                              self.label_names, transform if transform is not None else self.transform)
+
+    def image_path(self, index: int) -> Path:
+        return self.paths[index]
+
+    def targets(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._targets, self._known
+
+    def __getitem__(self, index: int):
+        with Image.open(self.paths[index]) as im:
+            image = im.convert("RGB")
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self._targets[index], self._known[index]

@@ -25,10 +25,7 @@ def imagenet_prior_matrix(label_names: list[str], path: str | Path = PRIOR_FILE)
 
     info = ImageNetInfo()
     index = {info.index_to_label_name(i): i for i in range(1000)}
-    mapping = json.loads(Path(path).read_text())["labels"]
-    unknown = set(mapping) - set(label_names)
-    if unknown:
-        raise ValueError(f"{path}: labels not in the vocabulary: {sorted(unknown)}")
+    mapping = json.loads(Path(path).read_text())["labels"]  # labels a vocabulary lacks are simply unused
     matrix = torch.zeros(1000, len(label_names))
     for j, name in enumerate(label_names):
         for wnid in mapping.get(name, {}):

@@ -65,3 +65,79 @@ def best_f1_thresholds(probs: torch.Tensor, targets: torch.Tensor, known: torch.
                 best, best_thr = f1, (float(v) + lower) / 2
         out.append(max(min_threshold, round(best_thr, 4)))
     return out
+
+
+def _safe_div(a: float, b: float) -> float:
+    return a / b if b else 0.0
+
+
+def decision_metrics(probs: torch.Tensor, targets: torch.Tensor, thresholds, known: torch.Tensor | None = None
+                     ) -> dict:
+    """CP, CR, CF1 (per-label precision and recall, averaged) and OP, OR, OF1 (over all decisions).
+
+    A label is predicted when its probability reaches its threshold. Only known entries count. The per-label
+    averages run over labels with at least one known positive (the labels mAP averages over); such a label that
+    is never predicted has precision 0 (nothing it said was right), never a division by zero.
+    """
+    if known is None:
+        known = torch.ones_like(targets, dtype=torch.bool)
+    known = known.bool()
+    pred = (probs >= torch.as_tensor(thresholds, dtype=probs.dtype)) & known
+    truth = targets.bool() & known
+    tp = (pred & truth).sum(0).double()
+    n_pred, n_pos = pred.sum(0).double(), truth.sum(0).double()
+    has_pos = n_pos > 0
+    precision = [_safe_div(float(tp[j]), float(n_pred[j])) for j in range(len(tp)) if has_pos[j]]
+    recall = [_safe_div(float(tp[j]), float(n_pos[j])) for j in range(len(tp)) if has_pos[j]]
+    cp = sum(precision) / len(precision) if precision else float("nan")
+    cr = sum(recall) / len(recall) if recall else float("nan")
+    op = _safe_div(float(tp.sum()), float(n_pred.sum()))
+    orec = _safe_div(float(tp.sum()), float(n_pos.sum()))
+    return {"CP": cp, "CR": cr, "CF1": _safe_div(2 * cp * cr, cp + cr) if precision else float("nan"),
+            "OP": op, "OR": orec, "OF1": _safe_div(2 * op * orec, op + orec)}
+
+
+def summarize(probs: torch.Tensor, targets: torch.Tensor, known: torch.Tensor | None, thresholds,
+              label_names: list[str], *, decimals: int = 4) -> dict:
+    """Everything a run reports: mAP, CP/CR/CF1/OP/OR/OF1 at ``thresholds``, per-label AP and positives.
+
+    Labels without a known positive are reported as ``None`` ("not applicable") and left out of every average.
+    """
+    if known is None:
+        known = torch.ones_like(targets, dtype=torch.bool)
+    aps = per_label_ap(probs, targets, known)
+    out = {"mAP": mean_average_precision(probs, targets, known),
+           **decision_metrics(probs, targets, thresholds, known)}
+    out = {k: (None if v != v else round(v, decimals)) for k, v in out.items()}
+    out["per_label_ap"] = {n: (None if a != a else round(a, decimals)) for n, a in zip(label_names, aps)}
+    out["positives"] = {n: int(p) for n, p in zip(label_names, (targets.bool() & known.bool()).sum(0).tolist())}
+    out["n_images"] = int(len(targets))
+    out["labels_not_applicable"] = [n for n, a in zip(label_names, aps) if a != a]
+    return out
+
+
+def calibrate_thresholds(probs: torch.Tensor, targets: torch.Tensor, known: torch.Tensor | None = None, *,
+                         min_positives: int = 3) -> tuple[list[float], dict]:
+    """Per-label thresholds chosen on validation predictions, with a fallback for rare labels.
+
+    A label with at least ``min_positives`` known positives gets its F1-best threshold. Any other label gets
+    the F1-best threshold of all decisions pooled, which sits on this model's own score scale (a fixed 0.5
+    can lie above every score a rarely-seen label ever reaches). Returns ``(thresholds, source)`` where
+    ``source[name_index]`` says ``"f1"`` or ``"pooled"``.
+    """
+    if known is None:
+        known = torch.ones_like(targets, dtype=torch.bool)
+    known = known.bool()
+    own = best_f1_thresholds(probs, targets, known)
+    flat_known = known.reshape(-1, 1)
+    pooled = best_f1_thresholds(probs.reshape(-1, 1), targets.reshape(-1, 1), flat_known)[0]
+    positives = (targets.bool() & known).sum(0)
+    out, source = [], []
+    for j, t in enumerate(own):
+        if int(positives[j]) >= min_positives:
+            out.append(t)
+            source.append("f1")
+        else:
+            out.append(pooled)
+            source.append("pooled")
+    return out, source

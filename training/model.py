@@ -138,7 +138,7 @@ def build_model(arch: str, num_labels: int, *, pretrained: bool = False,
         num_labels: size of the head (the length of the label list).
         pretrained: load ImageNet weights into the backbone from local files, never from the network.
         weights_path: local ImageNet state_dict for ``resnet18`` (torchvision key names).
-        imagenet_prior: add an ``ImageNetPrior`` (its buffers are fitted by ``training.default_model``).
+        imagenet_prior: add an ``ImageNetPrior`` (its buffers are fitted by ``training.prior_recipe``).
 
     Raises:
         ValueError: unknown ``arch`` or ``num_labels < 1``.

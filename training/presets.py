@@ -1,7 +1,7 @@
-"""Preprocessing, defined once: the eval preset built from a model's metadata record.
+"""Preprocessing, defined once: the eval and train presets, both built from a model's metadata record.
 
-The handler builds its transform with ``eval_transform(meta["preprocessing"])``; nothing else retypes a mean,
-a std or a crop size.
+The handler builds its transform with ``eval_transform(meta["preprocessing"])``; fine-tuning uses
+``train_transform`` of the same record; nothing else retypes a mean, a std or a crop size.
 """
 from __future__ import annotations
 
@@ -36,3 +36,18 @@ def eval_transform(pre: dict) -> T.Compose:
         T.Normalize(mean=pre["mean"], std=pre["std"]),
     ])
 
+
+
+def train_transform(pre: dict, *, scale: tuple[float, float] = (0.25, 1.0), hflip: float = 0.5) -> T.Compose:
+    """Fine-tuning augmentation on the same record: random resized crop to ``crop``, horizontal flip.
+
+    The crop scale keeps at least a quarter of the photo: scene labels (sea, road, mountain) need context.
+    """
+    return T.Compose([
+        T.PILToTensor(),
+        T.RandomResizedCrop(pre["crop"], scale=scale, interpolation=_INTERPOLATION[pre["interpolation"]],
+                            antialias=True),
+        T.RandomHorizontalFlip(hflip),
+        T.ToDtype(torch.float32, scale=True),
+        T.Normalize(mean=pre["mean"], std=pre["std"]),
+    ])

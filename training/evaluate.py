@@ -1,0 +1,109 @@
+"""Evaluate a checkpoint (ours, or the original tool's) on a COCO-format dataset.
+
+    python -m training.evaluate --checkpoint checkpoints/default/best.pt \\
+        --data samples/coco_subset --ann samples/coco_subset/annotations.json --result var/result.csv
+
+Prints and writes (``--out``, default beside the checkpoint: ``eval-<ann name>.json``) mAP, CP, CR, CF1, OP, OR,
+OF1 at the checkpoint's thresholds, and per-label AP; labels without a known positive are reported as not
+applicable (``null``), never as 0 and never inside an average.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import torch
+
+from training.checkpoint import save_json
+from training.datasets import DatasetError, LabelledImages, pair_sources
+from training.metrics import summarize
+
+
+@torch.no_grad()
+def predict_probs(forward, dataset, *, batch_size: int = 32, workers: int = 0, device="cpu") -> torch.Tensor:
+    """Sigmoid probabilities of ``forward`` over every item of ``dataset`` (inputs, _, _), (N, L)."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    out = [forward(x.to(device)).float().sigmoid().cpu() for x, _, _ in loader]
+    return torch.cat(out)
+
+
+def write_result_csv(path: str | Path, image_paths, probs: torch.Tensor, names: list[str], thresholds) -> None:
+    """One row per image: its path, every label's score, and the predicted tags (``;``-separated, best first)."""
+    from training.checkpoint import atomic_write
+
+    thr = torch.as_tensor(thresholds)
+
+    def write(f):
+        import io
+
+        text = io.StringIO()
+        w = csv.writer(text)
+        w.writerow(["image", *names, "tags"])
+        for p, row in zip(image_paths, probs):
+            order = torch.argsort(row, descending=True).tolist()
+            tags = [names[j] for j in order if row[j] >= thr[j]]
+            w.writerow([str(p), *[f"{float(v):.4f}" for v in row], ";".join(tags)])
+        f.write(text.getvalue().encode())
+
+    atomic_write(path, write)
+
+
+def format_summary(s: dict, *, not_applicable: bool = True) -> str:
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    head = " ".join(f"{k} {fmt(s[k])}" for k in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"))
+    na = (s.get("labels_not_applicable") or []) if not_applicable else []
+    return head + (f"  (not applicable, no known positive: {', '.join(na)})" if na else "")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="a checkpoint of ours or of the original tool")
+    p.add_argument("--data", action="append", default=None, help="image root(s) (default: the --ann file's folder)")
+    p.add_argument("--ann", action="append", required=True, help="COCO-format annotation file(s), repeatable")
+    p.add_argument("--labels", default=None,
+                   help="label vocabulary JSON for an original checkpoint (default: training/labels.json)")
+    p.add_argument("--result", default=None, help="CSV with every image's scores and tags (default: none)")
+    p.add_argument("--out", default=None, help="metrics JSON (default: eval-<ann stem>.json beside the checkpoint)")
+    p.add_argument("-b", "--batch-size", type=int, default=32, help="batch size (default: 32)")
+    p.add_argument("-j", "--workers", type=int, default=0, help="data loading workers (default: 0)")
+    return p
+
+
+def main(args: argparse.Namespace) -> dict:
+    from training.presets import eval_transform
+    from training.resume import load_for_inference
+
+    model, meta, note = load_for_inference(args.checkpoint, args.labels)
+    print(note)
+    names = [lab["name"] for lab in meta["labels"]]
+    roots = args.data or [str(Path(args.ann[0]).parent)]
+    dataset, report = LabelledImages.from_coco(pair_sources(roots, args.ann), names,
+                                               transform=eval_transform(meta["preprocessing"]))
+    if report["skipped"]:
+        print(f"skipped {len(report['skipped'])} images that do not decode: "
+              + "; ".join(f"{s['path']} ({s['reason']})" for s in report["skipped"][:10]))
+    probs = predict_probs(model, dataset, batch_size=args.batch_size, workers=args.workers)
+    targets, known = dataset.targets()
+    summary = summarize(probs, targets, known, meta["thresholds"], names)
+    summary["checkpoint"] = str(args.checkpoint)
+    summary["dataset"] = report
+    print(f"{len(dataset)} images: {format_summary(summary)}")
+    out = args.out or Path(args.checkpoint).with_name(f"eval-{Path(args.ann[0]).stem}.json")
+    save_json(out, summary)
+    print(f"wrote {out}")
+    if args.result:
+        write_result_csv(args.result, dataset.paths, probs, names, meta["thresholds"])
+        print(f"wrote {args.result}")
+    return summary
+
+
+if __name__ == "__main__":
+    from training.legacy import LegacyError
+
+    try:
+        main(get_args_parser().parse_args())
+    except (DatasetError, LegacyError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,85 @@
+"""The default model's recipe: frozen backbone, a linear head fitted in closed form, blended with the
+backbone's own ImageNet classifier (``training.head``), chosen and calibrated by repeated k-fold CV.
+
+    python -m training --recipe prior --output checkpoints/default     # what `make model` runs
+
+Quality is measured by repeated k-fold cross-validation on the training photos (out-of-fold predictions,
+unknown labels masked, folds fixed by seed); per-label thresholds are calibrated on the out-of-fold
+probabilities; the final head is then fitted on all photos.
+"""
+from __future__ import annotations
+
+import torch
+
+from training.head import fit_head
+from training.metrics import calibrate_thresholds, mean_average_precision, per_label_ap, summarize
+
+
+def fold_indices(n: int, folds: int, repeat: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(train, test) index pairs of one repeat: a permutation seeded by ``repeat``, cut into ``folds``."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(repeat))
+    out = []
+    for f in range(folds):
+        test = perm[f::folds]
+        out.append((perm[torch.isin(perm, test, invert=True)], test))
+    return out
+
+
+@torch.no_grad()
+def cross_validate(model, features, targets, known, *, folds: int, repeats: int, wd: float,
+                   pseudo_count: float) -> dict[str, list[torch.Tensor]]:
+    """Out-of-fold logits per repeat of the blend, the head alone, the ImageNet prior alone and label frequency.
+
+    Each photo's prediction comes from a head fitted without it (``fold_indices``).
+    """
+    n = len(features)
+    out = {"blend": [], "head_only": [], "prior_only": [], "label_frequency": []}
+    imagenet = model.backbone.get_classifier()(features)
+    for r in range(repeats):
+        oof = {k: torch.zeros_like(targets) for k in out}
+        for train, test in fold_indices(n, folds, r):
+            fit_head(model, features[train], targets[train], known[train], weight_decay=wd,
+                     pseudo_count=pseudo_count)
+            oof["blend"][test] = model.logits_from_features(features[test])
+            oof["head_only"][test] = model.head(features[test])
+            oof["prior_only"][test] = model.prior.zero_shot(imagenet[test])
+            freq = (targets[train] * known[train]).sum(0) / known[train].sum(0).clamp(min=1)
+            oof["label_frequency"][test] = freq.expand(len(test), -1)
+        for k in out:
+            out[k].append(oof[k])
+    return out
+
+
+def fit(model, features, targets, known, names: list[str], *, folds: int, repeats: int, wd: float,
+        pseudo_count: float) -> dict:
+    """Cross-validate, calibrate thresholds on the out-of-fold probabilities, fit on everything.
+
+    Returns ``{"thresholds", "metrics", "oof_probs"}``; ``model`` ends fitted on all photos.
+    """
+    cv = cross_validate(model, features, targets, known, folds=folds, repeats=repeats, wd=wd,
+                        pseudo_count=pseudo_count)
+    cv_maps = {k: [mean_average_precision(s, targets, known) for s in v] for k, v in cv.items()}
+    blend_probs = torch.cat([s.sigmoid() for s in cv["blend"]])
+    all_targets, all_known = targets.repeat(repeats, 1), known.repeat(repeats, 1)
+    thresholds, source = calibrate_thresholds(blend_probs, all_targets, all_known)
+    ap = torch.tensor([per_label_ap(s, targets, known) for s in cv["blend"]]).mean(0)
+    at_thresholds = summarize(blend_probs, all_targets, all_known, thresholds, names)
+    fit_head(model, features, targets, known, weight_decay=wd, pseudo_count=pseudo_count)
+    mean = lambda xs: round(sum(xs) / len(xs), 4)  # noqa: E731
+    metrics = {
+        "cv_map": mean(cv_maps["blend"]),
+        "cv_map_per_repeat": [round(m, 4) for m in cv_maps["blend"]],
+        "cv_map_head_only": mean(cv_maps["head_only"]),
+        "cv_map_imagenet_prior_only": mean(cv_maps["prior_only"]),
+        "cv_map_label_frequency": mean(cv_maps["label_frequency"]),
+        "cv_protocol": f"{folds}-fold x {repeats} repeats, out-of-fold, unknown labels masked, "
+                       "labels with >= 1 known positive",
+        "cv_per_label_ap": {n: (None if a != a else round(float(a), 4)) for n, a in zip(names, ap.tolist())},
+        "cv_at_thresholds": {k: at_thresholds[k] for k in ("CP", "CR", "CF1", "OP", "OR", "OF1")},
+        "threshold_source": dict(zip(names, source)),
+        "n_images": len(features),
+        "positives": {n: int(p) for n, p in zip(names, (targets * known).sum(0).tolist())},
+        "train_map": round(mean_average_precision(model.logits_from_features(features).detach(), targets, known),
+                           4),
+    }
+    return {"thresholds": thresholds, "metrics": metrics, "oof_probs": cv["blend"][0].sigmoid()}

@@ -57,11 +57,13 @@ archive: setup
 	$(PY) -m training.archive --checkpoint $(CHECKPOINT) $(if $(VERSION),--version $(VERSION))
 
 # Cold build of the default model (fresh feature cache): wall time against the 2-minute budget, and its CV mAP
-# against the head-only and label-frequency baselines computed on the same folds in the same run.
+# against the head-only and label-frequency baselines computed on the same folds in the same run. Then the
+# training figures side by side: cached vs full-forward epochs, and the recipes on the same CV folds.
 bench: setup
 	@rm -rf var/bench
 	/usr/bin/time -f "default model build: %e s wall (budget 120 s)" \
 		$(PY) -m training --recipe prior --output var/bench/default --cache-dir var/bench/cache
+	$(PY) benchmarks/training.py --out var/bench/training
 
 clean: stop
 	rm -rf checkpoints model_store/*.mar var/run var/cache

@@ -1,0 +1,48 @@
+"""What the training tool writes, archived with `make archive`, is served by the real TorchServe."""
+import json
+
+import requests
+import torch
+
+from gateway.tagger_client import read_keys
+from serving import torchserve
+from serving.torchserve import Ports, TorchServeRun
+from tests.conftest import COCO
+from tests.test_e2e import _free_ports
+from training.train import cli
+
+
+def test_a_trained_checkpoint_archives_and_torchserve_serves_it(tmp_path):
+    out = tmp_path / "run"
+    assert cli(["--output", str(out), "--epochs", "3", "-j", "0", "--cache-dir", str(tmp_path / "cache")]) == 0
+    from training.archive import build_archive
+
+    store = tmp_path / "store"
+    build_archive(out / "best.pt", store / "tagger-2.0.mar", version="2.0")
+    run = TorchServeRun(var_dir=tmp_path / "var", ports=Ports(*_free_ports(5)), model_store=store)
+    try:
+        torchserve.start(run, "tagger-2.0.mar", threads_per_worker=1)
+        torchserve.wait_ready(run)
+        photo = (COCO / "images/000000000471.jpg").read_bytes()
+        key = read_keys(run.key_file)["inference"]
+        r = requests.post(f"{run.inference_url}/predictions/tagger", data=photo, timeout=60,
+                          headers={"Authorization": f"Bearer {key}", "Content-Type": "application/octet-stream"})
+        assert r.status_code == 200, r.text
+        answer = r.json()
+    finally:
+        torchserve.stop(run)
+    assert answer["model_version"] == "2.0"
+    # the same scores as the checkpoint in-process, and tags exactly the labels at or above their thresholds
+    from handler.image import decode_image
+    from training.presets import eval_transform
+    from training.resume import load_for_inference
+
+    model, meta, _ = load_for_inference(out / "best.pt")
+    with torch.no_grad():
+        probs = model(eval_transform(meta["preprocessing"])(decode_image(photo))[None]).sigmoid()[0]
+    names = [lab["name"] for lab in meta["labels"]]
+    for j, name in enumerate(names):
+        assert abs(answer["scores"][name] - float(probs[j])) < 2e-3, name
+    expected = {n for j, n in enumerate(names) if answer["scores"][n] >= meta["thresholds"][j]}
+    assert set(answer["tags"]) == expected
+    assert json.loads((out / "metrics.json").read_text())["best_epoch"] >= 1

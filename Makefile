@@ -6,8 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
 # make train DATA="root1 root2" ANN="a.json b.json" OUT=dir ARGS="--epochs 5 --arch resnet18 --pretrained none"
-DATA ?= samples/coco_subset
-ANN ?= $(firstword $(DATA))/annotations.json
+DATA ?= samples/coco_subset samples/coco_more
+ANN ?= $(foreach d,$(DATA),$(d)/annotations.json)
 OUT ?= checkpoints/run
 ARGS ?=
 CHECKPOINT ?= checkpoints/default/best.pt
@@ -62,7 +62,7 @@ archive: setup
 bench: setup
 	@rm -rf var/bench
 	/usr/bin/time -f "default model build: %e s wall (budget 120 s)" \
-		$(PY) -m training --recipe prior --output var/bench/default --cache-dir var/bench/cache
+		$(PY) -m training --recipe prior $(DATA_FLAGS) --output var/bench/default --cache-dir var/bench/cache
 	$(PY) benchmarks/training.py --out var/bench/training
 
 clean: stop

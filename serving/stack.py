@@ -23,7 +23,7 @@ from serving.torchserve import REPO, Ports, TorchServeRun
 
 DEFAULT_MAR = "tagger.mar"
 # The default model: the training tool's prior recipe on the bundled samples (what `make model` runs).
-DEFAULT_MODEL_ARGS = ("--recipe", "prior", "--output", "checkpoints/default")
+DEFAULT_MODEL_ARGS = ("--recipe", "prior", "--output", "checkpoints/default")  # data: all bundled samples
 
 
 @dataclass(frozen=True)

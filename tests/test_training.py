@@ -65,7 +65,7 @@ def test_config_file_sits_between_defaults_and_command_line(tmp_path):
 def test_head_only_training_writes_everything_and_the_archive_serves_it(tmp_path, cache_dir):
     out = tmp_path / "run"
     result = tmp_path / "result.csv"
-    assert run(["--output", out, "--cache-dir", cache_dir, "--epochs", 4, "--epoch_step", 2, "--result", result,
+    assert run(["--data", COCO, "--output", out, "--cache-dir", cache_dir, "--epochs", 4, "--epoch_step", 2, "--result", result,
                 "-j", 0]) == 0
     for name in ("best.pt", "last.pt", "metrics.json", "args.json", "meta.json", "plots/loss_map.png",
                  "plots/per_label_ap.png", "plots/pr_curves.png"):
@@ -100,7 +100,7 @@ def test_head_only_training_writes_everything_and_the_archive_serves_it(tmp_path
 
 
 def test_resume_continues_to_the_same_result(tmp_path, cache_dir):
-    common = ["--cache-dir", cache_dir, "--epoch_step", 3, "-j", 0, "--lr", 0.05]
+    common = ["--data", COCO, "--cache-dir", cache_dir, "--epoch_step", 3, "-j", 0, "--lr", 0.05]
     assert run(["--output", tmp_path / "full", "--epochs", 5, *common]) == 0
     assert run(["--output", tmp_path / "half", "--epochs", 2, *common]) == 0
     assert run(["--output", tmp_path / "half", "--epochs", 5, "--resume", tmp_path / "half/last.pt", *common]) == 0
@@ -287,7 +287,7 @@ def test_instances_and_stuff_files_merge_per_image_and_unknowns_stay_masked(tmp_
 
 
 def test_bad_data_is_reported_clearly(tmp_path, capsys):
-    assert run(["--ann", tmp_path / "missing.json", "--output", tmp_path / "o"]) == 2
+    assert run(["--data", COCO, "--ann", tmp_path / "missing.json", "--output", tmp_path / "o"]) == 2
     assert "annotation file not found" in capsys.readouterr().err
 
     data = json.loads((COCO / "annotations.json").read_text())
@@ -368,3 +368,30 @@ def test_two_processes_match_one(tmp_path, cache_dir, tiny_coco):
     assert [h["loss"] for h in two["history"]] == pytest.approx([h["loss"] for h in one["history"]], rel=1e-4)
     assert [h["mAP"] for h in two["history"]] == pytest.approx([h["mAP"] for h in one["history"]], abs=1e-4)
     assert r.stdout.count("epoch 3/3") == 1  # only rank 0 speaks
+
+
+def test_cv_never_lets_a_photos_own_label_reach_its_out_of_fold_prediction():
+    """Flip one photo's labels: its out-of-fold predictions (every repeat) must not move."""
+    from training.head import imagenet_prior_matrix
+    from training.labels import label_names
+    from training.model import build_model
+    from training.prior_recipe import cross_validate, fold_indices
+
+    for train, test in fold_indices(40, 4, 0):
+        assert not set(train.tolist()) & set(test.tolist()) and len(train) + len(test) == 40
+    torch.manual_seed(0)
+    model = build_model("resnet18", 34, imagenet_prior=True).eval()
+    model.prior.matrix.copy_(imagenet_prior_matrix(label_names()))
+    features = torch.randn(40, 512).abs()
+    targets = (torch.rand(40, 34) < 0.3).float()
+    known = torch.ones(40, 34, dtype=torch.bool)
+    kw = dict(folds=4, repeats=2, wd=1e-2, pseudo_count=10.0)
+    before = cross_validate(model, features, targets, known, **kw)
+    flipped = targets.clone()
+    flipped[7] = 1 - flipped[7]
+    after = cross_validate(model, features, flipped, known, **kw)
+    for kind in ("blend", "head_only", "prior_only", "label_frequency"):
+        for b, a in zip(before[kind], after[kind]):
+            torch.testing.assert_close(a[7], b[7])  # photo 7's own prediction ignores its labels
+            if kind != "prior_only":  # (the zero-shot prior uses no label at all)
+                assert not torch.allclose(a, b)  # while the other photos' predictions do depend on them

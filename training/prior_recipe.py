@@ -61,7 +61,8 @@ def fit(model, features, targets, known, names: list[str], *, folds: int, repeat
     cv_maps = {k: [mean_average_precision(s, targets, known) for s in v] for k, v in cv.items()}
     blend_probs = torch.cat([s.sigmoid() for s in cv["blend"]])
     all_targets, all_known = targets.repeat(repeats, 1), known.repeat(repeats, 1)
-    thresholds, source = calibrate_thresholds(blend_probs, all_targets, all_known)
+    # the out-of-fold rows repeat each photo once per repeat: count a label's positives once
+    thresholds, source = calibrate_thresholds(blend_probs, all_targets, all_known, min_positives=3 * repeats)
     ap = torch.tensor([per_label_ap(s, targets, known) for s in cv["blend"]]).mean(0)
     at_thresholds = summarize(blend_probs, all_targets, all_known, thresholds, names)
     fit_head(model, features, targets, known, weight_decay=wd, pseudo_count=pseudo_count)

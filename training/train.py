@@ -39,7 +39,8 @@ from training.legacy import LegacyError, convert_original_checkpoint, is_origina
 from training.metrics import calibrate_thresholds, summarize
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLES = REPO / "samples/coco_subset"
+# The bundled photos (113 + 431): the default training data when no --data is given.
+SAMPLES = (REPO / "samples/coco_subset", REPO / "samples/coco_more")
 
 
 class UsageError(ValueError):
@@ -55,11 +56,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     g.add_argument("--data", action="append", default=None, metavar="ROOT",
                    help="image root that file_name entries are relative to; repeatable: one for every --ann, "
-                        "or one per --ann in order (default: samples/coco_subset)")
+                        "or one per --ann in order (default: samples/coco_subset and samples/coco_more, "
+                        "the 544 bundled photos)")
     g.add_argument("--ann", action="append", default=None, metavar="FILE",
                    help="COCO-format annotation file (instances, COCO-Stuff, or the annotation page's export); "
-                        "repeatable, files for the same photos merge per image (default: "
-                        "samples/coco_subset/annotations.json)")
+                        "repeatable, files for the same photos merge per image (default: ROOT/annotations.json "
+                        "for each --data)")
     g.add_argument("--val-ann", default=None, metavar="FILE",
                    help="validation annotation file (default: none, use --val-split)")
     g.add_argument("--val-data", default=None, metavar="ROOT", help="image root of --val-ann (default: first --data)")
@@ -138,9 +140,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.set_defaults(**values)
     args = parser.parse_args(argv)
     if args.data is None:
-        args.data = [str(SAMPLES)]
+        args.data = [str(s) for s in SAMPLES]
     if args.ann is None:
-        args.ann = [str(Path(args.data[0]) / "annotations.json")]
+        args.ann = [str(Path(d) / "annotations.json") for d in args.data]
     return args
 
 

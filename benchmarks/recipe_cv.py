@@ -1,0 +1,177 @@
+"""Choose the default model's recipe by repeated k-fold cross-validation on the bundled photos (never a test set).
+
+    python benchmarks/recipe_cv.py --out var/bench/recipe        # table on stdout, results.json, learning curve
+
+Every variant is scored on the same folds (``training.prior_recipe.fold_indices``: 5 folds x 3 repeats, seeded),
+from out-of-fold predictions with unknown labels masked; the spread is the standard deviation over repeats.
+A variant is kept only when it beats the baseline by more than that spread. The learning curve
+(``docs/learning_curve.png``) trains on the first n photos of the pool (the 113 original samples first, then the
+431 others in a seeded order) and scores every fold on the same held-out photos of all 544.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from training.datasets import LabelledImages  # noqa: E402
+from training.features import cached_features  # noqa: E402
+from training.head import fit_linear, fit_prior_calibration, imagenet_prior_matrix  # noqa: E402
+from training.labels import label_names  # noqa: E402
+from training.metrics import mean_average_precision, per_label_ap  # noqa: E402
+from training.model import build_model  # noqa: E402
+from training.presets import default_preprocessing, eval_transform  # noqa: E402
+from training.prior_recipe import fold_indices  # noqa: E402
+
+SOURCES = [(REPO / "samples/coco_subset", REPO / "samples/coco_subset/annotations.json"),
+           (REPO / "samples/coco_more", REPO / "samples/coco_more/annotations.json")]
+
+
+class Flip:
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, image):
+        return self.transform(image).flip(-1)
+
+
+def load(cache: Path):
+    names = label_names()
+    pre = default_preprocessing("efficientnet_lite0")
+    ds, _ = LabelledImages.from_coco(SOURCES, names, transform=eval_transform(pre))
+    model = build_model("efficientnet_lite0", len(names), pretrained=True, imagenet_prior=True).eval()
+    model.prior.matrix.copy_(imagenet_prior_matrix(names))
+    feats, _ = cached_features(model, ds, pre, cache, batch_size=32)
+    flipped = ds.subset(range(len(ds)), transform=Flip(eval_transform(pre)))
+    flip_feats, _ = cached_features(model, flipped, {**pre, "hflip": True}, cache, batch_size=32)
+    targets, known = ds.targets()
+    return model, names, feats, flip_feats, targets, known
+
+
+@torch.no_grad()
+def oof(model, x, feats_for_prior, targets, known, *, folds, repeats, wd, pc, train_limit=None, order=None):
+    """Out-of-fold blended logits per repeat (the recipe of ``training.head.fit_head``, with variants)."""
+    zero_shot = model.prior.zero_shot(model.backbone.get_classifier()(feats_for_prior))
+    has_prior = model.prior.matrix.sum(0) > 0
+    kf = known.float()
+    out = []
+    for r in range(repeats):
+        logits = torch.zeros_like(targets)
+        for train, test in fold_indices(len(x), folds, r):
+            if train_limit is not None:  # learning curve: only photos among the first `train_limit` of `order`
+                allowed = torch.zeros(len(x), dtype=torch.bool)
+                allowed[order[:train_limit]] = True
+                train = train[allowed[train]]
+            w, b = fit_linear(x[train], targets[train], kf[train], weight_decay=wd)
+            head = x[test] @ w.T + b
+            scale, bias = fit_prior_calibration(zero_shot[train], targets[train], kf[train])
+            prior = scale * zero_shot[test] + bias
+            pos = (targets[train] * kf[train]).sum(0)
+            weight = torch.where(has_prior, pos / (pos + pc), torch.ones_like(pos))
+            logits[test] = weight * head + (1 - weight) * prior
+        out.append(logits)
+    return out
+
+
+def score(runs, targets, known) -> dict:
+    maps = [mean_average_precision(r, targets, known) for r in runs]
+    return {"map": round(statistics.mean(maps), 4), "spread": round(statistics.pstdev(maps), 4),
+            "per_repeat": [round(m, 4) for m in maps]}
+
+
+def learning_curve(model, feats, targets, known, *, folds, repeats, out_png: Path, n_first: int) -> list[dict]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rest = torch.randperm(len(feats) - n_first, generator=torch.Generator().manual_seed(0)) + n_first
+    order = torch.cat([torch.arange(n_first), rest])
+    points = []
+    for n in (n_first, 200, 300, 400, len(feats)):
+        runs = oof(model, feats, feats, targets, known, folds=folds, repeats=repeats, wd=1e-2, pc=10.0,
+                   train_limit=n, order=order)
+        s = score(runs, targets, known)
+        points.append({"pool": n, "train_photos_per_fold": round(n * (folds - 1) / folds), **s})
+        print(f"learning curve: pool {n:4d} photos -> CV mAP {s['map']:.3f} ± {s['spread']:.3f}", flush=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [p["train_photos_per_fold"] for p in points]
+    ax.errorbar(xs, [p["map"] for p in points], yerr=[p["spread"] for p in points], marker="o", capsize=3)
+    ax.set_xlabel("training photos per fold (113 original samples first, then COCO photos)")
+    ax.set_ylabel(f"mAP on the same held-out photos ({folds}-fold x {repeats})")
+    ax.set_title("default recipe: learning curve on the bundled photos")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return points
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=str(REPO / "var/bench/recipe"), help="work folder (default: var/bench/recipe)")
+    p.add_argument("--folds", type=int, default=5, help="folds (default: 5)")
+    p.add_argument("--repeats", type=int, default=3, help="repeats (default: 3)")
+    p.add_argument("--curve", default=str(REPO / "docs/learning_curve.png"), help="learning-curve PNG "
+                                                                                 "(default: docs/learning_curve.png)")
+    a = p.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    model, names, feats, flip, targets, known = load(out / "cache")
+    print(f"features of {len(feats)} photos (and their mirror images): {time.perf_counter() - t0:.1f}s", flush=True)
+    imagenet_logp = model.backbone.get_classifier()(feats).log_softmax(-1).detach()
+    tta = (feats + flip) / 2
+    variants = {
+        "baseline: pseudo-count 10, head L2 1e-2": dict(x=feats, prior=feats, wd=1e-2, pc=10.0),
+        "pseudo-count 3": dict(x=feats, prior=feats, wd=1e-2, pc=3.0),
+        "pseudo-count 30": dict(x=feats, prior=feats, wd=1e-2, pc=30.0),
+        "pseudo-count 100": dict(x=feats, prior=feats, wd=1e-2, pc=100.0),
+        "head L2 3e-3": dict(x=feats, prior=feats, wd=3e-3, pc=10.0),
+        "head L2 3e-2": dict(x=feats, prior=feats, wd=3e-2, pc=10.0),
+        "head L2 1e-1": dict(x=feats, prior=feats, wd=1e-1, pc=10.0),
+        "ImageNet log-probabilities as extra head inputs": dict(x=torch.cat([feats, imagenet_logp], 1), prior=feats,
+                                                                wd=1e-2, pc=10.0),
+        "flip test-time averaging (features of photo + mirror)": dict(x=tta, prior=tta, wd=1e-2, pc=10.0),
+    }
+    results = {}
+    freq_runs = []
+    for r in range(a.repeats):
+        lf = torch.zeros_like(targets)
+        for train, test in fold_indices(len(feats), a.folds, r):
+            lf[test] = ((targets[train] * known[train]).sum(0) / known[train].sum(0).clamp(min=1)).expand(len(test), -1)
+        freq_runs.append(lf)
+    results["label frequency"] = score(freq_runs, targets, known)
+    freq_ap = torch.tensor([per_label_ap(r, targets, known) for r in freq_runs]).mean(0)
+    for name, v in variants.items():
+        t = time.perf_counter()
+        runs = oof(model, v["x"], v["prior"], targets, known, folds=a.folds, repeats=a.repeats, wd=v["wd"], pc=v["pc"])
+        results[name] = {**score(runs, targets, known), "seconds": round(time.perf_counter() - t, 1)}
+        if name.startswith("baseline"):
+            ap = torch.tensor([per_label_ap(r, targets, known) for r in runs]).mean(0)
+            results[name]["per_label_ap"] = {n: None if x != x else round(float(x), 4) for n, x in zip(names, ap)}
+            results[name]["label_frequency_ap"] = {n: None if x != x else round(float(x), 4)
+                                                   for n, x in zip(names, freq_ap)}
+        print(f"{results[name]['map']:.4f} ± {results[name]['spread']:.4f} {results[name]['per_repeat']}  {name}",
+              flush=True)
+    base = results["baseline: pseudo-count 10, head L2 1e-2"]
+    for name, r in results.items():
+        r["vs_baseline"] = round(r["map"] - base["map"], 4)
+        r["beyond_spread"] = r["map"] - base["map"] > max(base["spread"], r["spread"])
+    results["learning_curve"] = learning_curve(model, feats, targets, known, folds=a.folds, repeats=a.repeats,
+                                               out_png=Path(a.curve), n_first=113)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"wrote {out / 'results.json'} and {a.curve}")
+
+
+if __name__ == "__main__":
+    main()

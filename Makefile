@@ -14,7 +14,7 @@ CHECKPOINT ?= checkpoints/default/best.pt
 VERSION ?=
 DATA_FLAGS = $(foreach d,$(DATA),--data $(d)) $(foreach a,$(ANN),--ann $(a))
 
-.PHONY: setup java serve stop status test model archive train bench clean
+.PHONY: setup java serve stop status test model archive train bench recipe-cv clean
 
 setup: java $(STAMP)
 
@@ -64,6 +64,11 @@ bench: setup
 	/usr/bin/time -f "default model build: %e s wall (budget 120 s)" \
 		$(PY) -m training --recipe prior $(DATA_FLAGS) --output var/bench/default --cache-dir var/bench/cache
 	$(PY) benchmarks/training.py --out var/bench/training
+
+# The default recipe chosen by repeated k-fold CV on the bundled photos: every variant on the same folds, and the
+# learning curve docs/learning_curve.png (about 12 minutes on 2 cores).
+recipe-cv: setup
+	$(PY) benchmarks/recipe_cv.py --out var/bench/recipe
 
 clean: stop
 	rm -rf checkpoints model_store/*.mar var/run var/cache

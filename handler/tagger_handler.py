@@ -36,7 +36,8 @@ class TaggerHandler(BaseHandler):
         tensors, errors = {}, {}
         for i, row in enumerate(data):
             try:
-                tensors[i] = self.transform(decode_image(request_bytes(row)))
+                image = decode_image(request_bytes(row), min_side=self.meta["preprocessing"]["resize"])
+                tensors[i] = self.transform(image)
             except ImageError as exc:
                 errors[i] = (exc.status, str(exc))
             except ValueError as exc:

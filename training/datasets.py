@@ -145,13 +145,14 @@ class LabelledImages(torch.utils.data.Dataset):
     """
 
     def __init__(self, paths: list[Path], targets: torch.Tensor, known: torch.Tensor, label_names: list[str],
-                 transform=None):
+                 transform=None, min_side: int | None = None):
         self.paths, self._targets, self._known = list(paths), targets, known
         self.label_names, self.transform = list(label_names), transform
+        self.min_side = min_side  # decode as the handler does: reduced to this shorter side (None: full size)
 
     @classmethod
     def from_coco(cls, sources: list[tuple[Path, Path]], label_names: list[str], *, transform=None,
-                  check_images: bool = True) -> tuple["LabelledImages", dict]:
+                  min_side: int | None = None, check_images: bool = True) -> tuple["LabelledImages", dict]:
         """Read and merge ``sources`` ((root, annotation file) pairs); returns ``(dataset, report)``.
 
         ``report`` counts images, skipped images (with the reason for each) and categories outside the
@@ -196,7 +197,7 @@ class LabelledImages(torch.utils.data.Dataset):
         if not (targets.bool() & known).any():
             raise DatasetError("the annotation files hold no positive label of the vocabulary: check that their "
                                "category names are COCO-Stuff names (e.g. 'sea', 'person') or pass --labels")
-        return cls(paths, targets, known, label_names, transform), report
+        return cls(paths, targets, known, label_names, transform, min_side), report
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -204,7 +205,7 @@ class LabelledImages(torch.utils.data.Dataset):
     def subset(self, indices, transform=None) -> "LabelledImages":
         idx = torch.as_tensor(indices, dtype=torch.long)
         return LabelledImages([self.paths[i] for i in idx.tolist()], self._targets[idx], self._known[idx],
-                              self.label_names, transform if transform is not None else self.transform)
+                              self.label_names, transform if transform is not None else self.transform, self.min_side)
 
     def image_path(self, index: int) -> Path:
         return self.paths[index]
@@ -213,8 +214,10 @@ class LabelledImages(torch.utils.data.Dataset):
         return self._targets, self._known
 
     def __getitem__(self, index: int):
-        with Image.open(self.paths[index]) as im:
-            image = im.convert("RGB")
+        from handler.image import decode_image
+
+        image = decode_image(self.paths[index].read_bytes(), min_side=self.min_side, max_pixels=10**9,
+                             max_bytes=1 << 31)
         if self.transform is not None:
             image = self.transform(image)
         return image, self._targets[index], self._known[index]

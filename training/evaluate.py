@@ -80,7 +80,8 @@ def main(args: argparse.Namespace) -> dict:
     names = [lab["name"] for lab in meta["labels"]]
     roots = args.data or [str(Path(args.ann[0]).parent)]
     dataset, report = LabelledImages.from_coco(pair_sources(roots, args.ann), names,
-                                               transform=eval_transform(meta["preprocessing"]))
+                                               transform=eval_transform(meta["preprocessing"]),
+                                               min_side=meta["preprocessing"]["resize"])
     if report["skipped"]:
         print(f"skipped {len(report['skipped'])} images that do not decode: "
               + "; ".join(f"{s['path']} ({s['reason']})" for s in report["skipped"][:10]))

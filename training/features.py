@@ -32,7 +32,10 @@ def image_key(path: str | Path) -> str:
 
 
 def cache_path(model, preprocessing: dict, cache_dir: str | Path) -> Path:
-    pre = hashlib.sha256(json.dumps(preprocessing, sort_keys=True).encode()).hexdigest()[:12]
+    from handler.image import DECODER_VERSION
+
+    record = {**preprocessing, "decoder": DECODER_VERSION}
+    pre = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
     return Path(cache_dir) / f"features-{weights_fingerprint(model.backbone)[:20]}-{pre}.pt"
 
 

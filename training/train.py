@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -328,7 +326,6 @@ def run_prior(args, model, labels, names, train, val, report, out: Path, rank_in
     from training.features import cached_features
     from training.head import imagenet_prior_matrix
     from training.plots import plot_run
-    from training.presets import eval_transform
     from training import prior_recipe
 
     if args.pretrained == "none":
@@ -338,7 +335,7 @@ def run_prior(args, model, labels, names, train, val, report, out: Path, rank_in
     pre = model_preprocessing(args, model)
     model.eval()
     model.prior.matrix.copy_(imagenet_prior_matrix(names))
-    train.transform = eval_transform(pre)
+    set_preset(train, pre)
     features, stats = cached_features(model, train, pre, args.cache_dir, batch_size=args.batch_size,
                                       workers=args.workers, progress=True)
     t_features = time.perf_counter() - t0
@@ -348,7 +345,7 @@ def run_prior(args, model, labels, names, train, val, report, out: Path, rank_in
     metrics = result["metrics"]
     metrics["features"] = {**stats, "seconds": round(t_features, 1)}
     if val is not None:
-        val.transform = eval_transform(pre)
+        set_preset(val, pre)
         vf, _ = cached_features(model, val, pre, args.cache_dir, batch_size=args.batch_size, workers=args.workers)
         vt, vk = val.targets()
         probs = model.logits_from_features(vf).sigmoid()
@@ -377,6 +374,18 @@ def run_prior(args, model, labels, names, train, val, report, out: Path, rank_in
     return meta
 
 
+def set_preset(dataset: LabelledImages, pre: dict, *, train: bool = False) -> None:
+    """Give ``dataset`` the eval (or train) preset of ``pre`` and the handler's reduced decoding.
+
+    Eval decodes to the preset's resize side, as the handler does; the train preset's random crops keep a
+    quarter of the area at least, so it decodes to twice the crop side to keep them sharp.
+    """
+    from training.presets import eval_transform, train_transform
+
+    dataset.transform = train_transform(pre) if train else eval_transform(pre)
+    dataset.min_side = 2 * pre["crop"] if train else pre["resize"]
+
+
 def model_arch(model) -> str:
     return model.arch
 
@@ -393,7 +402,6 @@ def run_sgd(args, model, labels, names, train, val, report, out: Path, rank_info
     from training.evaluate import format_summary, write_result_csv
     from training.features import cached_features
     from training.plots import plot_run
-    from training.presets import eval_transform, train_transform
 
     device = pick_device(args, rank_info)
     pre = model_preprocessing(args, model)
@@ -425,7 +433,8 @@ def run_sgd(args, model, labels, names, train, val, report, out: Path, rank_info
     t_features = 0.0
     if use_cache:
         t = time.perf_counter()
-        train.transform = val.transform = eval_transform(pre)
+        set_preset(train, pre)
+        set_preset(val, pre)
         with D.main_first(rank_info):
             ftr, st = cached_features(model, train, pre, args.cache_dir, batch_size=32, workers=args.workers,
                                       device=device, progress=rank_info.is_main)
@@ -439,8 +448,8 @@ def run_sgd(args, model, labels, names, train, val, report, out: Path, rank_info
         trainable = Head(model)
         workers = 0
     else:
-        train.transform = train_transform(pre) if not freeze else eval_transform(pre)
-        val.transform = eval_transform(pre)
+        set_preset(train, pre, train=not freeze)
+        set_preset(val, pre)
         train_set, val_set, trainable, workers = train, val, model, args.workers
     fwd_train = D.wrap(trainable, rank_info, device) if any(p.requires_grad for p in trainable.parameters()) \
         else trainable

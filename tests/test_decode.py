@@ -1,0 +1,85 @@
+"""The one decoder (handler, gateway upload, training): reduced decoding of large photos, same tags."""
+import io
+
+import pytest
+import torch
+from PIL import Image
+
+from handler.image import ImageError, decode_image, open_image, oriented_size
+from tests.conftest import COCO, EXIF
+
+LARGE_CAMERA_FILES = ["30-type_error.jpg", "67-0_length_string.jpg", "87_OSError.jpg", "iphone_hdr_YES.jpg",
+                      "IMG_5195.HEIC"]
+
+
+def _phone_jpeg(name: str, size=(4000, 3000), quality=92) -> bytes:
+    """A 12-megapixel JPEG made from a sample photo (upscaled), as a phone would send it."""
+    with Image.open(COCO / "images" / name) as im:
+        big = im.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    big.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def phone_photos():
+    names = sorted(p.name for p in (COCO / "images").iterdir())[::6][:16]
+    return [_phone_jpeg(n) for n in names]
+
+
+def test_a_12_megapixel_jpeg_is_scaled_down_while_decoding(phone_photos):
+    image = decode_image(phone_photos[0], min_side=256)
+    assert image.mode == "RGB" and 256 <= min(image.size) < 512 and image.size == (500, 375)  # DCT scale 1/8
+    assert decode_image(phone_photos[0]).size == (4000, 3000)
+    assert decode_image(phone_photos[0], min_side=5000).size == (4000, 3000)  # never enlarged
+
+
+def test_small_photos_are_untouched_and_other_formats_reduce_after_decoding():
+    data = (COCO / "images/000000000471.jpg").read_bytes()
+    assert decode_image(data, min_side=256).tobytes() == decode_image(data).tobytes()
+    png = io.BytesIO()
+    Image.new("RGB", (2000, 1200), (10, 200, 30)).save(png, "PNG")
+    image = decode_image(png.getvalue(), min_side=256)
+    assert min(image.size) >= 256 and image.size == (500, 300)  # box-reduced by 4
+
+
+@pytest.mark.parametrize("name", ["landscape_6.jpg", "87_OSError.jpg", "IMG_5195.HEIC"])
+def test_orientation_is_applied_at_reduced_size_too(name):
+    data = (EXIF / name).read_bytes()
+    full, fast = decode_image(data), decode_image(data, min_side=128)
+    assert (full.width > full.height) == (fast.width > fast.height)
+    assert oriented_size(open_image(data)) == full.size
+
+
+def test_truncated_and_non_images_still_fail_at_reduced_size(phone_photos):
+    with pytest.raises(ImageError) as e:
+        decode_image(phone_photos[0][: len(phone_photos[0]) // 2], min_side=64)
+    assert e.value.status == 400
+    with pytest.raises(ImageError) as e:
+        decode_image(b"<html>not a photo</html>", min_side=64)
+    assert e.value.status == 415
+
+
+def test_fast_decoding_keeps_the_default_models_tags(phone_photos):
+    """At least 98% of image-label decisions identical to full decoding, on phone-size and camera photos."""
+    from serving.stack import ensure_default_archive
+    from serving.torchserve import REPO
+    from training.presets import eval_transform
+    from training.resume import load_for_inference
+
+    ensure_default_archive()
+    model, meta, _ = load_for_inference(REPO / "checkpoints/default/best.pt")
+    transform = eval_transform(meta["preprocessing"])
+    thresholds = torch.tensor(meta["thresholds"])
+    photos = phone_photos + [(EXIF / n).read_bytes() for n in LARGE_CAMERA_FILES]
+    same = total = 0
+    max_diff = 0.0
+    with torch.no_grad():
+        for data in photos:
+            full = model(transform(decode_image(data))[None]).sigmoid()[0]
+            fast = model(transform(decode_image(data, min_side=meta["preprocessing"]["resize"]))[None]).sigmoid()[0]
+            same += int(((full >= thresholds) == (fast >= thresholds)).sum())
+            total += len(thresholds)
+            max_diff = max(max_diff, float((full - fast).abs().max()))
+    print(f"fast vs full decoding: {same}/{total} decisions identical, largest score difference {max_diff:.4f}")
+    assert same / total >= 0.98

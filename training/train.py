@@ -211,7 +211,7 @@ def build(arch: str, labels: list[dict], args, *, imagenet_prior: bool, pretrain
     return build_model(arch, len(labels), imagenet_prior=imagenet_prior, **kwargs)
 
 
-def load_datasets(args, names: list[str], rank: int):
+def load_datasets(args, names: list[str]):
     """(train, val or None, report); val is --val-ann, or a seeded --val-split of the training photos."""
     full, report = LabelledImages.from_coco(pair_sources(args.data, args.ann), names)
     if args.val_ann:
@@ -257,7 +257,7 @@ def pick_device(args, rank_info: D.RankInfo) -> torch.device:
 
 # ---------------------------------------------------------------------------------------------- the epoch loop
 
-def train_one_epoch(forward, trainable, loader, optimizer, epoch: int, *, num_labels: int, batch_size: int,
+def train_one_epoch(forward, loader, optimizer, epoch: int, *, num_labels: int, batch_size: int,
                     world: int, device, print_freq: int = 0, progress=None) -> float:
     """One pass over ``loader``; returns the mean loss per known label entry over all ranks."""
     total = torch.zeros(2, dtype=torch.float64)
@@ -321,7 +321,7 @@ class Head(torch.nn.Module):
 
 # ---------------------------------------------------------------------------------------------- recipes
 
-def run_prior(args, model, labels, names, train, val, report, out: Path, rank_info) -> dict:
+def run_prior(args, model, labels, names, train, val, report, out: Path) -> dict:
     """The default model: see ``training.prior_recipe``."""
     from training.features import cached_features
     from training.head import imagenet_prior_matrix
@@ -516,7 +516,7 @@ def run_sgd(args, model, labels, names, train, val, report, out: Path, rank_info
         set_train_mode()
         inner = None if use_cache or not rank_info.is_main else tqdm(total=len(loader), desc=f"epoch {epoch + 1}",
                                                                      unit="batch", leave=False)
-        loss = train_one_epoch(fwd_train, trainable, loader, optimizer, epoch, num_labels=len(names),
+        loss = train_one_epoch(fwd_train, loader, optimizer, epoch, num_labels=len(names),
                                batch_size=args.batch_size, world=rank_info.world, device=device,
                                print_freq=args.print_freq, progress=inner)
         if inner is not None:
@@ -603,7 +603,7 @@ def main(args: argparse.Namespace) -> dict:
         if args.recipe == "prior" and resume is not None:
             raise UsageError("--recipe prior fits its head from scratch; --resume works with --recipe sgd")
         out = Path(args.output)
-        train, val, report = load_datasets(args, names, rank_info.rank)
+        train, val, report = load_datasets(args, names)
         if rank_info.is_main:
             print_report(report)
             out.mkdir(parents=True, exist_ok=True)
@@ -616,7 +616,7 @@ def main(args: argparse.Namespace) -> dict:
         if args.recipe == "prior":
             if not rank_info.is_main:
                 return {}
-            return run_prior(args, model, labels, names, train, val, report, out, rank_info)
+            return run_prior(args, model, labels, names, train, val, report, out)
         return run_sgd(args, model, labels, names, train, val, report, out, rank_info, resume)
     finally:
         D.shutdown()

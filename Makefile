@@ -14,7 +14,7 @@ CHECKPOINT ?= checkpoints/default/best.pt
 VERSION ?=
 DATA_FLAGS = $(foreach d,$(DATA),--data $(d)) $(foreach a,$(ANN),--ann $(a))
 
-.PHONY: setup java serve stop status test model archive train bench recipe-cv clean
+.PHONY: setup java serve stop status test model archive train deploy rollback versions bench recipe-cv clean
 
 setup: java $(STAMP)
 
@@ -52,6 +52,17 @@ model: setup
 # The training tool with the original flags: python -m training --help
 train: setup
 	$(PY) -m training $(DATA_FLAGS) --output $(OUT) $(ARGS)
+
+# Model versions on the running TorchServe: make deploy VERSION=1.1 (after make archive VERSION=1.1)
+deploy: setup
+	@test -n "$(VERSION)" || { echo "usage: make deploy VERSION=X (after make archive CHECKPOINT=... VERSION=X)" >&2; exit 2; }
+	$(PY) -m serving deploy $(VERSION)
+
+rollback: setup
+	$(PY) -m serving rollback
+
+versions: setup
+	$(PY) -m serving versions
 
 archive: setup
 	$(PY) -m training.archive --checkpoint $(CHECKPOINT) $(if $(VERSION),--version $(VERSION))

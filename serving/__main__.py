@@ -1,4 +1,8 @@
-"""Command line for the stack: ``python -m serving {serve,stop,status} [--var DIR]`` (``make serve``/``make stop``)."""
+"""Command line for the stack (``make serve``/``stop``/``status``/``deploy``/``rollback``/``versions``):
+
+    python -m serving {serve,stop,status,versions,rollback} [--var DIR]
+    python -m serving deploy VERSION [--var DIR]       # model_store/tagger-VERSION.mar becomes the default
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,12 +10,15 @@ import sys
 from pathlib import Path
 
 from serving import torchserve
-from serving.stack import Stack, gateway_pid, serve, stop
+from serving.stack import Stack, gateway_pid, serve, stop, versions
+from serving.versions import DeployError
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m serving", description=__doc__)
-    p.add_argument("command", choices=["serve", "stop", "status"])
+    p = argparse.ArgumentParser(prog="python -m serving", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["serve", "stop", "status", "deploy", "rollback", "versions"])
+    p.add_argument("version", nargs="?", help="with deploy: the version to deploy (model_store/tagger-VERSION.mar)")
     p.add_argument("--var", default=None, help="data and runtime directory (default: var/ in the repository)")
     args = p.parse_args(argv)
     stack = Stack(var_dir=Path(args.var).resolve()) if args.var else Stack()
@@ -26,6 +33,25 @@ def main(argv: list[str] | None = None) -> int:
               f"  gateway        {stack.gateway_url}  (annotation page: {stack.gateway_url}/annotate/)\n"
               f"  TorchServe     {ts.inference_url} (inference), {ts.management_url} (management), "
               f"{ts.metrics_url}/metrics\n  keys           {ts.key_file}\n  stop with      make stop")
+    elif args.command in ("deploy", "rollback", "versions"):
+        try:
+            v = versions(stack)
+            if args.command == "deploy":
+                if not args.version:
+                    p.error("deploy needs a VERSION (make deploy VERSION=1.1)")
+                done = v.deploy(args.version)
+                print(f"version {done['default']} is the default; {done['previous']} stays registered for "
+                      "`make rollback`")
+            elif args.command == "rollback":
+                done = v.rollback()
+                print(f"rolled back: version {done['default']} is the default; {done['previous']} stays registered")
+            else:
+                for row in v.listing():
+                    print(f"{'*' if row['default'] else ' '} {row['version']:12s} {row['workers']} workers  "
+                          f"{row['url']}{'  (default)' if row['default'] else ''}")
+        except DeployError as exc:
+            print(f"{args.command} failed: {exc}", file=sys.stderr)
+            return 2
     elif args.command == "stop":
         stop(stack)
         print("stopped")

@@ -116,9 +116,15 @@ def stop_gateway(stack: Stack, *, timeout: float = 30) -> bool:
     return True
 
 
-def serve(stack: Stack, *, mar: str = DEFAULT_MAR) -> dict:
-    """Start TorchServe and the gateway (each only if not running); returns timings in seconds."""
+def serve(stack: Stack, *, mar: str | None = None) -> dict:
+    """Start TorchServe and the gateway (each only if not running); returns timings in seconds.
+
+    TorchServe serves ``mar``, else the version last deployed (``make deploy``), else the default archive.
+    """
+    from serving.versions import deployed_mar
+
     t0 = time.monotonic()
+    mar = mar or deployed_mar(stack.torchserve) or DEFAULT_MAR
     if mar == DEFAULT_MAR:
         ensure_default_archive(stack.model_store)
     threads = max(1, (os.cpu_count() or 1) // model_workers())
@@ -127,6 +133,17 @@ def serve(stack: Stack, *, mar: str = DEFAULT_MAR) -> dict:
     t_model = time.monotonic() - t0
     start_gateway(stack)
     return {"model_ready_s": round(t_model, 1), "total_s": round(time.monotonic() - t0, 1)}
+
+
+def versions(stack: Stack):
+    """The version operations (deploy, rollback, listing) on this stack's TorchServe."""
+    from serving.versions import Versions
+
+    if torchserve.running_pid(stack.torchserve) is None:
+        from serving.versions import DeployError
+
+        raise DeployError("TorchServe is not running: `make serve` first")
+    return Versions(stack.torchserve, workers=model_workers())
 
 
 def stop(stack: Stack) -> None:

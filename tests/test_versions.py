@@ -1,0 +1,98 @@
+"""Model versions on the real TorchServe: deploy and roll back under load with no failed request; refusals."""
+import json
+import shutil
+import threading
+import time
+
+import pytest
+import requests
+
+from gateway.tagger_client import read_keys
+from serving.stack import REPO, Stack, ensure_default_archive, serve, stop, versions
+from serving.torchserve import Ports
+from serving.versions import DeployError
+from tests.conftest import COCO
+from tests.test_e2e import _free_ports
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from training.archive import build_archive
+
+    default_mar = ensure_default_archive()
+    store = tmp_path_factory.mktemp("model_store")
+    shutil.copy(default_mar, store / "tagger.mar")
+    ckpt = REPO / "checkpoints/default/best.pt"
+    build_archive(ckpt, store / "tagger-9.1.mar", version="9.1")
+    build_archive(ckpt, store / "tagger-9.3.mar", version="9.4")  # a file whose content is another version
+    (store / "tagger-9.2.mar").write_bytes(b"PK\x03\x04 not really a zip")
+    p = _free_ports(6)
+    st = Stack(var_dir=tmp_path_factory.mktemp("var"), ports=Ports(*p[:5]), gateway_port=p[5], gateway_workers=1,
+               model_store=store)
+    try:
+        serve(st)
+        yield st
+    finally:
+        stop(st)
+
+
+def test_deploy_and_rollback_under_load_lose_no_request(stack):
+    url = stack.gateway_url
+    with open(COCO / "images/000000000471.jpg", "rb") as f:
+        assert requests.post(f"{url}/imgup", files={"file": f}, data={"id_name": "bus"}, timeout=30).ok
+    answers, done = [], threading.Event()
+
+    def client():
+        with requests.Session() as s:
+            while not done.is_set():
+                r = s.get(f"{url}/imginfo", params={"id_name": "bus"}, timeout=60)
+                answers.append((r.status_code, r.json().get("model_version")))
+
+    t = threading.Thread(target=client)
+    t.start()
+    try:
+        time.sleep(1)
+        v = versions(stack)
+        assert v.deploy("9.1") == {"default": "9.1", "previous": "1.0"}
+        time.sleep(1.5)
+        assert v.rollback() == {"default": "1.0", "previous": "9.1"}
+        time.sleep(1.5)
+    finally:
+        done.set()
+        t.join(timeout=60)
+    assert len(answers) > 20
+    assert [s for s, _ in answers if s != 200] == []
+    runs = [answers[0][1]]
+    for _, version in answers[1:]:
+        if version != runs[-1]:
+            runs.append(version)
+    assert runs == ["1.0", "9.1", "1.0"]  # switched once each way
+
+    listing = {row["version"]: row for row in versions(stack).listing()}
+    assert set(listing) == {"1.0", "9.1"} and listing["1.0"]["default"] and listing["9.1"]["workers"] == 1
+    state = json.loads((stack.torchserve.run_dir / "deployed.json").read_text())
+    assert (state["default"], state["previous"], state["mar"]) == ("1.0", "9.1", "tagger.mar")
+
+
+@pytest.mark.parametrize("version, message", [
+    ("9.1", "already registered"),
+    ("7.7", "not found"),
+    ("9.2", "not a valid tagger archive"),
+    ("9.3", "version '9.4'"),
+])
+def test_refused_deploys_leave_the_served_version_untouched(stack, version, message):
+    v = versions(stack)
+    before = (v.default(), sorted(v.registered()))
+    with pytest.raises(DeployError, match=message):
+        v.deploy(version)
+    assert (v.default(), sorted(v.registered())) == before
+
+
+def test_only_the_local_model_store_can_be_registered(stack):
+    keys = read_keys(stack.torchserve.key_file)
+    for url in ("http://127.0.0.1:9/evil.mar", "file:///etc/passwd", "../../../etc/passwd"):
+        r = requests.post(f"{stack.torchserve.management_url}/models", params={"url": url}, timeout=30,
+                          headers={"Authorization": f"Bearer {keys['management']}"})
+        assert r.status_code in (400, 404), (url, r.status_code, r.text)
+    r = requests.post(f"{stack.torchserve.management_url}/models", params={"url": "tagger-9.1.mar"}, timeout=30)
+    assert r.status_code in (400, 401)  # no management key, no registration

@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from pathlib import Path
 
@@ -38,19 +40,38 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tup
 
 
 def request_bytes(row) -> bytes:
-    """The image bytes of one TorchServe request row (raw body or a multipart field named ``data``/``file``).
+    """The image bytes of one TorchServe request row: the raw body, a multipart field named ``data`` or
+    ``file``, or a JSON body ``{"data": "<base64 of the image file>"}`` (a ``data:image/...;base64,`` prefix is
+    allowed).
 
     Raises:
-        ValueError: the request carries no bytes (for example a JSON body).
+        ValueError: the request carries no image bytes; the message says how to send them.
     """
+    value = row
     if isinstance(row, dict):
         for key in ("data", "body", "file"):
             if row.get(key) is not None:
-                row = row[key]
+                value = row[key]
                 break
-    if isinstance(row, (bytes, bytearray)):
-        return bytes(row)
-    raise ValueError("send the image as the raw request body (curl --data-binary @photo.jpg)")
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, dict):  # a JSON body, already parsed by TorchServe
+        encoded = value.get("data")
+        if not isinstance(encoded, str):
+            raise ValueError('a JSON body must be {"data": "<base64 of the image file>"}')
+        if encoded.startswith("data:") and "," in encoded[:100]:
+            encoded = encoded.split(",", 1)[1]
+        try:
+            return base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("the JSON field 'data' is not valid base64") from None
+    raise ValueError("send the image as the raw body (curl -H 'Content-Type: application/octet-stream' "
+                     "--data-binary @photo.jpg), as a multipart field 'data', or as JSON {\"data\": base64}")
+
+
+def serialize(answer: dict) -> str:
+    """One answer as compact JSON text (TorchServe would re-encode a dict with ``indent=2``)."""
+    return json.dumps(answer, separators=(",", ":"))
 
 
 def postprocess(logits: torch.Tensor, meta: dict, *, decimals: int = 4) -> list[dict]:

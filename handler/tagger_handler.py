@@ -2,8 +2,9 @@
 
 Packed into the ``.mar`` by ``python -m training.archive`` together with ``meta.json``, ``model.pt`` and the
 ``handler`` and ``training`` packages it imports. Each request answers
-``{"tags": [...], "scores": {label: p, ...}, "model_version": "..."}``; a request whose body is not a usable
-image answers its own 4xx with ``{"error": "..."}`` and the rest of the batch is unaffected.
+``{"tags": [...], "scores": {label: p, ...}, "model_version": "..."}`` as compact JSON text; a request whose body
+is not a usable image answers its own 4xx with ``{"error": "..."}`` and the rest of the batch is unaffected.
+A request is the raw image body, a multipart field ``data``/``file``, or JSON ``{"data": base64}``.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import logging
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
-from handler.core import load_model, postprocess, request_bytes
+from handler.core import load_model, postprocess, request_bytes, serialize
 from handler.image import ImageError, decode_image
 from training.presets import eval_transform
 
@@ -59,7 +60,7 @@ class TaggerHandler(BaseHandler):
             if i in errors:
                 status, message = errors[i]
                 self.context.set_response_status(code=status, phrase=message, idx=i)
-                out.append({"error": message})
+                out.append(serialize({"error": message}))
             else:
-                out.append(answers[i])
+                out.append(serialize(answers[i]))
         return out

@@ -50,10 +50,15 @@ class Stack:
 
 
 def ensure_default_archive(model_store: Path = REPO / "model_store") -> Path:
-    """Build ``model_store/tagger.mar`` from the bundled samples when it is missing."""
+    """Build ``model_store/tagger.mar`` from the bundled samples when it is missing, and re-pack it (from the same
+    checkpoint) when the handler code or settings it carries are older than the repository's."""
+    from training.archive import archive_code_hash, code_hash
+
     mar = model_store / DEFAULT_MAR
-    if mar.is_file():
+    if mar.is_file() and archive_code_hash(mar) == code_hash():
         return mar
+    if mar.is_file():
+        print("re-packing model_store/tagger.mar: its handler code is older than the repository's", flush=True)
     ckpt = REPO / "checkpoints/default/best.pt"
     if not ckpt.is_file():
         print("building the default model from the bundled samples (about a minute)...", flush=True)

@@ -49,3 +49,17 @@ def test_archive_carries_the_metadata_and_code_it_needs(archive):
             "training/model.py", "training/presets.py", "model-config.yaml"} <= names
     assert manifest["model"]["modelVersion"] == meta["version"] == "1.0"
     assert [lab["name"] for lab in meta["labels"]][:3] == ["sea", "ground-other", "platform"]
+
+
+def test_an_archive_with_older_handler_code_is_re_packed(archive, tmp_path):
+    from training.archive import archive_code_hash, code_hash
+
+    assert archive_code_hash(archive) == code_hash()
+    stale = tmp_path / "tagger.mar"
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(stale, "w") as dst:
+        for item in src.infolist():
+            if item.filename != "code.sha256":
+                dst.writestr(item, src.read(item.filename))
+    assert archive_code_hash(stale) is None
+    assert ensure_default_archive(tmp_path) == stale
+    assert archive_code_hash(stale) == code_hash()

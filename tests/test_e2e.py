@@ -63,6 +63,42 @@ def test_bind_addresses_are_loopback(stack):
     assert r.status_code in (400, 401)  # no key, no answer
 
 
+def test_torchserve_accepts_raw_multipart_and_base64_json_and_survives_bad_bodies(stack):
+    import base64
+    import io
+    import json
+
+    from PIL import Image
+
+    from gateway.tagger_client import read_keys
+
+    key = read_keys(stack.torchserve.key_file)["inference"]
+    url = f"{stack.torchserve.inference_url}/predictions/tagger"
+    auth = {"Authorization": f"Bearer {key}"}
+    photo = (COCO / "images/000000000471.jpg").read_bytes()
+    raw = requests.post(url, data=photo, headers={**auth, "Content-Type": "application/octet-stream"}, timeout=60)
+    multipart = requests.post(url, files={"data": ("bus.jpg", photo, "image/jpeg")}, headers=auth, timeout=60)
+    as_json = requests.post(url, json={"data": base64.b64encode(photo).decode()}, headers=auth, timeout=60)
+    assert raw.status_code == multipart.status_code == as_json.status_code == 200
+    assert raw.json() == multipart.json() == as_json.json() and "bus" in raw.json()["tags"]
+    assert "\n" not in raw.text  # serialised by the handler, not re-encoded with indent=2
+    gif = io.BytesIO()
+    Image.open(io.BytesIO(photo)).convert("RGB").save(gif, "GIF")
+    r = requests.post(url, data=gif.getvalue(), headers={**auth, "Content-Type": "application/octet-stream"},
+                      timeout=60)
+    assert r.status_code == 200 and set(r.json()["scores"]) == set(raw.json()["scores"])
+    workers = torchserve.worker_states(stack.torchserve)
+    for body, status in ((photo[: len(photo) // 3], 400), (os.urandom(4096), 415), (b"", 400)):
+        r = requests.post(url, data=body, headers={**auth, "Content-Type": "application/octet-stream"}, timeout=60)
+        assert r.status_code == status, (status, r.text)
+    r = requests.post(url, json={"data": "not base64!"}, headers=auth, timeout=60)
+    assert r.status_code == 400 and "base64" in r.text
+    assert torchserve.worker_states(stack.torchserve) == workers  # no worker died
+    assert requests.post(url, data=photo, headers={**auth, "Content-Type": "application/octet-stream"},
+                         timeout=60).json() == raw.json()
+    json.loads(raw.text)
+
+
 def test_upload_and_info_for_real(stack):
     url = stack.gateway_url
     with open(EXIF / "DSCN0010.jpg", "rb") as f:
@@ -108,3 +144,4 @@ def test_serve_twice_starts_no_second_copy_and_stop_leaves_nothing(stack):
     assert not [p for p in PIDS + children if _alive(p)]
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{stack.gateway_url}/healthz", timeout=2)
+

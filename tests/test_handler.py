@@ -1,4 +1,5 @@
 """The handler's functions and class without a server (a small context stands in for TorchServe's)."""
+import base64
 import io
 import json
 
@@ -48,11 +49,15 @@ def test_heic_decodes():
     assert decode_image((EXIF / "IMG_5195.HEIC").read_bytes()).size == (2566, 3313)
 
 
-def test_request_bytes_accepts_raw_and_multipart_and_rejects_json():
+def test_request_bytes_accepts_raw_multipart_and_base64_json():
     assert request_bytes({"body": bytearray(b"abc")}) == b"abc"
     assert request_bytes({"data": b"abc"}) == b"abc"
-    with pytest.raises(ValueError, match="raw request body"):
+    assert request_bytes({"body": {"data": base64.b64encode(b"abc").decode()}}) == b"abc"
+    assert request_bytes({"body": {"data": "data:image/jpeg;base64," + base64.b64encode(b"abc").decode()}}) == b"abc"
+    with pytest.raises(ValueError, match='JSON body must be'):
         request_bytes({"body": {"json": 1}})
+    with pytest.raises(ValueError, match="raw body"):
+        request_bytes({"body": "some text"})
 
 
 def test_postprocess_schema(labels):
@@ -94,12 +99,21 @@ def test_handler_batch_with_one_bad_image_fails_only_that_request(tiny_model_dir
     handler = TaggerHandler()
     ctx = Context(tiny_model_dir)
     handler.initialize(ctx)
-    out = handler.handle([{"body": JPEG}, {"body": b"not an image"}, {"data": _png(80, 60)}], ctx)
-    assert len(out) == 3
+    gif = io.BytesIO()
+    Image.new("RGB", (90, 70), (200, 30, 30)).save(gif, "GIF", save_all=True,
+                                                   append_images=[Image.new("RGB", (90, 70), (0, 0, 255))])
+    rows = [{"body": JPEG}, {"body": b"not an image"}, {"data": _png(80, 60)},
+            {"body": {"data": base64.b64encode(JPEG).decode()}}, {"body": {"data": "%%% not base64"}},
+            {"body": {"image": "x"}}, {"file": gif.getvalue()}, {"body": JPEG[: len(JPEG) // 2]}]
+    raw = handler.handle(rows, ctx)
+    assert all(isinstance(r, str) and "\n" not in r for r in raw)  # serialised here, compact
+    out = [json.loads(r) for r in raw]
     assert set(out[0]) == {"tags", "scores", "model_version"} and out[0]["model_version"] == "0.0-test"
-    assert "error" in out[1] and ctx.statuses == {1: (415, out[1]["error"])}
-    assert set(out[2]["scores"]) == set(out[0]["scores"])
-    json.dumps(out)  # the answer must serialise
+    assert out[3] == out[0]  # the same photo as base64 JSON
+    assert set(out[2]["scores"]) == set(out[6]["scores"]) == set(out[0]["scores"])  # PNG, GIF (first frame)
+    assert ctx.statuses == {1: (415, out[1]["error"]), 4: (400, out[4]["error"]), 5: (400, out[5]["error"]),
+                            7: (400, out[7]["error"])}
+    assert "base64" in out[4]["error"] and '{"data"' in out[5]["error"] and "truncated" in out[7]["error"]
 
 
 def test_load_model_rebuilds_from_meta(tiny_model_dir):

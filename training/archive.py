@@ -10,6 +10,7 @@ preprocessing from ``meta.json`` alone.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,31 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+CODE_HASH_FILE = "code.sha256"
+CONFIG_FILE = REPO / "handler/model-config.yaml"
+HANDLER_FILE = REPO / "handler/tagger_handler.py"
+
+
+def code_hash() -> str:
+    """SHA-256 of the code and settings an archive packs (handler, payload modules, model-config.yaml)."""
+    h = hashlib.sha256()
+    files = [HANDLER_FILE, CONFIG_FILE] + [REPO / pkg / name for pkg, names in PAYLOAD.items() for name in names]
+    for path in files:
+        h.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def archive_code_hash(mar: str | Path) -> str | None:
+    """The code hash recorded in an archive (``None`` for an archive from before it was recorded)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(mar) as z:
+            return z.read(CODE_HASH_FILE).decode().strip()
+    except (KeyError, OSError, zipfile.BadZipFile):
+        return None
+
+
 def build_archive(checkpoint: str | Path, out: str | Path, *, version: str | None = None) -> Path:
     """Write ``out`` (a .mar) from ``checkpoint``; returns its path. The file appears atomically."""
     ckpt = load_checkpoint(checkpoint)
@@ -57,13 +83,14 @@ def build_archive(checkpoint: str | Path, out: str | Path, *, version: str | Non
             for name in files:
                 shutil.copy2(REPO / package / name, payload / package / name)
         save_json(payload / "meta.json", meta)
+        (payload / CODE_HASH_FILE).write_text(code_hash() + "\n")
         torch.save(ckpt["model"], stage / "model.pt")
         archiver = Path(sys.executable).with_name("torch-model-archiver")
         subprocess.run([str(archiver), "--model-name", MODEL_NAME, "--version", meta["version"],
                         "--serialized-file", str(stage / "model.pt"),
-                        "--handler", str(REPO / "handler/tagger_handler.py"),
+                        "--handler", str(HANDLER_FILE),
                         "--extra-files", str(payload),
-                        "--config-file", str(REPO / "handler/model-config.yaml"),
+                        "--config-file", str(CONFIG_FILE),
                         "--export-path", str(stage), "--force"], check=True)
         tmp_out = out.with_name(f".{out.name}.tmp")
         shutil.move(stage / f"{MODEL_NAME}.mar", tmp_out)

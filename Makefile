@@ -14,7 +14,7 @@ CHECKPOINT ?= checkpoints/default/best.pt
 VERSION ?=
 DATA_FLAGS = $(foreach d,$(DATA),--data $(d)) $(foreach a,$(ANN),--ann $(a))
 
-.PHONY: setup java serve stop status test model archive train deploy rollback versions bench recipe-cv clean
+.PHONY: setup java serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
 
 setup: java $(STAMP)
 
@@ -64,6 +64,10 @@ rollback: setup
 versions: setup
 	$(PY) -m serving versions
 
+# The KServe storage layout for deploy/kserve/inferenceservice.yaml: config/ + model-store/ with the default archive.
+kserve-bundle: setup
+	$(PY) -c "from serving.stack import kserve_bundle; print(kserve_bundle())"
+
 archive: setup
 	$(PY) -m training.archive --checkpoint $(CHECKPOINT) $(if $(VERSION),--version $(VERSION))
 
@@ -75,6 +79,7 @@ bench: setup
 	/usr/bin/time -f "default model build: %e s wall (budget 120 s)" \
 		$(PY) -m training --recipe prior $(DATA_FLAGS) --output var/bench/default --cache-dir var/bench/cache
 	$(PY) benchmarks/decode.py
+	$(PY) benchmarks/serving.py --checkpoint var/bench/default/best.pt
 	$(PY) benchmarks/training.py --out var/bench/training
 
 # The default recipe chosen by repeated k-fold CV on the bundled photos: every variant on the same folds, and the

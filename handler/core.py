@@ -33,6 +33,37 @@ def model_from_state(meta: dict, state_dict: dict) -> torch.nn.Module:
     return model.eval()
 
 
+def optimize_for_inference(model: torch.nn.Module, meta: dict, *, tolerance: float = 1e-4) -> torch.nn.Module:
+    """The model traced with TorchScript and fused by oneDNN (BatchNorm folded into convolutions, fused
+    activations): 1.8-2x faster on CPU. Returns ``model`` itself when tracing fails or the traced outputs differ
+    from eager ones by more than ``tolerance`` (checked here on a random batch of two).
+
+    ``torch.compile`` is faster still, but compiles for 13-36 s per worker on 2 cores, which would miss the 20 s
+    start-up goal; TorchScript is deprecated in favour of it, hence the FutureWarning silenced here.
+    """
+    import logging
+    import warnings
+
+    crop = meta["preprocessing"]["crop"]
+    device = next(model.parameters()).device
+    example = torch.zeros(1, 3, crop, crop, device=device)
+    check = torch.randn(2, 3, crop, crop, generator=torch.Generator().manual_seed(0)).to(device)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            with torch.no_grad():
+                fast = torch.jit.optimize_for_inference(torch.jit.trace(model.eval(), example))
+        with torch.inference_mode():
+            diff = float((fast(check) - model(check)).abs().max())
+    except Exception:  # noqa: BLE001 - any tracing problem means: serve the eager model
+        logging.getLogger(__name__).warning("tracing failed; serving the eager model", exc_info=True)
+        return model
+    if diff > tolerance:
+        logging.getLogger(__name__).warning("traced model differs by %.2e; serving the eager model", diff)
+        return model
+    return fast
+
+
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     meta = load_meta(model_dir)
     state = torch.load(Path(model_dir) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
@@ -47,7 +78,7 @@ def request_bytes(row) -> bytes:
     Raises:
         ValueError: the request carries no image bytes; the message says how to send them.
     """
-    value = row
+    value, key = row, None
     if isinstance(row, dict):
         for key in ("data", "body", "file"):
             if row.get(key) is not None:
@@ -55,6 +86,8 @@ def request_bytes(row) -> bytes:
                 break
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
+    if isinstance(value, str) and key == "data":  # a KServe v1 instance {"data": base64}
+        value = {"data": value}
     if isinstance(value, dict):  # a JSON body, already parsed by TorchServe
         encoded = value.get("data")
         if not isinstance(encoded, str):
@@ -69,8 +102,13 @@ def request_bytes(row) -> bytes:
                      "--data-binary @photo.jpg), as a multipart field 'data', or as JSON {\"data\": base64}")
 
 
-def serialize(answer: dict) -> str:
-    """One answer as compact JSON text (TorchServe would re-encode a dict with ``indent=2``)."""
+def serialize(answer: dict) -> str | dict:
+    """One answer as compact JSON text (TorchServe would re-encode a dict with ``indent=2``), or the dict itself
+    when ``TAGGER_JSON_OBJECTS=1`` (under KServe, whose envelope wraps the answers in ``{"predictions": [...]}``)."""
+    import os
+
+    if os.environ.get("TAGGER_JSON_OBJECTS") == "1":
+        return answer
     return json.dumps(answer, separators=(",", ":"))
 
 

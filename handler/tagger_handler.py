@@ -9,11 +9,12 @@ A request is the raw image body, a multipart field ``data``/``file``, or JSON ``
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
-from handler.core import load_model, postprocess, request_bytes, serialize
+from handler.core import load_model, optimize_for_inference, postprocess, request_bytes, serialize
 from handler.image import ImageError, decode_image
 from training.presets import eval_transform
 
@@ -22,15 +23,22 @@ logger = logging.getLogger(__name__)
 
 class TaggerHandler(BaseHandler):
     def initialize(self, context):
+        threads = os.environ.get("OMP_NUM_THREADS")
+        if threads and threads.isdigit():  # TorchServe sets no torch threads; `serving` exports cores / workers
+            torch.set_num_threads(int(threads))
         properties = context.system_properties
         gpu = properties.get("gpu_id")
         self.device = torch.device(f"cuda:{gpu}" if torch.cuda.is_available() and gpu is not None else "cpu")
         self.manifest = context.manifest
         self.model, self.meta = load_model(properties["model_dir"], self.device)
+        settings = (getattr(context, "model_yaml_config", None) or {}).get("handler", {}) or {}
+        if settings.get("optimize", True):
+            self.model = optimize_for_inference(self.model, self.meta)
         self.transform = eval_transform(self.meta["preprocessing"])
         self.initialized = True
-        logger.info("tagger %s loaded: %s, %d labels, on %s", self.meta["version"], self.meta["arch"],
-                    len(self.meta["labels"]), self.device)
+        logger.info("tagger %s loaded: %s, %d labels, on %s, %s", self.meta["version"], self.meta["arch"],
+                    len(self.meta["labels"]), self.device,
+                    "TorchScript + oneDNN" if isinstance(self.model, torch.jit.ScriptModule) else "eager")
 
     def preprocess(self, data):
         """Decode every request; returns (batch or None, {index: tensor row}, {index: (status, message)})."""

@@ -68,6 +68,16 @@ def ensure_default_archive(model_store: Path = REPO / "model_store") -> Path:
     return mar
 
 
+def kserve_bundle(model_store: Path = REPO / "model_store") -> Path:
+    """Fill ``deploy/kserve/model-store/`` with the default archive; returns ``deploy/kserve``."""
+    import shutil
+
+    bundle = REPO / "deploy/kserve"
+    (bundle / "model-store").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ensure_default_archive(model_store), bundle / "model-store" / DEFAULT_MAR)
+    return bundle
+
+
 def model_workers() -> int:
     """Workers per model, from the settings packed into the archive (``handler/model-config.yaml``)."""
     import yaml

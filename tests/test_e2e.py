@@ -99,6 +99,15 @@ def test_torchserve_accepts_raw_multipart_and_base64_json_and_survives_bad_bodie
     json.loads(raw.text)
 
 
+def test_prometheus_metrics_on_loopback_name_the_model(stack):
+    r = requests.get(f"{stack.torchserve.metrics_url}/metrics", timeout=10)
+    assert r.status_code == 200
+    for name in ("ts_inference_requests_total", "ts_inference_latency_microseconds", "ts_queue_latency_microseconds",
+                 "HandlerTime", "PredictionTime", "Requests2XX", "QueueTime", "WorkerThreadTime"):
+        assert name in r.text, name
+    assert 'model_name="tagger"' in r.text
+
+
 def test_upload_and_info_for_real(stack):
     url = stack.gateway_url
     with open(EXIF / "DSCN0010.jpg", "rb") as f:

@@ -121,3 +121,14 @@ def test_load_model_rebuilds_from_meta(tiny_model_dir):
     assert meta["arch"] == "resnet18"
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 64, 64)).shape == (1, len(meta["labels"]))
+
+
+def test_the_optimised_model_matches_eager_within_1e_4(tiny_model_dir):
+    from handler.core import optimize_for_inference
+
+    model, meta = load_model(tiny_model_dir)
+    fast = optimize_for_inference(model, meta)
+    assert isinstance(fast, torch.jit.ScriptModule)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.inference_mode():
+        assert float((fast(x) - model(x)).abs().max()) < 1e-4

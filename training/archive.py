@@ -66,7 +66,8 @@ def archive_code_hash(mar: str | Path) -> str | None:
         return None
 
 
-def build_archive(checkpoint: str | Path, out: str | Path, *, version: str | None = None) -> Path:
+def build_archive(checkpoint: str | Path, out: str | Path, *, version: str | None = None,
+                  config_file: str | Path = CONFIG_FILE) -> Path:
     """Write ``out`` (a .mar) from ``checkpoint``; returns its path. The file appears atomically."""
     ckpt = load_checkpoint(checkpoint)
     meta = dict(ckpt["meta"])
@@ -90,7 +91,7 @@ def build_archive(checkpoint: str | Path, out: str | Path, *, version: str | Non
                         "--serialized-file", str(stage / "model.pt"),
                         "--handler", str(HANDLER_FILE),
                         "--extra-files", str(payload),
-                        "--config-file", str(CONFIG_FILE),
+                        "--config-file", str(config_file),
                         "--export-path", str(stage), "--force"], check=True)
         tmp_out = out.with_name(f".{out.name}.tmp")
         shutil.move(stage / f"{MODEL_NAME}.mar", tmp_out)

@@ -1,0 +1,178 @@
+"""Serving speed, side by side in one run (``make bench``): the in-process pipeline against the real TorchServe.
+
+    python benchmarks/serving.py [--checkpoint checkpoints/default/best.pt] [--arch-label default]
+
+In process: the handler's own functions from bytes to serialised tags (fast decode, eval preset, the
+TorchScript/oneDNN model, postprocess), for batch sizes 1/4/8 and 1/2 torch threads, in images per second; and
+the forward pass alone, eager fp32 against the optimised model. TorchServe: the same checkpoint archived with
+``handler/model-config.yaml`` and with a batching variant, started on free loopback ports; round trip at
+concurrency 1 (median) and throughput at concurrency 8. One 640x480 COCO photo throughout.
+"""
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from handler.core import optimize_for_inference, postprocess, serialize  # noqa: E402
+from handler.image import decode_image  # noqa: E402
+from training.presets import eval_transform  # noqa: E402
+from training.resume import load_for_inference  # noqa: E402
+
+PHOTO = REPO / "samples/coco_subset/images/000000000471.jpg"
+
+
+def median_ms(fn, n=40, warm=5):
+    for _ in range(warm):
+        fn()
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts) * 1000
+
+
+def paired_ms(fa, fb, n=60, warm=5):
+    """Medians of ``fa`` and ``fb`` timed alternately (so machine noise hits both alike)."""
+    for _ in range(warm):
+        fa()
+        fb()
+    ta, tb = [], []
+    for _ in range(n):
+        t = time.perf_counter()
+        fa()
+        ta.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        fb()
+        tb.append(time.perf_counter() - t)
+    return statistics.median(ta) * 1000, statistics.median(tb) * 1000
+
+
+def in_process(ckpt: Path, data: bytes) -> dict:
+    model, meta, _ = load_for_inference(ckpt)
+    fast = optimize_for_inference(model, meta)
+    transform = eval_transform(meta["preprocessing"])
+    side = meta["preprocessing"]["resize"]
+
+    def pipeline(batch: int):
+        x = torch.stack([transform(decode_image(data, min_side=side)) for _ in range(batch)])
+        with torch.inference_mode():
+            return [serialize(a) for a in postprocess(fast(x), meta)]
+
+    out = {}
+    x1 = transform(decode_image(data, min_side=side))[None]
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        with torch.inference_mode():
+            eager, opt = paired_ms(lambda: model(x1), lambda: fast(x1))
+        out[f"forward_eager_ms_t{threads}"], out[f"forward_opt_ms_t{threads}"] = eager, opt
+        out[f"pipeline_ms_t{threads}"] = median_ms(lambda: pipeline(1))
+        for bs in (1, 4, 8):
+            ms = median_ms(lambda: pipeline(bs), n=max(5, 40 // bs), warm=2)
+            out[f"img_per_s_bs{bs}_t{threads}"] = bs * 1000 / ms
+    torch.set_num_threads(2)
+    return out
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def torchserve_run(ckpt: Path, data: bytes, config: str, label: str, threads: int | None = None) -> dict:
+    from gateway.tagger_client import read_keys
+    from serving import torchserve
+    from serving.torchserve import Ports, TorchServeRun
+    from training.archive import build_archive
+
+    with tempfile.TemporaryDirectory(prefix="bench-ts-", dir=REPO / "var") as tmp:
+        tmp = Path(tmp)
+        (tmp / "model-config.yaml").write_text(config)
+        build_archive(ckpt, tmp / "store/tagger.mar", config_file=tmp / "model-config.yaml")
+        run = TorchServeRun(var_dir=tmp / "var", ports=Ports(*free_ports(5)), model_store=tmp / "store")
+        workers = int(config.split("minWorkers:")[1].split()[0])
+        t0 = time.monotonic()
+        torchserve.start(run, "tagger.mar", threads_per_worker=threads or max(1, 2 // workers))
+        try:
+            torchserve.wait_ready(run)
+            ready_s = time.monotonic() - t0
+            key = read_keys(run.key_file)["inference"]
+            url = f"{run.inference_url}/predictions/tagger"
+            headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/octet-stream"}
+            session = requests.Session()
+            one = lambda: session.post(url, data=data, headers=headers, timeout=60).raise_for_status()  # noqa: E731
+            c1 = median_ms(one, n=60, warm=10)
+            n_each, errors = 30, []
+
+            def client():
+                with requests.Session() as s:
+                    for _ in range(n_each):
+                        r = s.post(url, data=data, headers=headers, timeout=60)
+                        if r.status_code != 200:
+                            errors.append(r.status_code)
+
+            threads = [threading.Thread(target=client) for _ in range(8)]
+            t = time.perf_counter()
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            c8 = 8 * n_each / (time.perf_counter() - t)
+        finally:
+            torchserve.stop(run)
+    return {"label": label, "ready_s": ready_s, "c1_ms": c1, "c8_req_per_s": c8, "errors": len(errors)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", default=str(REPO / "checkpoints/default/best.pt"),
+                   help="checkpoint to serve (default: checkpoints/default/best.pt)")
+    p.add_argument("--skip-variants", action="store_true", help="only the shipped model-config.yaml (default: off)")
+    a = p.parse_args()
+    ckpt = Path(a.checkpoint)
+    data = PHOTO.read_bytes()
+    ip = in_process(ckpt, data)
+    shipped = (REPO / "handler/model-config.yaml").read_text()
+    runs = [torchserve_run(ckpt, data, shipped, "handler/model-config.yaml (shipped)")]
+    if not a.skip_variants:
+        cfg = "minWorkers: {w}\nmaxWorkers: {w}\nbatchSize: {b}\nmaxBatchDelay: {d}\nresponseTimeout: 60\n"
+        for w, t, b, d in ((2, 1, 4, 20), (2, 1, 1, 1), (1, 2, 1, 1), (2, 2, 4, 5)):
+            runs.append(torchserve_run(ckpt, data, cfg.format(w=w, b=b, d=d),
+                                       f"variant: {w} workers x {t} threads, batchSize {b}, maxBatchDelay {d}", t))
+    arch = load_for_inference(ckpt)[1]["arch"]
+    print(f"\n== serving, {arch}, one 640x480 photo ==")
+    for t in (1, 2):
+        e, o = ip[f"forward_eager_ms_t{t}"], ip[f"forward_opt_ms_t{t}"]
+        print(f"forward pass, {t} thread(s): eager fp32 {e:.1f} ms, TorchScript+oneDNN {o:.1f} ms -> {e / o:.2f}x "
+              "(goal >= 1.5x)")
+    best_key = max((k for k in ip if k.startswith("img_per_s")), key=lambda k: ip[k])
+    print(f"in-process bytes->tags at concurrency 1: {ip['pipeline_ms_t2']:.1f} ms (2 threads), "
+          f"{ip['pipeline_ms_t1']:.1f} ms (1 thread)")
+    print("in-process throughput: " + ", ".join(f"{k[10:]} {ip[k]:.1f}/s" for k in ip if k.startswith("img_per_s"))
+          + f"; best {best_key[10:]} {ip[best_key]:.1f} img/s")
+    for r in runs:
+        print(f"TorchServe [{r['label']}]: READY {r['ready_s']:.1f} s; c=1 {r['c1_ms']:.1f} ms = "
+              f"{r['c1_ms'] / ip['pipeline_ms_t2']:.2f}x in-process (goal <= 1.15x); c=8 {r['c8_req_per_s']:.1f} "
+              f"req/s = {r['c8_req_per_s'] / ip[best_key]:.2f}x the best in-process (goal >= 1x); "
+              f"{r['errors']} errors")
+
+
+if __name__ == "__main__":
+    main()

@@ -118,7 +118,7 @@ def torchserve_run(ckpt: Path, data: bytes, config: str, label: str, threads: in
             headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/octet-stream"}
             session = requests.Session()
             one = lambda: session.post(url, data=data, headers=headers, timeout=60).raise_for_status()  # noqa: E731
-            c1 = median_ms(one, n=60, warm=10)
+            c1 = median_ms(one, n=60, warm=100)  # steady state: both workers warmed
             n_each, errors = 30, []
 
             def client():

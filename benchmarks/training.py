@@ -64,8 +64,10 @@ def recipes_cv(out: Path, data: Path, ann: Path, cache: Path, folds: int, finetu
     recipes = {
         "prior (default recipe)": ["--recipe", "prior", "--repeats", 1],
         "sgd head-only, Lite0, 30 epochs": ["--epochs", 30, "--epoch_step", 20, "--lr", 0.1],
+        f"sgd fine-tune, Lite0, lr 0.01, lrp 0.1, {finetune_epochs} epochs": ["--lrp", 0.1, "--lr", 0.01, "--epochs",
+                                                                     finetune_epochs, "-b", 16],
         f"sgd fine-tune, Lite0, lr 0.1, lrp 0.01, {finetune_epochs} epochs": ["--lrp", 0.01, "--lr", 0.1, "--epochs",
-                                                                    finetune_epochs, "-b", 16],
+                                                                     finetune_epochs, "-b", 16],
         "sgd head-only, ResNet18 random init, 30 epochs": ["--arch", "resnet18", "--pretrained", "none",
                                                            "--epochs", 30, "--epoch_step", 20],
     }

@@ -35,6 +35,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         MODEL_NAME="tagger",
         MAX_CONTENT_LENGTH=DEFAULT_MAX_BYTES + 1024 * 1024,  # the image limit plus room for the form
         TAGGER_CLIENT=None,
+        TS_STATE_FILE=None,  # default: DATA_DIR/run/torchserve/deployed.json (rewritten by make deploy/rollback)
+        VERSION_TTL=30.0,  # seconds between asking TorchServe which version it serves
+        PREFETCH_WORKERS=2,
     )
     if test_config is None:
         app.config.from_prefixed_env("TAGGER")
@@ -48,6 +51,12 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config["TS_KEY_FILE"] or data_dir / "run/torchserve/key_file.json",
         model_name=app.config["MODEL_NAME"], timeout=float(app.config["TS_TIMEOUT"]))
 
+    from gateway.predictions import Predictions
+
+    app.extensions["predictions"] = Predictions(
+        app.extensions["store"], app.extensions["tagger"],
+        app.config["TS_STATE_FILE"] or data_dir / "run/torchserve/deployed.json",
+        workers=int(app.config["PREFETCH_WORKERS"]), ttl=float(app.config["VERSION_TTL"]))
     app.register_blueprint(api_bp)
     from annotation_ui import bp as annotation_bp
 

@@ -54,6 +54,7 @@ def imgup():
         return error(exc.status, str(exc))
     record = current_app.extensions["store"].put(id_name, data, exif=read_exif(data), fmt=fmt,
                                                  width=width, height=height)
+    current_app.extensions["predictions"].prefetch(record)  # so /imginfo usually finds the tags ready
     return jsonify(image_id=id_name, status="stored", sha256=record["sha256"], bytes=record["bytes"],
                    replaced=record["replaced"])
 
@@ -69,7 +70,7 @@ def imginfo():
     if record is None:
         return error(404, f"no photo stored under id_name {id_name!r}; upload it with POST /imgup")
     try:
-        prediction = current_app.extensions["tagger"].predict(store.read_image(record))
+        prediction = current_app.extensions["predictions"].get(record)
     except TaggerError as exc:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
         return error(exc.status, str(exc), **headers)

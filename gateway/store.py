@@ -35,6 +35,13 @@ CREATE TABLE IF NOT EXISTS photos (
     uploaded_at  TEXT NOT NULL,
     labelled_at  TEXT
 );
+CREATE TABLE IF NOT EXISTS predictions (
+    sha256         TEXT NOT NULL,
+    model_version  TEXT NOT NULL,
+    answer         TEXT NOT NULL,
+    created_at     TEXT NOT NULL,
+    PRIMARY KEY (sha256, model_version)
+);
 """
 
 _EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif", "WEBP": ".webp", "HEIF": ".heic", "GIF": ".gif",
@@ -135,6 +142,18 @@ class PhotoStore:
             cur = db.execute("UPDATE photos SET labels = ?, labelled_at = ? WHERE id_name = ?",
                              (json.dumps(sorted(set(labels))), _now(), id_name))
         return cur.rowcount == 1
+
+    def cached_prediction(self, sha256: str, model_version: str) -> dict | None:
+        """The answer computed for these image bytes by this model version, if any."""
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT answer FROM predictions WHERE sha256 = ? AND model_version = ?",
+                             (sha256, model_version)).fetchone()
+        return json.loads(row["answer"]) if row else None
+
+    def save_prediction(self, sha256: str, model_version: str, answer: dict) -> None:
+        with closing(self._connect()) as db:
+            db.execute("INSERT OR REPLACE INTO predictions (sha256, model_version, answer, created_at)"
+                       " VALUES (?, ?, ?, ?)", (sha256, model_version, json.dumps(answer), _now()))
 
     def read_image(self, record: dict) -> bytes:
         return (self.root / record["file"]).read_bytes()

@@ -91,6 +91,28 @@ class TaggerClient:
             headers={"Authorization": f"Bearer {self._key('inference')}",
                      "Content-Type": "application/octet-stream"})
 
+    def served_version(self) -> str:
+        """The default version of the model on TorchServe (management API, management key renewed once)."""
+        def get():
+            return self._session.get(f"{self.management_url}/models/{self.model_name}", timeout=self.timeout,
+                                     headers={"Authorization": f"Bearer {self._key('management')}"})
+
+        try:
+            r = get()
+            if key_rejected(r):
+                renew_key(self.management_url, self._key("API"), "management", timeout=self.timeout,
+                          session=self._session)
+                with self._lock:
+                    self._keys_mtime = None
+                r = get()
+            if r.status_code != 200:
+                raise TaggerError(f"model server answered {r.status_code} describing {self.model_name}")
+            return str(r.json()[0]["modelVersion"])
+        except requests.RequestException as exc:
+            raise TaggerError("model server is not reachable (make serve starts it)") from exc
+        except (ValueError, KeyError, IndexError) as exc:
+            raise TaggerError("model server described the model in an unexpected form") from exc
+
     def predict(self, data: bytes) -> dict:
         """Tags, scores and model version for one image.
 

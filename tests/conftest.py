@@ -50,13 +50,19 @@ class FakeTagger:
     def __init__(self):
         self.error = None
         self.calls = 0
+        self.version = "fake"
+
+    def served_version(self) -> str:
+        if self.error is not None:
+            raise self.error
+        return self.version
 
     def predict(self, data: bytes) -> dict:
         self.calls += 1
         if self.error is not None:
             raise self.error
         return {"tags": ["sea", "boat"], "scores": {"sea": 0.9, "boat": 0.8, "car": 0.01},
-                "model_version": "fake"}
+                "model_version": self.version}
 
 
 @pytest.fixture

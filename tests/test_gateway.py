@@ -71,9 +71,10 @@ def test_malformed_requests_answer_json(client, method, path, body, status):
     assert r.status_code == status and r.is_json and r.json["error"]
 
 
-def test_model_server_down_is_503_with_retry_after(client, fake_tagger):
+def test_model_server_down_is_503_with_retry_after(client, fake_tagger, app):
+    fake_tagger.error = TaggerError("model server is not reachable")  # down before the upload: nothing cached
     upload(client)
-    fake_tagger.error = TaggerError("model server is not reachable")
+    app.extensions["predictions"].wait_idle()
     r = client.get("/imginfo?id_name=tuscany")
     assert r.status_code == 503 and r.headers["Retry-After"] == "5" and "not reachable" in r.json["error"]
 

@@ -1,0 +1,142 @@
+"""Predictions cached per image content and model version, and computed in the background after an upload.
+
+    predictions = Predictions(store, tagger, state_file)
+    predictions.prefetch(record)            # after /imgup: a bounded background pool, never blocks the upload
+    predictions.get(record)                 # the stored answer for (sha256, served version), else TorchServe's
+
+Answers live in the store (SQLite), so they survive a gateway restart. The served version is asked of TorchServe's
+management API at most every ``ttl`` seconds, and again as soon as ``make deploy``/``make rollback`` rewrite
+``deployed.json``; a new default version therefore recomputes on the next ``/imginfo``. A version changed by
+other means (a raw management call) is noticed within ``ttl``.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from gateway.tagger_client import TaggerError
+
+logger = logging.getLogger(__name__)
+
+
+class ServedVersion:
+    """The model version TorchServe serves now (``None`` while unknown, e.g. TorchServe is down)."""
+
+    def __init__(self, tagger, state_file: str | Path | None, *, ttl: float = 30.0):
+        self.tagger, self.state_file, self.ttl = tagger, Path(state_file) if state_file else None, ttl
+        self._lock = threading.Lock()
+        self._version: str | None = None
+        self._asked = -float("inf")
+        self._state_mtime: float | None = None
+
+    def _state_changed(self) -> bool:
+        if self.state_file is None:
+            return False
+        try:
+            mtime = self.state_file.stat().st_mtime_ns
+        except OSError:
+            mtime = None
+        changed, self._state_mtime = mtime != self._state_mtime, mtime
+        return changed
+
+    def get(self) -> str | None:
+        with self._lock:
+            if self._state_changed() or time.monotonic() - self._asked > self.ttl:
+                self._asked = time.monotonic()
+                try:
+                    self._version = self.tagger.served_version()
+                except TaggerError:
+                    self._version = None
+            return self._version
+
+    def learn(self, version: str) -> None:
+        """A fresh answer says which version serves now."""
+        with self._lock:
+            self._version = version
+
+
+class Predictions:
+    def __init__(self, store, tagger, state_file=None, *, workers: int = 2, max_pending: int = 32,
+                 ttl: float = 30.0):
+        self.store, self.tagger = store, tagger
+        self.version = ServedVersion(tagger, state_file, ttl=ttl)
+        self.workers, self._slots = workers, threading.BoundedSemaphore(max_pending)
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._inflight: dict[str, Future] = {}
+
+    def _cached(self, sha: str) -> dict | None:
+        version = self.version.get()
+        return self.store.cached_prediction(sha, version) if version else None
+
+    def _compute(self, record: dict) -> dict:
+        answer = self.tagger.predict(self.store.read_image(record))
+        self.store.save_prediction(record["sha256"], answer["model_version"], answer)
+        self.version.learn(answer["model_version"])
+        return answer
+
+    def prefetch(self, record: dict) -> bool:
+        """Start computing ``record``'s prediction in the background; False when the pool is full (then the
+        first ``/imginfo`` computes it)."""
+        if not self._slots.acquire(blocking=False):
+            return False
+        with self._lock:
+            if self._pool is None:  # created on first use, in the serving process (after gunicorn's fork)
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="prefetch")
+            if record["sha256"] in self._inflight:
+                self._slots.release()
+                return True
+            future = self._pool.submit(self._prefetch, record)
+            self._inflight[record["sha256"]] = future
+        future.add_done_callback(lambda _f, sha=record["sha256"]: self._done(sha))
+        return True
+
+    def _prefetch(self, record: dict) -> None:
+        try:
+            if self._cached(record["sha256"]) is None:
+                self._compute(record)
+        except TaggerError as exc:  # TorchServe down or busy: /imginfo will try again and say so
+            logger.info("background prediction of %s failed: %s", record["sha256"][:12], exc)
+        except Exception:  # noqa: BLE001 - a background task must never take the gateway down
+            logger.exception("background prediction of %s failed", record["sha256"][:12])
+
+    def _done(self, sha: str) -> None:
+        with self._lock:
+            self._inflight.pop(sha, None)
+        self._slots.release()
+
+    def get(self, record: dict, *, wait: float = 30.0) -> dict:
+        """The answer for ``record`` under the served version: cached, or awaited from a running prefetch, or
+        asked of TorchServe now. Raises ``TaggerError`` when TorchServe cannot answer."""
+        sha = record["sha256"]
+        hit = self._cached(sha)
+        if hit is not None:
+            return hit
+        with self._lock:
+            future = self._inflight.get(sha)
+        if future is not None:
+            try:
+                future.result(timeout=wait)
+            except Exception:  # noqa: BLE001 - the prefetch logs its own failure; we ask again below
+                pass
+            hit = self._cached(sha)
+            if hit is not None:
+                return hit
+        return self._compute(record)
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Block until no prefetch runs (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                futures = list(self._inflight.values())
+            if not futures:
+                return
+            for f in futures:
+                try:
+                    f.result(timeout=max(0.0, deadline - time.monotonic()))
+                except Exception:  # noqa: BLE001
+                    pass

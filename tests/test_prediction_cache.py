@@ -1,0 +1,86 @@
+"""Predictions cached per image content and model version, prefetched after upload, surviving a restart."""
+import time
+
+from gateway import create_app
+from tests.conftest import COCO, FakeTagger
+
+PHOTO = (COCO / "images/000000000471.jpg").read_bytes()
+
+
+def _app(tmp_path, tagger, **extra):
+    return create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "TAGGER_CLIENT": tagger,
+                       "TS_STATE_FILE": str(tmp_path / "deployed.json"), **extra})
+
+
+def _upload(client, data=PHOTO, id_name="bus"):
+    from io import BytesIO
+
+    return client.post("/imgup", data={"file": (BytesIO(data), "bus.jpg"), "id_name": id_name})
+
+
+def test_upload_prefetches_and_a_second_imginfo_never_calls_torchserve(tmp_path):
+    tagger = FakeTagger()
+    app = _app(tmp_path, tagger)
+    client = app.test_client()
+    assert _upload(client).status_code == 200
+    app.extensions["predictions"].wait_idle()
+    assert tagger.calls == 1  # computed in the background, right after the upload
+    first = client.get("/imginfo?id_name=bus").json
+    second = client.get("/imginfo?id_name=bus").json
+    assert first == second and first["model_version"] == "fake" and tagger.calls == 1
+    # the same bytes under another name share the cached answer
+    assert _upload(client, id_name="bus-copy").status_code == 200
+    app.extensions["predictions"].wait_idle()
+    assert client.get("/imginfo?id_name=bus-copy").json["predict_tags"] == first["predict_tags"]
+    assert tagger.calls == 1
+
+
+def test_a_new_default_version_recomputes_on_the_next_imginfo(tmp_path):
+    tagger = FakeTagger()
+    app = _app(tmp_path, tagger, VERSION_TTL=3600)
+    client = app.test_client()
+    _upload(client)
+    app.extensions["predictions"].wait_idle()
+    assert client.get("/imginfo?id_name=bus").json["model_version"] == "fake"
+    tagger.version = "2.0"
+    (tmp_path / "deployed.json").write_text('{"default": "2.0"}')  # what make deploy writes
+    assert client.get("/imginfo?id_name=bus").json["model_version"] == "2.0" and tagger.calls == 2
+    assert client.get("/imginfo?id_name=bus").json["model_version"] == "2.0" and tagger.calls == 2
+
+
+def test_version_changed_behind_the_gateways_back_is_noticed_within_the_ttl(tmp_path):
+    tagger = FakeTagger()
+    app = _app(tmp_path, tagger, VERSION_TTL=0.2)
+    client = app.test_client()
+    _upload(client)
+    app.extensions["predictions"].wait_idle()
+    tagger.version = "3.0"
+    time.sleep(0.3)
+    assert client.get("/imginfo?id_name=bus").json["model_version"] == "3.0"
+
+
+def test_cached_answers_survive_a_gateway_restart(tmp_path):
+    first = FakeTagger()
+    app = _app(tmp_path, first)
+    _upload(app.test_client())
+    app.extensions["predictions"].wait_idle()
+    restarted = FakeTagger()
+    client = _app(tmp_path, restarted).test_client()
+    assert client.get("/imginfo?id_name=bus").json["predict_tags"] == ["sea", "boat"]
+    assert restarted.calls == 0
+
+
+def test_upload_while_torchserve_is_down_is_stored_and_served_once_it_is_back(tmp_path):
+    from gateway.tagger_client import TaggerError
+
+    tagger = FakeTagger()
+    tagger.error = TaggerError("model server is not reachable (make serve starts it)")
+    app = _app(tmp_path, tagger, VERSION_TTL=0)
+    client = app.test_client()
+    assert _upload(client).status_code == 200  # stored although the background prediction failed
+    app.extensions["predictions"].wait_idle()
+    r = client.get("/imginfo?id_name=bus")
+    assert r.status_code == 503 and r.headers["Retry-After"]
+    tagger.error = None
+    r = client.get("/imginfo?id_name=bus")
+    assert r.status_code == 200 and r.json["predict_tags"] == ["sea", "boat"]

@@ -80,6 +80,7 @@ bench: setup
 		$(PY) -m training --recipe prior $(DATA_FLAGS) --output var/bench/default --cache-dir var/bench/cache
 	$(PY) benchmarks/decode.py
 	$(PY) benchmarks/serving.py --checkpoint var/bench/default/best.pt
+	$(PY) benchmarks/gateway.py
 	$(PY) benchmarks/training.py --out var/bench/training
 
 # The default recipe chosen by repeated k-fold CV on the bundled photos: every variant on the same folds, and the

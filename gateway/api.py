@@ -1,6 +1,7 @@
 """The public API: ``POST /imgup``, ``GET|POST /imginfo``, ``/healthz``, ``/openapi.json``."""
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 
 from flask import Blueprint, current_app, jsonify, request
@@ -52,9 +53,10 @@ def imgup():
         decode_image(data, min_side=UPLOAD_CHECK_SIDE)
     except ImageError as exc:
         return error(exc.status, str(exc))
+    # tags start now, while the upload is made durable, so /imginfo right after usually finds them ready
+    current_app.extensions["predictions"].prefetch(hashlib.sha256(data).hexdigest(), data)
     record = current_app.extensions["store"].put(id_name, data, exif=read_exif(data), fmt=fmt,
                                                  width=width, height=height)
-    current_app.extensions["predictions"].prefetch(record)  # so /imginfo usually finds the tags ready
     return jsonify(image_id=id_name, status="stored", sha256=record["sha256"], bytes=record["bytes"],
                    replaced=record["replaced"])
 

@@ -1,7 +1,7 @@
 """Predictions cached per image content and model version, and computed in the background after an upload.
 
     predictions = Predictions(store, tagger, state_file)
-    predictions.prefetch(record)            # after /imgup: a bounded background pool, never blocks the upload
+    predictions.prefetch(sha, data)         # in /imgup: a bounded background pool, never blocks the upload
     predictions.get(record)                 # the stored answer for (sha256, served version), else TorchServe's
 
 Answers live in the store (SQLite), so they survive a gateway restart. The served version is asked of TorchServe's
@@ -72,36 +72,38 @@ class Predictions:
         version = self.version.get()
         return self.store.cached_prediction(sha, version) if version else None
 
-    def _compute(self, record: dict) -> dict:
-        answer = self.tagger.predict(self.store.read_image(record))
-        self.store.save_prediction(record["sha256"], answer["model_version"], answer)
+    def _compute(self, sha: str, data: bytes) -> dict:
+        answer = self.tagger.predict(data)
+        self.store.save_prediction(sha, answer["model_version"], answer)
         self.version.learn(answer["model_version"])
         return answer
 
-    def prefetch(self, record: dict) -> bool:
-        """Start computing ``record``'s prediction in the background; False when the pool is full (then the
-        first ``/imginfo`` computes it)."""
+    def prefetch(self, sha: str, data: bytes) -> bool:
+        """Start computing the prediction of ``data`` (SHA-256 ``sha``) in the background; False when the pool
+        is full (then the first ``/imginfo`` computes it). ``/imgup`` calls it before the photo is written, so
+        the prediction runs while the upload is made durable; its answer is keyed by content, so an upload that
+        then fails leaves only a harmless cache row."""
         if not self._slots.acquire(blocking=False):
             return False
         with self._lock:
             if self._pool is None:  # created on first use, in the serving process (after gunicorn's fork)
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="prefetch")
-            if record["sha256"] in self._inflight:
+            if sha in self._inflight:
                 self._slots.release()
                 return True
-            future = self._pool.submit(self._prefetch, record)
-            self._inflight[record["sha256"]] = future
-        future.add_done_callback(lambda _f, sha=record["sha256"]: self._done(sha))
+            future = self._pool.submit(self._prefetch, sha, data)
+            self._inflight[sha] = future
+        future.add_done_callback(lambda _f, sha=sha: self._done(sha))
         return True
 
-    def _prefetch(self, record: dict) -> None:
+    def _prefetch(self, sha: str, data: bytes) -> None:
         try:
-            if self._cached(record["sha256"]) is None:
-                self._compute(record)
+            if self._cached(sha) is None:
+                self._compute(sha, data)
         except TaggerError as exc:  # TorchServe down or busy: /imginfo will try again and say so
-            logger.info("background prediction of %s failed: %s", record["sha256"][:12], exc)
+            logger.info("background prediction of %s failed: %s", sha[:12], exc)
         except Exception:  # noqa: BLE001 - a background task must never take the gateway down
-            logger.exception("background prediction of %s failed", record["sha256"][:12])
+            logger.exception("background prediction of %s failed", sha[:12])
 
     def _done(self, sha: str) -> None:
         with self._lock:
@@ -125,7 +127,7 @@ class Predictions:
             hit = self._cached(sha)
             if hit is not None:
                 return hit
-        return self._compute(record)
+        return self._compute(sha, self.store.read_image(record))
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Block until no prefetch runs (tests, shutdown)."""

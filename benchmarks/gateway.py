@@ -1,0 +1,109 @@
+"""Gateway speed, side by side in one run (``make bench``), against the real TorchServe behind it.
+
+    python benchmarks/gateway.py
+
+Starts TorchServe and the gateway (gunicorn) on free loopback ports with their own data directory, then for a
+640x480 sample photo and a 12-megapixel JPEG (made here): a direct TorchServe prediction (baseline), ``/imgup``
+followed at once by the first ``/imginfo`` (prefetch included), and repeated cached ``/imginfo`` (p50, p99).
+Medians over repeated photos with fresh bytes each time (so nothing is cached where it must not be).
+"""
+from __future__ import annotations
+
+import io
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def variants(base: Image.Image, size, n):
+    """``n`` JPEGs of ``base`` at ``size`` that differ in one pixel each (distinct bytes, same content)."""
+    out = []
+    img = base.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+    for i in range(n):
+        img.putpixel((i % size[0], 0), (i % 256, 0, 0))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=92)
+        out.append(buf.getvalue())
+    return out
+
+
+def main() -> None:
+    from gateway.tagger_client import key_rejected, read_keys, renew_key
+    from serving.stack import Stack, ensure_default_archive, serve, stop
+    from serving.torchserve import Ports
+
+    ensure_default_archive()
+    base = Image.open(REPO / "samples/coco_subset/images/000000000471.jpg")
+    with tempfile.TemporaryDirectory(prefix="bench-gw-", dir=REPO / "var") as tmp:
+        p = free_ports(6)
+        st = Stack(var_dir=Path(tmp), ports=Ports(*p[:5]), gateway_port=p[5])
+        serve(st)
+        try:
+            ts = st.torchserve
+            session = requests.Session()
+
+            def direct(data):
+                for _ in range(2):
+                    key = read_keys(ts.key_file)["inference"]
+                    r = session.post(f"{ts.inference_url}/predictions/tagger", data=data, timeout=60,
+                                     headers={"Authorization": f"Bearer {key}",
+                                              "Content-Type": "application/octet-stream"})
+                    if not key_rejected(r):
+                        return r.raise_for_status()
+                    renew_key(ts.management_url, read_keys(ts.key_file)["API"], "inference")
+
+            rows = []
+            for label, size, n in (("640x480 JPEG", (640, 480), 30), ("12 MP JPEG", (4000, 3000), 12)):
+                photos = variants(base, size, 2 * n + 2)
+                direct(photos[-1])  # warm
+                d = []
+                for data in photos[:n]:
+                    t = time.perf_counter()
+                    direct(data)
+                    d.append(time.perf_counter() - t)
+                g = []
+                for i, data in enumerate(photos[n:2 * n]):
+                    t = time.perf_counter()
+                    session.post(f"{st.gateway_url}/imgup", files={"file": ("p.jpg", data)},
+                                 data={"id_name": f"{label}-{i}"}, timeout=60).raise_for_status()
+                    session.get(f"{st.gateway_url}/imginfo", params={"id_name": f"{label}-{i}"},
+                                timeout=60).raise_for_status()
+                    g.append(time.perf_counter() - t)
+                cached = []
+                for _ in range(200):
+                    t = time.perf_counter()
+                    session.get(f"{st.gateway_url}/imginfo", params={"id_name": f"{label}-0"},
+                                timeout=60).raise_for_status()
+                    cached.append(time.perf_counter() - t)
+                cached.sort()
+                rows.append((label, statistics.median(d) * 1000, statistics.median(g) * 1000,
+                             cached[len(cached) // 2] * 1000, cached[int(len(cached) * 0.99)] * 1000))
+        finally:
+            stop(st)
+    print("\n== gateway, concurrency 1 ==")
+    for label, d, g, c50, c99 in rows:
+        print(f"{label:14s} direct TorchServe {d:6.1f} ms | /imgup + first /imginfo {g:6.1f} ms = {g / d:.2f}x "
+              f"(goal <= 1.10x) | cached /imginfo p50 {c50:.2f} ms (goal < 5 ms), p99 {c99:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from gateway.exif import gps_information, read_exif
 from gateway.openapi import SPEC
+from gateway.store import Conflict
 from gateway.tagger_client import TaggerError
 from handler.image import ImageError, decode_image, open_image, oriented_size
 
@@ -25,14 +26,25 @@ def error(status: int, message: str, **headers):
     return response
 
 
+# Unicode categories refused in an id_name: control, format (zero-width, bidi overrides), surrogates, unassigned,
+# private use, and line/paragraph separators. Everything else printable is allowed; it is never used in a path.
+_REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Cn", "Co", "Zl", "Zp"}
+
+
 def _id_name(value: str | None) -> str:
-    """Validate a caller's ``id_name``; raises ValueError with the reason."""
+    """Validate a caller's ``id_name``; raises ValueError with the reason.
+
+    1 to ``MAX_ID_NAME`` characters of printable Unicode, not only spaces, no control or invisible format
+    characters.
+    """
     if value is None or not value.strip():
         raise ValueError("form field 'id_name' is missing or empty")
     if len(value) > MAX_ID_NAME:
         raise ValueError(f"id_name is longer than {MAX_ID_NAME} characters")
-    if any(unicodedata.category(c) == "Cc" for c in value):
-        raise ValueError("id_name contains control characters")
+    bad = sorted({unicodedata.category(c) for c in value} & _REFUSED_CATEGORIES)
+    if bad:
+        raise ValueError("id_name contains control or invisible characters (Unicode categories "
+                         f"{', '.join(bad)}); use printable characters only")
     return value
 
 
@@ -55,9 +67,13 @@ def imgup():
         return error(exc.status, str(exc))
     # tags start now, while the upload is made durable, so /imginfo right after usually finds them ready
     current_app.extensions["predictions"].prefetch(hashlib.sha256(data).hexdigest(), data)
-    record = current_app.extensions["store"].put(id_name, data, exif=read_exif(data), fmt=fmt,
-                                                 width=width, height=height)
-    return jsonify(image_id=id_name, status="stored", sha256=record["sha256"], bytes=record["bytes"],
+    if_absent = request.form.get("if_absent", "0").strip().lower() in ("1", "true", "yes")
+    try:
+        record = current_app.extensions["store"].put(id_name, data, exif=read_exif(data), fmt=fmt,
+                                                     width=width, height=height, if_absent=if_absent)
+    except Conflict as exc:
+        return error(409, str(exc))
+    return jsonify(image_id=id_name, status=record["status"], sha256=record["sha256"], bytes=record["bytes"],
                    replaced=record["replaced"])
 
 

@@ -9,15 +9,22 @@ SPEC = {
     "servers": [{"url": "http://127.0.0.1:7777"}],
     "paths": {
         "/imgup": {"post": {
-            "summary": "Store a photo under a caller-chosen id_name (an existing id_name is replaced)",
+            "summary": "Store a photo under a caller-chosen id_name",
+            "description": "The same bytes again change nothing (status unchanged, labels kept). Other bytes "
+                           "replace the photo (replaced: true); the old one and its labels are kept in the "
+                           "history. With if_absent=1 an existing id_name answers 409 instead. id_name: 1-256 "
+                           "printable Unicode characters, no control or invisible format characters.",
             "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                 "type": "object", "required": ["file", "id_name"],
                 "properties": {"file": {"type": "string", "format": "binary"},
-                               "id_name": {"type": "string", "minLength": 1, "maxLength": 256}}}}}},
+                               "id_name": {"type": "string", "minLength": 1, "maxLength": 256},
+                               "if_absent": {"type": "string", "enum": ["0", "1"],
+                                             "description": "1: answer 409 instead of replacing"}}}}}},
             "responses": {
                 "200": {"description": "stored", "content": {"application/json": {"schema": {
                     "$ref": "#/components/schemas/Stored"}}}},
-                "400": _ERROR, "413": _ERROR, "415": _ERROR}}},
+                "400": _ERROR, "409": {**_ERROR, "description": "if_absent=1 and the id_name is taken"},
+                "413": _ERROR, "415": _ERROR}}},
         "/imginfo": {
             "get": {"summary": "Tags, EXIF date and GPS of a stored photo",
                     "parameters": [{"name": "id_name", "in": "query", "required": True, "schema": {"type": "string"}}],
@@ -36,7 +43,7 @@ SPEC = {
     "components": {"schemas": {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
         "Stored": {"type": "object", "required": ["image_id", "status"], "properties": {
-            "image_id": {"type": "string"}, "status": {"const": "stored"}, "sha256": {"type": "string"},
+            "image_id": {"type": "string"}, "status": {"enum": ["stored", "unchanged"]}, "sha256": {"type": "string"},
             "bytes": {"type": "integer"}, "replaced": {"type": "boolean"}}},
         "GPS": {"type": ["object", "null"], "properties": {
             "GPSAltitude": {"type": ["string", "null"], "description": "metres above (ref 0) or below (ref 1) sea level"},

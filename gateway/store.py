@@ -8,7 +8,8 @@
 Durability: an upload is acknowledged only after its file has been written to a temporary name, fsynced, renamed
 into place and its directory fsynced, and after the SQLite transaction that records it has committed with
 ``synchronous=FULL``. A crash at any point before that leaves at most an orphan file, never a record without a file.
-Callers' ``id_name`` values are stored as data only, never used in a path.
+Callers' ``id_name`` values are stored as data only, never used in a path. A replaced photo is never erased: its
+file and labels move to the ``history`` table.
 """
 from __future__ import annotations
 
@@ -35,6 +36,21 @@ CREATE TABLE IF NOT EXISTS photos (
     uploaded_at  TEXT NOT NULL,
     labelled_at  TEXT
 );
+CREATE TABLE IF NOT EXISTS history (
+    id_name      TEXT NOT NULL,
+    file         TEXT NOT NULL,
+    sha256       TEXT NOT NULL,
+    bytes        INTEGER NOT NULL,
+    format       TEXT,
+    width        INTEGER,
+    height       INTEGER,
+    exif         TEXT NOT NULL,
+    labels       TEXT,
+    uploaded_at  TEXT NOT NULL,
+    labelled_at  TEXT,
+    replaced_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_id_name ON history (id_name);
 CREATE TABLE IF NOT EXISTS predictions (
     sha256         TEXT NOT NULL,
     model_version  TEXT NOT NULL,
@@ -46,6 +62,10 @@ CREATE TABLE IF NOT EXISTS predictions (
 
 _EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif", "WEBP": ".webp", "HEIF": ".heic", "GIF": ".gif",
                "BMP": ".bmp", "MPO": ".jpg", "AVIF": ".avif"}
+
+
+class Conflict(Exception):
+    """An upload with ``if_absent`` found a photo under its ``id_name`` (answered 409)."""
 
 
 def _now() -> str:
@@ -92,14 +112,33 @@ class PhotoStore:
         return rel.as_posix()
 
     def put(self, id_name: str, data: bytes, *, exif: dict, fmt: str | None = None, width: int | None = None,
-            height: int | None = None) -> dict:
-        """Store ``data`` under ``id_name`` (replacing an earlier upload of that name); returns the record."""
-        rel = self._write_file(data, fmt)
+            height: int | None = None, if_absent: bool = False) -> dict:
+        """Store ``data`` under ``id_name``; returns the record with ``status`` and ``replaced``.
+
+        The same bytes again: nothing changes, labels kept (``status: "unchanged"``). Other bytes: the new photo
+        replaces the old one as the original service did (``replaced: True``), and the old file with its labels
+        moves to the ``history`` table, never erased. ``if_absent``: raise ``Conflict`` instead of replacing.
+        """
         sha = hashlib.sha256(data).hexdigest()
+        current = self.get(id_name)
+        if current is not None and current["sha256"] == sha:
+            return {**current, "status": "unchanged", "replaced": False}
+        if current is not None and if_absent:
+            raise Conflict(f"a photo is already stored under id_name {id_name!r}; send if_absent=0 to replace it "
+                           "(the old one is kept in the history)")
+        rel = self._write_file(data, fmt)
         with closing(self._connect()) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
-                old = db.execute("SELECT file FROM photos WHERE id_name = ?", (id_name,)).fetchone()
+                old = db.execute("SELECT file, sha256 FROM photos WHERE id_name = ?", (id_name,)).fetchone()
+                if old is not None and if_absent:
+                    raise Conflict(f"a photo is already stored under id_name {id_name!r}")
+                if old is not None:
+                    db.execute(
+                        "INSERT INTO history (id_name, file, sha256, bytes, format, width, height, exif, labels,"
+                        " uploaded_at, labelled_at, replaced_at) SELECT id_name, file, sha256, bytes, format, width,"
+                        " height, exif, labels, uploaded_at, labelled_at, ? FROM photos WHERE id_name = ?",
+                        (_now(), id_name))
                 db.execute(
                     "INSERT INTO photos (id_name, file, sha256, bytes, format, width, height, exif, uploaded_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -112,11 +151,17 @@ class PhotoStore:
                 db.execute("ROLLBACK")
                 (self.root / rel).unlink(missing_ok=True)
                 raise
-        if old is not None and old["file"] != rel:
-            (self.root / old["file"]).unlink(missing_ok=True)
         record = self.get(id_name)
+        record["status"] = "stored"
         record["replaced"] = old is not None
         return record
+
+    def history(self, id_name: str) -> list[dict]:
+        """Earlier photos stored under ``id_name``, newest first, with the labels they had."""
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT * FROM history WHERE id_name = ? ORDER BY replaced_at DESC",
+                              (id_name,)).fetchall()
+        return [self._record(r) for r in rows]
 
     @staticmethod
     def _record(row: sqlite3.Row) -> dict:

@@ -88,7 +88,44 @@ def test_id_name_is_never_a_path_and_reupload_replaces(client, app):
     assert r.json["replaced"] is True
     second = store.get("../../etc/passwd")
     assert second["sha256"] != first["sha256"]
-    assert not store.image_path(first).exists() and store.image_path(second).exists()
+    assert store.image_path(first).exists() and store.image_path(second).exists()  # the old one is history
+
+
+def test_reuploads_lose_nothing(client, app):
+    store = app.extensions["store"]
+    jpeg = (COCO / "images/000000000471.jpg").read_bytes()
+    assert upload(client, jpeg, "bus").json["status"] == "stored"
+    assert client.put("/annotate/api/photos/bus/labels", json={"labels": ["bus", "person"]},
+                      headers={"Origin": "http://localhost"}).status_code == 200
+    first = store.get("bus")
+    # identical bytes: a no-op, labels kept, no new file
+    r = upload(client, jpeg, "bus")
+    assert (r.status_code, r.json["status"], r.json["replaced"]) == (200, "unchanged", False)
+    assert store.get("bus")["labels"] == ["bus", "person"] and store.get("bus")["file"] == first["file"]
+    # if_absent: 409, nothing changes
+    other = (COCO / "images/000000000382.jpg").read_bytes()
+    from io import BytesIO
+
+    r = client.post("/imgup", data={"file": (BytesIO(other), "x.jpg"), "id_name": "bus", "if_absent": "1"})
+    assert r.status_code == 409 and "if_absent" in r.json["error"] and store.get("bus")["sha256"] == first["sha256"]
+    # different bytes: replaced as the original did, the old photo and its labels kept in the history
+    r = upload(client, other, "bus")
+    assert (r.json["status"], r.json["replaced"]) == ("stored", True)
+    (old,) = store.history("bus")
+    assert old["labels"] == ["bus", "person"] and old["sha256"] == first["sha256"]
+    assert store.image_path(old).read_bytes() == jpeg and store.get("bus")["labels"] is None
+
+
+@pytest.mark.parametrize("id_name", ["a\u200bb", "x\u202ey", "tab\there", "\u2028", "   "])
+def test_invisible_and_control_characters_are_refused_in_id_name(client, id_name):
+    r = upload(client, id_name=id_name)
+    assert r.status_code == 400 and "id_name" in r.json["error"]
+
+
+@pytest.mark.parametrize("id_name", ["Ünïcödé 写真", "../../x", "..", "CON", "a" * 256])
+def test_printable_id_names_are_data_never_paths(client, app, id_name):
+    assert upload(client, id_name=id_name).status_code == 200
+    assert app.extensions["store"].get(id_name)["file"].startswith("images/")
 
 
 def test_acknowledged_upload_is_committed_to_disk(client, app):

@@ -57,6 +57,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.extensions["store"], app.extensions["tagger"],
         app.config["TS_STATE_FILE"] or data_dir / "run/torchserve/deployed.json",
         workers=int(app.config["PREFETCH_WORKERS"]), ttl=float(app.config["VERSION_TTL"]))
+    from gateway.request_id import install as install_request_id
+
+    install_request_id(app)
     app.register_blueprint(api_bp)
     from annotation_ui import bp as annotation_bp
 

@@ -105,7 +105,29 @@ def imginfo():
 
 @bp.get("/healthz")
 def healthz():
+    """Liveness: 200 while this process serves requests."""
     return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    """Readiness: 200 when the store and TorchServe both answer, else 503 with the reason."""
+    reasons = []
+    try:
+        current_app.extensions["store"].check()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", said in the answer
+        reasons.append(f"store: {exc}")
+    try:
+        version = current_app.extensions["tagger"].served_version()
+    except TaggerError as exc:
+        version = None
+        reasons.append(f"model server: {exc}")
+    if reasons:
+        response = jsonify(status="unready", reasons=reasons, error="; ".join(reasons))
+        response.status_code = 503
+        response.headers["Retry-After"] = "5"
+        return response
+    return jsonify(status="ready", model_version=version)
 
 
 @bp.get("/openapi.json")

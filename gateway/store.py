@@ -188,6 +188,13 @@ class PhotoStore:
                              (json.dumps(sorted(set(labels))), _now(), id_name))
         return cur.rowcount == 1
 
+    def check(self) -> None:
+        """Raise unless the database answers and the image directory is writable (for /readyz)."""
+        with closing(self._connect()) as db:
+            db.execute("SELECT 1 FROM photos LIMIT 1").fetchall()
+        if not os.access(self.images, os.W_OK):
+            raise OSError(f"{self.images} is not writable")
+
     def cached_prediction(self, sha256: str, model_version: str) -> dict | None:
         """The answer computed for these image bytes by this model version, if any."""
         with closing(self._connect()) as db:

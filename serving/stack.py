@@ -104,9 +104,8 @@ def start_gateway(stack: Stack, *, timeout: float = 30) -> int:
                    TAGGER_TS_MANAGEMENT_URL=ts.management_url, TAGGER_TS_KEY_FILE=str(ts.key_file))
         gunicorn = Path(sys.executable).with_name("gunicorn")
         subprocess.run(  # --daemon: gunicorn detaches into its own session, so no child is left for us to reap
-            [str(gunicorn), "--daemon", "--chdir", str(REPO), "--bind", f"127.0.0.1:{stack.gateway_port}",
-             "--workers", str(stack.gateway_workers),
-             "--threads", "4", "--timeout", "120", "--graceful-timeout", "20",
+            [str(gunicorn), "--daemon", "--chdir", str(REPO), "--config", str(REPO / "gateway/gunicorn.conf.py"),
+             "--bind", f"127.0.0.1:{stack.gateway_port}", "--workers", str(stack.gateway_workers),
              "--pid", str(stack.gateway_dir / "gunicorn.pid"),
              "--access-logfile", str(stack.gateway_dir / "access.log"),
              "--error-logfile", str(stack.gateway_dir / "error.log"), "gateway:create_app()"],

@@ -116,6 +116,13 @@ def test_prometheus_metrics_on_loopback_name_the_model(stack):
     assert 'model_name="tagger"' in r.text
 
 
+def test_readyz_and_request_ids_through_gunicorn(stack):
+    r = requests.get(f"{stack.gateway_url}/readyz", headers={"X-Request-ID": "e2e-1"}, timeout=30)
+    assert r.status_code == 200 and r.json()["status"] == "ready" and r.headers["X-Request-ID"] == "e2e-1"
+    time.sleep(0.5)
+    assert "rid=e2e-1" in (stack.gateway_dir / "access.log").read_text()
+
+
 def test_upload_and_info_for_real(stack):
     url = stack.gateway_url
     with open(EXIF / "DSCN0010.jpg", "rb") as f:

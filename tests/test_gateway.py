@@ -170,3 +170,20 @@ def test_annotation_labels_and_export_readable_by_training(client, app):
     assert known.all()
     image, _, _ = ds[0]
     assert image.size == (640, 427)
+
+
+def test_request_ids_are_echoed_or_made(client):
+    assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
+    made = client.get("/healthz", headers={"X-Request-ID": "bad id <script>" + "x" * 200}).headers["X-Request-ID"]
+    assert len(made) == 32 and made.isalnum()
+    assert client.get("/imginfo").headers["X-Request-ID"]  # errors carry one too
+
+
+def test_readyz_says_what_is_not_ready(client, fake_tagger, app, tmp_path):
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.json == {"status": "ready", "model_version": "fake"}
+    assert client.get("/healthz").status_code == 200
+    fake_tagger.error = TaggerError("model server is not reachable (make serve starts it)")
+    r = client.get("/readyz")
+    assert r.status_code == 503 and "model server" in r.json["error"] and r.headers["Retry-After"]
+    assert client.get("/healthz").status_code == 200  # still alive

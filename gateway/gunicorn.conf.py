@@ -1,0 +1,19 @@
+"""gunicorn settings for the gateway (``make serve`` adds the bind address, pid and log paths on the command line).
+
+    gunicorn --config gateway/gunicorn.conf.py --bind 127.0.0.1:7777 'gateway:create_app()'
+
+Workers and threads: the gateway mostly waits (on TorchServe, on fsync), so two processes (one per core) with
+four threads each keep both cores busy without a thread per request; a SIGKILLed worker is replaced by the master.
+Uploads and predictions take at most a few seconds; ``timeout`` kills a worker stuck for two minutes, and
+``graceful_timeout`` lets requests in flight finish on a restart (SIGHUP) or stop (SIGTERM).
+"""
+workers = 2
+threads = 4
+timeout = 120
+graceful_timeout = 20
+keepalive = 5
+# Access log with the request id the gateway echoes in X-Request-ID (the client's, or one it made).
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+# A worker is replaced after this many requests (and a random few more), bounding any slow memory growth.
+max_requests = 5000
+max_requests_jitter = 500

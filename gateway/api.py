@@ -1,7 +1,10 @@
 """The public API: ``POST /imgup``, ``GET|POST /imginfo``, ``/healthz``, ``/openapi.json``."""
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import json
 import unicodedata
 
 from flask import Blueprint, current_app, jsonify, request
@@ -101,6 +104,73 @@ def imginfo():
         scores=prediction["scores"],
         model_version=prediction["model_version"],
     )
+
+
+MAX_PAGE = 200
+
+
+def _cursor(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    try:
+        uploaded_at, id_name = json.loads(base64.urlsafe_b64decode(value.encode() + b"==").decode())
+        return str(uploaded_at), str(id_name)
+    except (ValueError, TypeError, UnicodeDecodeError, binascii.Error):
+        raise ValueError("cursor is not one this server gave out; start again without it") from None
+
+
+@bp.get("/photos")
+def photos():
+    """Stored photos, newest first, paged: ``?tag=sea&limit=50&cursor=...``.
+
+    A photo has a tag when a person labelled it so, or, for photos no person labelled, when the served model's
+    cached prediction says so (photos whose prediction is not computed yet are listed only without ``tag``).
+    """
+    tag = request.args.get("tag")
+    try:
+        limit = int(request.args.get("limit", "50"))
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError
+    except ValueError:
+        return error(400, f"limit must be an integer from 1 to {MAX_PAGE}")
+    try:
+        after = _cursor(request.args.get("cursor"))
+    except ValueError as exc:
+        return error(400, str(exc))
+    store = current_app.extensions["store"]
+    version = current_app.extensions["predictions"].version.get()
+    items, scanned = [], 0
+    while len(items) < limit:
+        batch = store.page(after=after, limit=max(limit, 100))
+        if not batch:
+            after = None
+            break
+        for rec in batch:
+            scanned += 1
+            after = (rec["uploaded_at"], rec["id_name"])
+            prediction = rec["predictions"].get(version) if version else None
+            tags = rec["labels"] if rec["labels"] is not None else (prediction or {}).get("tags")
+            if tag is None or (tags is not None and tag in tags):
+                items.append({"image_id": rec["id_name"], "uploaded_at": rec["uploaded_at"], "tags": tags,
+                              "tags_from": "labels" if rec["labels"] is not None else
+                              ("model" if prediction else None), "sha256": rec["sha256"]})
+                if len(items) == limit:
+                    break
+        if len(batch) < max(limit, 100) and len(items) < limit:
+            after = None
+            break
+    next_cursor = None
+    if after is not None and len(items) == limit:
+        next_cursor = base64.urlsafe_b64encode(json.dumps(list(after)).encode()).decode().rstrip("=")
+    return jsonify(photos=items, next_cursor=next_cursor, model_version=version)
+
+
+@bp.delete("/photos/<path:id_name>")
+def delete_photo(id_name: str):
+    """Remove a photo, its file, its earlier versions and its cached predictions."""
+    if not current_app.extensions["store"].delete(id_name):
+        return error(404, f"no photo stored under id_name {id_name!r}")
+    return jsonify(image_id=id_name, status="deleted")
 
 
 @bp.get("/healthz")

@@ -38,13 +38,45 @@ SPEC = {
                      "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
                          "type": "object", "required": ["id_name"], "properties": {"id_name": {"type": "string"}}}}}},
                      "responses": {"200": {"description": "as GET"}, "400": _ERROR, "404": _ERROR, "503": _ERROR}}},
+        "/photos": {"get": {
+            "summary": "Stored photos, newest first, paged; with tag: those a person labelled so or, unlabelled, "
+                       "whose served prediction has it",
+            "parameters": [
+                {"name": "tag", "in": "query", "required": False, "schema": {"type": "string"}},
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
+                {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+                 "description": "next_cursor of the previous page"}],
+            "responses": {"200": {"description": "a page", "content": {"application/json": {"schema": {
+                "$ref": "#/components/schemas/PhotoPage"}}}}, "400": _ERROR}}},
+        "/photos/{id_name}": {"delete": {
+            "summary": "Remove a photo, its file, its earlier versions and its cached predictions",
+            "parameters": [{"name": "id_name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "deleted", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["image_id", "status"],
+                "properties": {"image_id": {"type": "string"}, "status": {"const": "deleted"}}}}}},
+                "404": _ERROR}}},
         "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
+        "/readyz": {"get": {"summary": "Readiness: the store and TorchServe answer", "responses": {
+            "200": {"description": "ready"},
+            "503": {**_ERROR, "description": "not ready; the reasons say what",
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}}}}}},
     },
     "components": {"schemas": {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
         "Stored": {"type": "object", "required": ["image_id", "status"], "properties": {
             "image_id": {"type": "string"}, "status": {"enum": ["stored", "unchanged"]}, "sha256": {"type": "string"},
             "bytes": {"type": "integer"}, "replaced": {"type": "boolean"}}},
+        "PhotoPage": {"type": "object", "required": ["photos", "next_cursor"], "properties": {
+            "photos": {"type": "array", "items": {"type": "object", "required": ["image_id", "uploaded_at", "tags"],
+                                                  "properties": {
+                                                      "image_id": {"type": "string"},
+                                                      "uploaded_at": {"type": "string"},
+                                                      "tags": {"type": ["array", "null"], "items": {"type": "string"}},
+                                                      "tags_from": {"enum": ["labels", "model", None]},
+                                                      "sha256": {"type": "string"}}}},
+            "next_cursor": {"type": ["string", "null"]},
+            "model_version": {"type": ["string", "null"]}}},
         "GPS": {"type": ["object", "null"], "properties": {
             "GPSAltitude": {"type": ["string", "null"], "description": "metres above (ref 0) or below (ref 1) sea level"},
             "GPSAltitudeRef": {"type": "string", "enum": ["0", "1"]},

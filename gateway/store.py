@@ -188,6 +188,47 @@ class PhotoStore:
                              (json.dumps(sorted(set(labels))), _now(), id_name))
         return cur.rowcount == 1
 
+    def page(self, *, after: tuple[str, str] | None, limit: int) -> list[dict]:
+        """Photos newest first, from just after ``after`` = (uploaded_at, id_name), each with ``predictions``
+        (model version -> answer) attached."""
+        with closing(self._connect()) as db:
+            if after is None:
+                rows = db.execute("SELECT * FROM photos ORDER BY uploaded_at DESC, id_name DESC LIMIT ?",
+                                  (limit,)).fetchall()
+            else:
+                rows = db.execute("SELECT * FROM photos WHERE (uploaded_at, id_name) < (?, ?)"
+                                  " ORDER BY uploaded_at DESC, id_name DESC LIMIT ?", (*after, limit)).fetchall()
+            records = [self._record(r) for r in rows]
+            for rec in records:
+                rec["predictions"] = {p["model_version"]: json.loads(p["answer"]) for p in db.execute(
+                    "SELECT model_version, answer FROM predictions WHERE sha256 = ?", (rec["sha256"],))}
+        return records
+
+    def delete(self, id_name: str) -> bool:
+        """Remove a photo, its earlier versions (history), their files and their cached predictions (those no
+        other photo shares); False when there is no such photo."""
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT file, sha256 FROM photos WHERE id_name = ?", (id_name,)).fetchone()
+                if row is None:
+                    db.execute("ROLLBACK")
+                    return False
+                old = db.execute("SELECT file, sha256 FROM history WHERE id_name = ?", (id_name,)).fetchall()
+                db.execute("DELETE FROM photos WHERE id_name = ?", (id_name,))
+                db.execute("DELETE FROM history WHERE id_name = ?", (id_name,))
+                for sha in {row["sha256"], *(o["sha256"] for o in old)}:
+                    db.execute("DELETE FROM predictions WHERE sha256 = ? AND NOT EXISTS (SELECT 1 FROM photos"
+                               " WHERE sha256 = ?) AND NOT EXISTS (SELECT 1 FROM history WHERE sha256 = ?)",
+                               (sha, sha, sha))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        for f in [row["file"], *(o["file"] for o in old)]:  # after the commit: a crash leaves an orphan, never a
+            (self.root / f).unlink(missing_ok=True)         # record without its file
+        return True
+
     def check(self) -> None:
         """Raise unless the database answers and the image directory is writable (for /readyz)."""
         with closing(self._connect()) as db:

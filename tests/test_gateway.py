@@ -1,4 +1,5 @@
 """The gateway through Flask's test client, with a fake model client (the real one is in test_e2e)."""
+import hashlib
 import io
 import json
 import sqlite3
@@ -187,3 +188,46 @@ def test_readyz_says_what_is_not_ready(client, fake_tagger, app, tmp_path):
     r = client.get("/readyz")
     assert r.status_code == 503 and "model server" in r.json["error"] and r.headers["Retry-After"]
     assert client.get("/healthz").status_code == 200  # still alive
+
+
+def test_photos_search_by_tag_is_paged_newest_first_and_labels_win(client, app, fake_tagger):
+    from io import BytesIO
+
+    for i in range(7):
+        data = (COCO / "images" / sorted(p.name for p in (COCO / "images").iterdir())[i]).read_bytes()
+        assert client.post("/imgup", data={"file": (BytesIO(data), "p.jpg"), "id_name": f"p{i}"}).status_code == 200
+    app.extensions["predictions"].wait_idle()  # the fake model says sea and boat for every photo
+    client.put("/annotate/api/photos/p3/labels", json={"labels": ["car"]})
+    names, cursor = [], None
+    while True:
+        r = client.get("/photos", query_string={"tag": "sea", "limit": 2, **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200
+        names += [p["image_id"] for p in r.json["photos"]]
+        cursor = r.json["next_cursor"]
+        if cursor is None:
+            break
+    assert names == ["p6", "p5", "p4", "p2", "p1", "p0"]  # newest first; p3 was labelled car by a person
+    cars = client.get("/photos?tag=car").json["photos"]
+    assert [(p["image_id"], p["tags_from"]) for p in cars] == [("p3", "labels")]
+    assert len(client.get("/photos").json["photos"]) == 7
+    assert client.get("/photos?limit=0").status_code == 400
+    assert client.get("/photos?cursor=garbage!").status_code == 400
+
+
+def test_delete_removes_photo_file_history_and_predictions(client, app):
+    from io import BytesIO
+
+    store = app.extensions["store"]
+    a = (COCO / "images/000000000471.jpg").read_bytes()
+    b = (COCO / "images/000000000382.jpg").read_bytes()
+    client.post("/imgup", data={"file": (BytesIO(a), "a.jpg"), "id_name": "x"})
+    client.post("/imgup", data={"file": (BytesIO(b), "b.jpg"), "id_name": "x"})  # a goes to the history
+    app.extensions["predictions"].wait_idle()
+    files = [store.image_path(store.get("x")), store.image_path(store.history("x")[0])]
+    assert all(f.exists() for f in files)
+    r = client.delete("/photos/x")
+    assert r.status_code == 200 and r.json == {"image_id": "x", "status": "deleted"}
+    assert store.get("x") is None and store.history("x") == [] and not any(f.exists() for f in files)
+    assert store.cached_prediction(hashlib.sha256(b).hexdigest(), "fake") is None
+    assert client.delete("/photos/x").status_code == 404
+    assert client.get("/imginfo?id_name=x").status_code == 404

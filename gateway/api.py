@@ -11,6 +11,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from gateway.exif import gps_information, read_exif
 from gateway.openapi import SPEC
+from gateway.place import place_name
 from gateway.store import Conflict
 from gateway.tagger_client import TaggerError
 from handler.image import ImageError, decode_image, open_image, oriented_size
@@ -101,6 +102,7 @@ def imginfo():
         predict_tags=prediction["tags"],
         data_information=exif.get("datetime_original"),
         GPS_information=gps_information(exif.get("gps")),
+        place=place_name(exif.get("gps")),
         scores=prediction["scores"],
         model_version=prediction["model_version"],
     )

@@ -22,7 +22,7 @@ def test_upload_then_info_has_exactly_the_original_keys_plus_additive_ones(clien
     assert r.status_code == 200 and r.json["image_id"] == "tuscany" and r.json["status"] == "stored"
     info = client.get("/imginfo?id_name=tuscany").json
     assert set(info) == {"image_id", "predict_tags", "data_information", "GPS_information", "scores",
-                         "model_version"}
+                         "model_version", "place"}
     assert info["predict_tags"] == ["sea", "boat"]
     assert info["data_information"] == "2008:10:22 16:28:39"
     assert info["GPS_information"]["GPSLatitude"] == pytest.approx(43.46744833)
@@ -231,3 +231,19 @@ def test_delete_removes_photo_file_history_and_predictions(client, app):
     assert store.cached_prediction(hashlib.sha256(b).hexdigest(), "fake") is None
     assert client.delete("/photos/x").status_code == 404
     assert client.get("/imginfo?id_name=x").status_code == 404
+
+
+def test_place_names_come_offline_from_geonames(client, monkeypatch):
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("no network at run time")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    upload(client, (EXIF / "DSCN0010.jpg").read_bytes(), "tuscany")
+    place = client.get("/imginfo?id_name=tuscany").json["place"]
+    assert place["city"] == "Arezzo" and place["region"] == "Tuscany" and place["country"] == "Italy"
+    assert place["country_code"] == "IT" and place["distance_km"] < 5
+    upload(client, (EXIF / "no_exif.jpg").read_bytes(), "nogps")
+    assert client.get("/imginfo?id_name=nogps").json["place"] is None

@@ -97,11 +97,18 @@ def imginfo():
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
         return error(exc.status, str(exc), **headers)
     exif = record["exif"]
+    old_layout = "datetime" not in exif  # stored before date fallbacks were read
     return jsonify(
         image_id=id_name,
         predict_tags=prediction["tags"],
-        data_information=exif.get("datetime_original"),
+        data_information=exif.get("datetime_original") if old_layout else exif.get("datetime"),
         GPS_information=gps_information(exif.get("gps")),
+        date_source=("DateTimeOriginal" if exif.get("datetime_original") else None) if old_layout
+        else exif.get("date_source"),
+        offset_time=exif.get("offset_time"),
+        camera=exif.get("camera"),
+        image={"width": record["width"], "height": record["height"], "format": record["format"],
+               "orientation": exif.get("orientation")},
         place=place_name(exif.get("gps")),
         scores=prediction["scores"],
         model_version=prediction["model_version"],

@@ -1,23 +1,40 @@
-"""EXIF date and GPS position of a photo, read with exifread.
+"""EXIF of a photo, read with exifread in a separate process with a time limit.
 
     >>> read_exif(open("DSCN0010.jpg", "rb").read())
-    {'datetime_original': '2008:10:22 16:28:39',
-     'gps': {'latitude': 43.46744833, 'longitude': 11.88512667, 'altitude': None, 'altitude_ref': 0}}
+    {'datetime': '2008:10:22 16:28:39', 'date_source': 'DateTimeOriginal', 'datetime_original': '2008:10:22 16:28:39',
+     'offset_time': None, 'camera': {'make': 'NIKON', 'model': 'COOLPIX P6000', 'lens_model': None},
+     'orientation': 1, 'gps': {'latitude': 43.46744833, 'longitude': 11.88512667, 'altitude': None, ...}}
 
-Only the EXIF GPS IFD counts (XMP is ignored). Latitude and longitude are signed decimal degrees (S and W
-negative); ``altitude`` is the unsigned GPSAltitude in metres and ``altitude_ref`` 1 means below sea level
-(a missing ref reads as 0). Out-of-range or unreadable coordinates give ``gps: None``. Malformed EXIF never raises:
-whatever cannot be read is ``None``.
+- The date is DateTimeOriginal, else DateTimeDigitized, else DateTime (``date_source`` says which), and only a
+  real ``YYYY:MM:DD HH:MM:SS`` date counts (``0000:00:00 00:00:00`` and garbage are ``None``).
+- Only the EXIF GPS IFD counts (XMP is ignored). Latitude and longitude are signed decimal degrees (S and W
+  negative). ``altitude`` is the unsigned GPSAltitude in metres, and ``altitude_ref`` 1 means below sea level
+  (a missing ref reads as 0). Out-of-range coordinates or 0/0 rationals give ``gps: None`` (an altitude of 0/0
+  gives ``altitude: None``).
+- Hostile EXIF never hangs or crashes a worker. Parsing runs in a one-process pool, killed and replaced when it
+  takes longer than ``timeout``. A JPEG sends only its first 256 KB there: the EXIF segment precedes the image
+  data. JPEG APP1 segments and WebP chunks are walked here (exifread misses an EXIF segment after an XMP one,
+  and does not read WebP); PNG eXIf, TIFF and HEIC/HEIF go to exifread whole. Whatever cannot be read is ``None``.
 """
 from __future__ import annotations
 
+import atexit
+import concurrent.futures as cf
 import io
 import logging
+import multiprocessing
 import re
+import threading
 
 logger = logging.getLogger(__name__)
 
-_DATETIME = re.compile(r"^\d{4}:\d{2}:\d{2} \d{2}:\d{2}:\d{2}$")
+_DATETIME = re.compile(r"^(\d{4}):(\d{2}):(\d{2}) (\d{2}):(\d{2}):(\d{2})$")
+_OFFSET = re.compile(r"^[+-]\d{2}:\d{2}$")
+JPEG_EXIF_BYTES = 256 * 1024
+DATE_TAGS = (("EXIF DateTimeOriginal", "DateTimeOriginal"), ("EXIF DateTimeDigitized", "DateTimeDigitized"),
+             ("Image DateTime", "DateTime"))
+EMPTY = {"datetime": None, "date_source": None, "datetime_original": None, "offset_time": None,
+         "camera": None, "orientation": None, "gps": None}
 
 
 def _ratio(value) -> float | None:
@@ -33,7 +50,7 @@ def _degrees(tag) -> float | None:
     if not values or len(values) > 3:
         return None
     parts = [_ratio(v) for v in values]
-    if any(p is None for p in parts):
+    if any(p is None or p < 0 for p in parts):
         return None
     return sum(p / 60 ** i for i, p in enumerate(parts))
 
@@ -45,6 +62,16 @@ def _text(tag) -> str | None:
     text = values if isinstance(values, str) else str(tag.printable)
     text = text.replace("\x00", "").strip()
     return text or None
+
+
+def _date(text: str | None) -> str | None:
+    m = _DATETIME.match(text or "")
+    if not m:
+        return None
+    y, mo, d, h, mi, s = map(int, m.groups())
+    if not (1 <= y and 1 <= mo <= 12 and 1 <= d <= 31 and h <= 23 and mi <= 59 and s <= 60):
+        return None
+    return text
 
 
 def _gps(tags: dict) -> dict | None:
@@ -61,6 +88,8 @@ def _gps(tags: dict) -> dict | None:
     alt_tag = tags.get("GPS GPSAltitude")
     if alt_tag is not None and getattr(alt_tag, "values", None):
         altitude = _ratio(alt_tag.values[0])
+        if altitude is not None and not 0 <= altitude < 100_000:
+            altitude = None
     ref_tag = tags.get("GPS GPSAltitudeRef")
     altitude_ref = 0
     if ref_tag is not None and getattr(ref_tag, "values", None):
@@ -72,22 +101,130 @@ def _gps(tags: dict) -> dict | None:
             "latitude_ref": "S" if lat_ref == "S" else "N", "longitude_ref": "W" if lon_ref == "W" else "E"}
 
 
-def read_exif(data: bytes) -> dict:
-    """``{"datetime_original": str | None, "gps": dict | None}`` for the image bytes ``data``."""
+def jpeg_exif_block(data: bytes) -> bytes | None:
+    """The TIFF block of a JPEG's EXIF APP1 segment, found by walking the segments (an XMP APP1 may come first,
+    which stops exifread's own search), or ``None``."""
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no EXIF after this
+            return None
+        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # fill byte or standalone marker
+            pos += 1 if marker == 0xFF else 2
+            continue
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if length < 2:
+            return None
+        payload = data[pos + 4:pos + 2 + length]
+        if marker == 0xE1 and payload[:6] == b"Exif\x00\x00":
+            return payload[6:]
+        pos += 2 + length
+    return None
+
+
+def webp_exif_block(data: bytes) -> bytes | None:
+    """The TIFF block of a WebP's ``EXIF`` chunk (exifread does not read WebP), or ``None``."""
+    pos = 12
+    while pos + 8 <= len(data):
+        kind, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        if kind == b"EXIF":
+            block = data[pos + 8:pos + 8 + size]
+            return block[6:] if block[:6] == b"Exif\x00\x00" else block
+        pos += 8 + size + (size & 1)
+    return None
+
+
+def parse_exif(data: bytes) -> dict:
+    """The EXIF fields of ``data``, parsed in this process (``read_exif`` runs it in the bounded one)."""
     import exifread
 
+    if data[:2] == b"\xff\xd8":
+        data = jpeg_exif_block(data) or b""
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        data = webp_exif_block(data) or b""
     try:
-        tags = exifread.process_file(io.BytesIO(data), details=False, extract_thumbnail=False)
-    except Exception:  # exifread raises many kinds of errors on malformed files; a photo without EXIF is fine
+        tags = exifread.process_file(io.BytesIO(data), details=False, extract_thumbnail=False) if data else {}
+    except Exception:  # noqa: BLE001 - exifread raises many kinds of errors on malformed files
         logger.info("unreadable EXIF", exc_info=True)
         tags = {}
-    date = _text(tags.get("EXIF DateTimeOriginal"))
+    out = dict(EMPTY)
+    for tag, name in DATE_TAGS:
+        value = _date(_text(tags.get(tag)))
+        if value is not None:
+            out["datetime"], out["date_source"] = value, name
+            break
+    out["datetime_original"] = _date(_text(tags.get("EXIF DateTimeOriginal")))
+    offset = _text(tags.get("EXIF OffsetTimeOriginal"))
+    out["offset_time"] = offset if offset and _OFFSET.match(offset) else None
+    camera = {"make": _text(tags.get("Image Make")), "model": _text(tags.get("Image Model")),
+              "lens_model": _text(tags.get("EXIF LensModel"))}
+    out["camera"] = camera if any(camera.values()) else None
+    orientation = tags.get("Image Orientation")
     try:
-        gps = _gps(tags)
-    except Exception:
+        value = int(orientation.values[0]) if orientation is not None and orientation.values else None
+        out["orientation"] = value if value in range(1, 9) else None
+    except (TypeError, ValueError, IndexError):
+        out["orientation"] = None
+    try:
+        out["gps"] = _gps(tags)
+    except Exception:  # noqa: BLE001
         logger.info("unreadable GPS IFD", exc_info=True)
-        gps = None
-    return {"datetime_original": date if date and _DATETIME.match(date) else None, "gps": gps}
+        out["gps"] = None
+    return out
+
+
+class _Bounded:
+    """One worker process for EXIF parsing; replaced when a parse overruns its time."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pool: cf.ProcessPoolExecutor | None = None
+        self._atexit = False
+
+    def _get(self) -> cf.ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                if not self._atexit:
+                    atexit.register(self.close)  # before module teardown, so the pool's own hooks find it alive
+                    self._atexit = True
+                self._pool = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+            return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _kill(self, pool: cf.ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def run(self, data: bytes, timeout: float) -> dict:
+        pool = self._get()
+        try:
+            return pool.submit(parse_exif, data).result(timeout=timeout)
+        except cf.TimeoutError:
+            logger.warning("EXIF parsing took longer than %.1fs; killed (a crafted file?)", timeout)
+            self._kill(pool)
+        except cf.process.BrokenProcessPool:
+            logger.warning("EXIF parser process died; replaced")
+            self._kill(pool)
+        return dict(EMPTY)
+
+
+_BOUNDED = _Bounded()
+
+
+def read_exif(data: bytes, *, timeout: float = 3.0) -> dict:
+    """EXIF fields of the image bytes ``data`` (see module docstring); never raises, never hangs."""
+    if data[:2] == b"\xff\xd8":
+        data = data[:JPEG_EXIF_BYTES]
+    return _BOUNDED.run(data, timeout)
 
 
 def gps_information(gps: dict | None) -> dict | None:

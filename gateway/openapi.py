@@ -90,10 +90,21 @@ SPEC = {
                           "image_id": {"type": "string"},
                           "predict_tags": {"type": "array", "items": {"type": "string"}},
                           "data_information": {"type": ["string", "null"],
-                                               "description": "EXIF DateTimeOriginal, YYYY:MM:DD HH:MM:SS"},
+                                               "description": "EXIF DateTimeOriginal (else DateTimeDigitized, "
+                                                              "else DateTime), YYYY:MM:DD HH:MM:SS"},
                           "GPS_information": {"$ref": "#/components/schemas/GPS"},
                           "scores": {"type": "object", "additionalProperties": {"type": "number"}},
                           "model_version": {"type": "string"},
+                          "date_source": {"enum": ["DateTimeOriginal", "DateTimeDigitized", "DateTime", None],
+                                          "description": "the EXIF tag data_information came from"},
+                          "offset_time": {"type": ["string", "null"], "description": "EXIF OffsetTimeOriginal"},
+                          "camera": {"type": ["object", "null"], "properties": {
+                              "make": {"type": ["string", "null"]}, "model": {"type": ["string", "null"]},
+                              "lens_model": {"type": ["string", "null"]}}},
+                          "image": {"type": "object", "properties": {
+                              "width": {"type": ["integer", "null"]}, "height": {"type": ["integer", "null"]},
+                              "format": {"type": ["string", "null"]},
+                              "orientation": {"type": ["integer", "null"], "minimum": 1, "maximum": 8}}},
                           "place": {"type": ["object", "null"],
                                     "description": "nearest GeoNames city to the GPS position (offline), or null",
                                     "properties": {"city": {"type": ["string", "null"]},

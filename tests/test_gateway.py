@@ -22,7 +22,9 @@ def test_upload_then_info_has_exactly_the_original_keys_plus_additive_ones(clien
     assert r.status_code == 200 and r.json["image_id"] == "tuscany" and r.json["status"] == "stored"
     info = client.get("/imginfo?id_name=tuscany").json
     assert set(info) == {"image_id", "predict_tags", "data_information", "GPS_information", "scores",
-                         "model_version", "place"}
+                         "model_version", "place", "date_source", "offset_time", "camera", "image"}
+    assert info["date_source"] == "DateTimeOriginal" and info["camera"]["make"] == "NIKON"
+    assert info["image"] == {"width": 640, "height": 480, "format": "JPEG", "orientation": 1}
     assert info["predict_tags"] == ["sea", "boat"]
     assert info["data_information"] == "2008:10:22 16:28:39"
     assert info["GPS_information"]["GPSLatitude"] == pytest.approx(43.46744833)

@@ -34,6 +34,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         TS_TIMEOUT=30.0,
         MODEL_NAME="tagger",
         MAX_CONTENT_LENGTH=DEFAULT_MAX_BYTES + 1024 * 1024,  # the image limit plus room for the form
+        FORM_PARTS=8,  # multipart parts accepted in one request (file, id_name, if_absent and a few spare)
         TAGGER_CLIENT=None,
         TS_STATE_FILE=None,  # default: DATA_DIR/run/torchserve/deployed.json (rewritten by make deploy/rollback)
         VERSION_TTL=30.0,  # seconds between asking TorchServe which version it serves
@@ -60,6 +61,30 @@ def create_app(test_config: dict | None = None) -> Flask:
     from gateway.request_id import install as install_request_id
 
     install_request_id(app)
+    app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_CONTENT_LENGTH"])
+
+    @app.before_request
+    def _limit_form_parts():
+        """Read the body once (Flask enforces MAX_CONTENT_LENGTH on it, also for a chunked body without a length)
+        and refuse a multipart form with more parts than FORM_PARTS before it is parsed."""
+        from flask import request
+
+        if request.mimetype != "multipart/form-data":
+            return None
+        boundary = request.mimetype_params.get("boundary")
+        if not boundary:
+            return jsonify(error="multipart body without a boundary: let your HTTP client build the form "
+                                 "(curl -F file=@photo.jpg -F id_name=NAME)"), 400
+        data = request.get_data(cache=True)
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        if request.content_length is None and limit and len(data) >= limit:
+            # a chunked body without a length: the stream stops at the limit, so reaching it means it was cut
+            return jsonify(error=f"request body exceeds {limit} bytes; send a smaller photo"), 413
+        parts = data.count(b"--" + boundary.encode("latin-1")) - 1
+        if parts > int(app.config["FORM_PARTS"]):
+            return jsonify(error=f"the form has {parts} parts; send at most {app.config['FORM_PARTS']} "
+                                 "(file, id_name, if_absent)"), 400
+        return None
     app.register_blueprint(api_bp)
     from annotation_ui import bp as annotation_bp
 

@@ -53,6 +53,21 @@ def stack(tmp_path_factory):
         stop(st)
 
 
+def ts_post(stack, **kwargs):
+    """A direct TorchServe prediction; keys expire every 12 s here, so a rejected one is renewed with the API key."""
+    from gateway.tagger_client import key_rejected, read_keys, renew_key
+
+    headers = kwargs.pop("headers", {})
+    for _ in range(2):
+        key = read_keys(stack.torchserve.key_file)["inference"]
+        r = requests.post(f"{stack.torchserve.inference_url}/predictions/tagger", timeout=60,
+                          headers={**headers, "Authorization": f"Bearer {key}"}, **kwargs)
+        if not key_rejected(r):
+            return r
+        renew_key(stack.torchserve.management_url, read_keys(stack.torchserve.key_file)["API"], "inference")
+    return r
+
+
 def test_bind_addresses_are_loopback(stack):
     config = (stack.torchserve.run_dir / "config.properties").read_text()
     for key in ("inference_address", "management_address", "metrics_address"):
@@ -70,19 +85,8 @@ def test_torchserve_accepts_raw_multipart_and_base64_json_and_survives_bad_bodie
 
     from PIL import Image
 
-    from gateway.tagger_client import key_rejected, read_keys, renew_key
-
-    url = f"{stack.torchserve.inference_url}/predictions/tagger"
-
-    def post(**kwargs):  # keys expire every 12 s here: renew with the API key when TorchServe rejects one
-        headers = kwargs.pop("headers", {})
-        for _ in range(2):
-            key = read_keys(stack.torchserve.key_file)["inference"]
-            r = requests.post(url, headers={**headers, "Authorization": f"Bearer {key}"}, timeout=60, **kwargs)
-            if not key_rejected(r):
-                return r
-            renew_key(stack.torchserve.management_url, read_keys(stack.torchserve.key_file)["API"], "inference")
-        return r
+    def post(**kwargs):
+        return ts_post(stack, **kwargs)
 
     octet = {"Content-Type": "application/octet-stream"}
     photo = (COCO / "images/000000000471.jpg").read_bytes()
@@ -116,6 +120,25 @@ def test_prometheus_metrics_on_loopback_name_the_model(stack):
     assert 'model_name="tagger"' in r.text
 
 
+def test_a_chunked_body_without_length_over_the_limit_is_a_413_json(stack):
+    from handler.image import DEFAULT_MAX_BYTES
+
+    boundary = "xyzzy"
+
+    def body():
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"id_name\"\r\n\r\nbig\r\n--{boundary}\r\n"
+               'Content-Disposition: form-data; name="file"; filename="big.jpg"\r\n\r\n').encode()
+        chunk = b"\xff" * (1 << 20)
+        for _ in range(DEFAULT_MAX_BYTES // len(chunk) + 3):
+            yield chunk
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    r = requests.post(f"{stack.gateway_url}/imgup", data=body(), timeout=120,
+                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 413 and "error" in r.json()
+    assert requests.get(f"{stack.gateway_url}/healthz", timeout=10).status_code == 200
+
+
 def test_readyz_and_request_ids_through_gunicorn(stack):
     r = requests.get(f"{stack.gateway_url}/readyz", headers={"X-Request-ID": "e2e-1"}, timeout=30)
     assert r.status_code == 200 and r.json()["status"] == "ready" and r.headers["X-Request-ID"] == "e2e-1"
@@ -143,9 +166,7 @@ def test_bad_input_is_a_json_4xx_through_the_real_stack(stack):
     r = requests.post(f"{stack.gateway_url}/imgup", files={"file": ("a.jpg", b"not an image")},
                       data={"id_name": "junk"}, timeout=30)
     assert r.status_code == 415 and "error" in r.json()
-    key = torchserve.read_keys(stack.torchserve.key_file)["inference"]
-    r = requests.post(f"{stack.torchserve.inference_url}/predictions/tagger", data=b"junk", timeout=30,
-                      headers={"Authorization": f"Bearer {key}", "Content-Type": "application/octet-stream"})
+    r = ts_post(stack, data=b"junk", headers={"Content-Type": "application/octet-stream"})
     assert r.status_code == 415
 
 

@@ -249,3 +249,12 @@ def test_place_names_come_offline_from_geonames(client, monkeypatch):
     assert place["country_code"] == "IT" and place["distance_km"] < 5
     upload(client, (EXIF / "no_exif.jpg").read_bytes(), "nogps")
     assert client.get("/imginfo?id_name=nogps").json["place"] is None
+
+
+def test_more_than_a_few_form_parts_is_a_400(client):
+    from io import BytesIO
+
+    fields = {f"f{i}": "x" for i in range(1001)}
+    r = client.post("/imgup", data={"file": (BytesIO(PHOTO), "p.jpg"), "id_name": "many", **fields})
+    assert r.status_code == 400 and "parts" in r.json["error"]
+    assert upload(client, id_name="fine").status_code == 200  # and the next normal request is served

@@ -5,13 +5,15 @@
 
 The inference key is read from TorchServe's ``key_file.json`` (re-read whenever the file changes). When TorchServe
 rejects the key (it expires after ``token_expiration_min``), the client asks the management API for a new
-inference key with the API key and retries once.
+inference key with the API key and retries once. Connection errors and 503 answers (no worker ready, e.g. while
+TorchServe restarts one) are retried ``retries`` times with exponential backoff; a timeout is not retried.
 """
 from __future__ import annotations
 
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 
 import requests
@@ -54,7 +56,8 @@ def renew_key(management_url: str, api_key: str, kind: str, *, timeout: float = 
 
 class TaggerClient:
     def __init__(self, inference_url: str, management_url: str, key_file: str | Path, *,
-                 model_name: str = "tagger", timeout: float = 30.0):
+                 model_name: str = "tagger", timeout: float = 30.0, retries: int = 2, backoff: float = 0.2,
+                 pool_size: int = 8):
         self.inference_url = inference_url.rstrip("/")
         self.management_url = management_url.rstrip("/")
         self.key_file = Path(key_file)
@@ -63,7 +66,10 @@ class TaggerClient:
         self._lock = threading.Lock()
         self._keys: dict[str, str] = {}
         self._keys_mtime: float | None = None
-        self._session = requests.Session()
+        self.retries, self.backoff = retries, backoff
+        self._session = requests.Session()  # pooled keep-alive connections, one pool per gateway worker
+        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=pool_size)
+        self._session.mount("http://", adapter)
 
     def _key(self, kind: str) -> str:
         with self._lock:
@@ -120,16 +126,24 @@ class TaggerClient:
             TaggerError: 503 when TorchServe is down, busy or has no ready worker; the 4xx TorchServe gave when
                 it rejects the image itself.
         """
-        try:
-            r = self._post(data)
-            if key_rejected(r):
-                logger.info("inference key rejected; requesting a new one")
-                self.refresh_inference_key()
+        for attempt in range(self.retries + 1):
+            try:
                 r = self._post(data)
-        except requests.Timeout as exc:
-            raise TaggerError("model server timed out") from exc
-        except requests.ConnectionError as exc:
-            raise TaggerError("model server is not reachable (make serve starts it)") from exc
+                if key_rejected(r):
+                    logger.info("inference key rejected; requesting a new one")
+                    self.refresh_inference_key()
+                    r = self._post(data)
+            except requests.Timeout as exc:
+                raise TaggerError("model server timed out") from exc  # not retried: the work may be running
+            except requests.ConnectionError as exc:
+                if attempt == self.retries:
+                    raise TaggerError("model server is not reachable (make serve starts it)") from exc
+                time.sleep(self.backoff * 2 ** attempt)
+                continue
+            if r.status_code == 503 and attempt < self.retries:  # no worker free or ready yet: back off, retry
+                time.sleep(self.backoff * 2 ** attempt)
+                continue
+            break
         if r.status_code == 200:
             return r.json()
         try:

@@ -1,0 +1,75 @@
+"""The TorchServe client's retries, against a small real HTTP server on loopback that misbehaves on purpose."""
+import http.server
+import json
+import threading
+
+import pytest
+
+from gateway.tagger_client import TaggerClient, TaggerError
+
+
+@pytest.fixture
+def server(tmp_path):
+    plan = {"answers": []}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            status, body = plan["answers"].pop(0) if plan["answers"] else (200, {"tags": ["sea"], "scores": {},
+                                                                                  "model_version": "1.0"})
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    keys = tmp_path / "key_file.json"
+    keys.write_text(json.dumps({"inference": {"key": "k"}, "management": {"key": "m"}, "API": {"key": "a"}}))
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield plan, TaggerClient(url, url, keys, backoff=0.01)
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_503_is_retried_with_backoff_then_answers(server):
+    plan, client = server
+    plan["answers"] = [(503, {"message": "no worker"}), (503, {"message": "no worker"})]
+    assert client.predict(b"x")["tags"] == ["sea"] and plan["answers"] == []
+
+
+def test_503_that_persists_is_a_503_with_retry_after(server):
+    plan, client = server
+    plan["answers"] = [(503, {"message": "no worker"})] * 3
+    with pytest.raises(TaggerError) as e:
+        client.predict(b"x")
+    assert e.value.status == 503 and e.value.retry_after
+
+
+def test_a_bad_image_is_not_retried(server):
+    plan, client = server
+    plan["answers"] = [(415, {"error": "not an image"}), (200, {"tags": [], "scores": {}, "model_version": "x"})]
+    with pytest.raises(TaggerError) as e:
+        client.predict(b"x")
+    assert e.value.status == 415 and len(plan["answers"]) == 1
+
+
+def test_connection_refused_is_retried_then_a_503(tmp_path):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there
+    keys = tmp_path / "k.json"
+    keys.write_text(json.dumps({"inference": {"key": "k"}}))
+    client = TaggerClient(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}", keys, backoff=0.01)
+    with pytest.raises(TaggerError) as e:
+        client.predict(b"x")
+    assert e.value.status == 503 and "not reachable" in str(e.value)

@@ -92,7 +92,12 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        return jsonify(error=exc.description), exc.code
+        response = jsonify(error=exc.description)
+        response.status_code = exc.code
+        for name, value in exc.get_headers():  # e.g. Allow on a 405, as RFC 9110 asks
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def internal_error(exc: Exception):

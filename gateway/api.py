@@ -5,7 +5,6 @@ import base64
 import binascii
 import hashlib
 import json
-import unicodedata
 
 from flask import Blueprint, current_app, jsonify, request
 
@@ -30,9 +29,7 @@ def error(status: int, message: str, **headers):
     return response
 
 
-# Unicode categories refused in an id_name: control, format (zero-width, bidi overrides), surrogates, unassigned,
-# private use, and line/paragraph separators. Everything else printable is allowed; it is never used in a path.
-_REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Cn", "Co", "Zl", "Zp"}
+from gateway.openapi import refused_id_name_categories  # one definition for the spec and the check
 
 
 def _id_name(value: str | None) -> str:
@@ -45,7 +42,7 @@ def _id_name(value: str | None) -> str:
         raise ValueError("form field 'id_name' is missing or empty")
     if len(value) > MAX_ID_NAME:
         raise ValueError(f"id_name is longer than {MAX_ID_NAME} characters")
-    bad = sorted({unicodedata.category(c) for c in value} & _REFUSED_CATEGORIES)
+    bad = sorted(refused_id_name_categories(value))
     if bad:
         raise ValueError("id_name contains control or invisible characters (Unicode categories "
                          f"{', '.join(bad)}); use printable characters only")
@@ -55,6 +52,10 @@ def _id_name(value: str | None) -> str:
 @bp.post("/imgup")
 def imgup():
     """Store a photo under the caller's ``id_name`` (multipart fields ``file`` and ``id_name``)."""
+    unknown = sorted((set(request.form) - {"id_name", "if_absent"}) | (set(request.files) - {"file"}))
+    if unknown:
+        return error(400, f"unknown form field(s) {', '.join(map(repr, unknown[:5]))}: send file, id_name and "
+                          "optionally if_absent")
     upload = request.files.get("file")
     if upload is None:
         return error(400, "multipart form field 'file' is missing (curl -F file=@photo.jpg -F id_name=NAME)")
@@ -71,7 +72,10 @@ def imgup():
         return error(exc.status, str(exc))
     # tags start now, while the upload is made durable, so /imginfo right after usually finds them ready
     current_app.extensions["predictions"].prefetch(hashlib.sha256(data).hexdigest(), data)
-    if_absent = request.form.get("if_absent", "0").strip().lower() in ("1", "true", "yes")
+    flag = request.form.get("if_absent", "0").strip().lower()
+    if flag not in ("0", "1", "true", "false"):
+        return error(400, "if_absent must be 1 (refuse to replace an existing id_name) or 0")
+    if_absent = flag in ("1", "true")
     try:
         record = current_app.extensions["store"].put(id_name, data, exif=read_exif(data), fmt=fmt,
                                                      width=width, height=height, if_absent=if_absent)
@@ -84,6 +88,8 @@ def imgup():
 @bp.route("/imginfo", methods=["GET", "POST"])
 def imginfo():
     """Tags (from TorchServe), EXIF date and GPS of a stored photo."""
+    if request.method == "POST" and set(request.form) - {"id_name"}:
+        return error(400, "unknown form field(s): send only id_name")
     id_name = request.values.get("id_name")
     if not id_name:
         return error(400, "parameter 'id_name' is missing (GET /imginfo?id_name=NAME)")

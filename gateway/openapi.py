@@ -1,5 +1,43 @@
 """OpenAPI 3.1 description of the gateway's API, served at ``/openapi.json``."""
 
+# Characters refused in an id_name: in the Basic Multilingual Plane, the Unicode categories control, format
+# (zero-width, bidi overrides), surrogates and line/paragraph separators. Everything else is allowed: an id_name is
+# data, never a path. (BMP only, so that the spec's pattern means the same in ECMA regex engines without the u flag.)
+REFUSED_ID_NAME_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def refused_id_name_categories(value: str) -> set[str]:
+    """The refused categories present in ``value`` (empty when it is acceptable)."""
+    import unicodedata
+
+    return {cat for c in value if ord(c) <= 0xFFFF and (cat := unicodedata.category(c)) in REFUSED_ID_NAME_CATEGORIES}
+
+
+def _id_name_pattern() -> str:
+    """A regex admitting exactly what ``gateway.api._id_name`` admits: no refused character, one non-space."""
+    import unicodedata
+
+    ranges, start = [], None
+    for cp in range(0x10000):
+        refused = unicodedata.category(chr(cp)) in REFUSED_ID_NAME_CATEGORIES
+        if refused and start is None:
+            start = cp
+        elif not refused and start is not None:
+            ranges.append((start, cp - 1))
+            start = None
+    if start is not None:
+        ranges.append((start, 0xFFFF))
+
+    def esc(cp: int) -> str:
+        return f"\\u{cp:04x}"
+
+    cls = "".join(esc(a) if a == b else f"{esc(a)}-{esc(b)}" for a, b in ranges if not 0xD800 <= a <= 0xDFFF)
+    return f"^[^{cls}]*[^\\s{cls}][^{cls}]*$"
+
+
+_ID_NAME = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": _id_name_pattern(),
+            "description": "1-256 printable Unicode characters (not only spaces; no control or invisible format "
+                           "characters)"}
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 SPEC = {
@@ -15,10 +53,11 @@ SPEC = {
                            "history. With if_absent=1 an existing id_name answers 409 instead. id_name: 1-256 "
                            "printable Unicode characters, no control or invisible format characters.",
             "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                "type": "object", "required": ["file", "id_name"],
-                "properties": {"file": {"type": "string", "format": "binary"},
-                               "id_name": {"type": "string", "minLength": 1, "maxLength": 256},
-                               "if_absent": {"type": "string", "enum": ["0", "1"],
+                "type": "object", "required": ["file", "id_name"], "additionalProperties": False,
+                "properties": {"file": {"type": "string", "format": "binary", "minLength": 1,
+                                        "description": "the photo file: JPEG, PNG, HEIC/HEIF, TIFF, WebP or GIF"},
+                               "id_name": _ID_NAME,
+                               "if_absent": {"type": "string", "enum": ["0", "1", "true", "false"],
                                              "description": "1: answer 409 instead of replacing"}}}}}},
             "responses": {
                 "200": {"description": "stored", "content": {"application/json": {"schema": {
@@ -27,7 +66,7 @@ SPEC = {
                 "413": _ERROR, "415": _ERROR}}},
         "/imginfo": {
             "get": {"summary": "Tags, EXIF date and GPS of a stored photo",
-                    "parameters": [{"name": "id_name", "in": "query", "required": True, "schema": {"type": "string"}}],
+                    "parameters": [{"name": "id_name", "in": "query", "required": True, "schema": _ID_NAME}],
                     "responses": {
                         "200": {"description": "photo information", "content": {"application/json": {"schema": {
                             "$ref": "#/components/schemas/ImageInfo"}}}},
@@ -36,7 +75,8 @@ SPEC = {
                                 "headers": {"Retry-After": {"schema": {"type": "integer"}}}}}},
             "post": {"summary": "Same as GET, with id_name as a form field",
                      "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
-                         "type": "object", "required": ["id_name"], "properties": {"id_name": {"type": "string"}}}}}},
+                         "type": "object", "required": ["id_name"], "additionalProperties": False,
+                         "properties": {"id_name": _ID_NAME}}}}},
                      "responses": {"200": {"description": "as GET"}, "400": _ERROR, "404": _ERROR, "503": _ERROR}}},
         "/photos": {"get": {
             "summary": "Stored photos, newest first, paged; with tag: those a person labelled so or, unlabelled, "
@@ -51,7 +91,7 @@ SPEC = {
                 "$ref": "#/components/schemas/PhotoPage"}}}}, "400": _ERROR}}},
         "/photos/{id_name}": {"delete": {
             "summary": "Remove a photo, its file, its earlier versions and its cached predictions",
-            "parameters": [{"name": "id_name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "parameters": [{"name": "id_name", "in": "path", "required": True, "schema": _ID_NAME}],
             "responses": {"200": {"description": "deleted", "content": {"application/json": {"schema": {
                 "type": "object", "required": ["image_id", "status"],
                 "properties": {"image_id": {"type": "string"}, "status": {"const": "deleted"}}}}}},

@@ -182,6 +182,25 @@ def test_gateway_renews_an_expired_inference_key(stack):
     assert torchserve.read_keys(stack.torchserve.key_file)["inference"] != first["inference"]
 
 
+def test_upload_while_torchserve_is_down_is_served_once_it_is_back(stack):
+    """The real TorchServe stopped: uploads are still stored, /imginfo says 503 with Retry-After; started again,
+    the same /imginfo answers 200 by itself."""
+    url = stack.gateway_url
+    torchserve.stop(stack.torchserve)
+    photo = (COCO / "images/000000000009.jpg").read_bytes()
+    r = requests.post(f"{url}/imgup", files={"file": ("p.jpg", photo)}, data={"id_name": "while-down"}, timeout=60)
+    assert r.status_code == 200 and r.json()["status"] == "stored"
+    r = requests.get(f"{url}/imginfo", params={"id_name": "while-down"}, timeout=60)
+    assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0 and "error" in r.json()
+    assert requests.get(f"{url}/readyz", timeout=30).status_code == 503
+    torchserve.start(stack.torchserve, "tagger.mar", threads_per_worker=1)
+    torchserve.wait_ready(stack.torchserve)
+    PIDS[0] = torchserve.running_pid(stack.torchserve)
+    r = requests.get(f"{url}/imginfo", params={"id_name": "while-down"}, timeout=60)
+    assert r.status_code == 200 and r.json()["model_version"] == "1.0"
+    assert requests.get(f"{url}/readyz", timeout=30).status_code == 200
+
+
 def test_serve_twice_starts_no_second_copy_and_stop_leaves_nothing(stack):
     serve(stack)
     assert [torchserve.running_pid(stack.torchserve), gateway_pid(stack)] == PIDS

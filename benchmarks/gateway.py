@@ -10,7 +10,6 @@ Medians over repeated photos with fresh bytes each time (so nothing is cached wh
 from __future__ import annotations
 
 import io
-import socket
 import statistics
 import sys
 import tempfile
@@ -22,16 +21,6 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-
-
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def variants(base: Image.Image, size, n):
@@ -49,7 +38,7 @@ def variants(base: Image.Image, size, n):
 def main() -> None:
     from gateway.tagger_client import key_rejected, read_keys, renew_key
     from serving.stack import Stack, ensure_default_archive, serve, stop
-    from serving.torchserve import Ports
+    from serving.torchserve import Ports, free_ports
 
     ensure_default_archive()
     base = Image.open(REPO / "samples/coco_subset/images/000000000471.jpg")

@@ -11,7 +11,6 @@ concurrency 1 (median) and throughput at concurrency 8. One 640x480 COCO photo t
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import sys
 import tempfile
@@ -86,20 +85,10 @@ def in_process(ckpt: Path, data: bytes) -> dict:
     return out
 
 
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def torchserve_run(ckpt: Path, data: bytes, config: str, label: str, threads: int | None = None) -> dict:
     from gateway.tagger_client import read_keys
     from serving import torchserve
-    from serving.torchserve import Ports, TorchServeRun
+    from serving.torchserve import Ports, TorchServeRun, free_ports
     from training.archive import build_archive
 
     with tempfile.TemporaryDirectory(prefix="bench-ts-", dir=REPO / "var") as tmp:

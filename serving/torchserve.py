@@ -23,6 +23,19 @@ REPO = Path(__file__).resolve().parent.parent
 PID_FILE = ".model_server.pid"  # TorchServe's own name, written under $TEMP
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` loopback ports free right now (for tests and benchmarks that start their own servers)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
 @dataclass(frozen=True)
 class Ports:
     inference: int = 8080

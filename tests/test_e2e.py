@@ -4,7 +4,6 @@ Uses its own ports and data directory, so it runs beside a `make serve` stack. I
 12 seconds here, so the gateway's key renewal is exercised against the real TorchServe.
 """
 import os
-import socket
 import subprocess
 import time
 
@@ -13,21 +12,11 @@ import requests
 
 from serving import torchserve
 from serving.stack import Stack, gateway_pid, ensure_default_archive, serve, stop
-from serving.torchserve import Ports
+from serving.torchserve import Ports, free_ports
 from tests.conftest import COCO, EXIF
 
 KEY_MINUTES = 0.2
 PIDS = []  # TorchServe frontend, gunicorn master
-
-
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _alive(pid):
@@ -42,7 +31,7 @@ def _alive(pid):
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     ensure_default_archive()
-    p = _free_ports(6)
+    p = free_ports(6)
     st = Stack(var_dir=tmp_path_factory.mktemp("var"), ports=Ports(*p[:5]), gateway_port=p[5], gateway_workers=1,
                ts_overrides=(("token_expiration_min", str(KEY_MINUTES)),))
     try:

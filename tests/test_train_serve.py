@@ -6,9 +6,8 @@ import torch
 
 from gateway.tagger_client import read_keys
 from serving import torchserve
-from serving.torchserve import Ports, TorchServeRun
+from serving.torchserve import Ports, TorchServeRun, free_ports
 from tests.conftest import COCO
-from tests.test_e2e import _free_ports
 from training.train import cli
 
 
@@ -19,7 +18,7 @@ def test_a_trained_checkpoint_archives_and_torchserve_serves_it(tmp_path):
 
     store = tmp_path / "store"
     build_archive(out / "best.pt", store / "tagger-2.0.mar", version="2.0")
-    run = TorchServeRun(var_dir=tmp_path / "var", ports=Ports(*_free_ports(5)), model_store=store)
+    run = TorchServeRun(var_dir=tmp_path / "var", ports=Ports(*free_ports(5)), model_store=store)
     try:
         torchserve.start(run, "tagger-2.0.mar", threads_per_worker=1)
         torchserve.wait_ready(run)

@@ -9,10 +9,9 @@ import requests
 
 from gateway.tagger_client import read_keys
 from serving.stack import REPO, Stack, ensure_default_archive, serve, stop, versions
-from serving.torchserve import Ports
+from serving.torchserve import Ports, free_ports
 from serving.versions import DeployError
 from tests.conftest import COCO
-from tests.test_e2e import _free_ports
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +25,7 @@ def stack(tmp_path_factory):
     build_archive(ckpt, store / "tagger-9.1.mar", version="9.1")
     build_archive(ckpt, store / "tagger-9.3.mar", version="9.4")  # a file whose content is another version
     (store / "tagger-9.2.mar").write_bytes(b"PK\x03\x04 not really a zip")
-    p = _free_ports(6)
+    p = free_ports(6)
     st = Stack(var_dir=tmp_path_factory.mktemp("var"), ports=Ports(*p[:5]), gateway_port=p[5], gateway_workers=1,
                model_store=store)
     try:

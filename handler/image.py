@@ -111,11 +111,3 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"corrupt or truncated image: {exc}") from None
 
-
-def image_format(data: bytes) -> str | None:
-    """Pillow's name for the encoded format of ``data`` (``"JPEG"``, ``"PNG"``, ``"HEIF"``, ...), or None."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.format
-    except (OSError, ValueError):
-        return None

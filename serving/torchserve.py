@@ -141,18 +141,23 @@ def start(run: TorchServeRun, mar: str, *, threads_per_worker: int | None = None
     return pid
 
 
-def management_get(run: TorchServeRun, path: str, **params) -> requests.Response:
-    """GET on the management API with the current key, renewing an expired key once with the API key."""
-    def get():
+def management_request(run: TorchServeRun, method: str, path: str, *, timeout: float = 10,
+                       **params) -> requests.Response:
+    """A management-API call with the current key, renewing an expired key once with the API key."""
+    def send():
         key = read_keys(run.key_file)["management"]
-        return requests.get(f"{run.management_url}{path}", params=params, timeout=10,
-                            headers={"Authorization": f"Bearer {key}"})
+        return requests.request(method, f"{run.management_url}{path}", params=params, timeout=timeout,
+                                headers={"Authorization": f"Bearer {key}"})
 
-    r = get()
+    r = send()
     if key_rejected(r):
         renew_key(run.management_url, read_keys(run.key_file)["API"], "management")
-        r = get()
+        r = send()
     return r
+
+
+def management_get(run: TorchServeRun, path: str, **params) -> requests.Response:
+    return management_request(run, "GET", path, **params)
 
 
 def worker_states(run: TorchServeRun) -> list[str]:

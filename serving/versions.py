@@ -19,8 +19,7 @@ from pathlib import Path
 
 import requests
 
-from gateway.tagger_client import key_rejected, read_keys, renew_key
-from serving.torchserve import TorchServeRun
+from serving.torchserve import TorchServeRun, management_request
 
 STATE_FILE = "deployed.json"
 SPARE_WORKERS = 1  # workers kept on the previous version, so a rollback has one READY at once
@@ -64,16 +63,7 @@ class Versions:
 
     # -- management API, with the current key (renewed once when TorchServe rejects it)
     def _call(self, method: str, path: str, **params) -> requests.Response:
-        def send():
-            key = read_keys(self.run.key_file)["management"]
-            return requests.request(method, f"{self.run.management_url}{path}", params=params,
-                                    headers={"Authorization": f"Bearer {key}"}, timeout=self.timeout)
-
-        r = send()
-        if key_rejected(r):
-            renew_key(self.run.management_url, read_keys(self.run.key_file)["API"], "management")
-            r = send()
-        return r
+        return management_request(self.run, method, path, timeout=self.timeout, **params)
 
     def _ok(self, r: requests.Response, what: str) -> dict:
         if r.status_code != 200:

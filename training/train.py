@@ -321,7 +321,7 @@ class Head(torch.nn.Module):
 
 # ---------------------------------------------------------------------------------------------- recipes
 
-def run_prior(args, model, labels, names, train, val, report, out: Path) -> dict:
+def run_prior(args, model, labels, names, train, val, report, out: Path, pre: dict) -> dict:
     """The default model: see ``training.prior_recipe``."""
     from training.features import cached_features
     from training.head import imagenet_prior_matrix
@@ -332,7 +332,6 @@ def run_prior(args, model, labels, names, train, val, report, out: Path) -> dict
         raise UsageError("--recipe prior reads the backbone's ImageNet classifier: it needs pretrained weights "
                          "(--pretrained package or PATH)")
     t0 = time.perf_counter()
-    pre = model_preprocessing(args, model)
     model.eval()
     model.prior.matrix.copy_(imagenet_prior_matrix(names))
     set_preset(train, pre)
@@ -350,7 +349,7 @@ def run_prior(args, model, labels, names, train, val, report, out: Path) -> dict
         vt, vk = val.targets()
         probs = model.logits_from_features(vf).sigmoid()
         metrics["validation"] = summarize(probs, vt, vk, result["thresholds"], names)
-    meta = make_meta(arch=model_arch(model), labels=labels, thresholds=result["thresholds"], preprocessing=pre,
+    meta = make_meta(arch=model.arch, labels=labels, thresholds=result["thresholds"], preprocessing=pre,
                      version=args.version, metrics=metrics, imagenet_prior=True, trained_on=list(args.ann),
                      recipe="frozen ImageNet backbone, linear head + ImageNet prior, k-fold CV (--recipe prior)")
     ckpt = {"model": model.state_dict(), "meta": meta, "epoch": 0, "args": vars(args)}
@@ -386,17 +385,8 @@ def set_preset(dataset: LabelledImages, pre: dict, *, train: bool = False) -> No
     dataset.min_side = 2 * pre["crop"] if train else pre["resize"]
 
 
-def model_arch(model) -> str:
-    return model.arch
-
-
-def model_preprocessing(args, model) -> dict:
-    from training.presets import default_preprocessing
-
-    return getattr(args, "_preprocessing", None) or default_preprocessing(model_arch(model))
-
-
-def run_sgd(args, model, labels, names, train, val, report, out: Path, rank_info, resume: dict | None) -> dict:
+def run_sgd(args, model, labels, names, train, val, report, out: Path, rank_info, resume: dict | None,
+            pre: dict) -> dict:
     from tqdm import tqdm
 
     from training.evaluate import format_summary, write_result_csv
@@ -404,7 +394,6 @@ def run_sgd(args, model, labels, names, train, val, report, out: Path, rank_info
     from training.plots import plot_run
 
     device = pick_device(args, rank_info)
-    pre = model_preprocessing(args, model)
     model.to(device)
     freeze = args.lrp == 0
     use_cache = freeze and not args.no_cache
@@ -469,7 +458,7 @@ def run_sgd(args, model, labels, names, train, val, report, out: Path, rank_info
                                          persistent_workers=False)
 
     def save(epoch: int, summary: dict, thresholds, is_best: bool):
-        meta = make_meta(arch=model_arch(model), labels=labels, thresholds=thresholds, preprocessing=pre,
+        meta = make_meta(arch=model.arch, labels=labels, thresholds=thresholds, preprocessing=pre,
                          version=args.version, metrics={"validation": summary, "epoch": epoch},
                          imagenet_prior=False, trained_on=list(args.ann),
                          recipe=f"sgd, lrp {args.lrp}" + (" (frozen backbone, cached features)" if use_cache else ""))
@@ -573,22 +562,22 @@ def run_sgd(args, model, labels, names, train, val, report, out: Path, rank_info
 
 # ---------------------------------------------------------------------------------------------- main
 
-def load_resume(args, labels) -> tuple[dict | None, str | None]:
-    """The --resume checkpoint as ``{"model": state, ...}`` plus its arch; original ones converted."""
+def load_resume(args, labels) -> tuple[dict | None, str | None, dict | None]:
+    """The --resume checkpoint as ``{"model": state, ...}``, its arch and its preprocessing (``None`` for an
+    original checkpoint, which uses its arch's default); original ones converted."""
     if not args.resume:
-        return None, None
+        return None, None, None
     from training.resume import describe, read_checkpoint
 
     obj = read_checkpoint(args.resume)
     D.print0(f"resume: {describe(obj, args.resume)}")
     if is_original_checkpoint(obj):
         state, info = convert_original_checkpoint(obj, len(labels), args.resume)
-        return {"original": True, "model": state, "epoch": info["epoch"]}, "resnet18"
+        return {"original": True, "model": state, "epoch": info["epoch"]}, "resnet18", None
     meta = obj["meta"]
     if [lab["name"] for lab in meta["labels"]] != label_names(labels):
         raise UsageError(f"{args.resume} was trained on another label list; pass --labels with its vocabulary")
-    args._preprocessing = meta["preprocessing"]
-    return obj, meta["arch"]
+    return obj, meta["arch"], meta["preprocessing"]
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -596,7 +585,7 @@ def main(args: argparse.Namespace) -> dict:
     try:
         labels = load_labels(args.labels)
         names = label_names(labels)
-        resume, resume_arch = load_resume(args, labels)
+        resume, resume_arch, resume_pre = load_resume(args, labels)
         if args.arch and resume_arch and args.arch != resume_arch:
             raise UsageError(f"--arch {args.arch} but {args.resume} holds a {resume_arch}")
         args.arch = args.arch or resume_arch or "efficientnet_lite0"
@@ -607,17 +596,20 @@ def main(args: argparse.Namespace) -> dict:
         if rank_info.is_main:
             print_report(report)
             out.mkdir(parents=True, exist_ok=True)
-            save_json(out / "args.json", {k: v for k, v in vars(args).items() if not k.startswith("_")})
+            save_json(out / "args.json", vars(args))
         model = build(args.arch, labels, args, imagenet_prior=args.recipe == "prior", pretrained=resume is None)
         if resume is not None and resume.get("original"):
             load_original_weights(model, resume["model"], args.resume)
         elif resume is not None:
             model.load_state_dict(resume["model"], strict=True)
+        from training.presets import default_preprocessing
+
+        pre = resume_pre or default_preprocessing(args.arch)
         if args.recipe == "prior":
             if not rank_info.is_main:
                 return {}
-            return run_prior(args, model, labels, names, train, val, report, out)
-        return run_sgd(args, model, labels, names, train, val, report, out, rank_info, resume)
+            return run_prior(args, model, labels, names, train, val, report, out, pre)
+        return run_sgd(args, model, labels, names, train, val, report, out, rank_info, resume, pre)
     finally:
         D.shutdown()
 

@@ -1,19 +1,59 @@
-"""The annotation page: upload photos, see the model's suggestions, correct the labels, export a dataset.
+"""The annotation page: upload photos, label them at keyboard speed with the model's suggestions, export, retrain,
+compare and deploy. Mounted by the gateway at ``/annotate/`` and sharing its store.
 
-Mounted by the gateway at ``/annotate/`` and sharing its store. The export is a COCO-format file whose
-``file_name`` entries are relative to the data directory, so training reads it directly::
+    open http://127.0.0.1:7777/annotate/            # after `make serve`
+    curl -o var/export.json http://127.0.0.1:7777/annotate/export.json    # or: python -m annotation_ui.export
+    python -m training --data var --ann var/export.json --output checkpoints/mine
 
-    curl -o var/export.json http://127.0.0.1:7777/annotate/export.json
-    python -m training --recipe prior --data var --ann var/export.json --output checkpoints/mine
+JSON API (under ``/annotate/api/``): ``labels``, ``model``, ``photos`` (filter, order, paging), ``photo``,
+``PUT|DELETE photos/<id_name>/labels``, ``progress``, ``thumb``/``view``/``original`` images, ``jobs``.
+The logic lives in pure modules: ``labelling`` (what a save records, order, progress), ``export``, ``thumbs``,
+``vocabulary`` (the served version's labels), ``jobs`` + ``job_runner`` (retrain and deploy in the background).
 """
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, render_template, request
+import datetime as _dt
+import re
+from pathlib import Path
 
+from flask import Blueprint, current_app, jsonify, render_template, request, send_file
+
+from annotation_ui.export import build_export
+from annotation_ui.jobs import JobBusy, Jobs
+from annotation_ui.labelling import label_detail, progress, select
+from annotation_ui.vocabulary import archive_of, next_version, served_model
 from gateway.api import error
 
 bp = Blueprint("annotation_ui", __name__, url_prefix="/annotate", template_folder="templates",
                static_folder="static")
+
+MIME = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
+        "TIFF": "image/tiff", "HEIF": "image/heic", "BMP": "image/bmp", "AVIF": "image/avif"}
+RECIPES = ("prior", "sgd")
+MAX_PAGE = 500
+LABELLER = re.compile(r"^[\w .@-]{1,64}$")
+
+
+def _ext(name):
+    return current_app.extensions[name]
+
+
+def _model() -> dict:
+    return served_model(Path(current_app.config["MODEL_STORE"]), _ext("predictions").version.get(),
+                        current_app.config["MODEL_NAME"])
+
+
+def _jobs() -> Jobs:
+    return Jobs(Path(current_app.config["DATA_DIR"]) / "jobs")
+
+
+def _record_or_404(id_name: str | None):
+    if not id_name:
+        return None, error(400, "parameter 'id_name' is missing (?id_name=NAME)")
+    record = _ext("store").get(id_name)
+    if record is None:
+        return None, error(404, f"no photo stored under id_name {id_name!r}; upload it first")
+    return record, None
 
 
 @bp.get("/")
@@ -23,45 +63,229 @@ def page():
 
 @bp.get("/api/labels")
 def labels():
-    return jsonify(labels=[lab["name"] for lab in current_app.extensions["labels"]])
+    model = _model()
+    return jsonify(labels=[lab["name"] for lab in model["labels"]], model_version=model["version"],
+                   source=model["source"])
+
+
+@bp.get("/api/model")
+def model():
+    """The served version, its labels with thresholds (the page's checkboxes), and what deploy recorded."""
+    return jsonify(_model())
 
 
 @bp.get("/api/photos")
 def photos():
-    rows = current_app.extensions["store"].list()
-    return jsonify(photos=[{"id_name": r["id_name"], "labels": r["labels"], "uploaded_at": r["uploaded_at"]}
-                           for r in rows])
+    """A page of photos: ``status`` all|unlabelled|labelled, ``label``, ``order`` upload|uncertain, ``offset``,
+    ``limit`` (1-500, default 500)."""
+    status, order = request.args.get("status", "all"), request.args.get("order", "upload")
+    if status not in ("all", "unlabelled", "labelled"):
+        return error(400, "status must be all, unlabelled or labelled")
+    if order not in ("upload", "uncertain"):
+        return error(400, "order must be upload or uncertain")
+    try:
+        offset, limit = int(request.args.get("offset", 0)), int(request.args.get("limit", MAX_PAGE))
+    except ValueError:
+        return error(400, "offset and limit must be integers")
+    if offset < 0 or not 1 <= limit <= MAX_PAGE:
+        return error(400, f"offset must be >= 0 and limit between 1 and {MAX_PAGE}")
+    model = _model()
+    names = {lab["name"] for lab in model["labels"]}
+    label = request.args.get("label") or None
+    if label is not None and label not in names:
+        return error(400, f"label {label!r} is not in the served model's vocabulary")
+    thresholds = {lab["name"]: lab["threshold"] for lab in model["labels"]}
+    rows = select(_ext("store").summaries(model["version"]), status=status, label=label, order=order,
+                  thresholds=thresholds)
+    page_rows = rows[offset:offset + limit]
+    return jsonify(total=len(rows), offset=offset, next_offset=offset + limit if offset + limit < len(rows) else None,
+                   model_version=model["version"],
+                   photos=[{"id_name": r["id_name"], "labels": r["labels"], "uploaded_at": r["uploaded_at"],
+                            "labelled_at": r["labelled_at"], "sha256": r["sha256"],
+                            "suggested_tags": r["answer"]["tags"] if r["answer"] else None,
+                            "uncertainty": None if r["uncertainty"] is None else round(r["uncertainty"], 4)}
+                           for r in page_rows])
+
+
+@bp.get("/api/photo")
+def photo():
+    """One photo's saved labels (with who set each and when) and the suggestion recorded at its save."""
+    record, bad = _record_or_404(request.args.get("id_name"))
+    if bad:
+        return bad
+    return jsonify({k: record[k] for k in ("id_name", "sha256", "labels", "label_detail", "suggested",
+                                           "uploaded_at", "labelled_at", "width", "height", "format")})
 
 
 @bp.put("/api/photos/<path:id_name>/labels")
 def save_labels(id_name: str):
+    """``{"labels": [...], "unknown": [...], "labeller": "ann"}``: the person's positives, the labels left
+    unreviewed (unknown in the export), who saved. Every other label of the vocabulary is a reviewed negative."""
     body = request.get_json(silent=True)
-    if not isinstance(body, dict) or not isinstance(body.get("labels"), list):
-        return error(400, 'send JSON {"labels": ["sea", ...]}')
-    vocabulary = {lab["name"] for lab in current_app.extensions["labels"]}
-    unknown = [x for x in body["labels"] if not isinstance(x, str) or x not in vocabulary]
-    if unknown:
-        return error(400, f"not in the label vocabulary: {unknown}")
-    if not current_app.extensions["store"].set_labels(id_name, body["labels"]):
+    if not isinstance(body, dict) or not isinstance(body.get("labels"), list) \
+            or not isinstance(body.get("unknown", []), list):
+        return error(400, 'send JSON {"labels": ["sea", ...], "unknown": ["fog", ...]}')
+    model = _model()
+    vocabulary = [lab["name"] for lab in model["labels"]]
+    given = body["labels"] + body.get("unknown", [])
+    bad = [x for x in given if not isinstance(x, str) or x not in vocabulary]
+    if bad:
+        return error(400, f"not in the label vocabulary of model {model['version']}: {bad[:10]}")
+    if set(body["labels"]) & set(body.get("unknown", [])):
+        return error(400, "a label cannot be both set and unknown")
+    labeller = body.get("labeller") or "person"
+    if not isinstance(labeller, str) or not LABELLER.match(labeller):
+        return error(400, "labeller must be 1-64 letters, digits, spaces or . @ - _")
+    store = _ext("store")
+    record = store.get(id_name)
+    if record is None:
         return error(404, f"no photo stored under id_name {id_name!r}")
-    return jsonify(id_name=id_name, labels=sorted(set(body["labels"])))
+    answer = store.cached_prediction(record["sha256"], model["version"]) if model["version"] else None
+    suggested = {"model_version": model["version"], "tags": answer["tags"]} if answer else None
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    detail = label_detail(vocabulary, positives=set(body["labels"]), unknown=set(body.get("unknown", [])),
+                          suggested=set(answer["tags"]) if answer else set(), previous=record["label_detail"],
+                          by=labeller, now=now)
+    if not store.set_labels(id_name, body["labels"], detail=detail, suggested=suggested):
+        return error(404, f"no photo stored under id_name {id_name!r}")
+    saved = store.get(id_name)
+    return jsonify(id_name=id_name, labels=saved["labels"], unknown=sorted(body.get("unknown", [])),
+                   labelled_at=saved["labelled_at"], label_detail=saved["label_detail"], suggested=suggested)
+
+
+@bp.delete("/api/photos/<path:id_name>/labels")
+def clear_labels(id_name: str):
+    """Make a photo unlabelled again (undo of its first save)."""
+    if not _ext("store").clear_labels(id_name):
+        return error(404, f"no photo stored under id_name {id_name!r}")
+    return jsonify(id_name=id_name, labels=None, labelled_at=None)
+
+
+@bp.get("/api/progress")
+def progress_view():
+    model = _model()
+    stats = progress(_ext("store").summaries(model["version"]), [lab["name"] for lab in model["labels"]])
+    return jsonify(model_version=model["version"], **stats)
+
+
+def _image(size: str):
+    from annotation_ui.thumbs import cached_jpeg
+    from handler.image import ImageError
+
+    record, bad = _record_or_404(request.args.get("id_name"))
+    if bad:
+        return bad
+    try:
+        path = cached_jpeg(_ext("store"), record, size)
+    except ImageError as exc:
+        return error(exc.status, f"the stored photo does not decode: {exc}")
+    response = send_file(path, mimetype="image/jpeg", etag=record["sha256"], max_age=86400)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@bp.get("/api/thumb")
+def thumb():
+    """A JPEG of at most 256 px, made once per photo."""
+    return _image("thumb")
+
+
+@bp.get("/api/view")
+def view():
+    """A JPEG of at most 1024 px for the image view (any stored format, HEIC included)."""
+    return _image("view")
+
+
+@bp.get("/api/original")
+def original():
+    """The stored bytes, with their real content type."""
+    record, bad = _record_or_404(request.args.get("id_name"))
+    if bad:
+        return bad
+    response = send_file(_ext("store").image_path(record), mimetype=MIME.get(record["format"] or "",
+                         "application/octet-stream"), etag=record["sha256"], max_age=3600)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
 
 
 @bp.get("/export.json")
 def export():
-    """Labelled photos as a COCO-format file (image-level labels; every label was judged by the labeller)."""
-    vocabulary = current_app.extensions["labels"]
-    by_name = {lab["name"]: lab for lab in vocabulary}
-    images, annotations = [], []
-    for i, record in enumerate(r for r in current_app.extensions["store"].list(limit=1_000_000)
-                               if r["labels"] is not None):
-        images.append({"id": i + 1, "file_name": record["file"], "width": record["width"],
-                       "height": record["height"], "id_name": record["id_name"], "sha256": record["sha256"],
-                       "labelled_at": record["labelled_at"], "unknown_category_ids": []})
-        for name in record["labels"]:
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": by_name[name]["id"],
-                                "iscrowd": 0, "area": 0, "bbox": []})
-    return jsonify(info={"description": "photo tagger annotation export (image-level labels)"}, licenses=[],
-                   categories=[{"id": lab["id"], "name": lab["name"], "isthing": lab["isthing"]}
-                               for lab in vocabulary],
-                   images=images, annotations=annotations)
+    """Labelled photos as a COCO-format file that ``python -m training --data <data dir> --ann`` reads."""
+    model = _model()
+    response = jsonify(build_export(_ext("store").list(limit=10_000_000), model["labels"], source=model["source"]))
+    response.headers["Content-Disposition"] = 'attachment; filename="export.json"'
+    return response
+
+
+def _job_config(model: dict) -> dict:
+    cfg = current_app.config
+    store_dir = Path(cfg["MODEL_STORE"])
+    served = archive_of(store_dir, model["version"], cfg["MODEL_NAME"]) if model["version"] else None
+    tagger = _ext("tagger")
+    return {"data_dir": str(Path(cfg["DATA_DIR"]).resolve()), "model_store": str(store_dir.resolve()),
+            "model_name": cfg["MODEL_NAME"], "inference_url": cfg["TS_INFERENCE_URL"],
+            "management_url": cfg["TS_MANAGEMENT_URL"],
+            "key_file": str(getattr(tagger, "key_file", "") or Path(cfg["DATA_DIR"]) / "run/torchserve/key_file.json"),
+            "vocabulary": model["labels"], "vocabulary_source": model["source"],
+            "served_version": model["version"], "served_archive": str(served) if served else None}
+
+
+@bp.post("/api/jobs/train")
+def start_train():
+    """``{"recipe": "prior"|"sgd", "epochs": N, "samples": true}``: retrain on the export in the background."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return error(400, 'send JSON {"recipe": "prior", "epochs": 20, "samples": true}')
+    recipe, epochs, samples = body.get("recipe", "prior"), body.get("epochs", 20), body.get("samples", True)
+    if recipe not in RECIPES:
+        return error(400, f"recipe must be one of {', '.join(RECIPES)}")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or not 1 <= epochs <= 200:
+        return error(400, "epochs must be an integer from 1 to 200")
+    if not isinstance(samples, bool):
+        return error(400, "samples must be true or false")
+    try:
+        job = _jobs().start("train", {"recipe": recipe, "epochs": epochs, "samples": samples},
+                            _job_config(_model()))
+    except JobBusy as exc:
+        return error(409, str(exc))
+    return jsonify(job={k: v for k, v in job.items() if k != "config"}), 202
+
+
+@bp.post("/api/jobs/deploy")
+def start_deploy():
+    """``{"train_job": ID}``: archive that job's checkpoint as the next version and deploy it."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("train_job"), str):
+        return error(400, 'send JSON {"train_job": "<id of a finished retrain job>"}')
+    jobs = _jobs()
+    train = jobs.get(body["train_job"], log=False)
+    if train is None or train["kind"] != "train":
+        return error(404, f"no retrain job {body['train_job']!r}")
+    if train["state"] != "succeeded":
+        return error(409, f"retrain job {train['id']} has not succeeded ({train['state']}); nothing to deploy")
+    model = _model()
+    if model["version"] is None:
+        return error(503, "the model server is not answering, so the served version is unknown; make serve "
+                          "first", **{"Retry-After": "5"})
+    version = next_version(model["version"], Path(current_app.config["MODEL_STORE"]), current_app.config["MODEL_NAME"])
+    try:
+        job = jobs.start("deploy", {"train_job": train["id"], "checkpoint": train["result"]["checkpoint"],
+                                    "version": version}, _job_config(model))
+    except JobBusy as exc:
+        return error(409, str(exc))
+    return jsonify(job={k: v for k, v in job.items() if k != "config"}), 202
+
+
+@bp.get("/api/jobs")
+def jobs_list():
+    jobs = _jobs().list()
+    return jsonify(jobs=jobs, latest=_jobs().get(jobs[0]["id"]) if jobs else None)
+
+
+@bp.get("/api/jobs/<job_id>")
+def job_view(job_id: str):
+    job = _jobs().get(job_id)
+    if job is None:
+        return error(404, f"no job {job_id!r}")
+    return jsonify(job)

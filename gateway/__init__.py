@@ -33,6 +33,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         TS_KEY_FILE=None,  # default: DATA_DIR/run/torchserve/key_file.json
         TS_TIMEOUT=30.0,
         MODEL_NAME="tagger",
+        MODEL_STORE=str(REPO / "model_store"),  # archives: the annotation page reads labels from them, deploys to it
         MAX_CONTENT_LENGTH=DEFAULT_MAX_BYTES + 1024 * 1024,  # the image limit plus room for the form
         FORM_PARTS=8,  # multipart parts accepted in one request (file, id_name, if_absent and a few spare)
         TAGGER_CLIENT=None,
@@ -61,6 +62,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     from gateway.request_id import install as install_request_id
 
     install_request_id(app)
+    from gateway.same_origin import install as install_same_origin
+
+    install_same_origin(app)
     app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_CONTENT_LENGTH"])
 
     @app.before_request

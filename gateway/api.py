@@ -52,7 +52,8 @@ def _id_name(value: str | None) -> str:
 @bp.post("/imgup")
 def imgup():
     """Store a photo under the caller's ``id_name`` (multipart fields ``file`` and ``id_name``)."""
-    unknown = sorted((set(request.form) - {"id_name", "if_absent"}) | (set(request.files) - {"file"}))
+    unknown = sorted({str(k) for k in set(request.form) - {"id_name", "if_absent"}}  # a nameless part: None
+                     | {str(k) for k in set(request.files) - {"file"}})
     if unknown:
         return error(400, f"unknown form field(s) {', '.join(map(repr, unknown[:5]))}: send file, id_name and "
                           "optionally if_absent")

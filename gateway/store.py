@@ -34,7 +34,9 @@ CREATE TABLE IF NOT EXISTS photos (
     exif         TEXT NOT NULL,
     labels       TEXT,
     uploaded_at  TEXT NOT NULL,
-    labelled_at  TEXT
+    labelled_at  TEXT,
+    label_detail TEXT,
+    suggested    TEXT
 );
 CREATE TABLE IF NOT EXISTS history (
     id_name      TEXT NOT NULL,
@@ -48,7 +50,9 @@ CREATE TABLE IF NOT EXISTS history (
     labels       TEXT,
     uploaded_at  TEXT NOT NULL,
     labelled_at  TEXT,
-    replaced_at  TEXT NOT NULL
+    replaced_at  TEXT NOT NULL,
+    label_detail TEXT,
+    suggested    TEXT
 );
 CREATE INDEX IF NOT EXISTS history_id_name ON history (id_name);
 CREATE TABLE IF NOT EXISTS predictions (
@@ -59,6 +63,9 @@ CREATE TABLE IF NOT EXISTS predictions (
     PRIMARY KEY (sha256, model_version)
 );
 """
+
+# Columns added after the first release, with their types: a store written before them gets them on open.
+_ADDED_COLUMNS = {"photos": ("label_detail TEXT", "suggested TEXT"), "history": ("label_detail TEXT", "suggested TEXT")}
 
 _EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif", "WEBP": ".webp", "HEIF": ".heic", "GIF": ".gif",
                "BMP": ".bmp", "MPO": ".jpg", "AVIF": ".avif"}
@@ -89,6 +96,11 @@ class PhotoStore:
         with closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
+                for column in columns:
+                    if column.split()[0] not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
@@ -136,15 +148,18 @@ class PhotoStore:
                 if old is not None:
                     db.execute(
                         "INSERT INTO history (id_name, file, sha256, bytes, format, width, height, exif, labels,"
-                        " uploaded_at, labelled_at, replaced_at) SELECT id_name, file, sha256, bytes, format, width,"
-                        " height, exif, labels, uploaded_at, labelled_at, ? FROM photos WHERE id_name = ?",
+                        " uploaded_at, labelled_at, label_detail, suggested, replaced_at) SELECT id_name, file, sha256,"
+                        " bytes,"
+                        " format, width, height, exif, labels, uploaded_at, labelled_at, label_detail, suggested, ?"
+                        " FROM photos WHERE id_name = ?",
                         (_now(), id_name))
                 db.execute(
                     "INSERT INTO photos (id_name, file, sha256, bytes, format, width, height, exif, uploaded_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT(id_name) DO UPDATE SET file=excluded.file, sha256=excluded.sha256,"
                     " bytes=excluded.bytes, format=excluded.format, width=excluded.width, height=excluded.height,"
-                    " exif=excluded.exif, uploaded_at=excluded.uploaded_at, labels=NULL, labelled_at=NULL",
+                    " exif=excluded.exif, uploaded_at=excluded.uploaded_at, labels=NULL, labelled_at=NULL,"
+                    " label_detail=NULL, suggested=NULL",
                     (id_name, rel, sha, len(data), fmt, width, height, json.dumps(exif), _now()))
                 db.execute("COMMIT")
             except BaseException:
@@ -168,6 +183,8 @@ class PhotoStore:
         record = dict(row)
         record["exif"] = json.loads(record["exif"])
         record["labels"] = json.loads(record["labels"]) if record["labels"] else None
+        for key in ("label_detail", "suggested"):
+            record[key] = json.loads(record[key]) if record.get(key) else None
         return record
 
     def get(self, id_name: str) -> dict | None:
@@ -181,12 +198,42 @@ class PhotoStore:
                               (limit, offset)).fetchall()
         return [self._record(r) for r in rows]
 
-    def set_labels(self, id_name: str, labels: list[str]) -> bool:
-        """Record a labeller's labels for ``id_name``; False when there is no such photo."""
+    def set_labels(self, id_name: str, labels: list[str], *, detail: dict | None = None,
+                   suggested: dict | None = None) -> bool:
+        """Record a person's labels for ``id_name`` (the photo now counts as labelled); False when there is no
+        such photo. ``detail``: per reviewed label ``{"value", "source", "by", "at"}`` (labels absent from it
+        were not reviewed: unknown); ``suggested``: the model's suggestion the person saw (version, tags)."""
         with closing(self._connect()) as db:
-            cur = db.execute("UPDATE photos SET labels = ?, labelled_at = ? WHERE id_name = ?",
-                             (json.dumps(sorted(set(labels))), _now(), id_name))
+            cur = db.execute("UPDATE photos SET labels = ?, labelled_at = ?, label_detail = ?, suggested = ?"
+                             " WHERE id_name = ?",
+                             (json.dumps(sorted(set(labels))), _now(), json.dumps(detail) if detail else None,
+                              json.dumps(suggested) if suggested else None, id_name))
         return cur.rowcount == 1
+
+    def clear_labels(self, id_name: str) -> bool:
+        """Make ``id_name`` unlabelled again (the annotation page's undo of a first save)."""
+        with closing(self._connect()) as db:
+            cur = db.execute("UPDATE photos SET labels = NULL, labelled_at = NULL, label_detail = NULL,"
+                             " suggested = NULL WHERE id_name = ?", (id_name,))
+        return cur.rowcount == 1
+
+    def summaries(self, model_version: str | None) -> list[dict]:
+        """Every photo's id, labels and upload order with the cached answer of ``model_version`` (or None), newest
+        first: what the annotation page sorts, filters and counts (one query, no image bytes)."""
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                "SELECT p.id_name, p.sha256, p.labels, p.label_detail, p.suggested, p.uploaded_at, p.labelled_at,"
+                " r.answer FROM photos p LEFT JOIN predictions r ON r.sha256 = p.sha256 AND r.model_version = ?"
+                " ORDER BY p.uploaded_at DESC, p.id_name DESC", (model_version or "",)).fetchall()
+        out = []
+        for r in rows:
+            out.append({"id_name": r["id_name"], "sha256": r["sha256"], "uploaded_at": r["uploaded_at"],
+                        "labelled_at": r["labelled_at"],
+                        "labels": json.loads(r["labels"]) if r["labels"] else None,
+                        "label_detail": json.loads(r["label_detail"]) if r["label_detail"] else None,
+                        "suggested": json.loads(r["suggested"]) if r["suggested"] else None,
+                        "answer": json.loads(r["answer"]) if r["answer"] else None})
+        return out
 
     def page(self, *, after: tuple[str, str] | None, limit: int) -> list[dict]:
         """Photos newest first, from just after ``after`` = (uploaded_at, id_name), each with ``predictions``

@@ -101,7 +101,8 @@ def start_gateway(stack: Stack, *, timeout: float = 30) -> int:
         stack.gateway_dir.mkdir(parents=True, exist_ok=True)
         ts = stack.torchserve
         env = dict(os.environ, TAGGER_DATA_DIR=str(stack.var_dir), TAGGER_TS_INFERENCE_URL=ts.inference_url,
-                   TAGGER_TS_MANAGEMENT_URL=ts.management_url, TAGGER_TS_KEY_FILE=str(ts.key_file))
+                   TAGGER_TS_MANAGEMENT_URL=ts.management_url, TAGGER_TS_KEY_FILE=str(ts.key_file),
+                   TAGGER_MODEL_STORE=str(stack.model_store))
         gunicorn = Path(sys.executable).with_name("gunicorn")
         subprocess.run(  # --daemon: gunicorn detaches into its own session, so no child is left for us to reap
             [str(gunicorn), "--daemon", "--chdir", str(REPO), "--config", str(REPO / "gateway/gunicorn.conf.py"),

@@ -1,0 +1,88 @@
+"""The annotation export: the labelled photos of a store as a COCO-format file that the training tool reads as is.
+
+    python -m annotation_ui.export --data-dir var --out var/export.json      # or GET /annotate/export.json
+    python -m training --data var --ann var/export.json --output checkpoints/mine
+
+``file_name`` entries are relative to the data directory (``images/3f/....jpg``). Only photos a person saved are
+exported; on each, the labels that person did not review are listed in ``unknown_category_ids`` (masked in
+training, never taught as negatives).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+from pathlib import Path
+
+from annotation_ui.labelling import reviewed
+
+
+def build_export(records: list[dict], vocabulary: list[dict], *, source: str = "") -> dict:
+    """A COCO dict from store records (``PhotoStore.list``) and the label vocabulary (``id``, ``name``)."""
+    names = [lab["name"] for lab in vocabulary]
+    by_name = {lab["name"]: lab for lab in vocabulary}
+    images, annotations = [], []
+    for record in records:
+        values = reviewed(record, names)
+        if not values and record.get("labelled_at") is None:
+            continue
+        image_id = len(images) + 1
+        images.append({"id": image_id, "file_name": record["file"], "width": record["width"],
+                       "height": record["height"], "id_name": record["id_name"], "sha256": record["sha256"],
+                       "labelled_at": record["labelled_at"],
+                       "unknown_category_ids": [by_name[n]["id"] for n in names if n not in values]})
+        for name in names:
+            if values.get(name):
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id,
+                                    "category_id": by_name[name]["id"], "iscrowd": 0, "area": 0, "bbox": []})
+    return {"info": {"description": "photo tagger annotation export (image-level labels; unreviewed labels in "
+                                    "unknown_category_ids)", "vocabulary": source,
+                     "date_created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
+            "licenses": [],
+            "categories": [{"id": lab["id"], "name": lab["name"], "isthing": lab.get("isthing", 0)}
+                           for lab in vocabulary],
+            "images": images, "annotations": annotations}
+
+
+def export_store(data_dir: str | Path, vocabulary: list[dict], *, source: str = "") -> dict:
+    from gateway.store import PhotoStore
+
+    store = PhotoStore(data_dir)
+    return build_export(store.list(limit=10_000_000), vocabulary, source=source)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m annotation_ui.export", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", default="var", help="the gateway's data directory (default: var)")
+    p.add_argument("--out", required=True, help="the COCO JSON file to write")
+    p.add_argument("--labels", default=None, help="label vocabulary JSON (default: the labels of the version "
+                   "recorded in DATA_DIR/run/torchserve/deployed.json, else training/labels.json)")
+    p.add_argument("--model-store", default=None, help="where archives live (default: model_store/)")
+    args = p.parse_args(argv)
+    from training.checkpoint import save_json
+
+    if args.labels:
+        from training.labels import load_labels
+
+        vocabulary, source = load_labels(args.labels), args.labels
+    else:
+        from annotation_ui.vocabulary import served_model
+        from gateway import REPO
+
+        state = Path(args.data_dir) / "run/torchserve/deployed.json"
+        version = json.loads(state.read_text()).get("default") if state.is_file() else "1.0"
+        model = served_model(Path(args.model_store or REPO / "model_store"), version)
+        vocabulary, source = model["labels"], model["source"]
+    if not (Path(args.data_dir) / "photos.db").is_file():
+        print(f"error: no photo store in {args.data_dir} (photos.db missing); pass --data-dir", file=sys.stderr)
+        return 2
+    export = export_store(args.data_dir, vocabulary, source=source)
+    save_json(args.out, export)
+    print(f"wrote {args.out}: {len(export['images'])} labelled photos, {len(export['annotations'])} labels; "
+          f"train with: python -m training --data {args.data_dir} --ann {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Runs one annotation-page job in its own process: ``python -m annotation_ui.job_runner var/jobs/<id>``.
+
+``train``: export the store's labelled photos, hold a seeded fifth of them out for validation, run the training
+tool (``python -m training``) on the rest (plus the bundled samples when asked), then evaluate the new checkpoint
+and the served model's archive on the same validation photos. ``deploy``: archive a finished train job's
+checkpoint as the next version and deploy it (what ``make archive`` + ``make deploy`` do). Each step is written
+to ``job.json``; an error fails the job with its message and leaves what is served untouched.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import traceback
+import zipfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+from training.checkpoint import save_json
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_SETS = ("samples/coco_subset", "samples/coco_more")
+MIN_LABELLED = 3
+SUMMARY_KEYS = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")
+
+
+class JobError(RuntimeError):
+    """A job that cannot go on; its message is shown on the page."""
+
+
+class Job:
+    def __init__(self, job_dir: Path):
+        self.dir = job_dir
+        self.data = json.loads((job_dir / "job.json").read_text())
+
+    def update(self, **changes) -> None:
+        self.data.update(changes)
+        save_json(self.dir / "job.json", self.data)
+
+    def step(self, name: str) -> None:
+        print(f"== {name}", flush=True)
+        self.update(step=name)
+
+
+def split_validation(export: dict, *, fraction: float = 0.2, seed: int = 0) -> tuple[dict, dict]:
+    """(train, validation) COCO dicts: a seeded ``fraction`` of the photos (at least one) held out."""
+    images = list(export["images"])
+    random.Random(seed).shuffle(images)
+    n_val = max(1, round(len(images) * fraction))
+    val_ids = {im["id"] for im in images[:n_val]}
+
+    def part(keep):
+        return {**export, "images": [im for im in export["images"] if keep(im["id"])],
+                "annotations": [a for a in export["annotations"] if keep(a["image_id"])]}
+    return part(lambda i: i not in val_ids), part(lambda i: i in val_ids)
+
+
+def _summary(s: dict) -> dict:
+    return {**{k: s.get(k) for k in SUMMARY_KEYS}, "per_label_ap": s.get("per_label_ap"),
+            "images": s.get("images", s.get("n_images"))}
+
+
+def evaluate(checkpoint: Path, data_dir: Path, ann: Path, out: Path) -> dict:
+    import argparse
+
+    from training.evaluate import main as evaluate_main
+
+    return _summary(evaluate_main(argparse.Namespace(checkpoint=str(checkpoint), data=[str(data_dir)], ann=[str(ann)],
+                                                     labels=None, result=None, out=str(out), batch_size=16,
+                                                     workers=0)))
+
+
+def archive_checkpoint(mar: Path, out: Path) -> Path:
+    """A checkpoint file (model + meta) from a served archive, so the training tool's evaluation reads it."""
+    import io
+
+    import torch
+
+    with zipfile.ZipFile(mar) as z:
+        state = torch.load(io.BytesIO(z.read("model.pt")), map_location="cpu", weights_only=True)
+        meta = json.loads(z.read("meta.json"))
+    torch.save({"model": state, "meta": meta}, out)
+    return out
+
+
+def run_train(job: Job) -> dict:
+    from annotation_ui.export import export_store
+
+    cfg, opt = job.data["config"], job.data["options"]
+    data_dir = Path(cfg["data_dir"])
+    job.step("export")
+    vocabulary = [{k: lab[k] for k in ("id", "name", "isthing") if k in lab} for lab in cfg["vocabulary"]]
+    export = export_store(data_dir, vocabulary, source=cfg.get("vocabulary_source", ""))
+    n = len(export["images"])
+    if n < MIN_LABELLED:
+        raise JobError(f"only {n} labelled photo(s): label and save at least {MIN_LABELLED} before retraining")
+    train, val = split_validation(export, seed=int(opt.get("seed", 0)))
+    for name, obj in (("export.json", export), ("train.json", train), ("val.json", val)):
+        save_json(job.dir / name, obj)
+    save_json(job.dir / "labels.json", {"labels": vocabulary})
+    print(f"{n} labelled photos: {len(train['images'])} to train on, {len(val['images'])} held out for validation",
+          flush=True)
+    job.step("training")
+    out = job.dir / "checkpoint"
+    cmd = [sys.executable, "-m", "training", "--recipe", opt["recipe"], "--data", str(data_dir),
+           "--ann", str(job.dir / "train.json")]
+    if opt.get("samples"):
+        for d in SAMPLE_SETS:
+            cmd += ["--data", str(REPO / d), "--ann", str(REPO / d / "annotations.json")]
+    cmd += ["--val-ann", str(job.dir / "val.json"), "--val-data", str(data_dir), "--labels",
+            str(job.dir / "labels.json"), "--output", str(out), "--cache-dir", str(data_dir / "cache"),
+            "--epochs", str(int(opt["epochs"])), "--workers", "0"]
+    print("$ " + " ".join(cmd), flush=True)
+    rc = subprocess.run(cmd, cwd=REPO, stdin=subprocess.DEVNULL).returncode
+    if rc != 0 or not (out / "best.pt").is_file():
+        raise JobError(f"the training tool exited with status {rc}; its output is in the log above")
+    job.step("evaluating")
+    result = {"photos": n, "train_photos": len(train["images"]), "validation_photos": len(val["images"]),
+              "samples": bool(opt.get("samples")), "checkpoint": str(out / "best.pt"),
+              "new": evaluate(out / "best.pt", data_dir, job.dir / "val.json", job.dir / "eval-new.json")}
+    mar = Path(cfg["served_archive"]) if cfg.get("served_archive") else None
+    if mar is not None and mar.is_file():
+        served = archive_checkpoint(mar, job.dir / "served.pt")
+        result["served"] = evaluate(served, data_dir, job.dir / "val.json", job.dir / "eval-served.json")
+        result["served"]["version"] = cfg.get("served_version")
+    else:
+        result["served"] = None
+        print("the served model's archive was not found; only the new model is evaluated", flush=True)
+    return result
+
+
+def run_deploy(job: Job) -> dict:
+    from serving.stack import model_workers
+    from serving.torchserve import Ports, TorchServeRun
+    from serving.versions import Versions
+    from training.archive import build_archive
+
+    cfg, opt = job.data["config"], job.data["options"]
+    checkpoint, version = Path(opt["checkpoint"]), str(opt["version"])
+    if not checkpoint.is_file():
+        raise JobError(f"{checkpoint} not found: retrain first")
+    job.step("archiving")
+    mar = Path(cfg["model_store"]) / f"{cfg.get('model_name', 'tagger')}-{version}.mar"
+    if mar.exists():
+        raise JobError(f"{mar} already exists; version {version} was archived before")
+    build_archive(checkpoint, mar, version=version)
+    print(f"wrote {mar}", flush=True)
+    job.step("deploying")
+    key_file = Path(cfg["key_file"])
+    inference, management = (urlparse(cfg[k]).port for k in ("inference_url", "management_url"))
+    run = TorchServeRun(var_dir=key_file.parent.parent.parent, ports=Ports(inference=inference,
+                        management=management), model_store=Path(cfg["model_store"]),
+                        model_name=cfg.get("model_name", "tagger"))
+    try:
+        done = Versions(run, workers=model_workers()).deploy(version)
+    except Exception:
+        mar.unlink(missing_ok=True)  # nothing half-done stays behind; the served version is unchanged
+        raise
+    print(f"version {done['default']} serves now; {done['previous']} stays registered for rollback", flush=True)
+    return {"version": done["default"], "previous": done["previous"], "archive": str(mar)}
+
+
+def main(job_dir: str) -> int:
+    job = Job(Path(job_dir))
+    job.update(state="running", pid=os.getpid())
+    try:
+        result = {"train": run_train, "deploy": run_deploy}[job.data["kind"]](job)
+    except Exception as exc:  # noqa: BLE001 - every failure is reported on the page
+        if not isinstance(exc, JobError):
+            traceback.print_exc()
+        message = str(exc) or type(exc).__name__
+        print(f"job failed: {message}", flush=True)
+        job.update(state="failed", error=message, finished=_now())
+        return 1
+    job.update(state="succeeded", step="done", result=result, finished=_now())
+    print("job done", flush=True)
+    return 0
+
+
+def _now() -> str:
+    import datetime as _dt
+
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

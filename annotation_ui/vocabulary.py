@@ -1,0 +1,78 @@
+"""The label vocabulary the annotation page offers: the served model version's own labels and thresholds.
+
+    model = served_model(Path("model_store"), "1.1")   # {"version", "labels": [{id, name, isthing, threshold}], ...}
+
+The labels come from the ``meta.json`` inside the archive of that version in the model store, so a model trained
+with its own ``--labels`` gets its own checkboxes. When no version is known (TorchServe down) or no archive holds
+it, the default list (``training/labels.json``) is offered with thresholds of 0.5.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import zipfile
+from pathlib import Path
+
+_lock = threading.Lock()
+_archives: dict[tuple[str, int, int], tuple[str, dict] | None] = {}  # (path, mtime, size) -> (version, meta)
+
+
+def _archive_meta(path: Path) -> tuple[str, dict] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    with _lock:
+        if key in _archives:
+            return _archives[key]
+    try:
+        with zipfile.ZipFile(path) as z:
+            manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
+            meta = json.loads(z.read("meta.json"))
+        found = (str(manifest["model"]["modelVersion"]), meta)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        found = None
+    with _lock:
+        _archives[key] = found
+    return found
+
+
+def served_model(model_store: Path, version: str | None, model_name: str = "tagger") -> dict:
+    """What the page needs of the model serving ``version``: its labels with thresholds, and where they came from."""
+    path = archive_of(model_store, version, model_name) if version is not None else None
+    if path is not None:
+        meta = _archive_meta(path)[1]
+        labels = [{"id": lab["id"], "name": lab["name"], "isthing": lab.get("isthing", 0),
+                   "threshold": round(float(t), 4)} for lab, t in zip(meta["labels"], meta["thresholds"])]
+        return {"version": version, "labels": labels, "source": f"archive {path.name}"}
+    from training.labels import load_labels
+
+    return {"version": version, "source": "default list (no archive of the served version found)" if version
+            else "default list (the model server is not answering)",
+            "labels": [{**lab, "threshold": 0.5} for lab in load_labels()]}
+
+
+def archive_of(model_store: Path, version: str, model_name: str = "tagger") -> Path | None:
+    """The archive in ``model_store`` that holds ``version``."""
+    for path in sorted(Path(model_store).glob(f"{model_name}*.mar")):
+        found = _archive_meta(path)
+        if found is not None and found[0] == version:
+            return path
+    return None
+
+
+def next_version(served: str, model_store: Path, model_name: str = "tagger") -> str:
+    """The version a deploy from the page gets: the served ``major.minor`` with the next free minor number
+    (``1.0`` -> ``1.1``, skipping versions already archived), or ``served.1`` for another scheme."""
+    parts = served.split(".")
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        major, minor = int(parts[0]), int(parts[1]) + 1
+        make = lambda i: f"{major}.{minor + i}"  # noqa: E731
+    else:
+        make = lambda i: f"{served}.{i + 1}"  # noqa: E731
+    taken = {found[0] for found in map(_archive_meta, Path(model_store).glob(f"{model_name}*.mar")) if found}
+    i = 0
+    while make(i) in taken or (Path(model_store) / f"{model_name}-{make(i)}.mar").exists():
+        i += 1
+    return make(i)

@@ -14,9 +14,9 @@ CHECKPOINT ?= checkpoints/default/best.pt
 VERSION ?=
 DATA_FLAGS = $(foreach d,$(DATA),--data $(d)) $(foreach a,$(ANN),--ann $(a))
 
-.PHONY: setup java serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
+.PHONY: setup java chromium serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
 
-setup: java $(STAMP)
+setup: java chromium $(STAMP)
 
 java:
 	@if java -XX:-UsePerfData -version 2>&1 | grep -q 'version "17'; then :; \
@@ -25,6 +25,17 @@ java:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; \
 	else \
 		echo "TorchServe needs Java 17 and none was found. Install it, e.g.: sudo apt-get install openjdk-17-jre-headless" >&2; \
+		exit 1; \
+	fi
+
+# The annotation page's browser tests drive Debian's headless Chromium (through Playwright, no browser download).
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Chromium (the annotation page's browser tests)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else \
+		echo "the browser tests need Debian's chromium: sudo apt-get install chromium chromium-driver" >&2; \
 		exit 1; \
 	fi
 

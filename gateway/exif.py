@@ -187,7 +187,11 @@ class _Bounded:
                 if not self._atexit:
                     atexit.register(self.close)  # before module teardown, so the pool's own hooks find it alive
                     self._atexit = True
-                self._pool = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+                # forkserver, not fork: a forked child would inherit the gunicorn worker's client sockets and
+                # keep closed keep-alive connections open, so a browser reusing one would wait forever
+                ctx = multiprocessing.get_context("forkserver")
+                ctx.set_forkserver_preload(["gateway.exif"])
+                self._pool = cf.ProcessPoolExecutor(1, mp_context=ctx)
             return self._pool
 
     def close(self) -> None:

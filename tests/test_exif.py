@@ -130,3 +130,26 @@ def test_webp_and_png_exif_read_like_the_jpeg(fmt):
     got, want = read_exif(buf.getvalue()), read_exif(jpeg)
     assert got["datetime"] == want["datetime"] == "2008:10:22 16:28:39"
     assert got["gps"] == pytest.approx(want["gps"]) and got["camera"] == want["camera"]
+
+
+def test_the_parser_process_holds_none_of_the_callers_sockets():
+    """A forked parser would inherit a gunicorn worker's client connections and keep a closed keep-alive
+    connection open, so a browser reusing it would hang; the parser comes from a fork server instead."""
+    import os
+    import socket
+
+    from gateway import exif
+
+    exif._BOUNDED.close()
+    a, b = socket.socketpair()
+    try:
+        exif.read_exif((EXIF / sorted(p.name for p in EXIF.glob("*.jpg"))[0]).read_bytes())
+        children = [proc.pid for proc in exif._BOUNDED._pool._processes.values()]
+        assert children
+        inodes = {os.fstat(s.fileno()).st_ino for s in (a, b)}
+        for pid in children:
+            held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+            assert not {f"socket:[{i}]" for i in inodes} & held
+    finally:
+        a.close()
+        b.close()

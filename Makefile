@@ -14,7 +14,7 @@ CHECKPOINT ?= checkpoints/default/best.pt
 VERSION ?=
 DATA_FLAGS = $(foreach d,$(DATA),--data $(d)) $(foreach a,$(ANN),--ann $(a))
 
-.PHONY: setup java chromium serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
+.PHONY: setup java chromium export serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
 
 setup: java chromium $(STAMP)
 
@@ -78,6 +78,10 @@ versions: setup
 # The KServe storage layout for deploy/kserve/inferenceservice.yaml: config/ + model-store/ with the default archive.
 kserve-bundle: setup
 	$(PY) -c "from serving.stack import kserve_bundle; print(kserve_bundle())"
+
+# The annotation page's labels as a COCO file the training tool reads: make export (OUT=var/export.json)
+export: setup
+	$(PY) -m annotation_ui.export --data-dir var --out $(if $(filter command line,$(origin OUT)),$(OUT),var/export.json)
 
 archive: setup
 	$(PY) -m training.archive --checkpoint $(CHECKPOINT) $(if $(VERSION),--version $(VERSION))

@@ -162,6 +162,16 @@ def run_deploy(job: Job) -> dict:
     return {"version": done["default"], "previous": done["previous"], "archive": str(mar)}
 
 
+def _release_lock() -> None:
+    """Let the next job start (the final state is written): the gateway's flock descriptor we inherited."""
+    fd = os.environ.get("TAGGER_JOB_LOCK_FD")
+    if fd:
+        try:
+            os.close(int(fd))
+        except OSError:
+            pass
+
+
 def main(job_dir: str) -> int:
     job = Job(Path(job_dir))
     job.update(state="running", pid=os.getpid())
@@ -173,8 +183,10 @@ def main(job_dir: str) -> int:
         message = str(exc) or type(exc).__name__
         print(f"job failed: {message}", flush=True)
         job.update(state="failed", error=message, finished=_now())
+        _release_lock()
         return 1
     job.update(state="succeeded", step="done", result=result, finished=_now())
+    _release_lock()
     print("job done", flush=True)
     return 0
 

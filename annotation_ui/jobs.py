@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -61,15 +62,26 @@ class Jobs:
         finally:
             os.close(fd)
 
+    def _acquire(self, fd: int) -> bool:
+        """The lock, or False while a job runs; a job whose final state is written gets a moment to exit."""
+        for _ in range(50):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                latest = self.latest()
+                if latest is None or latest["state"] in ("queued", "running"):
+                    return False
+                time.sleep(0.1)
+        return False
+
     def start(self, kind: str, options: dict, config: dict) -> dict:
         """Start a job; raises ``JobBusy`` while another runs. ``config`` says where the store, the model store
         and TorchServe are."""
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not self._acquire(fd):
                 running = self.latest()
                 raise JobBusy(f"job {running['id'] if running else '?'} ({running['kind'] if running else '?'}) "
                               "is still running; wait for it to finish") from None

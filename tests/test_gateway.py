@@ -258,3 +258,12 @@ def test_more_than_a_few_form_parts_is_a_400(client):
     r = client.post("/imgup", data={"file": (BytesIO(PHOTO), "p.jpg"), "id_name": "many", **fields})
     assert r.status_code == 400 and "parts" in r.json["error"]
     assert upload(client, id_name="fine").status_code == 200  # and the next normal request is served
+
+
+def test_a_form_part_without_a_name_gets_a_400(client):
+    """Found by schemathesis: a multipart part without a name used to crash the unknown-field check (500)."""
+    body = (b"--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=\"extra\"\r\n\r\ny\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=\"id_name\"\r\n\r\nq\r\n--b--\r\n")
+    r = client.post("/imgup", data=body, content_type="multipart/form-data; boundary=b")
+    assert r.status_code == 400 and "unknown form field" in r.json["error"]

@@ -1,0 +1,245 @@
+"""The annotation page's API and pure functions, with the gateway app and a fake model client (the browser test
+drives the real page against the real TorchServe)."""
+from __future__ import annotations
+
+import json
+import zipfile
+from io import BytesIO
+
+import pytest
+
+from annotation_ui.labelling import label_detail, progress, select, uncertainty
+from tests.conftest import COCO
+
+IMAGES = sorted((COCO / "images").iterdir())[:4]
+
+
+def upload(client, path, name=None):
+    r = client.post("/imgup", data={"file": (BytesIO(path.read_bytes()), path.name), "id_name": name or path.name})
+    assert r.status_code == 200, r.json
+    return r
+
+
+@pytest.fixture
+def photos(client, app):
+    for p in IMAGES:
+        upload(client, p)
+    app.extensions["predictions"].wait_idle()  # the fake model suggests sea and boat for every photo
+    return [p.name for p in IMAGES]
+
+
+def test_label_detail_records_who_set_each_label_and_keeps_unchanged_ones():
+    vocab = ["sea", "boat", "car", "fog"]
+    first = label_detail(vocab, positives={"sea", "car"}, unknown={"fog"}, suggested={"sea", "boat"}, previous=None,
+                         by="ann", now="t1")
+    assert first == {"sea": {"value": True, "source": "suggestion", "by": "ann", "at": "t1"},  # accepted
+                     "boat": {"value": False, "source": "person", "by": "ann", "at": "t1"},  # rejected
+                     "car": {"value": True, "source": "person", "by": "ann", "at": "t1"}}    # added; fog unknown
+    again = label_detail(vocab, positives={"sea"}, unknown=set(), suggested={"sea", "boat"}, previous=first, by="bob",
+                         now="t2")
+    assert again["sea"]["by"] == "ann" and again["car"] == {"value": False, "source": "person", "by": "bob", "at": "t2"}
+    assert again["fog"]["by"] == "bob" and again["boat"]["at"] == "t1"
+
+
+def test_uncertainty_is_the_smallest_logit_margin_and_orders_photos():
+    assert uncertainty({"a": 0.5, "b": 0.99}, {"a": 0.5, "b": 0.5}) == pytest.approx(0.0)
+    assert uncertainty({"a": 0.9}, {"a": 0.5}) == pytest.approx(2.1972, abs=1e-4)
+    rows = [{"id_name": n, "labelled_at": None, "labels": None, "answer": a} for n, a in [
+        ("sure", {"scores": {"a": 0.999}, "tags": ["a"]}), ("none", None),
+        ("unsure", {"scores": {"a": 0.45}, "tags": []})]]
+    assert [r["id_name"] for r in select(rows, order="uncertain", thresholds={"a": 0.5})] == ["unsure", "sure", "none"]
+    assert [r["id_name"] for r in select(rows, label="a")] == ["sure"]
+
+
+def test_saving_labels_records_provenance_and_the_suggestion_seen(client, photos):
+    r = client.put(f"/annotate/api/photos/{photos[0]}/labels",
+                   json={"labels": ["sea", "car"], "unknown": ["fog"], "labeller": "ann"})
+    assert r.status_code == 200
+    assert r.json["suggested"] == {"model_version": "fake", "tags": ["sea", "boat"]}
+    detail = r.json["label_detail"]
+    assert detail["sea"]["source"] == "suggestion" and detail["car"]["source"] == "person"
+    assert detail["boat"] == {**detail["boat"], "value": False, "source": "person", "by": "ann"}
+    assert "fog" not in detail and len(detail) == 33
+    photo = client.get("/annotate/api/photo", query_string={"id_name": photos[0]}).json
+    assert photo["labels"] == ["car", "sea"] and photo["labelled_at"] and photo["label_detail"] == detail
+    # refused: outside the vocabulary, both set and unknown, a bad labeller, malformed bodies, unknown photo
+    for body in ({"labels": ["unicorn"]}, {"labels": ["sea"], "unknown": ["sea"]},
+                 {"labels": [], "labeller": "<script>"}, {"labels": "sea"}, {"labels": [], "unknown": "fog"}):
+        r = client.put(f"/annotate/api/photos/{photos[0]}/labels", json=body)
+        assert r.status_code == 400 and r.json["error"]
+    assert client.put("/annotate/api/photos/nope/labels", json={"labels": []}).status_code == 404
+    # undo of a first save: unlabelled again
+    assert client.delete(f"/annotate/api/photos/{photos[0]}/labels").status_code == 200
+    assert client.get("/annotate/api/photo", query_string={"id_name": photos[0]}).json["labelled_at"] is None
+    assert client.delete("/annotate/api/photos/nope/labels").status_code == 404
+
+
+def test_export_marks_unreviewed_labels_unknown_and_trains_as_is(client, app, photos, tmp_path):
+    from training.datasets import LabelledImages
+    from training.labels import label_names
+
+    client.put(f"/annotate/api/photos/{photos[0]}/labels", json={"labels": ["sea"], "unknown": ["fog", "boat"]})
+    client.put(f"/annotate/api/photos/{photos[1]}/labels", json={"labels": []})  # reviewed: nothing in it
+    export = client.get("/annotate/export.json").json
+    images = {i["id_name"]: i for i in export["images"]}
+    assert set(images) == {photos[0], photos[1]}  # only photos a person saved
+    ids = {c["name"]: c["id"] for c in export["categories"]}
+    assert sorted(images[photos[0]]["unknown_category_ids"]) == sorted([ids["fog"], ids["boat"]])
+    assert images[photos[1]]["unknown_category_ids"] == []
+    ann = tmp_path / "export.json"
+    ann.write_text(json.dumps(export))
+    names = label_names()
+    ds, _ = LabelledImages.from_coco([(app.extensions["store"].root, ann)], names)
+    targets, known = ds.targets()
+    first = [i["id_name"] for i in export["images"]].index(photos[0])
+    assert targets[first, names.index("sea")] == 1 and not known[first, names.index("fog")]
+    assert known[1 - first].all()
+    # the command writes the same file
+    from annotation_ui.export import main
+
+    out = tmp_path / "cli.json"
+    assert main(["--data-dir", str(app.extensions["store"].root), "--out", str(out)]) == 0
+    cli = json.loads(out.read_text())
+    assert [i["file_name"] for i in cli["images"]] == [i["file_name"] for i in export["images"]]
+    assert main(["--data-dir", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+
+
+def test_photos_filter_order_page_and_progress(client, photos):
+    client.put(f"/annotate/api/photos/{photos[0]}/labels", json={"labels": ["sea"]})        # kept sea, removed boat
+    client.put(f"/annotate/api/photos/{photos[1]}/labels", json={"labels": ["sea", "boat", "car"]})  # added car
+    page = client.get("/annotate/api/photos", query_string={"status": "unlabelled", "limit": 1}).json
+    assert page["total"] == 2 and len(page["photos"]) == 1 and page["next_offset"] == 1
+    assert page["photos"][0]["suggested_tags"] == ["sea", "boat"] and page["photos"][0]["uncertainty"] is not None
+    labelled = client.get("/annotate/api/photos", query_string={"status": "labelled", "label": "car"}).json
+    assert [p["id_name"] for p in labelled["photos"]] == [photos[1]]
+    assert client.get("/annotate/api/photos").json["total"] == 4  # the original endpoint: every photo
+    for bad in ({"status": "x"}, {"order": "x"}, {"limit": 0}, {"limit": 501}, {"offset": -1}, {"label": "unicorn"},
+                {"limit": "a"}):
+        assert client.get("/annotate/api/photos", query_string=bad).status_code == 400
+    p = client.get("/annotate/api/progress").json
+    assert (p["total"], p["labelled"], p["compared_with_suggestions"]) == (4, 2, 2)
+    sea, boat, car = (p["per_label"][n] for n in ("sea", "boat", "car"))
+    assert (sea["accepted"], sea["positives"], sea["agreement"]) == (2, 2, 1.0)
+    assert (boat["accepted"], boat["rejected"], boat["agreement"]) == (1, 1, 0.5)
+    assert (car["added"], car["agreed_negative"]) == (1, 1)
+    assert p["suggestion_precision"] == pytest.approx(3 / 4) and p["suggestion_recall"] == pytest.approx(3 / 4)
+
+
+def test_thumbnails_and_views_are_jpeg_made_once_with_nosniff(client, app, photos):
+    from PIL import Image
+
+    def get(path, **query):
+        with client.get(path, query_string=query) as r:  # closes the file a send_file response holds
+            return r.status_code, r.mimetype, dict(r.headers), r.data
+
+    status, mimetype, headers, data = get("/annotate/api/thumb", id_name=photos[0])
+    assert status == 200 and mimetype == "image/jpeg" and headers["X-Content-Type-Options"] == "nosniff"
+    im = Image.open(BytesIO(data))
+    assert im.format == "JPEG" and max(im.size) == 256
+    cached = list((app.extensions["store"].root / "thumbs" / "thumb").rglob("*.jpg"))
+    assert len(cached) == 1
+    mtime = cached[0].stat().st_mtime_ns
+    get("/annotate/api/thumb", id_name=photos[0])
+    assert cached[0].stat().st_mtime_ns == mtime  # made once
+    assert max(Image.open(BytesIO(get("/annotate/api/view", id_name=photos[0])[3])).size) == 640
+    status, mimetype, headers, data = get("/annotate/api/original", id_name=photos[0])
+    assert mimetype == "image/jpeg" and data == IMAGES[0].read_bytes() and headers["X-Content-Type-Options"]
+    assert get("/annotate/api/thumb", id_name="nope")[0] == 404
+    assert get("/annotate/api/thumb")[0] == 400
+
+
+def test_cross_site_requests_are_refused_and_same_origin_ones_served(client, photos):
+    for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}):
+        r = client.put(f"/annotate/api/photos/{photos[0]}/labels", json={"labels": []}, headers=headers)
+        assert r.status_code == 403 and "cross-site" in r.json["error"]
+        r = client.post("/imgup", data={"file": (BytesIO(IMAGES[0].read_bytes()), "x.jpg"), "id_name": "x"},
+                        headers=headers)
+        assert r.status_code == 403
+    ok = {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
+    assert client.put(f"/annotate/api/photos/{photos[0]}/labels", json={"labels": []}, headers=ok).status_code == 200
+    assert client.get("/annotate/api/photos", headers={"Origin": "http://evil.example"}).status_code == 200  # reads
+
+
+def test_the_page_escapes_nothing_it_did_not_write():
+    from pathlib import Path
+
+    js = (Path(__file__).parent.parent / "annotation_ui/static/annotate.js").read_text()
+    assert "innerHTML" not in js and "insertAdjacentHTML" not in js and "document.write" not in js
+
+
+def _fake_archive(path, version, labels):
+    meta = {"labels": labels, "thresholds": [0.3] * len(labels), "version": version}
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("MAR-INF/MANIFEST.json", json.dumps({"model": {"modelName": "tagger", "modelVersion": version}}))
+        z.writestr("meta.json", json.dumps(meta))
+
+
+def test_the_vocabulary_is_the_served_versions_own(tmp_path, fake_tagger):
+    from annotation_ui.vocabulary import next_version, served_model
+    from gateway import create_app
+
+    store = tmp_path / "model_store"
+    store.mkdir()
+    _fake_archive(store / "tagger-2.0.mar", "2.0", [{"id": 1, "name": "person", "isthing": 1},
+                                                     {"id": 900, "name": "cat-toy", "isthing": 1}])
+    (store / "tagger-2.1.mar").write_bytes(b"not a zip")
+    model = served_model(store, "2.0")
+    assert [lab["name"] for lab in model["labels"]] == ["person", "cat-toy"] and model["source"] == \
+        "archive tagger-2.0.mar"
+    assert len(served_model(store, "9.9")["labels"]) == 34 and "default list" in served_model(store, None)["source"]
+    assert next_version("2.0", store) == "2.2"  # 2.1's file exists (broken): skipped
+    assert next_version("nightly", store) == "nightly.1"
+    fake_tagger.version = "2.0"
+    client = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "TAGGER_CLIENT": fake_tagger,
+                         "MODEL_STORE": str(store)}).test_client()
+    assert client.get("/annotate/api/labels").json["labels"] == ["person", "cat-toy"]
+    upload(client, IMAGES[0], "a")
+    assert client.put("/annotate/api/photos/a/labels", json={"labels": ["cat-toy"]}).status_code == 200
+    assert client.put("/annotate/api/photos/a/labels", json={"labels": ["sea"]}).status_code == 400
+    export = client.get("/annotate/export.json").json
+    assert [c["name"] for c in export["categories"]] == ["person", "cat-toy"]
+    assert export["annotations"][0]["category_id"] == 900
+
+
+def test_jobs_run_one_at_a_time_and_report_errors(client, app, photos):
+    r = client.post("/annotate/api/jobs/train", json={"recipe": "sgd", "epochs": 1, "samples": False})
+    assert r.status_code == 202
+    job_id = r.json["job"]["id"]
+    busy = client.post("/annotate/api/jobs/train", json={"recipe": "sgd", "epochs": 1, "samples": False})
+    assert busy.status_code == 409 and "still running" in busy.json["error"]
+    import time
+
+    for _ in range(120):
+        job = client.get(f"/annotate/api/jobs/{job_id}").json
+        if job["state"] not in ("queued", "running"):
+            break
+        time.sleep(0.5)
+    assert job["state"] == "failed" and "label and save at least 3" in job["error"] and "== export" in job["log"]
+    for body in ({"recipe": "adam"}, {"epochs": 0}, {"epochs": True}, {"samples": "yes"}, []):
+        assert client.post("/annotate/api/jobs/train", json=body).status_code == 400
+    assert client.post("/annotate/api/jobs/deploy", json={"train_job": job_id}).status_code == 409  # it failed
+    assert client.post("/annotate/api/jobs/deploy", json={"train_job": "nope"}).status_code == 404
+    assert client.post("/annotate/api/jobs/deploy", json={}).status_code == 400
+    assert client.get("/annotate/api/jobs/nope").status_code == 404
+    assert client.get("/annotate/api/jobs").json["latest"]["id"] == job_id
+
+
+def test_a_store_from_before_label_provenance_opens_and_exports(tmp_path):
+    import sqlite3
+
+    from gateway.store import PhotoStore
+
+    (tmp_path / "images").mkdir()
+    db = sqlite3.connect(tmp_path / "photos.db")
+    db.execute("CREATE TABLE photos (id_name TEXT PRIMARY KEY, file TEXT NOT NULL, sha256 TEXT NOT NULL, bytes INTEGER"
+               " NOT NULL, format TEXT, width INTEGER, height INTEGER, exif TEXT NOT NULL, labels TEXT, uploaded_at"
+               " TEXT NOT NULL, labelled_at TEXT)")
+    db.execute("INSERT INTO photos VALUES ('old', 'images/x.jpg', 'ab', 1, 'JPEG', 4, 3, '{}', '[\"sea\"]', 't', 't')")
+    db.commit()
+    db.close()
+    from annotation_ui.export import build_export
+    from training.labels import load_labels
+
+    export = build_export(PhotoStore(tmp_path).list(), load_labels())
+    assert export["images"][0]["unknown_category_ids"] == []  # its save judged every checkbox shown
+    assert len(export["annotations"]) == 1

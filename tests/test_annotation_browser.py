@@ -173,6 +173,9 @@ def test_the_whole_loop_upload_label_reload_export_retrain_deploy(stack, browser
     assert table[1][1] != "—" and table[1][2] != "—"  # both models measured
     page.reload()  # a finished job is still shown after a reload
     page.wait_for_selector("#job-state.succeeded")
+    page.wait_for_selector("#labels .chip")
+    shot = os.environ.get("TAGGER_SCREENSHOT")  # the README's picture: labelled photos, the comparison, deploy
+    page.screenshot(path=str(REPO / shot) if shot else str(tmp_path / "annotate.png"), full_page=True)
 
     # deploy: the page shows the new version, and /imginfo answers with it
     page.click("#deploy")
@@ -187,8 +190,6 @@ def test_the_whole_loop_upload_label_reload_export_retrain_deploy(stack, browser
     page.wait_for_function("document.querySelector('#suggest-note').textContent.startsWith('Suggested by model 1.1')",
                            timeout=60_000)
     assert page.evaluate("window.__xss") is None and not dialogs
-    shot = os.environ.get("TAGGER_SCREENSHOT")
-    page.screenshot(path=str(REPO / shot) if shot else str(tmp_path / "annotate.png"), full_page=True)
     page.close()
 
 

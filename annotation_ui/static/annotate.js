@@ -405,6 +405,7 @@ function renderJob(job) {
       ...METRICS.map((m) => el("tr", {}, el("td", { textContent: m }), el("td", { textContent: fmt(r.new[m]) }),
         el("td", { textContent: r.served ? fmt(r.served[m]) : "—" }))));
     table.hidden = false;
+    if (r.validation_photos < 20) $("#job-state").textContent += ` — only ${r.validation_photos} validation photo(s): too few to tell the models apart; label more`;
     $("#deploy").hidden = false;
     $("#deploy").disabled = false;
   } else if (job.kind === "train") { table.hidden = true; $("#deploy").hidden = true; }

@@ -65,6 +65,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     from gateway.same_origin import install as install_same_origin
 
     install_same_origin(app)
+    from gateway.body import install as install_body_reader
+
+    install_body_reader(app)  # after the same-origin check: a refused request's body is never read
     app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_CONTENT_LENGTH"])
 
     @app.before_request

@@ -23,6 +23,7 @@ import concurrent.futures as cf
 import io
 import logging
 import multiprocessing
+import os
 import re
 import threading
 
@@ -173,6 +174,18 @@ def parse_exif(data: bytes) -> dict:
     return out
 
 
+def close_inherited_sockets() -> None:
+    """In the forked parser process: close every socket inherited from the gunicorn worker. A child holding a
+    client connection keeps it open after the worker closes it, so a browser reusing that keep-alive connection
+    would wait forever. (The pool's own queues are pipes, not sockets.)"""
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                os.close(int(fd))
+        except OSError:
+            pass
+
+
 class _Bounded:
     """One worker process for EXIF parsing; replaced when a parse overruns its time."""
 
@@ -187,11 +200,8 @@ class _Bounded:
                 if not self._atexit:
                     atexit.register(self.close)  # before module teardown, so the pool's own hooks find it alive
                     self._atexit = True
-                # forkserver, not fork: a forked child would inherit the gunicorn worker's client sockets and
-                # keep closed keep-alive connections open, so a browser reusing one would wait forever
-                ctx = multiprocessing.get_context("forkserver")
-                ctx.set_forkserver_preload(["gateway.exif"])
-                self._pool = cf.ProcessPoolExecutor(1, mp_context=ctx)
+                self._pool = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
+                                                    initializer=close_inherited_sockets)
             return self._pool
 
     def close(self) -> None:
@@ -218,6 +228,8 @@ class _Bounded:
         except cf.process.BrokenProcessPool:
             logger.warning("EXIF parser process died; replaced")
             self._kill(pool)
+        except Exception:  # noqa: BLE001 - a parser bug on a client's bytes means no EXIF, never a failed upload
+            logger.exception("EXIF parsing failed")
         return dict(EMPTY)
 
 

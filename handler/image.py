@@ -58,7 +58,10 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: 
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can read (send a JPEG, PNG, HEIC, TIFF or WebP file)",
                          status=415) from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError:  # Pillow's own limit, met while reading the header
+        raise ImageError(f"the image declares more pixels than Pillow allows; the limit is {max_pixels} pixels",
+                         status=413) from None
+    except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, struct.error, ... on bad files
         raise ImageError(f"corrupt or truncated image: {exc}") from None
     width, height = image.size
     if width * height > max_pixels:
@@ -108,6 +111,11 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can read (send a JPEG, PNG, HEIC, TIFF or WebP file)",
                          status=415) from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError:
+        raise ImageError(f"the image has more pixels than Pillow allows; the limit is {max_pixels} pixels",
+                         status=413) from None
+    except MemoryError:
+        raise ImageError("the image needs more memory to decode than the service allows", status=413) from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure on client bytes is the client's 400, never a 500
         raise ImageError(f"corrupt or truncated image: {exc}") from None
 

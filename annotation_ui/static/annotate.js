@@ -138,7 +138,7 @@ async function openPhoto(i) {
   renderPhoto();
   window.__timings.shownAt = performance.now();
   window.__timings.shownId = row.id_name;
-  fetchPhoto(state.rows[i + 1]?.id_name || row.id_name); // prefetch the next one
+  if (window.__prefetch !== false) fetchPhoto(state.rows[i + 1]?.id_name || row.id_name); // prefetch the next one
 }
 
 function keepDraft() {

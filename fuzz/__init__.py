@@ -1,0 +1,1 @@
+"""Fuzzing harnesses (atheris): ``make fuzz`` runs them; see RELIABILITY.md."""

@@ -1,0 +1,153 @@
+"""The hostile-input corpus (tests/hostile.py) against the real gateway under gunicorn, as `make serve` starts it:
+every case gets its JSON answer within a time bound, no file lands outside the store, memory stays bounded, and
+every process stays alive and serves the next normal request."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+import requests
+
+from serving.stack import Stack, gateway_pid, start_gateway, stop_gateway
+from serving.torchserve import Ports, free_ports
+from tests.hostile import PHOTO, id_name_cases, image_cases
+
+TIME_BOUND = 10.0  # seconds for any one answer
+STATE = {}
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(x) for x in f.read().split()]
+
+
+def _rss_mb(pids) -> float:
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as f:
+            total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+    return total / 1024
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    p = free_ports(6)
+    st = Stack(var_dir=root / "var", ports=Ports(*p[:5]), gateway_port=p[5], gateway_workers=2)
+    start_gateway(st)
+    master = gateway_pid(st)
+    r = requests.post(f"{st.gateway_url}/imgup", files={"file": ("photo.jpg", PHOTO.read_bytes(), "image/jpeg")}, data={"id_name": "warm"}, timeout=30)
+    assert r.status_code == 200
+    STATE.update(root=root, master=master, workers=sorted(_children(master)), rss=_rss_mb([master, *_children(master)]),
+                 stored={"warm"})
+    try:
+        yield st
+    finally:
+        stop_gateway(st)
+
+
+def _normal_request_still_served(st):
+    assert requests.get(f"{st.gateway_url}/healthz", timeout=5).json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("case", sorted(image_cases()))
+def test_hostile_image_gets_its_answer(gateway, case):
+    data, expected = image_cases()[case]
+    t = time.monotonic()
+    r = requests.post(f"{gateway.gateway_url}/imgup", files={"file": ("photo.jpg", data, "image/jpeg")},
+                      data={"id_name": f"case-{case}"}, timeout=60)
+    assert time.monotonic() - t < TIME_BOUND
+    assert r.status_code == expected, r.text
+    assert r.headers["Content-Type"] == "application/json"
+    if expected >= 400:
+        assert r.json()["error"] and "Traceback" not in r.text
+    else:
+        STATE["stored"].add(f"case-{case}")
+    _normal_request_still_served(gateway)
+
+
+@pytest.mark.parametrize("case", sorted(id_name_cases()))
+def test_hostile_id_name_is_data_or_refused(gateway, case):
+    id_name, expected = id_name_cases()[case]
+    r = requests.post(f"{gateway.gateway_url}/imgup", files={"file": ("photo.jpg", PHOTO.read_bytes(), "image/jpeg")}, data={"id_name": id_name},
+                      timeout=30)
+    assert r.status_code == expected, r.text
+    if expected == 200:
+        STATE["stored"].add(id_name)
+        got = requests.get(f"{gateway.gateway_url}/annotate/api/photo", params={"id_name": id_name}, timeout=10).json()
+        assert got["id_name"] == id_name  # stored and found under exactly that name
+    else:
+        assert "id_name" in r.json()["error"]
+
+
+def test_oversized_chunked_and_many_part_bodies_are_refused(gateway):
+    url = f"{gateway.gateway_url}/imgup"
+    big = b"\xff\xd8" + b"\x00" * (41 * 1024 * 1024)
+    r = requests.post(url, data=big, headers={"Content-Type": "multipart/form-data; boundary=x"}, timeout=60)
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+
+    def chunks():  # chunked, no Content-Length, past the limit
+        for _ in range(45):
+            yield b"x" * (1024 * 1024)
+    r = requests.post(url, data=chunks(), headers={"Content-Type": "multipart/form-data; boundary=x"}, timeout=60)
+    assert r.status_code == 413
+    parts = b"".join(b"--b\r\nContent-Disposition: form-data; name=\"f%d\"\r\n\r\nv\r\n" % i for i in range(1001))
+    r = requests.post(url, data=parts + b"--b--\r\n", headers={"Content-Type": "multipart/form-data; boundary=b"},
+                      timeout=30)
+    assert r.status_code == 400 and "parts" in r.json()["error"]
+    _normal_request_still_served(gateway)
+
+
+def test_a_client_sending_one_byte_a_second_gets_408_and_frees_its_thread(gateway):
+    port = gateway.gateway_port
+    s = socket.create_connection(("127.0.0.1", port), timeout=60)
+    s.sendall(b"POST /imgup HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+              b"Content-Length: 5000\r\n\r\n")
+    t = time.monotonic()
+    answer = b""
+    s.settimeout(1.0)
+    while time.monotonic() - t < 40:
+        try:
+            s.sendall(b"x")
+        except OSError:
+            break
+        try:
+            answer += s.recv(4096)
+            if b"\r\n\r\n" in answer:
+                break
+        except socket.timeout:
+            pass
+    s.close()
+    elapsed = time.monotonic() - t
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"too slowly" in answer and elapsed < 30
+    _normal_request_still_served(gateway)
+
+
+def test_afterwards_every_process_lives_memory_is_bounded_and_nothing_left_the_store(gateway):
+    master = gateway_pid(gateway)
+    assert master == STATE["master"] and sorted(_children(master)) == STATE["workers"]  # none died, none replaced
+    growth = _rss_mb([master, *_children(master)]) - STATE["rss"]
+    assert growth < 300, f"gateway memory grew by {growth:.0f} MB over the corpus"
+    root, var = STATE["root"], gateway.var_dir
+    outside = [p for p in root.rglob("*") if p.is_file() and var not in p.parents]
+    assert outside == []
+    for p in var.rglob("*"):  # only the store's own files
+        rel = p.relative_to(var).parts
+        assert rel[0] in ("images", "thumbs", "run", "jobs", "cache") or rel[0].startswith("photos.db"), p
+    from gateway.store import PhotoStore
+
+    store = PhotoStore(var)
+    names = {r["id_name"] for r in store.list(limit=10_000)}
+    assert names == STATE["stored"]
+    for record in store.list(limit=10_000):  # every acknowledged upload is there, whole
+        assert store.image_path(record).is_file()
+        assert len(store.read_image(record)) == record["bytes"]
+    assert not [p for p in var.rglob("*.tmp")]
+    import sqlite3
+
+    with sqlite3.connect(var / "photos.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert os.path.isdir(var / "images")

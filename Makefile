@@ -14,7 +14,7 @@ CHECKPOINT ?= checkpoints/default/best.pt
 VERSION ?=
 DATA_FLAGS = $(foreach d,$(DATA),--data $(d)) $(foreach a,$(ANN),--ann $(a))
 
-.PHONY: setup java chromium export serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
+.PHONY: setup java chromium export fuzz chaos load serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
 
 setup: java chromium $(STAMP)
 
@@ -82,6 +82,24 @@ kserve-bundle: setup
 # The annotation page's labels as a COCO file the training tool reads: make export (OUT=var/export.json)
 export: setup
 	$(PY) -m annotation_ui.export --data-dir var --out $(if $(filter command line,$(origin OUT)),$(OUT),var/export.json)
+
+# Fuzzing the decode and EXIF path with atheris for FUZZ_SECONDS (findings land in var/fuzz/; see RELIABILITY.md)
+FUZZ_SECONDS ?= 300
+fuzz: setup
+	$(PY) -m fuzz.seeds var/fuzz/seeds
+	@mkdir -p var/fuzz/corpus
+	$(PY) -m fuzz.decode_exif -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=3072 -max_len=262144 \
+		-artifact_prefix=var/fuzz/ var/fuzz/corpus var/fuzz/seeds
+
+# Faults: SIGKILL of TorchServe workers under load and of gateway workers during uploads, CHAOS_KILLS times
+CHAOS_KILLS ?= 100
+chaos: setup
+	CHAOS_KILLS=$(CHAOS_KILLS) $(PY) -m pytest -q -s -p no:cacheprovider tests/test_chaos.py tests/test_hostile.py
+
+# Load: 16 clients uploading and looking up for LOAD_SECONDS across TorchServe key expiries (var/load.json)
+LOAD_SECONDS ?= 240
+load: setup
+	$(PY) -m benchmarks.load --seconds $(LOAD_SECONDS) --clients 16 --key-minutes 0.5 --out var/load.json
 
 archive: setup
 	$(PY) -m training.archive --checkpoint $(CHECKPOINT) $(if $(VERSION),--version $(VERSION))

@@ -5,7 +5,7 @@
 
 A finding is any exception other than ``handler.image.ImageError`` from the decoder, any exception at all from
 ``gateway.exif.parse_exif``, an input that runs longer than ``-timeout`` seconds, or memory over ``-rss_limit_mb``.
-Each one found becomes a regression test in ``tests/test_fuzz_findings.py``. Seeds: ``python -m fuzz.seeds DIR``
+Each one found is fixed and its input kept in ``tests/fuzz_findings/``, which ``tests/test_fuzz.py`` replays. Seeds: ``python -m fuzz.seeds DIR``
 (the sample photos, the EXIF files and the hostile corpus of ``tests/hostile.py``).
 """
 from __future__ import annotations

@@ -8,7 +8,9 @@ Configuration: defaults below, then ``TAGGER_*`` environment variables (``TAGGER
 """
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 from pathlib import Path
 
 from flask import Flask, jsonify
@@ -104,6 +106,28 @@ def create_app(test_config: dict | None = None) -> Flask:
         for name, value in exc.get_headers():  # e.g. Allow on a 405, as RFC 9110 asks
             if name.lower() != "content-type":
                 response.headers[name] = value
+        return response
+
+    @app.errorhandler(OSError)
+    @app.errorhandler(sqlite3.OperationalError)
+    def storage_error(exc: Exception):
+        """A full disk is 507, a read-only or vanished data directory 503: the request was not stored, what was
+        acknowledged before is untouched, and the client can retry once an operator has made room."""
+        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "full" in str(exc).lower()
+        readonly = getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT) \
+            or "readonly" in str(exc).lower() or "read-only" in str(exc).lower()
+        if not (full or readonly):
+            return internal_error(exc)
+        logger.error("storage error: %s", exc)
+        if full:
+            response = jsonify(error="the photo store is full: nothing was stored; free disk space under the data "
+                                     "directory and retry")
+            response.status_code = 507
+        else:
+            response = jsonify(error="the photo store is not writable (read-only or missing data directory): "
+                                     "nothing was stored; retry later")
+            response.status_code = 503
+            response.headers["Retry-After"] = "30"
         return response
 
     @app.errorhandler(Exception)

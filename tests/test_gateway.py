@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from gateway.tagger_client import TaggerError
-from tests.conftest import COCO, EXIF
+from tests.conftest import COCO, EXIF, REPO
 
 PHOTO = (EXIF / "DSCN0010.jpg").read_bytes()
 
@@ -267,3 +267,43 @@ def test_a_form_part_without_a_name_gets_a_400(client):
             b"--b\r\nContent-Disposition: form-data; name=\"id_name\"\r\n\r\nq\r\n--b--\r\n")
     r = client.post("/imgup", data=body, content_type="multipart/form-data; boundary=b")
     assert r.status_code == 400 and "unknown form field" in r.json["error"]
+
+
+@pytest.mark.parametrize("fault, status", [(OSError(28, "No space left on device"), 507),
+                                           (OSError(30, "Read-only file system"), 503),
+                                           ("sqlite-full", 507), ("sqlite-readonly", 503)])
+def test_a_full_or_read_only_store_answers_507_or_503_and_loses_nothing(client, app, monkeypatch, fault, status):
+    import sqlite3
+
+    from gateway import store as store_module
+
+    jpeg = (COCO / "images/000000000471.jpg").read_bytes()
+    assert upload(client, jpeg, "kept").status_code == 200
+    store = app.extensions["store"]
+    if fault == "sqlite-full":
+        exc = sqlite3.OperationalError("database or disk is full")
+    elif fault == "sqlite-readonly":
+        exc = sqlite3.OperationalError("attempt to write a readonly database")
+    else:
+        exc = fault
+
+    def failing_write(*args, **kwargs):
+        raise exc
+    monkeypatch.setattr(store_module.PhotoStore, "_write_file" if isinstance(exc, OSError) else "_connect",
+                        lambda self, *a, **k: failing_write())
+    r = upload(client, (COCO / "images/000000000382.jpg").read_bytes(), "new")
+    assert r.status_code == status and "nothing was stored" in r.json["error"]
+    monkeypatch.undo()
+    assert store.get("new") is None and store.read_image(store.get("kept")) == jpeg  # acknowledged: intact
+    assert client.get("/healthz").status_code == 200
+
+
+def test_the_gateway_loads_without_torch():
+    """The gateway and its annotation page import no torch: a worker boots in a fraction of a second and stays
+    small (retraining runs in its own process)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import sys, gateway; gateway.create_app(); print('torch' in "
+                          "sys.modules)"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr

@@ -19,7 +19,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
 
 META_FORMAT = 1
 REQUIRED_META = ("arch", "labels", "thresholds", "preprocessing", "version")
@@ -73,11 +72,15 @@ def save_json(path: str | Path, obj) -> None:
 def save_checkpoint(path: str | Path, checkpoint: dict) -> None:
     """``torch.save`` to a temporary file beside ``path``, then replace it (a crash never leaves half a file)."""
     validate_meta(checkpoint["meta"])
+    import torch  # imported here: the gateway uses the JSON helpers above without loading torch
+
     atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
 def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint written by ``save_checkpoint`` (``weights_only=True``: no pickled code runs)."""
+    import torch
+
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "meta" not in ckpt:
         raise ValueError(f"{path} is not a tagger checkpoint (expected a dict with 'model' and 'meta')")

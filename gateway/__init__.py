@@ -113,7 +113,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     def storage_error(exc: Exception):
         """A full disk is 507, a read-only or vanished data directory 503: the request was not stored, what was
         acknowledged before is untouched, and the client can retry once an operator has made room."""
-        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "full" in str(exc).lower()
+        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) \
+            or "full" in str(exc).lower()
         readonly = getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT) \
             or "readonly" in str(exc).lower() or "read-only" in str(exc).lower()
         if not (full or readonly):

@@ -73,14 +73,22 @@ class TaggerClient:
 
     def _key(self, kind: str) -> str:
         with self._lock:
-            try:
-                mtime = self.key_file.stat().st_mtime
-                if mtime != self._keys_mtime:
-                    self._keys = read_keys(self.key_file)
-                    self._keys_mtime = mtime
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise TaggerError(f"model server keys are not readable at {self.key_file}: is TorchServe "
-                                  "running? (make serve)") from exc
+            for attempt in range(6):  # TorchServe rewrites the file in place when it renews a key: a read can
+                try:                  # catch it half-written, so read again shortly
+                    mtime = self.key_file.stat().st_mtime
+                    if mtime != self._keys_mtime:
+                        self._keys = read_keys(self.key_file)
+                        self._keys_mtime = mtime
+                    break
+                except (OSError, ValueError, KeyError, TypeError) as exc:
+                    if attempt < 5:
+                        time.sleep(0.05 * 2 ** attempt)
+                    elif not self._keys:  # never read: TorchServe is not there
+                        raise TaggerError(f"model server keys are not readable at {self.key_file}: is "
+                                          "TorchServe running? (make serve)") from exc
+                    else:  # keep the keys we have; a rejected one is renewed by the caller
+                        logger.warning("key file %s unreadable (%s); using the keys read before", self.key_file,
+                                       exc)
             if kind not in self._keys:
                 raise TaggerError(f"{self.key_file} has no {kind} key")
             return self._keys[kind]

@@ -200,3 +200,41 @@ def test_every_listening_socket_of_the_stack_is_on_loopback(stack):
     assert set(seen) == ports, f"not listening: {ports - set(seen)}"
     for port, addrs in seen.items():
         assert addrs <= loopback, f"port {port} listens on {addrs}"
+
+
+def test_a_full_disk_gives_507_json_and_keeps_what_was_acknowledged(stack):
+    """The gateway's workers get a 64 KB file-size limit (RLIMIT_FSIZE, as a nearly full disk gives): a new photo
+    cannot be written, the upload answers 507 with a JSON message, the workers live on, and once there is room
+    again the next upload is stored. Every photo acknowledged before is intact."""
+    import resource
+
+    url = stack.gateway_url
+    before = _jpeg(7_000_000)
+    assert requests.post(f"{url}/imgup", files={"file": ("a.jpg", before, "image/jpeg")}, data={"id_name": "before"},
+                         timeout=60).status_code == 200
+    from PIL import Image
+
+    big = io.BytesIO()
+    Image.effect_noise((400, 300), 64).convert("RGB").save(big, "JPEG", quality=95)  # noise: > 64 KB
+    workers = _children(gateway_pid(stack))
+    limit = 64 * 1024
+    hard = {pid: resource.prlimit(pid, resource.RLIMIT_FSIZE)[1] for pid in workers}
+    for pid in workers:  # the soft limit only: raising it back needs no privilege
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, hard[pid]))
+    try:
+        answers = [requests.post(f"{url}/imgup", files={"file": ("b.jpg", big.getvalue(), "image/jpeg")},
+                                 data={"id_name": "while-full"}, timeout=60) for _ in range(4)]  # both workers
+        assert {r.status_code for r in answers} == {507}, [r.text for r in answers]
+        assert all("full" in r.json()["error"] for r in answers)
+    finally:
+        for pid in workers:
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard[pid], hard[pid]))
+    assert _children(gateway_pid(stack)) == workers  # no worker died
+    r = requests.post(f"{url}/imgup", files={"file": ("b.jpg", big.getvalue(), "image/jpeg")},
+                      data={"id_name": "while-full"}, timeout=60)
+    assert r.status_code == 200
+    info = requests.get(f"{url}/annotate/api/photo", params={"id_name": "before"}, timeout=10).json()
+    assert info["sha256"] == hashlib.sha256(before).hexdigest()
+    with sqlite3.connect(stack.var_dir / "photos.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    FIGURES["full_disk_uploads_answered_507"] = len(answers)

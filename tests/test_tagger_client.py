@@ -73,3 +73,31 @@ def test_connection_refused_is_retried_then_a_503(tmp_path):
     with pytest.raises(TaggerError) as e:
         client.predict(b"x")
     assert e.value.status == 503 and "not reachable" in str(e.value)
+
+
+def test_a_key_file_caught_half_rewritten_is_read_again(tmp_path):
+    """Found by `make load`: TorchServe rewrites key_file.json in place when it renews a key, and a read in that
+    instant got half a file (one 503 among 23,077 requests). The client reads again, or keeps the keys it has."""
+    import os
+    import time
+
+    keys = tmp_path / "key_file.json"
+    keys.write_text(json.dumps({"management": {"key": "m1"}, "inference": {"key": "i1"}, "API": {"key": "a1"}}))
+    client = TaggerClient("http://127.0.0.1:9", "http://127.0.0.1:9", keys)
+    assert client._key("inference") == "i1"
+    keys.write_text('{"management": {"key": "m2"}, "infer')  # half written
+    os.utime(keys, (time.time() + 5, time.time() + 5))
+
+    def finish():
+        time.sleep(0.1)
+        keys.write_text(json.dumps({"management": {"key": "m2"}, "inference": {"key": "i2"}, "API": {"key": "a2"}}))
+        os.utime(keys, (time.time() + 10, time.time() + 10))
+    t = threading.Thread(target=finish)
+    t.start()
+    assert client._key("inference") == "i2"
+    t.join()
+    keys.write_text("{")  # stays broken: the keys read before are used (a rejected one gets renewed)
+    os.utime(keys, (time.time() + 20, time.time() + 20))
+    assert client._key("inference") == "i2"
+    with pytest.raises(TaggerError, match="not readable"):
+        TaggerClient("http://127.0.0.1:9", "http://127.0.0.1:9", keys)._key("inference")

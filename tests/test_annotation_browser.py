@@ -7,7 +7,6 @@ export, retrain, deploy, and the new version answering /imginfo. Then the timing
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from benchmarks.load import synthetic_jpeg
 from serving.stack import Stack, ensure_default_archive, serve, stop
 from serving.torchserve import Ports, free_ports
 from tests.conftest import COCO, REPO
@@ -231,22 +231,12 @@ def test_failed_jobs_show_their_error_and_change_nothing_served(stack, browser):
     page.close()
 
 
-def _tiny_jpeg(i: int) -> bytes:
-    from PIL import Image
-
-    im = Image.new("RGB", (160, 120), ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256))
-    im.paste(((i * 13) % 256, 255 - (i % 256), 128), (i % 100, (i * 7) % 80, i % 100 + 40, (i * 7) % 80 + 30))
-    out = io.BytesIO()
-    im.save(out, "JPEG", quality=85)
-    return out.getvalue()
-
-
 def test_timings_with_1000_photos_in_the_store(stack, browser):
     url = stack.gateway_url
 
     def up(i):
         with requests.Session() as s:
-            r = s.post(f"{url}/imgup", files={"file": ("p.jpg", _tiny_jpeg(i), "image/jpeg")},
+            r = s.post(f"{url}/imgup", files={"file": ("p.jpg", synthetic_jpeg(i, (160, 120)), "image/jpeg")},
                        data={"id_name": f"bulk-{i:04d}.jpg"}, timeout=60)
             assert r.status_code == 200, r.text
             assert s.get(f"{url}/imginfo", params={"id_name": f"bulk-{i:04d}.jpg"}, timeout=60).status_code == 200

@@ -2,7 +2,7 @@
 during uploads, over and over. Nothing acknowledged is lost, nothing half-written sits under a final name, the
 database stays intact, and every process comes back by itself.
 
-    make chaos      # CHAOS_KILLS=100, prints the figures (RELIABILITY.md); `make test` runs CHAOS_KILLS=15
+    make chaos      # CHAOS_KILLS=100, prints the figures (RELIABILITY.md); `make test` runs CHAOS_KILLS=10
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from serving import torchserve
 from serving.stack import Stack, ensure_default_archive, gateway_pid, serve, stop
 from serving.torchserve import Ports, free_ports
 
-KILLS = int(os.environ.get("CHAOS_KILLS", "15"))
+KILLS = int(os.environ.get("CHAOS_KILLS", "10"))
 FIGURES = {}
 
 

@@ -16,7 +16,7 @@ DATA_FLAGS = $(foreach d,$(DATA),--data $(d)) $(foreach a,$(ANN),--ann $(a))
 
 .PHONY: setup java chromium export fuzz chaos load serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
 
-setup: java chromium $(STAMP)
+setup: java $(STAMP)
 
 java:
 	@if java -XX:-UsePerfData -version 2>&1 | grep -q 'version "17'; then :; \
@@ -53,7 +53,7 @@ stop:
 status: setup
 	$(PY) -m serving status
 
-test: setup
+test: setup chromium
 	$(PY) -m pytest
 
 # The default model (the training tool's prior recipe) on the bundled samples, or on DATA/ANN when given.

@@ -222,11 +222,10 @@ def _job_config(model: dict) -> dict:
     cfg = current_app.config
     store_dir = Path(cfg["MODEL_STORE"])
     served = archive_of(store_dir, model["version"], cfg["MODEL_NAME"]) if model["version"] else None
-    tagger = _ext("tagger")
     return {"data_dir": str(Path(cfg["DATA_DIR"]).resolve()), "model_store": str(store_dir.resolve()),
             "model_name": cfg["MODEL_NAME"], "inference_url": cfg["TS_INFERENCE_URL"],
             "management_url": cfg["TS_MANAGEMENT_URL"],
-            "key_file": str(getattr(tagger, "key_file", "") or Path(cfg["DATA_DIR"]) / "run/torchserve/key_file.json"),
+            "key_file": cfg["TS_KEY_FILE"],
             "vocabulary": model["labels"], "vocabulary_source": model["source"],
             "served_version": model["version"], "served_archive": str(served) if served else None}
 

@@ -24,9 +24,9 @@ def build_export(records: list[dict], vocabulary: list[dict], *, source: str = "
     by_name = {lab["name"]: lab for lab in vocabulary}
     images, annotations = [], []
     for record in records:
-        values = reviewed(record, names)
-        if not values and record.get("labelled_at") is None:
+        if record.get("labelled_at") is None:
             continue
+        values = reviewed(record, names)
         image_id = len(images) + 1
         images.append({"id": image_id, "file_name": record["file"], "width": record["width"],
                        "height": record["height"], "id_name": record["id_name"], "sha256": record["sha256"],

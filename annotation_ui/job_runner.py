@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
+from annotation_ui.jobs import utc_now
 from training.checkpoint import save_json
 
 REPO = Path(__file__).resolve().parent.parent
@@ -182,19 +183,13 @@ def main(job_dir: str) -> int:
             traceback.print_exc()
         message = str(exc) or type(exc).__name__
         print(f"job failed: {message}", flush=True)
-        job.update(state="failed", error=message, finished=_now())
+        job.update(state="failed", error=message, finished=utc_now())
         _release_lock()
         return 1
-    job.update(state="succeeded", step="done", result=result, finished=_now())
+    job.update(state="succeeded", step="done", result=result, finished=utc_now())
     _release_lock()
     print("job done", flush=True)
     return 0
-
-
-def _now() -> str:
-    import datetime as _dt
-
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 if __name__ == "__main__":

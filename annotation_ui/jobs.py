@@ -33,18 +33,8 @@ class JobBusy(Exception):
     """Another job runs (answered 409)."""
 
 
-def _now() -> str:
+def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 class Jobs:
@@ -88,7 +78,7 @@ class Jobs:
             job_id = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
             job_dir = self.root / job_id
             job_dir.mkdir()
-            job = {"id": job_id, "kind": kind, "state": "queued", "step": "starting", "created": _now(),
+            job = {"id": job_id, "kind": kind, "state": "queued", "step": "starting", "created": utc_now(),
                    "options": options, "config": config, "pid": None}
             save_json(job_dir / "job.json", job)
             with open(job_dir / "log.txt", "ab") as log:
@@ -108,9 +98,10 @@ class Jobs:
         except (OSError, ValueError):
             return None
         if job["state"] in ("queued", "running") and self._lock_is_free():
-            # nobody holds the lock: the runner ended; read again in case it finished just now
+            # the runner holds the lock from its start until its final state is written: free means it ended;
+            # read again in case it finished just now
             job = json.loads((job_dir / "job.json").read_text())
-            if job["state"] in ("queued", "running") and not _alive(job.get("pid")):
+            if job["state"] in ("queued", "running"):
                 job.update(state="failed", error="the job's process ended without a result (killed or crashed); "
                                                  "see its log, then start it again")
         return job

@@ -48,11 +48,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     else:
         app.config.update(test_config)
     data_dir = Path(app.config["DATA_DIR"])
+    app.config["TS_KEY_FILE"] = str(app.config["TS_KEY_FILE"] or data_dir / "run/torchserve/key_file.json")
     app.extensions["store"] = PhotoStore(data_dir)
     app.extensions["labels"] = load_labels()  # the vocabulary the annotation page offers
     app.extensions["tagger"] = app.config["TAGGER_CLIENT"] or TaggerClient(
         app.config["TS_INFERENCE_URL"], app.config["TS_MANAGEMENT_URL"],
-        app.config["TS_KEY_FILE"] or data_dir / "run/torchserve/key_file.json",
+        app.config["TS_KEY_FILE"],
         model_name=app.config["MODEL_NAME"], timeout=float(app.config["TS_TIMEOUT"]))
 
     from gateway.predictions import Predictions
@@ -74,8 +75,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     @app.before_request
     def _limit_form_parts():
-        """Read the body once (Flask enforces MAX_CONTENT_LENGTH on it, also for a chunked body without a length)
-        and refuse a multipart form with more parts than FORM_PARTS before it is parsed."""
+        """Refuse a multipart form with more parts than FORM_PARTS before it is parsed."""
         from flask import request
 
         if request.mimetype != "multipart/form-data":
@@ -84,11 +84,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         if not boundary:
             return jsonify(error="multipart body without a boundary: let your HTTP client build the form "
                                  "(curl -F file=@photo.jpg -F id_name=NAME)"), 400
-        data = request.get_data(cache=True)
-        limit = app.config["MAX_CONTENT_LENGTH"]
-        if request.content_length is None and limit and len(data) >= limit:
-            # a chunked body without a length: the stream stops at the limit, so reaching it means it was cut
-            return jsonify(error=f"request body exceeds {limit} bytes; send a smaller photo"), 413
+        data = request.get_data(cache=True)  # already read, within the limit, by gateway.body
         parts = data.count(b"--" + boundary.encode("latin-1")) - 1
         if parts > int(app.config["FORM_PARTS"]):
             return jsonify(error=f"the form has {parts} parts; send at most {app.config['FORM_PARTS']} "

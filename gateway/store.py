@@ -22,38 +22,14 @@ import uuid
 from contextlib import closing
 from pathlib import Path
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS photos (
-    id_name      TEXT PRIMARY KEY,
-    file         TEXT NOT NULL,
-    sha256       TEXT NOT NULL,
-    bytes        INTEGER NOT NULL,
-    format       TEXT,
-    width        INTEGER,
-    height       INTEGER,
-    exif         TEXT NOT NULL,
-    labels       TEXT,
-    uploaded_at  TEXT NOT NULL,
-    labelled_at  TEXT,
-    label_detail TEXT,
-    suggested    TEXT
-);
-CREATE TABLE IF NOT EXISTS history (
-    id_name      TEXT NOT NULL,
-    file         TEXT NOT NULL,
-    sha256       TEXT NOT NULL,
-    bytes        INTEGER NOT NULL,
-    format       TEXT,
-    width        INTEGER,
-    height       INTEGER,
-    exif         TEXT NOT NULL,
-    labels       TEXT,
-    uploaded_at  TEXT NOT NULL,
-    labelled_at  TEXT,
-    replaced_at  TEXT NOT NULL,
-    label_detail TEXT,
-    suggested    TEXT
-);
+# The photo record's columns, in one place: the photos table, and the history table that keeps replaced ones.
+COLUMNS = (("file", "TEXT NOT NULL"), ("sha256", "TEXT NOT NULL"), ("bytes", "INTEGER NOT NULL"), ("format", "TEXT"),
+           ("width", "INTEGER"), ("height", "INTEGER"), ("exif", "TEXT NOT NULL"), ("labels", "TEXT"),
+           ("uploaded_at", "TEXT NOT NULL"), ("labelled_at", "TEXT"), ("label_detail", "TEXT"), ("suggested", "TEXT"))
+TABLES = {"photos": (("id_name", "TEXT PRIMARY KEY"), *COLUMNS),
+          "history": (("id_name", "TEXT NOT NULL"), *COLUMNS, ("replaced_at", "TEXT NOT NULL"))}
+SCHEMA = "".join(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(f'{n} {t}' for n, t in cols)});\n"
+                 for table, cols in TABLES.items()) + """
 CREATE INDEX IF NOT EXISTS history_id_name ON history (id_name);
 CREATE TABLE IF NOT EXISTS predictions (
     sha256         TEXT NOT NULL,
@@ -63,9 +39,6 @@ CREATE TABLE IF NOT EXISTS predictions (
     PRIMARY KEY (sha256, model_version)
 );
 """
-
-# Columns added after the first release, with their types: a store written before them gets them on open.
-_ADDED_COLUMNS = {"photos": ("label_detail TEXT", "suggested TEXT"), "history": ("label_detail TEXT", "suggested TEXT")}
 
 _EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif", "WEBP": ".webp", "HEIF": ".heic", "GIF": ".gif",
                "BMP": ".bmp", "MPO": ".jpg", "AVIF": ".avif"}
@@ -96,11 +69,11 @@ class PhotoStore:
         with closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
-            for table, columns in _ADDED_COLUMNS.items():
+            for table, columns in TABLES.items():  # a store from before a column was added gets it (nullable)
                 have = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
-                for column in columns:
-                    if column.split()[0] not in have:
-                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+                for name, kind in columns:
+                    if name not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)

@@ -80,3 +80,30 @@ def app(tmp_path, fake_tagger):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+def private_model_store(tmp_path_factory):
+    """A model store of its own holding the default archive: deploys in a test write there, not into the repo."""
+    import shutil
+
+    from serving.stack import ensure_default_archive
+
+    store = tmp_path_factory.mktemp("model_store")
+    shutil.copy(ensure_default_archive(), store / "tagger.mar")
+    return store
+
+
+def served_stack(tmp_path_factory, **stack_args):
+    """A real TorchServe + gateway on free ports with their own data directory, started and, at the end, stopped:
+    ``yield from served_stack(tmp_path_factory, model_store=..., gateway_workers=2)`` in a fixture."""
+    from serving.stack import Stack, ensure_default_archive, serve, stop
+    from serving.torchserve import Ports, free_ports
+
+    ensure_default_archive()
+    p = free_ports(6)
+    st = Stack(var_dir=tmp_path_factory.mktemp("var"), ports=Ports(*p[:5]), gateway_port=p[5], **stack_args)
+    try:
+        serve(st)
+        yield st
+    finally:
+        stop(st)

@@ -8,7 +8,7 @@ from io import BytesIO
 
 import pytest
 
-from annotation_ui.labelling import label_detail, progress, select, uncertainty
+from annotation_ui.labelling import label_detail, select, uncertainty
 from tests.conftest import COCO
 
 IMAGES = sorted((COCO / "images").iterdir())[:4]

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,9 +17,7 @@ import pytest
 import requests
 
 from benchmarks.load import synthetic_jpeg
-from serving.stack import Stack, ensure_default_archive, serve, stop
-from serving.torchserve import Ports, free_ports
-from tests.conftest import COCO, REPO
+from tests.conftest import COCO, REPO, private_model_store, served_stack
 
 CHROMIUM = "/usr/bin/chromium"
 HOSTILE = '<img src=x onerror="window.__xss=1">.jpg'
@@ -31,17 +27,7 @@ PHOTOS = ["000000000471.jpg", "000000000382.jpg", "000000000009.jpg", "000000000
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    default_mar = ensure_default_archive()
-    store = tmp_path_factory.mktemp("model_store")
-    shutil.copy(default_mar, store / "tagger.mar")  # deploys from the page write next to it, not into the repo
-    p = free_ports(6)
-    st = Stack(var_dir=tmp_path_factory.mktemp("var"), ports=Ports(*p[:5]), gateway_port=p[5], gateway_workers=2,
-               model_store=store)
-    try:
-        serve(st)
-        yield st
-    finally:
-        stop(st)
+    yield from served_stack(tmp_path_factory, gateway_workers=2, model_store=private_model_store(tmp_path_factory))
 
 
 @pytest.fixture(scope="module")

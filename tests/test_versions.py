@@ -1,6 +1,5 @@
 """Model versions on the real TorchServe: deploy and roll back under load with no failed request; refusals."""
 import json
-import shutil
 import threading
 import time
 
@@ -8,31 +7,21 @@ import pytest
 import requests
 
 from gateway.tagger_client import read_keys
-from serving.stack import REPO, Stack, ensure_default_archive, serve, stop, versions
-from serving.torchserve import Ports, free_ports
+from serving.stack import REPO, versions
 from serving.versions import DeployError
-from tests.conftest import COCO
+from tests.conftest import COCO, private_model_store, served_stack
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     from training.archive import build_archive
 
-    default_mar = ensure_default_archive()
-    store = tmp_path_factory.mktemp("model_store")
-    shutil.copy(default_mar, store / "tagger.mar")
+    store = private_model_store(tmp_path_factory)
     ckpt = REPO / "checkpoints/default/best.pt"
     build_archive(ckpt, store / "tagger-9.1.mar", version="9.1")
     build_archive(ckpt, store / "tagger-9.3.mar", version="9.4")  # a file whose content is another version
     (store / "tagger-9.2.mar").write_bytes(b"PK\x03\x04 not really a zip")
-    p = free_ports(6)
-    st = Stack(var_dir=tmp_path_factory.mktemp("var"), ports=Ports(*p[:5]), gateway_port=p[5], gateway_workers=1,
-               model_store=store)
-    try:
-        serve(st)
-        yield st
-    finally:
-        stop(st)
+    yield from served_stack(tmp_path_factory, gateway_workers=1, model_store=store)
 
 
 def test_deploy_and_rollback_under_load_lose_no_request(stack):

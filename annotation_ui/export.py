@@ -40,7 +40,8 @@ def build_export(records: list[dict], vocabulary: list[dict], *, source: str = "
                                     "unknown_category_ids)", "vocabulary": source,
                      "date_created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
             "licenses": [],
-            "categories": [{"id": lab["id"], "name": lab["name"], "isthing": lab.get("isthing", 0)}
+            "categories": [{"id": lab["id"], "name": lab["name"], "isthing": lab.get("isthing", 0),
+                            **({"supercategory": lab["supercategory"]} if "supercategory" in lab else {})}
                            for lab in vocabulary],
             "images": images, "annotations": annotations}
 

@@ -92,7 +92,7 @@ def run_train(job: Job) -> dict:
     cfg, opt = job.data["config"], job.data["options"]
     data_dir = Path(cfg["data_dir"])
     job.step("export")
-    vocabulary = [{k: lab[k] for k in ("id", "name", "isthing") if k in lab} for lab in cfg["vocabulary"]]
+    vocabulary = [{k: lab[k] for k in ("id", "name", "isthing", "supercategory") if k in lab} for lab in cfg["vocabulary"]]
     export = export_store(data_dir, vocabulary, source=cfg.get("vocabulary_source", ""))
     n = len(export["images"])
     if n < MIN_LABELLED:

@@ -43,8 +43,9 @@ def served_model(model_store: Path, version: str | None, model_name: str = "tagg
     path = archive_of(model_store, version, model_name) if version is not None else None
     if path is not None:
         meta = _archive_meta(path)[1]
-        labels = [{"id": lab["id"], "name": lab["name"], "isthing": lab.get("isthing", 0),
-                   "threshold": round(float(t), 4)} for lab, t in zip(meta["labels"], meta["thresholds"])]
+        labels = [{**{k: lab[k] for k in ("id", "name", "isthing", "supercategory") if k in lab},
+                   "isthing": lab.get("isthing", 0), "threshold": round(float(t), 4)}
+                  for lab, t in zip(meta["labels"], meta["thresholds"])]
         return {"version": version, "labels": labels, "source": f"archive {path.name}"}
     from training.labels import load_labels
 

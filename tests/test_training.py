@@ -372,8 +372,8 @@ def test_two_processes_match_one(tmp_path, cache_dir, tiny_coco):
 
 def test_cv_never_lets_a_photos_own_label_reach_its_out_of_fold_prediction():
     """Flip one photo's labels: its out-of-fold predictions (every repeat) must not move."""
-    from training.head import imagenet_prior_matrix
-    from training.labels import label_names
+    from training.head import imagenet_prior_matrix, sibling_matrix
+    from training.labels import label_names, load_labels
     from training.model import build_model
     from training.prior_recipe import cross_validate, fold_indices
 
@@ -382,6 +382,7 @@ def test_cv_never_lets_a_photos_own_label_reach_its_out_of_fold_prediction():
     torch.manual_seed(0)
     model = build_model("resnet18", 34, imagenet_prior=True).eval()
     model.prior.matrix.copy_(imagenet_prior_matrix(label_names()))
+    model.prior.siblings.copy_(sibling_matrix(load_labels()))  # the supercategory back-off reads other labels
     features = torch.randn(40, 512).abs()
     targets = (torch.rand(40, 34) < 0.3).float()
     known = torch.ones(40, 34, dtype=torch.bool)
@@ -395,3 +396,36 @@ def test_cv_never_lets_a_photos_own_label_reach_its_out_of_fold_prediction():
             torch.testing.assert_close(a[7], b[7])  # photo 7's own prediction ignores its labels
             if kind != "prior_only":  # (the zero-shot prior uses no label at all)
                 assert not torch.allclose(a, b)  # while the other photos' predictions do depend on them
+
+
+def test_supercategory_back_off_and_checkpoints_made_before_it():
+    """A label without ImageNet classes leans on its supercategory siblings; older state dicts still load."""
+    from training.head import fit_head, imagenet_prior_matrix, sibling_matrix
+    from training.labels import label_names, load_labels
+    from training.model import build_model
+
+    labels = load_labels()
+    names = label_names(labels)
+    siblings = sibling_matrix(labels)
+    leaves = names.index("leaves")
+    plants = {n for n, lab in zip(names, labels) if lab["supercategory"] == "plant" and n != "leaves"}
+    assert {names[j] for j in siblings[leaves].nonzero().flatten().tolist()} == plants
+    torch.testing.assert_close(siblings.sum(1)[siblings.sum(1) > 0], torch.ones(int((siblings.sum(1) > 0).sum())))
+    assert siblings[names.index("person")].sum() == 0  # alone in its supercategory
+    torch.manual_seed(0)
+    model = build_model("resnet18", len(names), imagenet_prior=True).eval()
+    model.prior.matrix.copy_(imagenet_prior_matrix(names))
+    model.prior.siblings.copy_(siblings)
+    features = torch.randn(60, 512).abs()
+    targets = (torch.rand(60, len(names)) < 0.3).float()
+    known = torch.ones(60, len(names), dtype=torch.bool)
+    fit_head(model, features, targets, known)
+    w = model.prior.sibling_weight
+    assert w[leaves] < 1 and w[names.index("car")] == 1  # car has ImageNet classes: no back-off
+    # a state dict from before the back-off existed loads strictly and means "no back-off"
+    old = {k: v for k, v in model.state_dict().items() if "sibling" not in k}
+    fresh = build_model("resnet18", len(names), imagenet_prior=True).eval()
+    fresh.load_state_dict(old, strict=True)
+    assert bool((fresh.prior.sibling_weight == 1).all())
+    blended = model.prior.imagenet_blend(model.head(features), model.backbone.get_classifier()(features))
+    torch.testing.assert_close(fresh.logits_from_features(features), blended)

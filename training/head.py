@@ -6,7 +6,8 @@ The head is an L2-regularised logistic regression per label (masked BCE: unknown
 with L-BFGS on standardised features; the standardisation is folded back into the linear layer. When the model
 has an ``ImageNetPrior``, its calibration (one shared scale, one bias per label) is fitted on the same data and
 each label's blend weight is ``positives / (positives + pseudo_count)``: rare labels lean on ImageNet, frequent
-ones on the trained head.
+ones on the trained head. A label no ImageNet class speaks for backs off, with the same weight, to the mean of its
+supercategory siblings' blended logits (``sibling_matrix``; its scale and biases fitted like the ImageNet prior's).
 """
 from __future__ import annotations
 
@@ -31,6 +32,37 @@ def imagenet_prior_matrix(label_names: list[str], path: str | Path = PRIOR_FILE)
         for wnid in mapping.get(name, {}):
             matrix[index[wnid], j] = 1.0
     return matrix
+
+
+def sibling_matrix(labels: list[dict]) -> torch.Tensor:
+    """(L, L) rows averaging each label's supercategory siblings (the label itself excluded; a row of zeros for a
+    label alone in its supercategory or without one)."""
+    groups = [lab.get("supercategory") for lab in labels]
+    m = torch.tensor([[float(a is not None and a == b and i != j) for j, b in enumerate(groups)]
+                      for i, a in enumerate(groups)])
+    return m / m.sum(1, keepdim=True).clamp(min=1)
+
+
+def blend_weights(positives: torch.Tensor, has_prior: torch.Tensor, pseudo_count: float) -> torch.Tensor:
+    """Each label's weight on its own evidence: ``positives / (positives + pseudo_count)`` where a prior exists."""
+    return torch.where(has_prior, positives / (positives + pseudo_count), torch.ones_like(positives))
+
+
+def fit_sibling_prior(blended: torch.Tensor, targets: torch.Tensor, known: torch.Tensor, siblings: torch.Tensor,
+                      has_imagenet: torch.Tensor, *, pseudo_count: float):
+    """``(scale, bias, weight)`` of the supercategory back-off, fitted on the blended logits of training photos.
+
+    Only labels with siblings enter the calibration; only those among them without ImageNet classes use it.
+    """
+    has_siblings = siblings.sum(1) > 0
+    bias = torch.zeros(targets.shape[1])
+    scale = torch.ones(1)
+    if has_siblings.any():
+        scale, b = fit_prior_calibration((blended @ siblings.T)[:, has_siblings], targets[:, has_siblings],
+                                         known[:, has_siblings])
+        bias[has_siblings] = b
+    positives = (targets * known).sum(0)
+    return scale, bias, blend_weights(positives, has_siblings & ~has_imagenet, pseudo_count)
 
 
 def _masked_bce(logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -90,8 +122,13 @@ def fit_head(model, features: torch.Tensor, targets: torch.Tensor, known: torch.
     prior = model.prior
     zero_shot = prior.zero_shot(model.backbone.get_classifier()(features))
     scale, pbias = fit_prior_calibration(zero_shot, targets, known)
-    positives = (targets * known).sum(0)
-    has_prior = prior.matrix.sum(0) > 0
+    has_imagenet = prior.matrix.sum(0) > 0
     prior.scale.copy_(scale)
     prior.bias.copy_(pbias)
-    prior.weight.copy_(torch.where(has_prior, positives / (positives + pseudo_count), torch.ones_like(positives)))
+    prior.weight.copy_(blend_weights((targets * known).sum(0), has_imagenet, pseudo_count))
+    blended = prior.imagenet_blend(model.head(features), model.backbone.get_classifier()(features))
+    sscale, sbias, sweight = fit_sibling_prior(blended, targets, known.float(), prior.siblings, has_imagenet,
+                                               pseudo_count=pseudo_count)
+    prior.sibling_scale.copy_(sscale)
+    prior.sibling_bias.copy_(sbias)
+    prior.sibling_weight.copy_(sweight)

@@ -89,14 +89,20 @@ def load_lite_imagenet(model: nn.Module, arch: str = "efficientnet_lite0") -> No
 
 
 class ImageNetPrior(nn.Module):
-    """Blend the trained head with a zero-shot score read off the backbone's ImageNet classifier.
+    """Blend the trained head with priors for labels that have few training positives.
 
     For label ``l`` with ImageNet classes ``S_l`` (``matrix[:, l]``): ``z_l = log(sum_{c in S_l} p_c + eps)`` and
-    ``logit_l = w_l * head_l + (1 - w_l) * (scale * z_l + bias_l)``, a logarithmic opinion pool whose weight
+    ``a_l = w_l * head_l + (1 - w_l) * (scale * z_l + bias_l)``, a logarithmic opinion pool whose weight
     ``w_l`` grows with the number of training positives. ``w_l = 1`` (the default) means head only.
+
+    A label no ImageNet class speaks for backs off to its supercategory instead (COCO-Stuff's own: leaves and
+    branch to the other plants, fog to the other water labels): ``s_l = mean of a_k over its siblings k``
+    (``siblings[l]``, rows summing to 1) and ``logit_l = v_l * a_l + (1 - v_l) * (sibling_scale * s_l +
+    sibling_bias_l)``; ``v_l = 1`` (the default, and what checkpoints made before this prior load as) means none.
     """
 
     eps = 1e-4
+    _SIBLING_DEFAULTS = {"siblings": 0.0, "sibling_weight": 1.0, "sibling_scale": 1.0, "sibling_bias": 0.0}
 
     def __init__(self, num_imagenet: int, num_labels: int):
         super().__init__()
@@ -104,13 +110,30 @@ class ImageNetPrior(nn.Module):
         self.register_buffer("weight", torch.ones(num_labels))
         self.register_buffer("scale", torch.ones(1))
         self.register_buffer("bias", torch.zeros(num_labels))
+        self.register_buffer("siblings", torch.zeros(num_labels, num_labels))
+        self.register_buffer("sibling_weight", torch.ones(num_labels))
+        self.register_buffer("sibling_scale", torch.ones(1))
+        self.register_buffer("sibling_bias", torch.zeros(num_labels))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name, value in self._SIBLING_DEFAULTS.items():  # a checkpoint from before the supercategory prior
+            if prefix + name not in state_dict and prefix + "weight" in state_dict:
+                state_dict[prefix + name] = torch.full_like(getattr(self, name), value)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def zero_shot(self, imagenet_logits: torch.Tensor) -> torch.Tensor:
         return torch.log(imagenet_logits.softmax(-1) @ self.matrix + self.eps)
 
-    def forward(self, head_logits: torch.Tensor, imagenet_logits: torch.Tensor) -> torch.Tensor:
+    def imagenet_blend(self, head_logits: torch.Tensor, imagenet_logits: torch.Tensor) -> torch.Tensor:
         prior = self.scale * self.zero_shot(imagenet_logits) + self.bias
         return self.weight * head_logits + (1 - self.weight) * prior
+
+    def sibling_blend(self, blended: torch.Tensor) -> torch.Tensor:
+        prior = self.sibling_scale * (blended @ self.siblings.T) + self.sibling_bias
+        return self.sibling_weight * blended + (1 - self.sibling_weight) * prior
+
+    def forward(self, head_logits: torch.Tensor, imagenet_logits: torch.Tensor) -> torch.Tensor:
+        return self.sibling_blend(self.imagenet_blend(head_logits, imagenet_logits))
 
 
 class Tagger(nn.Module):

@@ -1,5 +1,6 @@
 """The default model's recipe: frozen backbone, a linear head fitted in closed form, blended with the
-backbone's own ImageNet classifier (``training.head``), chosen and calibrated by repeated k-fold CV.
+backbone's own ImageNet classifier and, for labels no ImageNet class speaks for, with their supercategory siblings
+(``training.head``), chosen and calibrated by repeated k-fold CV.
 
     python -m training --recipe prior --output checkpoints/default     # what `make model` runs
 
@@ -64,6 +65,8 @@ def fit(model, features, targets, known, names: list[str], *, folds: int, repeat
     # the out-of-fold rows repeat each photo once per repeat: count a label's positives once
     thresholds, source = calibrate_thresholds(blend_probs, all_targets, all_known, min_positives=3 * repeats)
     ap = torch.tensor([per_label_ap(s, targets, known) for s in cv["blend"]]).mean(0)
+    freq_ap = torch.tensor([per_label_ap(s, targets, known) for s in cv["label_frequency"]]).mean(0)
+    per_label = lambda t: {n: (None if a != a else round(float(a), 4)) for n, a in zip(names, t.tolist())}  # noqa
     at_thresholds = summarize(blend_probs, all_targets, all_known, thresholds, names)
     fit_head(model, features, targets, known, weight_decay=wd, pseudo_count=pseudo_count)
     mean = lambda xs: round(sum(xs) / len(xs), 4)  # noqa: E731
@@ -75,7 +78,8 @@ def fit(model, features, targets, known, names: list[str], *, folds: int, repeat
         "cv_map_label_frequency": mean(cv_maps["label_frequency"]),
         "cv_protocol": f"{folds}-fold x {repeats} repeats, out-of-fold, unknown labels masked, "
                        "labels with >= 1 known positive",
-        "cv_per_label_ap": {n: (None if a != a else round(float(a), 4)) for n, a in zip(names, ap.tolist())},
+        "cv_per_label_ap": per_label(ap),
+        "cv_per_label_ap_label_frequency": per_label(freq_ap),
         "cv_at_thresholds": {k: at_thresholds[k] for k in ("CP", "CR", "CF1", "OP", "OR", "OF1")},
         "threshold_source": dict(zip(names, source)),
         "n_images": len(features),

@@ -110,7 +110,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     r.add_argument("--repeats", type=int, default=3, help="cross-validation repeats (default: 3)")
     r.add_argument("--head-l2", type=float, default=1e-2, help="L2 weight of the closed-form head (default: 1e-2)")
     r.add_argument("--pseudo-count", type=float, default=10.0,
-                   help="positives at which head and ImageNet prior weigh equally (default: 10)")
+                   help="positives at which the head and its prior (ImageNet classes, else the label's "
+                        "supercategory siblings) weigh equally (default: 10)")
     w = p.add_argument_group("output")
     w.add_argument("--output", default="checkpoints/run", help="output directory (default: checkpoints/run)")
     w.add_argument("--result", default="", help="CSV of the validation photos: every label's score and the "
@@ -324,7 +325,7 @@ class Head(torch.nn.Module):
 def run_prior(args, model, labels, names, train, val, report, out: Path, pre: dict) -> dict:
     """The default model: see ``training.prior_recipe``."""
     from training.features import cached_features
-    from training.head import imagenet_prior_matrix
+    from training.head import imagenet_prior_matrix, sibling_matrix
     from training.plots import plot_run
     from training import prior_recipe
 
@@ -334,6 +335,7 @@ def run_prior(args, model, labels, names, train, val, report, out: Path, pre: di
     t0 = time.perf_counter()
     model.eval()
     model.prior.matrix.copy_(imagenet_prior_matrix(names))
+    model.prior.siblings.copy_(sibling_matrix(labels))
     set_preset(train, pre)
     features, stats = cached_features(model, train, pre, args.cache_dir, batch_size=args.batch_size,
                                       workers=args.workers, progress=True)

@@ -89,3 +89,23 @@ def test_rare_labels_fall_back_to_the_pooled_threshold():
     assert source == ["f1", "pooled"]
     assert 0.11 < thr[0] < 0.3
     assert thr[1] < 0.3  # on the model's own score scale, not 0.5 above every score the label reaches
+    # a rare label whose scores all sit below the pooled threshold still fires on its top-scoring photo
+    p1 = torch.full((40,), 0.06)
+    p1[0] = 0.09
+    thr, source = calibrate_thresholds(torch.stack([p0, p1], 1), torch.stack([t0, t1], 1), min_positives=3)
+    assert source == ["f1", "frequency"] and float((p1 >= thr[1]).sum()) == 1
+
+
+def test_an_f1_best_threshold_that_keeps_no_true_positive_falls_back():
+    """Five positives that score below every negative: F1 peaks under the 0.05 floor, where the floor keeps none."""
+    from training.metrics import calibrate_thresholds
+
+    t = torch.zeros(100)
+    t[:5] = 1
+    p = torch.linspace(0.9, 0.1, 100)
+    p[:5] = 0.01  # the positives score lowest: the F1-best threshold (all photos) is raised to 0.05
+    good_t = (torch.arange(100) % 2).float()  # a label the model knows, which sets the pooled threshold
+    good_p = 0.2 + 0.6 * good_t
+    thr, source = calibrate_thresholds(torch.stack([good_p, p], 1), torch.stack([good_t, t], 1), min_positives=3)
+    assert source == ["f1", "pooled"]
+    assert 0 < float((p >= thr[1]).sum()) <= 10  # on the pooled scale: a few photos, not all 100 at the 0.05 floor

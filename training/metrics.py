@@ -117,26 +117,34 @@ def summarize(probs: torch.Tensor, targets: torch.Tensor, known: torch.Tensor | 
 
 
 def calibrate_thresholds(probs: torch.Tensor, targets: torch.Tensor, known: torch.Tensor | None = None, *,
-                         min_positives: int = 3) -> tuple[list[float], dict]:
+                         min_positives: int = 3, min_threshold: float = 0.05) -> tuple[list[float], list[str]]:
     """Per-label thresholds chosen on validation predictions, with a fallback for rare labels.
 
-    A label with at least ``min_positives`` known positives gets its F1-best threshold. Any other label gets
-    the F1-best threshold of all decisions pooled, which sits on this model's own score scale (a fixed 0.5
-    can lie above every score a rarely-seen label ever reaches). Returns ``(thresholds, source)`` where
-    ``source[name_index]`` says ``"f1"`` or ``"pooled"``.
+    A label with at least ``min_positives`` known positives gets its F1-best threshold, if that threshold keeps
+    one true positive (an F1-best threshold below ``min_threshold`` is raised to it and may keep none). Any other
+    label falls back to the F1-best threshold of all decisions pooled, which sits on this model's own score scale
+    (a fixed 0.5 can lie above every score a rarely-seen label ever reaches), lowered where needed so that the
+    label still fires on about as many photos as its known frequency. Returns ``(thresholds, source)`` where
+    ``source[label_index]`` is ``"f1"``, ``"pooled"`` or ``"frequency"``.
     """
     if known is None:
         known = torch.ones_like(targets, dtype=torch.bool)
     known = known.bool()
-    own = best_f1_thresholds(probs, targets, known)
-    flat_known = known.reshape(-1, 1)
-    pooled = best_f1_thresholds(probs.reshape(-1, 1), targets.reshape(-1, 1), flat_known)[0]
-    positives = (targets.bool() & known).sum(0)
+    own = best_f1_thresholds(probs, targets, known, min_threshold=min_threshold)
+    pooled = best_f1_thresholds(probs.reshape(-1, 1), targets.reshape(-1, 1), known.reshape(-1, 1),
+                                min_threshold=min_threshold)[0]
     out, source = [], []
     for j, t in enumerate(own):
-        if int(positives[j]) >= min_positives:
+        p, y = probs[known[:, j], j], targets[known[:, j], j].bool()
+        if int(y.sum()) >= min_positives and bool(((p >= t) & y).any()):
             out.append(t)
             source.append("f1")
+            continue
+        k = max(1, round(float(y.float().mean()) * len(p))) if len(p) else 0
+        frequency = float(torch.sort(p, descending=True).values[k - 1]) if k else pooled
+        if frequency < pooled:
+            out.append(max(min_threshold, round(frequency, 4)))
+            source.append("frequency")
         else:
             out.append(pooled)
             source.append("pooled")

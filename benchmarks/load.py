@@ -79,15 +79,16 @@ def _rss_mb(pid: int) -> float | None:
     return None
 
 
-def run(seconds: float, clients: int, key_minutes: float, warmup: float) -> dict:
+def run(seconds: float, clients: int, key_minutes: float, warmup: float, workers: int = 2,
+        gunicorn_threads: int | None = None) -> dict:
     from serving.stack import Stack, ensure_default_archive, serve, stop
     from serving.torchserve import Ports, free_ports
 
     ensure_default_archive()
     p = free_ports(6)
     var = Path(tempfile.mkdtemp(prefix="tagger-load-"))
-    stack = Stack(var_dir=var, ports=Ports(*p[:5]), gateway_port=p[5], gateway_workers=2,
-                  ts_overrides=(("token_expiration_min", str(key_minutes)),))
+    stack = Stack(var_dir=var, ports=Ports(*p[:5]), gateway_port=p[5], gateway_workers=workers,
+                  gateway_threads=gunicorn_threads, ts_overrides=(("token_expiration_min", str(key_minutes)),))
     serve(stack)
     url = stack.gateway_url
     lat: dict[str, list[float]] = {"imgup": [], "imginfo-new": [], "imginfo-old": [], "photos": []}
@@ -181,7 +182,8 @@ def run(seconds: float, clients: int, key_minutes: float, warmup: float) -> dict
     growth = {n: round((peak[n] - peak_before[n]) / peak_before[n] * 100, 1)
               for n in roles if peak_before.get(n) and peak.get(n)}
     return {
-        "seconds": round(elapsed, 1), "clients": clients, "token_expiration_min": key_minutes,
+        "seconds": round(elapsed, 1), "clients": clients, "gateway_workers": workers,
+        "gateway_threads": gunicorn_threads or "gunicorn.conf.py", "token_expiration_min": key_minutes,
         "key_expiries_crossed": int(elapsed // (key_minutes * 60)),
         "requests": total, "requests_per_s": round(total / elapsed, 1),
         "requests_after_warmup": total - requests_at_warmup, "failed": len(failures), "failures": failures[:20],
@@ -202,9 +204,13 @@ def main(argv=None) -> int:
     p.add_argument("--key-minutes", type=float, default=0.5, help="TorchServe token_expiration_min (default 0.5)")
     p.add_argument("--warmup", type=float, default=None, help="seconds before memory is compared (default: half "
                    "the run: the JVM grows its heap and JIT code cache for the first minutes)")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn workers of the gateway (default 2)")
+    p.add_argument("--threads", type=int, default=None, help="gunicorn threads per worker (default: "
+                   "gateway/gunicorn.conf.py's)")
     p.add_argument("--out", default=str(REPO / "var/load.json"))
     args = p.parse_args(argv)
-    result = run(args.seconds, args.clients, args.key_minutes, args.warmup or args.seconds / 2)
+    result = run(args.seconds, args.clients, args.key_minutes, args.warmup or args.seconds / 2, args.workers,
+                 args.threads)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

@@ -5,8 +5,10 @@
 In process: the handler's own functions from bytes to serialised tags (fast decode, eval preset, the
 TorchScript/oneDNN model, postprocess), for batch sizes 1/4/8 and 1/2 torch threads, in images per second; and
 the forward pass alone, eager fp32 against the optimised model. TorchServe: the same checkpoint archived with
-``handler/model-config.yaml`` and with a batching variant, started on free loopback ports; round trip at
-concurrency 1 (median) and throughput at concurrency 8. One 640x480 COCO photo throughout.
+``handler/model-config.yaml`` and with variants (batching, threads, cores shared between workers by
+``handler.cpu_share``), started on free loopback ports; round trip at concurrency 1 (median) and throughput at
+concurrency 8. Its floor: a handler that answers at once (``ts_floor_handler.py``), what TorchServe itself costs.
+One 640x480 COCO photo throughout.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from training.presets import eval_transform  # noqa: E402
 from training.resume import load_for_inference  # noqa: E402
 
 PHOTO = REPO / "samples/coco_subset/images/000000000471.jpg"
+SHIPPED_SHARE = False  # `make serve` (serving.stack) gives each worker its fixed share of the cores
 
 
 def median_ms(fn, n=40, warm=5):
@@ -85,7 +88,12 @@ def in_process(ckpt: Path, data: bytes) -> dict:
     return out
 
 
-def torchserve_run(ckpt: Path, data: bytes, config: str, label: str, threads: int | None = None) -> dict:
+def torchserve_run(ckpt: Path | None, data: bytes, config: str, label: str, threads: int | None = None, *,
+                   share: bool = False) -> dict:
+    """Round trips of one TorchServe started with ``config``; ``ckpt=None`` serves ``ts_floor_handler.py``
+    (answers without reading the bytes: what TorchServe itself costs)."""
+    import subprocess
+
     from gateway.tagger_client import read_keys
     from serving import torchserve
     from serving.torchserve import Ports, TorchServeRun, free_ports
@@ -94,11 +102,18 @@ def torchserve_run(ckpt: Path, data: bytes, config: str, label: str, threads: in
     with tempfile.TemporaryDirectory(prefix="bench-ts-", dir=REPO / "var") as tmp:
         tmp = Path(tmp)
         (tmp / "model-config.yaml").write_text(config)
-        build_archive(ckpt, tmp / "store/tagger.mar", config_file=tmp / "model-config.yaml")
+        if ckpt is None:
+            (tmp / "store").mkdir()
+            subprocess.run([str(Path(sys.executable).with_name("torch-model-archiver")), "--model-name", "tagger",
+                            "--version", "floor", "--handler", str(REPO / "benchmarks/ts_floor_handler.py"),
+                            "--config-file", str(tmp / "model-config.yaml"), "--export-path", str(tmp / "store")],
+                           check=True)
+        else:
+            build_archive(ckpt, tmp / "store/tagger.mar", config_file=tmp / "model-config.yaml")
         run = TorchServeRun(var_dir=tmp / "var", ports=Ports(*free_ports(5)), model_store=tmp / "store")
         workers = int(config.split("minWorkers:")[1].split()[0])
         t0 = time.monotonic()
-        torchserve.start(run, "tagger.mar", threads_per_worker=threads or max(1, 2 // workers))
+        torchserve.start(run, "tagger.mar", threads_per_worker=threads or max(1, 2 // workers), share_cpus=share)
         try:
             torchserve.wait_ready(run)
             ready_s = time.monotonic() - t0
@@ -139,12 +154,16 @@ def main() -> None:
     data = PHOTO.read_bytes()
     ip = in_process(ckpt, data)
     shipped = (REPO / "handler/model-config.yaml").read_text()
-    runs = [torchserve_run(ckpt, data, shipped, "handler/model-config.yaml (shipped)")]
+    runs = [torchserve_run(ckpt, data, shipped, "handler/model-config.yaml (shipped)", share=SHIPPED_SHARE)]
+    cfg = "minWorkers: {w}\nmaxWorkers: {w}\nbatchSize: {b}\nmaxBatchDelay: {d}\nresponseTimeout: 60\n"
+    floor = torchserve_run(None, data, cfg.format(w=2, b=1, d=1), "floor: a handler that answers at once")
     if not a.skip_variants:
-        cfg = "minWorkers: {w}\nmaxWorkers: {w}\nbatchSize: {b}\nmaxBatchDelay: {d}\nresponseTimeout: 60\n"
-        for w, t, b, d in ((2, 1, 4, 20), (2, 1, 1, 1), (1, 2, 1, 1), (2, 2, 4, 5)):
+        for w, t, b, d, share in ((2, 1, 4, 1, True), (2, 1, 4, 5, False), (2, 1, 1, 1, False), (1, 2, 1, 1, False),
+                                  (2, 2, 4, 5, False)):
+            how = "cores shared (all while alone, 1 thread each when both compute)" if share else f"{t} threads"
             runs.append(torchserve_run(ckpt, data, cfg.format(w=w, b=b, d=d),
-                                       f"variant: {w} workers x {t} threads, batchSize {b}, maxBatchDelay {d}", t))
+                                       f"variant: {w} workers x {how}, batchSize {b}, maxBatchDelay {d}", t,
+                                       share=share))
     arch = load_for_inference(ckpt)[1]["arch"]
     print(f"\n== serving, {arch}, one 640x480 photo ==")
     for t in (1, 2):
@@ -156,6 +175,9 @@ def main() -> None:
           f"{ip['pipeline_ms_t1']:.1f} ms (1 thread)")
     print("in-process throughput: " + ", ".join(f"{k[10:]} {ip[k]:.1f}/s" for k in ip if k.startswith("img_per_s"))
           + f"; best {best_key[10:]} {ip[best_key]:.1f} img/s")
+    print(f"TorchServe floor [{floor['label']}]: c=1 {floor['c1_ms']:.1f} ms, so c=1 can be at best "
+          f"{(ip['pipeline_ms_t2'] + floor['c1_ms']) / ip['pipeline_ms_t2']:.2f}x in-process (2 threads); "
+          f"c=8 {floor['c8_req_per_s']:.0f} req/s")
     for r in runs:
         print(f"TorchServe [{r['label']}]: READY {r['ready_s']:.1f} s; c=1 {r['c1_ms']:.1f} ms = "
               f"{r['c1_ms'] / ip['pipeline_ms_t2']:.2f}x in-process (goal <= 1.15x); c=8 {r['c8_req_per_s']:.1f} "

@@ -61,7 +61,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["predictions"] = Predictions(
         app.extensions["store"], app.extensions["tagger"],
         app.config["TS_STATE_FILE"] or data_dir / "run/torchserve/deployed.json",
-        workers=int(app.config["PREFETCH_WORKERS"]), ttl=float(app.config["VERSION_TTL"]))
+        workers=int(app.config["PREFETCH_WORKERS"]), ttl=float(app.config["VERSION_TTL"]),
+        inflight_dir=data_dir / "run/prefetch")
     from gateway.request_id import install as install_request_id
 
     install_request_id(app)

@@ -68,11 +68,12 @@ def imgup():
     try:  # the header gives format and size; a reduced decode proves the pixels decode (the handler's decoder)
         header = open_image(data)
         fmt, (width, height) = header.format, oriented_size(header)
+        # tags start once the header passed, while the pixels are checked and the upload is made durable, so
+        # /imginfo right after usually finds them ready (a photo refused below leaves only a harmless cache row)
+        current_app.extensions["predictions"].prefetch(hashlib.sha256(data).hexdigest(), data)
         decode_image(data, min_side=UPLOAD_CHECK_SIDE)
     except ImageError as exc:
         return error(exc.status, str(exc))
-    # tags start now, while the upload is made durable, so /imginfo right after usually finds them ready
-    current_app.extensions["predictions"].prefetch(hashlib.sha256(data).hexdigest(), data)
     flag = request.form.get("if_absent", "0").strip().lower()
     if flag not in ("0", "1", "true", "false"):
         return error(400, "if_absent must be 1 (refuse to replace an existing id_name) or 0")

@@ -4,12 +4,13 @@
 
 A body must arrive at ``BODY_MIN_RATE`` bytes/s on average after a grace of ``BODY_GRACE`` seconds (defaults 16 KB/s
 after 10 s: a 40 MB photo over a 1 Mbit/s phone link passes; a client sending one byte a second is cut after about
-14 s). A watchdog shuts the socket's reading side when a client falls behind, which wakes the blocked read; the
-client then gets a JSON 408. The body read is handed on to Flask (``wsgi.input``) as an in-memory stream.
+14 s). A watchdog (one thread per process, for every body being read) shuts the socket's reading side when a
+client falls behind, which wakes the blocked read; the client then gets a JSON 408. The body read is handed on to Flask (``wsgi.input``) as an in-memory stream.
 """
 from __future__ import annotations
 
 import io
+import os
 import socket
 import threading
 import time
@@ -20,28 +21,64 @@ CHUNK = 64 * 1024
 
 
 class _Watchdog:
+    """One body being read; ``_Monitor`` checks its rate."""
+
     def __init__(self, sock, grace: float, rate: float):
         self.sock, self.grace, self.rate = sock, grace, rate
         self.received, self.start, self.fired = 0, time.monotonic(), False
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="body-watchdog")
-        self._thread.start()
+        _MONITOR.add(self)
 
     def allowed(self) -> float:  # seconds allowed for what has arrived plus the chunk being read
         return self.grace + (self.received + CHUNK) / self.rate
 
-    def _run(self) -> None:
-        while not self._done.wait(0.25):
-            if time.monotonic() - self.start > self.allowed():
-                self.fired = True
-                try:
-                    self.sock.shutdown(socket.SHUT_RD)  # the blocked read returns; the 408 can still be written
-                except OSError:
-                    pass
-                return
+    def check(self, now: float) -> bool:
+        """Shut the socket's reading side if the client fell behind; True once fired."""
+        if now - self.start > self.allowed():
+            self.fired = True
+            try:
+                self.sock.shutdown(socket.SHUT_RD)  # the blocked read returns; the 408 can still be written
+            except OSError:
+                pass
+        return self.fired
 
     def stop(self) -> None:
-        self._done.set()
+        _MONITOR.discard(self)
+
+
+class _Monitor:
+    """One thread per process watches every body being read (no thread started per request)."""
+
+    def __init__(self, period: float = 0.25):
+        self.period = period
+        self._lock = threading.Lock()
+        self._active: set[_Watchdog] = set()
+        self._pid: int | None = None  # the thread is (re)started in the process that reads, after a fork
+
+    def add(self, dog: _Watchdog) -> None:
+        with self._lock:
+            self._active.add(dog)
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, daemon=True, name="body-watchdog").start()
+
+    def discard(self, dog: _Watchdog) -> None:
+        with self._lock:
+            self._active.discard(dog)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.period)
+            now = time.monotonic()
+            with self._lock:
+                for dog in list(self._active):
+                    try:
+                        if dog.check(now):
+                            self._active.discard(dog)
+                    except Exception:  # noqa: BLE001 - the one watchdog thread must outlive any socket
+                        self._active.discard(dog)
+
+
+_MONITOR = _Monitor()
 
 
 def install(app: Flask) -> None:

@@ -4,14 +4,18 @@
     predictions.prefetch(sha, data)         # in /imgup: a bounded background pool, never blocks the upload
     predictions.get(record)                 # the stored answer for (sha256, served version), else TorchServe's
 
-Answers live in the store (SQLite), so they survive a gateway restart. The served version is asked of TorchServe's
+Answers live in the store (SQLite), so they survive a gateway restart. A prefetch also holds an exclusive ``flock`` on
+``inflight_dir/<sha256>`` while it runs, so an ``/imginfo`` that lands on another gunicorn worker waits for it
+instead of asking TorchServe a second time (a SIGKILLed worker's lock is released by the kernel). The served version is asked of TorchServe's
 management API at most every ``ttl`` seconds, and again as soon as ``make deploy``/``make rollback`` rewrite
 ``deployed.json``; a new default version therefore recomputes on the next ``/imginfo``. A version changed by
 other means (a raw management call) is noticed within ``ttl``.
 """
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -60,8 +64,9 @@ class ServedVersion:
 
 class Predictions:
     def __init__(self, store, tagger, state_file=None, *, workers: int = 2, max_pending: int = 32,
-                 ttl: float = 30.0):
+                 ttl: float = 30.0, inflight_dir: str | Path | None = None):
         self.store, self.tagger = store, tagger
+        self.inflight_dir = Path(inflight_dir) if inflight_dir else None
         self.version = ServedVersion(tagger, state_file, ttl=ttl)
         self.workers, self._slots = workers, threading.BoundedSemaphore(max_pending)
         self._pool: ThreadPoolExecutor | None = None
@@ -96,7 +101,51 @@ class Predictions:
         future.add_done_callback(lambda _f, sha=sha: self._done(sha))
         return True
 
+    def _mark(self, sha: str) -> int | None:
+        """Create ``inflight_dir/sha`` already locked (made under a private name, locked, then renamed in)."""
+        if self.inflight_dir is None:
+            return None
+        try:
+            self.inflight_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.inflight_dir / f".{sha}.{os.getpid()}.{threading.get_ident()}"
+            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.rename(tmp, self.inflight_dir / sha)
+            return fd
+        except OSError as exc:  # only a lost optimisation: another worker may then ask TorchServe too
+            logger.info("no in-flight marker for %s: %s", sha[:12], exc)
+            return None
+
+    def _unmark(self, sha: str, fd: int | None) -> None:
+        if fd is None:
+            return
+        try:
+            os.unlink(self.inflight_dir / sha)
+        except OSError:
+            pass
+        os.close(fd)  # releases the lock: waiters in other workers wake up and read the stored answer
+
+    def _wait_other_worker(self, sha: str, wait: float) -> None:
+        """If another worker is computing ``sha`` now, wait (at most ``wait`` s) until it has finished."""
+        if self.inflight_dir is None:
+            return
+        try:
+            fd = os.open(self.inflight_dir / sha, os.O_RDONLY)
+        except OSError:
+            return  # nobody is computing it
+        try:
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    return
+                except BlockingIOError:
+                    time.sleep(0.002)
+        finally:
+            os.close(fd)
+
     def _prefetch(self, sha: str, data: bytes) -> None:
+        fd = self._mark(sha)
         try:
             if self._cached(sha) is None:
                 self._compute(sha, data)
@@ -104,6 +153,8 @@ class Predictions:
             logger.info("background prediction of %s failed: %s", sha[:12], exc)
         except Exception:  # noqa: BLE001 - a background task must never take the gateway down
             logger.exception("background prediction of %s failed", sha[:12])
+        finally:
+            self._unmark(sha, fd)
 
     def _done(self, sha: str) -> None:
         with self._lock:
@@ -124,9 +175,11 @@ class Predictions:
                 future.result(timeout=wait)
             except Exception:  # noqa: BLE001 - the prefetch logs its own failure; we ask again below
                 pass
-            hit = self._cached(sha)
-            if hit is not None:
-                return hit
+        else:
+            self._wait_other_worker(sha, wait)
+        hit = self._cached(sha)
+        if hit is not None:
+            return hit
         return self._compute(sha, self.store.read_image(record))
 
     def wait_idle(self, timeout: float = 30.0) -> None:

@@ -14,6 +14,7 @@ import os
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
+from handler.cpu_share import CpuShare
 from handler.core import load_model, optimize_for_inference, postprocess, request_bytes, serialize
 from handler.image import ImageError, decode_image
 from training.presets import eval_transform
@@ -26,6 +27,10 @@ class TaggerHandler(BaseHandler):
         threads = os.environ.get("OMP_NUM_THREADS")
         if threads and threads.isdigit():  # TorchServe sets no torch threads; `serving` exports cores / workers
             torch.set_num_threads(int(threads))
+        self.threads = torch.get_num_threads()
+        # with TAGGER_CPU_SHARE (`serving` exports it), a worker computes on every core while the others are idle
+        share, cores = os.environ.get("TAGGER_CPU_SHARE"), os.environ.get("TAGGER_CPUS", "")
+        self.cpu_share = CpuShare(share, int(cores) if cores.isdigit() else os.cpu_count() or 1) if share else None
         properties = context.system_properties
         gpu = properties.get("gpu_id")
         self.device = torch.device(f"cuda:{gpu}" if torch.cuda.is_available() and gpu is not None else "cpu")
@@ -58,7 +63,12 @@ class TaggerHandler(BaseHandler):
         batch, ok, errors = data
         if batch is None:
             return None, ok, errors
-        return super().inference(batch), ok, errors
+        if self.cpu_share is None:
+            return super().inference(batch), ok, errors
+        with self.cpu_share.claim(share=self.threads, spare=len(batch) == 1) as threads:
+            if threads != torch.get_num_threads():
+                torch.set_num_threads(threads)
+            return super().inference(batch), ok, errors
 
     def postprocess(self, data):
         logits, ok, errors = data

@@ -32,6 +32,7 @@ class Stack:
     ports: Ports = field(default_factory=Ports)
     gateway_port: int = 7777
     gateway_workers: int = 2
+    gateway_threads: int | None = None  # None: gateway/gunicorn.conf.py's
     model_store: Path = REPO / "model_store"
     ts_overrides: tuple[tuple[str, str], ...] = ()
 
@@ -107,6 +108,7 @@ def start_gateway(stack: Stack, *, timeout: float = 30) -> int:
         subprocess.run(  # --daemon: gunicorn detaches into its own session, so no child is left for us to reap
             [str(gunicorn), "--daemon", "--chdir", str(REPO), "--config", str(REPO / "gateway/gunicorn.conf.py"),
              "--bind", f"127.0.0.1:{stack.gateway_port}", "--workers", str(stack.gateway_workers),
+             *(("--threads", str(stack.gateway_threads)) if stack.gateway_threads else ()),
              "--pid", str(stack.gateway_dir / "gunicorn.pid"),
              "--access-logfile", str(stack.gateway_dir / "access.log"),
              "--error-logfile", str(stack.gateway_dir / "error.log"), "gateway:create_app()"],

@@ -84,3 +84,29 @@ def test_upload_while_torchserve_is_down_is_stored_and_served_once_it_is_back(tm
     tagger.error = None
     r = client.get("/imginfo?id_name=bus")
     assert r.status_code == 200 and r.json["predict_tags"] == ["sea", "boat"]
+
+
+def test_imginfo_on_another_worker_waits_for_the_running_prefetch_instead_of_asking_again(tmp_path):
+    """Two gunicorn workers are two apps on one data directory: B's /imginfo waits for A's prefetch (its flock)."""
+    import threading
+
+    class SlowTagger(FakeTagger):
+        def __init__(self):
+            super().__init__()
+            self.started = threading.Event()
+
+        def predict(self, data):
+            self.started.set()
+            time.sleep(0.5)
+            return super().predict(data)
+
+    tagger = SlowTagger()
+    worker_a, worker_b = _app(tmp_path, tagger), _app(tmp_path, tagger)
+    assert _upload(worker_a.test_client()).status_code == 200
+    assert tagger.started.wait(5)
+    t = time.monotonic()
+    answer = worker_b.test_client().get("/imginfo?id_name=bus")
+    assert answer.status_code == 200 and answer.json["predict_tags"] == ["sea", "boat"]
+    assert tagger.calls == 1 and time.monotonic() - t < 2  # served by A's prediction, not a second one
+    worker_a.extensions["predictions"].wait_idle()
+    assert not list((tmp_path / "data/run/prefetch").iterdir())  # the marker is gone with the prefetch

@@ -2,13 +2,12 @@
 
     python benchmarks/serving.py [--checkpoint checkpoints/default/best.pt] [--arch-label default]
 
-In process: the handler's own functions from bytes to serialised tags (fast decode, eval preset, the
-TorchScript/oneDNN model, postprocess), for batch sizes 1/4/8 and 1/2 torch threads, in images per second; and
-the forward pass alone, eager fp32 against the optimised model. TorchServe: the same checkpoint archived with
-``handler/model-config.yaml`` and with variants (batching, threads, cores shared between workers by
-``handler.cpu_share``), started on free loopback ports; round trip at concurrency 1 (median) and throughput at
-concurrency 8. Its floor: a handler that answers at once (``ts_floor_handler.py``), what TorchServe itself costs.
-One 640x480 COCO photo throughout.
+In process: the handler's own functions from bytes to serialised tags (fast decode, eval preset, the model in
+the runtime a worker serves, postprocess), for batch sizes 1/4/8 and 1/2 threads, in images per second; and the
+forward pass alone, eager fp32 against ONNX Runtime and against TorchScript + oneDNN. TorchServe: the same
+checkpoint archived with ``handler/model-config.yaml`` and with variants (workers, threads, batching), started on
+free loopback ports; round trip at concurrency 1 (median) and throughput at concurrency 8. Its floor: a handler
+that answers at once (``ts_floor_handler.py``), what TorchServe itself costs. One 640x480 COCO photo throughout.
 """
 from __future__ import annotations
 
@@ -26,13 +25,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from handler.core import optimize_for_inference, postprocess, serialize  # noqa: E402
+from handler.core import onnxruntime_model, optimize_for_inference, postprocess, runtime_name, serialize  # noqa: E402
 from handler.image import decode_image  # noqa: E402
 from training.presets import eval_transform  # noqa: E402
 from training.resume import load_for_inference  # noqa: E402
 
 PHOTO = REPO / "samples/coco_subset/images/000000000471.jpg"
-SHIPPED_SHARE = False  # `make serve` (serving.stack) gives each worker its fixed share of the cores
 
 
 def median_ms(fn, n=40, warm=5):
@@ -64,22 +62,28 @@ def paired_ms(fa, fb, n=60, warm=5):
 
 def in_process(ckpt: Path, data: bytes) -> dict:
     model, meta, _ = load_for_inference(ckpt)
-    fast = optimize_for_inference(model, meta)
     transform = eval_transform(meta["preprocessing"])
     side = meta["preprocessing"]["resize"]
-
-    def pipeline(batch: int):
-        x = torch.stack([transform(decode_image(data, min_side=side)) for _ in range(batch)])
-        with torch.inference_mode():
-            return [serialize(a) for a in postprocess(fast(x), meta)]
-
-    out = {}
     x1 = transform(decode_image(data, min_side=side))[None]
+    out = {}
     for threads in (1, 2):
         torch.set_num_threads(threads)
+        fast = optimize_for_inference(model, meta)  # what a worker serves: ONNX Runtime on `threads` threads
+        script = optimize_for_inference(model, meta, runtime="torchscript")
+        # timed alternately with eager, ONNX Runtime's spinning pool would slow the eager runs: not here
+        quiet = onnxruntime_model(model, meta, threads=threads, spin=False)
+
+        def pipeline(batch: int):
+            x = torch.stack([transform(decode_image(data, min_side=side)) for _ in range(batch)])
+            with torch.inference_mode():
+                return [serialize(a) for a in postprocess(fast(x), meta)]
+
         with torch.inference_mode():
-            eager, opt = paired_ms(lambda: model(x1), lambda: fast(x1))
+            eager, opt = paired_ms(lambda: model(x1), lambda: quiet(x1))
+            eager2, ts = paired_ms(lambda: model(x1), lambda: script(x1))
         out[f"forward_eager_ms_t{threads}"], out[f"forward_opt_ms_t{threads}"] = eager, opt
+        out[f"forward_eager2_ms_t{threads}"], out[f"forward_torchscript_ms_t{threads}"] = eager2, ts
+        out[f"runtime_t{threads}"] = runtime_name(fast)
         out[f"pipeline_ms_t{threads}"] = median_ms(lambda: pipeline(1))
         for bs in (1, 4, 8):
             ms = median_ms(lambda: pipeline(bs), n=max(5, 40 // bs), warm=2)
@@ -88,8 +92,7 @@ def in_process(ckpt: Path, data: bytes) -> dict:
     return out
 
 
-def torchserve_run(ckpt: Path | None, data: bytes, config: str, label: str, threads: int | None = None, *,
-                   share: bool = False) -> dict:
+def torchserve_run(ckpt: Path | None, data: bytes, config: str, label: str, threads: int | None = None) -> dict:
     """Round trips of one TorchServe started with ``config``; ``ckpt=None`` serves ``ts_floor_handler.py``
     (answers without reading the bytes: what TorchServe itself costs)."""
     import subprocess
@@ -113,7 +116,7 @@ def torchserve_run(ckpt: Path | None, data: bytes, config: str, label: str, thre
         run = TorchServeRun(var_dir=tmp / "var", ports=Ports(*free_ports(5)), model_store=tmp / "store")
         workers = int(config.split("minWorkers:")[1].split()[0])
         t0 = time.monotonic()
-        torchserve.start(run, "tagger.mar", threads_per_worker=threads or max(1, 2 // workers), share_cpus=share)
+        torchserve.start(run, "tagger.mar", threads_per_worker=threads or max(1, 2 // workers))
         try:
             torchserve.wait_ready(run)
             ready_s = time.monotonic() - t0
@@ -154,22 +157,20 @@ def main() -> None:
     data = PHOTO.read_bytes()
     ip = in_process(ckpt, data)
     shipped = (REPO / "handler/model-config.yaml").read_text()
-    runs = [torchserve_run(ckpt, data, shipped, "handler/model-config.yaml (shipped)", share=SHIPPED_SHARE)]
+    runs = [torchserve_run(ckpt, data, shipped, "handler/model-config.yaml (shipped)")]
     cfg = "minWorkers: {w}\nmaxWorkers: {w}\nbatchSize: {b}\nmaxBatchDelay: {d}\nresponseTimeout: 60\n"
     floor = torchserve_run(None, data, cfg.format(w=2, b=1, d=1), "floor: a handler that answers at once")
     if not a.skip_variants:
-        for w, t, b, d, share in ((2, 1, 4, 1, True), (2, 1, 4, 5, False), (2, 1, 1, 1, False), (1, 2, 1, 1, False),
-                                  (2, 2, 4, 5, False)):
-            how = "cores shared (all while alone, 1 thread each when both compute)" if share else f"{t} threads"
+        for w, t, b, d in ((2, 1, 4, 5), (2, 1, 1, 1), (1, 2, 1, 1), (2, 2, 4, 1)):
             runs.append(torchserve_run(ckpt, data, cfg.format(w=w, b=b, d=d),
-                                       f"variant: {w} workers x {how}, batchSize {b}, maxBatchDelay {d}", t,
-                                       share=share))
+                                       f"variant: {w} workers x {t} threads, batchSize {b}, maxBatchDelay {d}", t))
     arch = load_for_inference(ckpt)[1]["arch"]
     print(f"\n== serving, {arch}, one 640x480 photo ==")
     for t in (1, 2):
         e, o = ip[f"forward_eager_ms_t{t}"], ip[f"forward_opt_ms_t{t}"]
-        print(f"forward pass, {t} thread(s): eager fp32 {e:.1f} ms, TorchScript+oneDNN {o:.1f} ms -> {e / o:.2f}x "
-              "(goal >= 1.5x)")
+        e2, ts = ip[f"forward_eager2_ms_t{t}"], ip[f"forward_torchscript_ms_t{t}"]
+        print(f"forward pass, {t} thread(s): eager fp32 {e:.1f} ms, {ip[f'runtime_t{t}']} {o:.1f} ms -> {e / o:.2f}x "
+              f"(goal >= 1.5x); eager {e2:.1f} ms, TorchScript+oneDNN {ts:.1f} ms -> {e2 / ts:.2f}x")
     best_key = max((k for k in ip if k.startswith("img_per_s")), key=lambda k: ip[k])
     print(f"in-process bytes->tags at concurrency 1: {ip['pipeline_ms_t2']:.1f} ms (2 threads), "
           f"{ip['pipeline_ms_t1']:.1f} ms (1 thread)")

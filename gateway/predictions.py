@@ -144,17 +144,18 @@ class Predictions:
         finally:
             os.close(fd)
 
-    def _prefetch(self, sha: str, data: bytes) -> None:
+    def _prefetch(self, sha: str, data: bytes) -> dict | None:
         fd = self._mark(sha)
         try:
             if self._cached(sha) is None:
-                self._compute(sha, data)
+                return self._compute(sha, data)
         except TaggerError as exc:  # TorchServe down or busy: /imginfo will try again and say so
             logger.info("background prediction of %s failed: %s", sha[:12], exc)
         except Exception:  # noqa: BLE001 - a background task must never take the gateway down
             logger.exception("background prediction of %s failed", sha[:12])
         finally:
             self._unmark(sha, fd)
+        return None
 
     def _done(self, sha: str) -> None:
         with self._lock:
@@ -172,9 +173,11 @@ class Predictions:
             future = self._inflight.get(sha)
         if future is not None:
             try:
-                future.result(timeout=wait)
+                answer = future.result(timeout=wait)
             except Exception:  # noqa: BLE001 - the prefetch logs its own failure; we ask again below
-                pass
+                answer = None
+            if answer is not None and answer["model_version"] == self.version.get():
+                return answer  # just computed and stored: no need to read it back
         else:
             self._wait_other_worker(sha, wait)
         hit = self._cached(sha)

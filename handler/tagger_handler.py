@@ -14,8 +14,7 @@ import os
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
-from handler.cpu_share import CpuShare
-from handler.core import load_model, optimize_for_inference, postprocess, request_bytes, serialize
+from handler.core import load_model, optimize_for_inference, postprocess, request_bytes, runtime_name, serialize
 from handler.image import ImageError, decode_image
 from training.presets import eval_transform
 
@@ -27,23 +26,18 @@ class TaggerHandler(BaseHandler):
         threads = os.environ.get("OMP_NUM_THREADS")
         if threads and threads.isdigit():  # TorchServe sets no torch threads; `serving` exports cores / workers
             torch.set_num_threads(int(threads))
-        self.threads = torch.get_num_threads()
-        # with TAGGER_CPU_SHARE (`serving` exports it), a worker computes on every core while the others are idle
-        share, cores = os.environ.get("TAGGER_CPU_SHARE"), os.environ.get("TAGGER_CPUS", "")
-        self.cpu_share = CpuShare(share, int(cores) if cores.isdigit() else os.cpu_count() or 1) if share else None
         properties = context.system_properties
         gpu = properties.get("gpu_id")
         self.device = torch.device(f"cuda:{gpu}" if torch.cuda.is_available() and gpu is not None else "cpu")
         self.manifest = context.manifest
         self.model, self.meta = load_model(properties["model_dir"], self.device)
         settings = (getattr(context, "model_yaml_config", None) or {}).get("handler", {}) or {}
-        if settings.get("optimize", True):
-            self.model = optimize_for_inference(self.model, self.meta)
+        runtime = str(settings.get("runtime", "onnxruntime")) if settings.get("optimize", True) else "eager"
+        self.model = optimize_for_inference(self.model, self.meta, runtime=runtime)
         self.transform = eval_transform(self.meta["preprocessing"])
         self.initialized = True
         logger.info("tagger %s loaded: %s, %d labels, on %s, %s", self.meta["version"], self.meta["arch"],
-                    len(self.meta["labels"]), self.device,
-                    "TorchScript + oneDNN" if isinstance(self.model, torch.jit.ScriptModule) else "eager")
+                    len(self.meta["labels"]), self.device, runtime_name(self.model))
 
     def preprocess(self, data):
         """Decode every request; returns (batch or None, {index: tensor row}, {index: (status, message)})."""
@@ -63,12 +57,7 @@ class TaggerHandler(BaseHandler):
         batch, ok, errors = data
         if batch is None:
             return None, ok, errors
-        if self.cpu_share is None:
-            return super().inference(batch), ok, errors
-        with self.cpu_share.claim(share=self.threads, spare=len(batch) == 1) as threads:
-            if threads != torch.get_num_threads():
-                torch.set_num_threads(threads)
-            return super().inference(batch), ok, errors
+        return super().inference(batch), ok, errors
 
     def postprocess(self, data):
         logits, ok, errors = data

@@ -114,12 +114,8 @@ def running_pid(run: TorchServeRun) -> int | None:
     return pid if b"org.pytorch.serve.ModelServer" in cmdline else None
 
 
-def start(run: TorchServeRun, mar: str, *, threads_per_worker: int | None = None, share_cpus: bool = False) -> int:
-    """Start TorchServe with ``mar`` (a file name in the model store) unless it already runs; returns its PID.
-
-    ``threads_per_worker`` becomes the workers' ``OMP_NUM_THREADS``; with ``share_cpus`` a worker computes on
-    every core while the other workers are idle (``handler.cpu_share``), and on that many threads while not.
-    """
+def start(run: TorchServeRun, mar: str, *, threads_per_worker: int | None = None) -> int:
+    """Start TorchServe with ``mar`` (a file name in the model store) unless it already runs; returns its PID."""
     pid = running_pid(run)
     if pid is not None:
         return pid
@@ -131,10 +127,6 @@ def start(run: TorchServeRun, mar: str, *, threads_per_worker: int | None = None
                LOG_LOCATION=str(run.run_dir / "logs"), METRICS_LOCATION=str(run.run_dir / "logs"))
     if threads_per_worker is not None:
         env["OMP_NUM_THREADS"] = str(threads_per_worker)
-    if share_cpus:
-        env.update(TAGGER_CPU_SHARE=str(run.run_dir / "cpu-share"), TAGGER_CPUS=str(os.cpu_count() or 1))
-    else:
-        env.pop("TAGGER_CPU_SHARE", None)
     torchserve = Path(sys.executable).with_name("torchserve")
     with open(run.run_dir / "logs" / "torchserve.out", "ab") as out:
         subprocess.run([str(torchserve), "--start", "--ts-config", str(config), "--model-store",

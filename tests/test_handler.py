@@ -123,12 +123,29 @@ def test_load_model_rebuilds_from_meta(tiny_model_dir):
         assert model(torch.zeros(1, 3, 64, 64)).shape == (1, len(meta["labels"]))
 
 
-def test_the_optimised_model_matches_eager_within_1e_4(tiny_model_dir):
-    from handler.core import optimize_for_inference
+def test_every_optimised_runtime_matches_eager_within_1e_4(tiny_model_dir):
+    from handler.core import OnnxRuntimeModel, optimize_for_inference, runtime_name
 
     model, meta = load_model(tiny_model_dir)
-    fast = optimize_for_inference(model, meta)
-    assert isinstance(fast, torch.jit.ScriptModule)
-    x = torch.randn(3, 3, 64, 64)
+    onnx = optimize_for_inference(model, meta)  # the default: ONNX Runtime
+    script = optimize_for_inference(model, meta, runtime="torchscript")
+    assert isinstance(onnx, OnnxRuntimeModel) and isinstance(script, torch.jit.ScriptModule)
+    assert runtime_name(onnx).startswith("onnxruntime") and runtime_name(script) == "torchscript"
+    assert optimize_for_inference(model, meta, runtime="eager") is model
+    x = torch.randn(5, 3, 64, 64)  # another batch size than the export's
     with torch.inference_mode():
-        assert float((fast(x) - model(x)).abs().max()) < 1e-4
+        for fast in (onnx, script):
+            assert float((fast(x) - model(x)).abs().max()) < 1e-4
+
+
+def test_a_runtime_that_fails_falls_back_to_the_next(tiny_model_dir, monkeypatch):
+    import handler.core as core
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter broke")
+
+    monkeypatch.setattr(core, "onnxruntime_model", broken)
+    model, meta = load_model(tiny_model_dir)
+    assert isinstance(core.optimize_for_inference(model, meta), torch.jit.ScriptModule)
+    with pytest.raises(ValueError, match="choose one of"):
+        core.optimize_for_inference(model, meta, runtime="tensorrt")

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 MODEL_NAME = "tagger"
 # Modules the handler imports at run time; each travels inside the archive.
 PAYLOAD = {
-    "handler": ("__init__.py", "core.py", "cpu_share.py", "image.py"),
+    "handler": ("__init__.py", "core.py", "image.py"),
     "training": ("__init__.py", "checkpoint.py", "model.py", "presets.py"),
 }
 

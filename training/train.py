@@ -123,7 +123,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "its features (for comparison; default: off)")
     w.add_argument("--min-positives", type=int, default=3,
                    help="validation positives a label needs for its own F1-best threshold; rarer labels get the "
-                        "pooled threshold (default: 3)")
+                        "pooled one, lowered to their known frequency where needed (default: 3)")
     return p
 
 

@@ -182,11 +182,10 @@ def main() -> None:
         if name.startswith("baseline"):
             base_maps = maps
             ap = torch.tensor([per_label_ap(r, targets, known) for r in runs])
-            results[name]["per_label_ap"] = {n: None if x != x else round(float(x), 4) for n, x in zip(names, ap.mean(0))}
-            results[name]["per_label_ap_spread"] = {n: None if x != x else round(float(x), 4)
-                                                    for n, x in zip(names, ap.std(0, unbiased=False))}
-            results[name]["label_frequency_ap"] = {n: None if x != x else round(float(x), 4)
-                                                   for n, x in zip(names, freq_ap)}
+            per_label = lambda t: {n: None if x != x else round(float(x), 4) for n, x in zip(names, t)}  # noqa: E731
+            results[name]["per_label_ap"] = per_label(ap.mean(0))
+            results[name]["per_label_ap_spread"] = per_label(ap.std(0, unbiased=False))
+            results[name]["label_frequency_ap"] = per_label(freq_ap)
             # "clearly above": at least 1.5x the frequency baseline's AP, and above it by more than the spread
             results[name]["labels_not_clearly_above_frequency"] = [
                 n for n, m, sd, f in zip(names, ap.mean(0), ap.std(0, unbiased=False), freq_ap)
@@ -197,7 +196,8 @@ def main() -> None:
               flush=True)
     b = results["baseline: pseudo-count 10, head L2 1e-2"]
     print("per-label CV AP (label-frequency AP): " + ", ".join(
-        f"{n} {b['per_label_ap'][n]} ({b['label_frequency_ap'][n]})" for n in names if b["per_label_ap"][n] is not None))
+        f"{n} {b['per_label_ap'][n]} ({b['label_frequency_ap'][n]})" for n in names
+        if b["per_label_ap"][n] is not None))
     print(f"labels not clearly above their frequency baseline: {b['labels_not_clearly_above_frequency'] or 'none'}")
     if not a.no_lite1:
         t = time.perf_counter()

@@ -69,7 +69,7 @@ def imgup():
         header = open_image(data)
         fmt, (width, height) = header.format, oriented_size(header)
         # tags start once the header passed, while the pixels are checked and the upload is made durable, so
-        # /imginfo right after usually finds them ready (a photo refused below leaves only a harmless cache row)
+        # /imginfo right after usually finds them ready (a photo refused below costs one wasted TorchServe call)
         current_app.extensions["predictions"].prefetch(hashlib.sha256(data).hexdigest(), data)
         decode_image(data, min_side=UPLOAD_CHECK_SIDE)
     except ImageError as exc:

@@ -5,7 +5,8 @@
 A body must arrive at ``BODY_MIN_RATE`` bytes/s on average after a grace of ``BODY_GRACE`` seconds (defaults 16 KB/s
 after 10 s: a 40 MB photo over a 1 Mbit/s phone link passes; a client sending one byte a second is cut after about
 14 s). A watchdog (one thread per process, for every body being read) shuts the socket's reading side when a
-client falls behind, which wakes the blocked read; the client then gets a JSON 408. The body read is handed on to Flask (``wsgi.input``) as an in-memory stream.
+client falls behind, which wakes the blocked read; the client then gets a JSON 408. The body read is handed on to
+Flask (``wsgi.input``) as an in-memory stream.
 """
 from __future__ import annotations
 

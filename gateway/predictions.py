@@ -4,11 +4,12 @@
     predictions.prefetch(sha, data)         # in /imgup: a bounded background pool, never blocks the upload
     predictions.get(record)                 # the stored answer for (sha256, served version), else TorchServe's
 
-Answers live in the store (SQLite), so they survive a gateway restart. A prefetch also holds an exclusive ``flock`` on
-``inflight_dir/<sha256>`` while it runs, so an ``/imginfo`` that lands on another gunicorn worker waits for it
-instead of asking TorchServe a second time (a SIGKILLed worker's lock is released by the kernel). The served version is asked of TorchServe's
-management API at most every ``ttl`` seconds, and again as soon as ``make deploy``/``make rollback`` rewrite
-``deployed.json``; a new default version therefore recomputes on the next ``/imginfo``. A version changed by
+Answers live in the store (SQLite), so they survive a gateway restart. A prefetch also holds an exclusive
+``flock`` on ``inflight_dir/<sha256>`` while it runs, so an ``/imginfo`` that lands on another gunicorn worker
+waits for it instead of asking TorchServe a second time (a SIGKILLed worker's lock is released by the kernel).
+The served version is asked of TorchServe's management API at most every ``ttl`` seconds, and again as soon as
+``make deploy``/``make rollback`` rewrite ``deployed.json``; a new default version therefore recomputes on the
+next ``/imginfo``. A version changed by
 other means (a raw management call) is noticed within ``ttl``.
 """
 from __future__ import annotations
@@ -105,15 +106,18 @@ class Predictions:
         """Create ``inflight_dir/sha`` already locked (made under a private name, locked, then renamed in)."""
         if self.inflight_dir is None:
             return None
+        tmp, fd = self.inflight_dir / f".{sha}.{os.getpid()}.{threading.get_ident()}", None
         try:
             self.inflight_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.inflight_dir / f".{sha}.{os.getpid()}.{threading.get_ident()}"
             fd = os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.rename(tmp, self.inflight_dir / sha)
             return fd
         except OSError as exc:  # only a lost optimisation: another worker may then ask TorchServe too
             logger.info("no in-flight marker for %s: %s", sha[:12], exc)
+            if fd is not None:
+                os.close(fd)
+                tmp.unlink(missing_ok=True)
             return None
 
     def _unmark(self, sha: str, fd: int | None) -> None:

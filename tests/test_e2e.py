@@ -151,6 +151,28 @@ def test_upload_and_info_for_real(stack):
     assert all(bus["scores"][t] > 0 for t in bus["predict_tags"])
 
 
+def test_workers_serve_onnx_runtime_and_agree_with_the_eager_model(stack):
+    """The archive's workers run ONNX Runtime (handler.core.optimize_for_inference) and answer what PyTorch does."""
+    import torch
+
+    from handler.core import postprocess
+    from handler.image import decode_image
+    from serving.stack import REPO, model_workers
+    from training.presets import eval_transform
+    from training.resume import load_for_inference
+
+    log = (stack.torchserve.run_dir / "logs/model_log.log").read_text()
+    assert log.count("onnxruntime (1 thread)") >= model_workers()
+    data = (COCO / "images/000000000471.jpg").read_bytes()
+    served = ts_post(stack, data=data, headers={"Content-Type": "application/octet-stream"}).json()
+    model, meta, _ = load_for_inference(REPO / "checkpoints/default/best.pt")
+    x = eval_transform(meta["preprocessing"])(decode_image(data, min_side=meta["preprocessing"]["resize"]))[None]
+    with torch.inference_mode():
+        eager = postprocess(model(x), meta)[0]
+    assert served["tags"] == eager["tags"]
+    assert max(abs(served["scores"][k] - eager["scores"][k]) for k in eager["scores"]) <= 2e-4  # 4 decimals
+
+
 def test_bad_input_is_a_json_4xx_through_the_real_stack(stack):
     r = requests.post(f"{stack.gateway_url}/imgup", files={"file": ("a.jpg", b"not an image")},
                       data={"id_name": "junk"}, timeout=30)

@@ -88,7 +88,7 @@ def torchscript_model(model: torch.nn.Module, meta: dict) -> torch.nn.Module:
 def optimize_for_inference(model: torch.nn.Module, meta: dict, *, runtime: str = "onnxruntime",
                            tolerance: float = 1e-4, warm_batches: tuple[int, ...] = (1, 2, 3, 4),
                            warm_runs: int = 3):
-    """The fastest runtime that reproduces ``model``: ONNX Runtime (2.2-2.4x eager fp32 on one CPU thread), else
+    """The fastest runtime that reproduces ``model``: ONNX Runtime (2.0-2.4x eager fp32 on one CPU thread), else
     TorchScript + oneDNN (1.3-1.6x), else ``model`` itself. A runtime is skipped when it fails to build or its
     outputs differ from eager ones by more than ``tolerance`` (checked here on a random batch of two); ``runtime``
     names the first one to try. Both need a CPU model; on a GPU the eager model is served.
@@ -127,7 +127,7 @@ def optimize_for_inference(model: torch.nn.Module, meta: dict, *, runtime: str =
 
 
 def runtime_name(model) -> str:
-    """Which runtime ``optimize_for_inference`` chose, for logs and answers."""
+    """Which runtime ``optimize_for_inference`` chose, for the worker's log."""
     if isinstance(model, OnnxRuntimeModel):
         return f"onnxruntime ({model.threads} thread{'s' if model.threads > 1 else ''})"
     return "torchscript" if isinstance(model, torch.jit.ScriptModule) else "eager"

@@ -120,13 +120,14 @@ def fit_head(model, features: torch.Tensor, targets: torch.Tensor, known: torch.
     if model.prior is None:
         return
     prior = model.prior
-    zero_shot = prior.zero_shot(model.backbone.get_classifier()(features))
+    imagenet = model.backbone.get_classifier()(features)
+    zero_shot = prior.zero_shot(imagenet)
     scale, pbias = fit_prior_calibration(zero_shot, targets, known)
     has_imagenet = prior.matrix.sum(0) > 0
     prior.scale.copy_(scale)
     prior.bias.copy_(pbias)
     prior.weight.copy_(blend_weights((targets * known).sum(0), has_imagenet, pseudo_count))
-    blended = prior.imagenet_blend(model.head(features), model.backbone.get_classifier()(features))
+    blended = prior.imagenet_blend(model.head(features), imagenet)
     sscale, sbias, sweight = fit_sibling_prior(blended, targets, known.float(), prior.siblings, has_imagenet,
                                                pseudo_count=pseudo_count)
     prior.sibling_scale.copy_(sscale)

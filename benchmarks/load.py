@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,16 +47,10 @@ def _processes(stack) -> dict[str, int]:
     from serving.stack import gateway_pid
 
     def children(pid):
-        out = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[1]) == pid:
-                    out.append(int(entry.name))
-        return sorted(out)
+        try:
+            return sorted(c.pid for c in psutil.Process(pid).children())
+        except psutil.Error:
+            return []
 
     procs = {}
     ts = torchserve.running_pid(stack.torchserve)
@@ -71,12 +66,9 @@ def _processes(stack) -> dict[str, int]:
 
 def _rss_mb(pid: int) -> float | None:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024
-    except OSError:
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except psutil.Error:
         return None
-    return None
 
 
 def run(seconds: float, clients: int, key_minutes: float, warmup: float, workers: int = 2,

@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 from training.datasets import LabelledImages  # noqa: E402
 from training.features import cached_features  # noqa: E402
 from training.head import (blend_weights, fit_linear, fit_prior_calibration, fit_sibling_prior,  # noqa: E402
-                           imagenet_prior_matrix, sibling_matrix)
+                           set_prior_structure)
 from training.labels import label_names, load_labels  # noqa: E402
 from training.metrics import calibrate_thresholds, decision_metrics, mean_average_precision, per_label_ap  # noqa: E402
 from training.model import build_model  # noqa: E402
@@ -49,8 +49,7 @@ def load(cache: Path, arch: str = "efficientnet_lite0", flip: bool = True):
     pre = default_preprocessing(arch)
     ds, _ = LabelledImages.from_coco(SOURCES, names, transform=eval_transform(pre), min_side=pre["resize"])
     model = build_model(arch, len(names), pretrained=True, imagenet_prior=True).eval()
-    model.prior.matrix.copy_(imagenet_prior_matrix(names))
-    model.prior.siblings.copy_(sibling_matrix(load_labels()))
+    set_prior_structure(model.prior, load_labels())
     feats, _ = cached_features(model, ds, pre, cache, batch_size=32)
     if not flip:
         return model, feats

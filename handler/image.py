@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from contextlib import contextmanager
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -51,18 +52,8 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: 
         raise ImageError("empty body: send the image file's bytes")
     if len(data) > max_bytes:
         raise ImageError(f"image is {len(data)} bytes; the limit is {max_bytes}", status=413)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise ImageError("not an image Pillow can read (send a JPEG, PNG, HEIC, TIFF or WebP file)",
-                         status=415) from None
-    except Image.DecompressionBombError:  # Pillow's own limit, met while reading the header
-        raise ImageError(f"the image declares more pixels than Pillow allows; the limit is {max_pixels} pixels",
-                         status=413) from None
-    except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, struct.error, ... on bad files
-        raise ImageError(f"corrupt or truncated image: {exc}") from None
+    with _decoder_errors(max_pixels):
+        image = Image.open(io.BytesIO(data))
     width, height = image.size
     if width * height > max_pixels:
         raise ImageError(f"image is {width}x{height} pixels; the limit is {max_pixels} pixels", status=413)
@@ -91,31 +82,38 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes
             a truncated or corrupt image (400).
     """
     image = open_image(data, max_pixels=max_pixels, max_bytes=max_bytes)
+    with _decoder_errors(max_pixels):
+        width, height = image.size
+        if min_side is not None and image.format == "JPEG":
+            scale = min_side / min(width, height)
+            if scale < 1:  # draft picks the smallest DCT scale whose size is still >= the requested one
+                image.draft("RGB", (max(1, int(width * scale + 0.999)), max(1, int(height * scale + 0.999))))
+        image.load()
+        if min_side is not None:
+            factor = min(image.size) // min_side
+            if factor >= 2:
+                image = image.reduce(factor)
+        image = ImageOps.exif_transpose(image)
+        return image.convert("RGB")
+
+
+@contextmanager
+def _decoder_errors(max_pixels: int):
+    """Pillow's warnings silenced and its failures on client bytes turned into ``ImageError`` (never a 500)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            width, height = image.size
-            if min_side is not None and image.format == "JPEG":
-                scale = min_side / min(width, height)
-                if scale < 1:  # draft picks the smallest DCT scale whose size is still >= the requested one
-                    image.draft("RGB", (max(1, int(width * scale + 0.999)), max(1, int(height * scale + 0.999))))
-            image.load()
-            if min_side is not None:
-                factor = min(image.size) // min_side
-                if factor >= 2:
-                    image = image.reduce(factor)
-            image = ImageOps.exif_transpose(image)
-            return image.convert("RGB")
+            yield
     except ImageError:
         raise
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can read (send a JPEG, PNG, HEIC, TIFF or WebP file)",
                          status=415) from None
-    except Image.DecompressionBombError:
+    except Image.DecompressionBombError:  # Pillow's own limit, met in the header or while decoding
         raise ImageError(f"the image has more pixels than Pillow allows; the limit is {max_pixels} pixels",
                          status=413) from None
     except MemoryError:
         raise ImageError("the image needs more memory to decode than the service allows", status=413) from None
-    except Exception as exc:  # noqa: BLE001 - any decoder failure on client bytes is the client's 400, never a 500
+    except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, struct.error, ... on bad files
         raise ImageError(f"corrupt or truncated image: {exc}") from None
 

@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 
+import psutil
 import pytest
 import requests
 
@@ -30,17 +31,10 @@ FIGURES = {}
 
 def _children(pid: int) -> list[int]:
     """Live child processes of ``pid`` (of any of its threads: the JVM starts workers from several)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                out.append(int(entry))
-    return sorted(out)
+    try:
+        return sorted(c.pid for c in psutil.Process(pid).children() if c.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return []
 
 
 def _cmdline(pid: int) -> str:

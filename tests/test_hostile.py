@@ -7,6 +7,7 @@ import os
 import socket
 import time
 
+import psutil
 import pytest
 import requests
 
@@ -19,16 +20,11 @@ STATE = {}
 
 
 def _children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(x) for x in f.read().split()]
+    return [c.pid for c in psutil.Process(pid).children()]
 
 
 def _rss_mb(pids) -> float:
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/status") as f:
-            total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
-    return total / 1024
+    return sum(psutil.Process(pid).memory_info().rss for pid in pids) / 2**20
 
 
 @pytest.fixture(scope="module")

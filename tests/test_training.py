@@ -372,8 +372,8 @@ def test_two_processes_match_one(tmp_path, cache_dir, tiny_coco):
 
 def test_cv_never_lets_a_photos_own_label_reach_its_out_of_fold_prediction():
     """Flip one photo's labels: its out-of-fold predictions (every repeat) must not move."""
-    from training.head import imagenet_prior_matrix, sibling_matrix
-    from training.labels import label_names, load_labels
+    from training.head import set_prior_structure
+    from training.labels import load_labels
     from training.model import build_model
     from training.prior_recipe import cross_validate, fold_indices
 
@@ -381,8 +381,7 @@ def test_cv_never_lets_a_photos_own_label_reach_its_out_of_fold_prediction():
         assert not set(train.tolist()) & set(test.tolist()) and len(train) + len(test) == 40
     torch.manual_seed(0)
     model = build_model("resnet18", 34, imagenet_prior=True).eval()
-    model.prior.matrix.copy_(imagenet_prior_matrix(label_names()))
-    model.prior.siblings.copy_(sibling_matrix(load_labels()))  # the supercategory back-off reads other labels
+    set_prior_structure(model.prior, load_labels())  # the supercategory back-off reads other labels
     features = torch.randn(40, 512).abs()
     targets = (torch.rand(40, 34) < 0.3).float()
     known = torch.ones(40, 34, dtype=torch.bool)
@@ -400,7 +399,7 @@ def test_cv_never_lets_a_photos_own_label_reach_its_out_of_fold_prediction():
 
 def test_supercategory_back_off_and_checkpoints_made_before_it():
     """A label without ImageNet classes leans on its supercategory siblings; older state dicts still load."""
-    from training.head import fit_head, imagenet_prior_matrix, sibling_matrix
+    from training.head import fit_head, set_prior_structure, sibling_matrix
     from training.labels import label_names, load_labels
     from training.model import build_model
 
@@ -414,8 +413,7 @@ def test_supercategory_back_off_and_checkpoints_made_before_it():
     assert siblings[names.index("person")].sum() == 0  # alone in its supercategory
     torch.manual_seed(0)
     model = build_model("resnet18", len(names), imagenet_prior=True).eval()
-    model.prior.matrix.copy_(imagenet_prior_matrix(names))
-    model.prior.siblings.copy_(siblings)
+    set_prior_structure(model.prior, labels)
     features = torch.randn(60, 512).abs()
     targets = (torch.rand(60, len(names)) < 0.3).float()
     known = torch.ones(60, len(names), dtype=torch.bool)

@@ -43,6 +43,13 @@ def sibling_matrix(labels: list[dict]) -> torch.Tensor:
     return m / m.sum(1, keepdim=True).clamp(min=1)
 
 
+@torch.no_grad()
+def set_prior_structure(prior, labels: list[dict]) -> None:
+    """Which ImageNet classes and which supercategory siblings speak for each label (before ``fit_head``)."""
+    prior.matrix.copy_(imagenet_prior_matrix([lab["name"] for lab in labels]))
+    prior.siblings.copy_(sibling_matrix(labels))
+
+
 def blend_weights(positives: torch.Tensor, has_prior: torch.Tensor, pseudo_count: float) -> torch.Tensor:
     """Each label's weight on its own evidence: ``positives / (positives + pseudo_count)`` where a prior exists."""
     return torch.where(has_prior, positives / (positives + pseudo_count), torch.ones_like(positives))

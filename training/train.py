@@ -325,7 +325,7 @@ class Head(torch.nn.Module):
 def run_prior(args, model, labels, names, train, val, report, out: Path, pre: dict) -> dict:
     """The default model: see ``training.prior_recipe``."""
     from training.features import cached_features
-    from training.head import imagenet_prior_matrix, sibling_matrix
+    from training.head import set_prior_structure
     from training.plots import plot_run
     from training import prior_recipe
 
@@ -334,8 +334,7 @@ def run_prior(args, model, labels, names, train, val, report, out: Path, pre: di
                          "(--pretrained package or PATH)")
     t0 = time.perf_counter()
     model.eval()
-    model.prior.matrix.copy_(imagenet_prior_matrix(names))
-    model.prior.siblings.copy_(sibling_matrix(labels))
+    set_prior_structure(model.prior, labels)
     set_preset(train, pre)
     features, stats = cached_features(model, train, pre, args.cache_dir, batch_size=args.batch_size,
                                       workers=args.workers, progress=True)

@@ -1,9 +1,11 @@
 """The handler's real work as plain functions, importable without TorchServe.
 
     model, meta = load_model("path/to/unpacked_mar")      # meta.json + model.pt (a state_dict)
+    detector = load_model_detector(meta)                  # None for a classifier-only model
     transform = eval_transform(meta["preprocessing"])
-    batch = torch.stack([transform(decode_image(b, min_side=meta["preprocessing"]["resize"])) for b in images])
-    answers = postprocess(model(batch), meta)   # [{"tags": [...], "scores": {...}, "model_version": "1.0"}]
+    images = [decode_image(b, min_side=meta["preprocessing"]["resize"]) for b in files]
+    logits = with_detector(model(torch.stack([transform(i) for i in images])), images, detector, meta)
+    answers = postprocess(logits, meta)   # [{"tags": [...], "scores": {...}, "model_version": "1.0"}]
 """
 from __future__ import annotations
 
@@ -137,6 +139,32 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tup
     meta = load_meta(model_dir)
     state = torch.load(Path(model_dir) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     return model_from_state(meta, state).to(device), meta
+
+
+def load_model_detector(meta: dict, *, threads: int | None = None):
+    """The detector ``meta`` records (its file's SHA-1 checked), or ``None`` for a classifier-only model.
+
+    Raises:
+        training.detector.DetectorError: the detector file is missing or altered; the message says what to do.
+    """
+    if not meta.get("detector"):
+        return None
+    from training.detector import load_detector
+
+    return load_detector(meta["detector"], threads=threads or torch.get_num_threads())
+
+
+def with_detector(logits: torch.Tensor, images: list, detector, meta: dict) -> torch.Tensor:
+    """The classifier's logits of ``images`` fused with the detector's scores of the same decoded images
+    (``training.fusion``); unchanged without a detector."""
+    if detector is None:
+        return logits
+    from training.detector import detect, label_scores
+    from training.fusion import fuse
+
+    names = [lab["name"] for lab in meta["labels"]]
+    scores = label_scores(detect(detector, images), detector.names, names)
+    return fuse(logits, torch.from_numpy(scores), meta["detector"]["fusion"])
 
 
 def request_bytes(row) -> bytes:

@@ -1,4 +1,4 @@
-"""TorchServe handler for the photo tagger: image bytes -> batch -> sigmoid -> per-label thresholds.
+"""TorchServe handler for the photo tagger: image bytes -> batch -> classifier (+ detector) -> per-label thresholds.
 
 Packed into the ``.mar`` by ``python -m training.archive`` together with ``meta.json``, ``model.pt`` and the
 ``handler`` and ``training`` packages it imports. Each request answers
@@ -14,7 +14,8 @@ import os
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
-from handler.core import load_model, optimize_for_inference, postprocess, request_bytes, runtime_name, serialize
+from handler.core import (load_model, load_model_detector, optimize_for_inference, postprocess, request_bytes,
+                          runtime_name, serialize, with_detector)
 from handler.image import ImageError, decode_image
 from training.presets import eval_transform
 
@@ -34,30 +35,34 @@ class TaggerHandler(BaseHandler):
         settings = (getattr(context, "model_yaml_config", None) or {}).get("handler", {}) or {}
         runtime = str(settings.get("runtime", "onnxruntime")) if settings.get("optimize", True) else "eager"
         self.model = optimize_for_inference(self.model, self.meta, runtime=runtime)
+        self.detector = load_model_detector(self.meta)  # a missing or altered detector file fails here, named
         self.transform = eval_transform(self.meta["preprocessing"])
         self.initialized = True
-        logger.info("tagger %s loaded: %s, %d labels, on %s, %s", self.meta["version"], self.meta["arch"],
-                    len(self.meta["labels"]), self.device, runtime_name(self.model))
+        logger.info("tagger %s loaded: %s, %d labels, on %s, %s, detector %s", self.meta["version"],
+                    self.meta["arch"], len(self.meta["labels"]), self.device, runtime_name(self.model),
+                    self.meta["detector"]["name"] if self.detector else "none")
 
     def preprocess(self, data):
-        """Decode every request; returns (batch or None, {index: tensor row}, {index: (status, message)})."""
-        tensors, errors = {}, {}
+        """Decode every request; returns ((batch, images) or None, indices decoded, {index: (status, message)})."""
+        tensors, images, errors = {}, {}, {}
         for i, row in enumerate(data):
             try:
-                image = decode_image(request_bytes(row), min_side=self.meta["preprocessing"]["resize"])
-                tensors[i] = self.transform(image)
+                images[i] = decode_image(request_bytes(row), min_side=self.meta["preprocessing"]["resize"])
+                tensors[i] = self.transform(images[i])
             except ImageError as exc:
                 errors[i] = (exc.status, str(exc))
             except ValueError as exc:
                 errors[i] = (400, str(exc))
-        batch = torch.stack([tensors[i] for i in sorted(tensors)]) if tensors else None
-        return batch, sorted(tensors), errors
+        ok = sorted(tensors)
+        batch = (torch.stack([tensors[i] for i in ok]), [images[i] for i in ok]) if tensors else None
+        return batch, ok, errors
 
     def inference(self, data, *args, **kwargs):
         batch, ok, errors = data
         if batch is None:
             return None, ok, errors
-        return super().inference(batch), ok, errors
+        tensor, images = batch
+        return with_detector(super().inference(tensor), images, self.detector, self.meta), ok, errors
 
     def postprocess(self, data):
         logits, ok, errors = data

@@ -19,8 +19,12 @@ def test_checkpoint_is_self_describing_and_loads_weights_only(archive):
     ckpt = load_checkpoint(REPO / "checkpoints/default/best.pt")
     meta = ckpt["meta"]
     assert meta["labels"] == load_labels()  # one label source, in output order
-    assert meta["preprocessing"] == {"resize": 256, "crop": 224, "interpolation": "bicubic",
+    assert meta["preprocessing"] == {"resize": 256, "crop": 224, "squash": True, "interpolation": "bicubic",
                                      "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+    detector = meta["detector"]  # the detector travels as its name, its files' hashes and the fusion
+    assert detector["name"] == "ssd_mobilenet_v2_coco_2018_03_29"
+    assert detector["graph_sha1"] == "35d571ac314f1d32ae678a857f87cc0ef6b220e8"
+    assert set(detector["classes"]) == {lab["name"] for lab in meta["labels"] if lab["isthing"]}
     assert all(0 < t < 1 for t in meta["thresholds"])
     assert isinstance(torch.load(REPO / "checkpoints/default/best.pt", weights_only=True)["model"], dict)
 
@@ -28,7 +32,8 @@ def test_checkpoint_is_self_describing_and_loads_weights_only(archive):
 def test_cross_validated_quality_beats_the_baselines(archive):
     metrics = load_checkpoint(REPO / "checkpoints/default/best.pt")["meta"]["metrics"]
     assert metrics["n_images"] == 544  # every bundled photo: samples/coco_subset + samples/coco_more
-    assert metrics["cv_map"] >= 0.42
+    assert metrics["cv_map"] >= 0.55  # issue 19's goal; the classifier alone was 0.47
+    assert metrics["cv_map"] > metrics["cv_map_classifier_only"] + 0.05
     assert metrics["cv_map"] > metrics["cv_map_head_only"] + 0.03
     assert metrics["cv_map"] > metrics["cv_map_imagenet_prior_only"] + 0.05
     assert metrics["cv_map"] > 5 * metrics["cv_map_label_frequency"]
@@ -38,6 +43,16 @@ def test_cross_validated_quality_beats_the_baselines(archive):
     for name in ("fire hydrant", "branch", "bush", "leaves", "hill"):
         assert metrics["positives"][name] >= 1 and metrics["cv_per_label_ap"][name] is not None
     assert metrics["cv_per_label_ap"]["fire hydrant"] > 0.3
+
+
+def test_the_detector_lifts_the_thing_labels_on_photos_it_never_saw(archive):
+    """The detector trained on most bundled COCO photos: its gain is judged on the 63 it never saw (minival)."""
+    rep = load_checkpoint(REPO / "checkpoints/default/best.pt")["meta"]["metrics"]["detector"]
+    assert rep["photos_unseen_by_detector"] == 63 and rep["photos_seen_by_detector"] == 481
+    unseen = rep["thing_map_unseen"]
+    assert unseen["served"] >= unseen["classifier"] + 0.1
+    assert unseen["served"] == max(unseen["fitted_fusion"], unseen["detector_fusion"])  # chosen on unseen photos
+    assert rep["fusion_chosen_on"] == "photos the detector never saw"
 
 
 def test_every_label_with_positives_is_clearly_above_its_frequency_baseline(archive):

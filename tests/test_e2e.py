@@ -152,23 +152,25 @@ def test_upload_and_info_for_real(stack):
 
 
 def test_workers_serve_onnx_runtime_and_agree_with_the_eager_model(stack):
-    """The archive's workers run ONNX Runtime (handler.core.optimize_for_inference) and answer what PyTorch does."""
+    """The archive's workers run ONNX Runtime (handler.core.optimize_for_inference) and the detector, and answer
+    what PyTorch and the detector do in this process."""
     import torch
 
-    from handler.core import postprocess
+    from handler.core import load_model_detector, postprocess, with_detector
     from handler.image import decode_image
     from serving.stack import REPO, model_workers
     from training.presets import eval_transform
     from training.resume import load_for_inference
 
     log = (stack.torchserve.run_dir / "logs/model_log.log").read_text()
-    assert log.count("onnxruntime (1 thread)") >= model_workers()
+    assert log.count("onnxruntime (1 thread), detector ssd_mobilenet_v2_coco_2018_03_29") >= model_workers()
     data = (COCO / "images/000000000471.jpg").read_bytes()
     served = ts_post(stack, data=data, headers={"Content-Type": "application/octet-stream"}).json()
     model, meta, _ = load_for_inference(REPO / "checkpoints/default/best.pt")
-    x = eval_transform(meta["preprocessing"])(decode_image(data, min_side=meta["preprocessing"]["resize"]))[None]
+    image = decode_image(data, min_side=meta["preprocessing"]["resize"])
+    x = eval_transform(meta["preprocessing"])(image)[None]
     with torch.inference_mode():
-        eager = postprocess(model(x), meta)[0]
+        eager = postprocess(with_detector(model(x), [image], load_model_detector(meta), meta), meta)[0]
     assert served["tags"] == eager["tags"]
     assert max(abs(served["scores"][k] - eager["scores"][k]) for k in eager["scores"]) <= 2e-4  # 4 decimals
 

@@ -26,7 +26,8 @@ MODEL_NAME = "tagger"
 # Modules the handler imports at run time; each travels inside the archive.
 PAYLOAD = {
     "handler": ("__init__.py", "core.py", "image.py"),
-    "training": ("__init__.py", "checkpoint.py", "model.py", "presets.py"),
+    "training": ("__init__.py", "checkpoint.py", "detector.py", "fusion.py", "model.py",
+                 "presets.py"),
 }
 
 

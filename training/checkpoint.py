@@ -8,7 +8,9 @@ A checkpoint is a plain dict of tensors and JSON-able values, loadable with ``to
     {"format": 1, "arch": "efficientnet_lite0", "imagenet_prior": true,
      "labels": [{"id": 155, "name": "sea", ...}, ...],       # output order
      "thresholds": [0.42, ...],                              # one per label, on sigmoid probabilities
-     "preprocessing": {"resize": 256, "crop": 224, "interpolation": "bicubic", "mean": [...], "std": [...]},
+     "preprocessing": {"resize": 256, "crop": 224, "squash": true, "interpolation": "bicubic", "mean": [...], ...},
+     "detector": {"name": "ssd_mobilenet_v2_coco_2018_03_29", "graph_sha1": "...", "classes": {"person": 1, ...},
+                  "fusion": {"a": [...], "b": [...], "c": [...]}, ...},     # or null: a classifier-only model
      "version": "1.0", "metrics": {...}, "created": "2026-12-01T00:00:00Z"}
 """
 from __future__ import annotations
@@ -45,6 +47,13 @@ def validate_meta(meta: dict) -> dict:
     for key in ("resize", "crop", "interpolation", "mean", "std"):
         if key not in meta["preprocessing"]:
             raise ValueError(f"model metadata preprocessing lacks {key!r}")
+    detector = meta.get("detector")
+    if detector is not None:
+        for key in ("name", "graph_sha1", "classes", "input", "fusion"):
+            if key not in detector:
+                raise ValueError(f"model metadata detector lacks {key!r}")
+        if any(len(detector["fusion"].get(k, ())) != len(meta["labels"]) for k in ("a", "b", "c")):
+            raise ValueError("model metadata detector fusion needs a, b and c for every label")
     return meta
 
 

@@ -145,10 +145,11 @@ class LabelledImages(torch.utils.data.Dataset):
     """
 
     def __init__(self, paths: list[Path], targets: torch.Tensor, known: torch.Tensor, label_names: list[str],
-                 transform=None, min_side: int | None = None):
+                 transform=None, min_side: int | None = None, records: list[dict] | None = None):
         self.paths, self._targets, self._known = list(paths), targets, known
         self.label_names, self.transform = list(label_names), transform
         self.min_side = min_side  # decode as the handler does: reduced to this shorter side (None: full size)
+        self.records = list(records) if records is not None else [{} for _ in self.paths]  # COCO image records
 
     @classmethod
     def from_coco(cls, sources: list[tuple[Path, Path]], label_names: list[str], *, transform=None,
@@ -159,6 +160,7 @@ class LabelledImages(torch.utils.data.Dataset):
         vocabulary (ignored). Raises ``DatasetError`` when nothing usable remains.
         """
         rows: dict[Path, list] = {}
+        records: dict[Path, dict] = {}
         ignored: dict[str, int] = {}
         for root, ann in sources:
             try:
@@ -178,6 +180,7 @@ class LabelledImages(torch.utils.data.Dataset):
                     rows[path][1] |= known
                 else:
                     rows[path] = [target, known]
+                    records[path] = ds.coco.imgs[image_id]
         skipped = []
         paths = []
         for path in rows:
@@ -197,7 +200,7 @@ class LabelledImages(torch.utils.data.Dataset):
         if not (targets.bool() & known).any():
             raise DatasetError("the annotation files hold no positive label of the vocabulary: check that their "
                                "category names are COCO-Stuff names (e.g. 'sea', 'person') or pass --labels")
-        return cls(paths, targets, known, label_names, transform, min_side), report
+        return cls(paths, targets, known, label_names, transform, min_side, [records[p] for p in paths]), report
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -205,7 +208,8 @@ class LabelledImages(torch.utils.data.Dataset):
     def subset(self, indices, transform=None) -> "LabelledImages":
         idx = torch.as_tensor(indices, dtype=torch.long)
         return LabelledImages([self.paths[i] for i in idx.tolist()], self._targets[idx], self._known[idx],
-                              self.label_names, transform if transform is not None else self.transform, self.min_side)
+                              self.label_names, transform if transform is not None else self.transform, self.min_side,
+                              [self.records[i] for i in idx.tolist()])
 
     def image_path(self, index: int) -> Path:
         return self.paths[index]

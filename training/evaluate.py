@@ -4,8 +4,9 @@
         --data samples/coco_subset --ann samples/coco_subset/annotations.json --result var/result.csv
 
 Prints and writes (``--out``, default beside the checkpoint: ``eval-<ann name>.json``) mAP, CP, CR, CF1, OP, OR,
-OF1 at the checkpoint's thresholds, and per-label AP; labels without a known positive are reported as not
-applicable (``null``), never as 0 and never inside an average.
+OF1 at the checkpoint's thresholds, and per-label AP, of what the handler would answer (the detector fused in
+when the model has one); labels without a known positive are reported as not applicable (``null``), never as 0
+and never inside an average.
 """
 from __future__ import annotations
 
@@ -20,13 +21,32 @@ from training.checkpoint import save_json
 from training.datasets import DatasetError, LabelledImages, pair_sources
 from training.metrics import summarize
 
+DEFAULT_CACHE = Path(__file__).resolve().parent.parent / "var/cache"
+
 
 @torch.no_grad()
-def predict_probs(forward, dataset, *, batch_size: int = 32, workers: int = 0, device="cpu") -> torch.Tensor:
-    """Sigmoid probabilities of ``forward`` over every item of ``dataset`` (inputs, _, _), (N, L)."""
+def predict_logits(forward, dataset, *, batch_size: int = 32, workers: int = 0, device="cpu") -> torch.Tensor:
+    """Logits of ``forward`` over every item of ``dataset`` (inputs, _, _), (N, L)."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    out = [forward(x.to(device)).float().sigmoid().cpu() for x, _, _ in loader]
+    out = [forward(x.to(device)).float().cpu() for x, _, _ in loader]
     return torch.cat(out)
+
+
+def model_probs(model, meta: dict, dataset, *, batch_size: int = 32, workers: int = 0,
+                cache_dir: str | Path | None = None) -> torch.Tensor:
+    """What the served model answers for every photo of ``dataset``: the classifier's logits, fused with the
+    detector's scores when ``meta`` has one (as the handler does), as probabilities (N, L)."""
+    logits = predict_logits(model, dataset, batch_size=batch_size, workers=workers)
+    if meta.get("detector"):
+        from training.detector import label_scores
+        from training.features import cached_detections
+        from training.fusion import fuse
+
+        raw, _ = cached_detections(meta["detector"], dataset, cache_dir or DEFAULT_CACHE)
+        names = [lab["name"] for lab in meta["labels"]]
+        scores = label_scores(raw.numpy(), list(meta["detector"]["classes"]), names)
+        logits = fuse(logits, torch.from_numpy(scores), meta["detector"]["fusion"])
+    return logits.sigmoid()
 
 
 def write_result_csv(path: str | Path, image_paths, probs: torch.Tensor, names: list[str], thresholds) -> None:
@@ -68,6 +88,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="metrics JSON (default: eval-<ann stem>.json beside the checkpoint)")
     p.add_argument("-b", "--batch-size", type=int, default=32, help="batch size (default: 32)")
     p.add_argument("-j", "--workers", type=int, default=0, help="data loading workers (default: 0)")
+    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="detector score cache (default: var/cache)")
     return p
 
 
@@ -85,7 +106,8 @@ def main(args: argparse.Namespace) -> dict:
     if report["skipped"]:
         print(f"skipped {len(report['skipped'])} images that do not decode: "
               + "; ".join(f"{s['path']} ({s['reason']})" for s in report["skipped"][:10]))
-    probs = predict_probs(model, dataset, batch_size=args.batch_size, workers=args.workers)
+    probs = model_probs(model, meta, dataset, batch_size=args.batch_size, workers=args.workers,
+                        cache_dir=getattr(args, "cache_dir", None))
     targets, known = dataset.targets()
     summary = summarize(probs, targets, known, meta["thresholds"], names)
     summary["checkpoint"] = str(args.checkpoint)

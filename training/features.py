@@ -79,3 +79,47 @@ def cached_features(model, dataset, preprocessing: dict, cache_dir: str | Path, 
         atomic_write(path, lambda f: torch.save(blob, f))
     features = torch.stack([store[k] for k in keys]) if keys else torch.zeros(0, model.backbone.num_features)
     return features, {"cached": len(keys) - len(missing), "computed": len(missing), "file": str(path)}
+
+
+def detections_path(spec: dict, min_side: int | None, cache_dir: str | Path) -> Path:
+    from handler.image import DECODER_VERSION
+    from training.detector import DETECT_VERSION
+
+    record = {"graph": spec["graph_sha1"], "tiles": bool(spec.get("tiles")), "classes": spec["classes"],
+              "input": spec["input"], "min_side": min_side, "decoder": DECODER_VERSION, "detect": DETECT_VERSION}
+    key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
+    return Path(cache_dir) / f"detections-{key}.pt"
+
+
+def cached_detections(spec: dict, dataset, cache_dir: str | Path, *, batch_size: int = 8,
+                      progress: bool = False) -> tuple[torch.Tensor, dict]:
+    """The detector's scores ``(N, C)`` (columns: ``spec["classes"]`` in order) of every photo of ``dataset``,
+    decoded as the handler decodes them (``dataset.min_side``); cached per photo like ``cached_features``."""
+    from handler.image import decode_image
+    from training.detector import detect, load_detector
+
+    path = detections_path(spec, dataset.min_side, cache_dir)
+    store: dict[str, torch.Tensor] = {}
+    if path.is_file():
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        store = dict(zip(blob["keys"], blob["scores"]))
+    keys = [image_key(dataset.image_path(i)) for i in range(len(dataset))]
+    missing = [i for i, k in enumerate(keys) if k not in store]
+    if missing:
+        detector = load_detector(spec, threads=torch.get_num_threads())
+        batches = range(0, len(missing), batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            batches = tqdm(batches, desc="detector", unit="batch", leave=False)
+        for start in batches:
+            chunk = missing[start:start + batch_size]
+            images = [decode_image(dataset.image_path(i).read_bytes(), min_side=dataset.min_side, max_pixels=10**9,
+                                   max_bytes=1 << 31) for i in chunk]
+            for i, row in zip(chunk, detect(detector, images)):
+                store[keys[i]] = torch.from_numpy(row.copy())
+        names = sorted(store)
+        blob = {"keys": names, "scores": torch.stack([store[k] for k in names])}
+        atomic_write(path, lambda f: torch.save(blob, f))
+    scores = torch.stack([store[k] for k in keys]) if keys else torch.zeros(0, len(spec["classes"]))
+    return scores, {"cached": len(keys) - len(missing), "computed": len(missing), "file": str(path)}

@@ -30,11 +30,17 @@ def default_preprocessing(arch: str) -> dict:
 
 
 def eval_transform(pre: dict) -> T.Compose:
-    """PIL RGB image -> normalised float tensor (C, crop, crop): resize shorter side, centre crop."""
+    """PIL RGB image -> normalised float tensor (C, crop, crop).
+
+    ``pre["squash"]`` true: the whole photo resized to crop x crop (its edges, where sea, sky, road and grass
+    often are, stay in); otherwise (records made before it) the shorter side resized to ``resize``, centre crop.
+    """
+    interpolation = _INTERPOLATION[pre["interpolation"]]
+    fit = ([T.Resize((pre["crop"], pre["crop"]), interpolation=interpolation, antialias=True)] if pre.get("squash")
+           else [T.Resize(pre["resize"], interpolation=interpolation, antialias=True), T.CenterCrop(pre["crop"])])
     return T.Compose([
         T.PILToTensor(),
-        T.Resize(pre["resize"], interpolation=_INTERPOLATION[pre["interpolation"]], antialias=True),
-        T.CenterCrop(pre["crop"]),
+        *fit,
         T.ToDtype(torch.float32, scale=True),
         T.Normalize(mean=pre["mean"], std=pre["std"]),
     ])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from training.fusion import fit_fusion, fuse
 from training.head import fit_head
 from training.metrics import calibrate_thresholds, mean_average_precision, per_label_ap, summarize
 
@@ -51,14 +52,83 @@ def cross_validate(model, features, targets, known, *, folds: int, repeats: int,
     return out
 
 
+#: How the detector meets the classifier: the fitted fusion, or the detector's score alone (see ``fit``).
+FUSIONS = ("fitted", "detector")
+
+
+def fuse_out_of_fold(cv_logits: list[torch.Tensor], detections: torch.Tensor, targets, known, *, folds: int,
+                     detector_only: bool = False) -> list[torch.Tensor]:
+    """Each photo's fused logits from a fusion fitted without it: per repeat and fold, ``fit_fusion`` on the
+    other folds' out-of-fold logits, applied to the fold's."""
+    out = []
+    for r, oof in enumerate(cv_logits):
+        fused = oof.clone()
+        for train, test in fold_indices(len(oof), folds, r):
+            fusion, _ = fit_fusion(oof[train], detections[train], targets[train], known[train],
+                                   detector_only=detector_only)
+            fused[test] = fuse(oof[test], detections[test], fusion)
+        out.append(fused)
+    return out
+
+
+def _group_map(scores: torch.Tensor, targets, known, cols: list[int], rows=None) -> float | None:
+    rows = torch.ones(len(scores), dtype=torch.bool) if rows is None else rows
+    if not cols or not bool(rows.any()):
+        return None
+    aps = [a for a in per_label_ap(scores[rows][:, cols], targets[rows][:, cols], known[rows][:, cols]) if a == a]
+    return round(sum(aps) / len(aps), 4) if aps else None
+
+
+def detector_report(cv: dict, detections, targets, known, names, seen, source: list[str], mode: str) -> dict:
+    """Thing labels' CV AP (fused, classifier alone, detector alone) on photos the detector saw in its own
+    training and on those it never saw, reported apart: the seen ones flatter it."""
+    cols = [j for j in range(len(names)) if not bool(detections[:, j].isnan().any())]
+    stuff = [j for j in range(len(names)) if j not in cols]
+    det = torch.where(detections.isnan(), torch.zeros_like(detections), detections)
+    mean = lambda xs: None if any(x is None for x in xs) else round(sum(xs) / len(xs), 4)  # noqa: E731
+    report = {"thing_labels": [names[j] for j in cols], "photos_unseen_by_detector": int((~seen).sum()),
+              "photos_seen_by_detector": int(seen.sum()), "fusion_source": {names[j]: source[j] for j in cols},
+              "fusion": mode, "fusion_chosen_on": "photos the detector never saw" if bool((~seen).any())
+              else "all photos"}
+    for part, rows in (("unseen", ~seen), ("seen", seen), ("all", None)):
+        report[f"thing_map_{part}"] = {
+            "served": mean([_group_map(s, targets, known, cols, rows) for s in cv["blend"]]),
+            **{f"{k}_fusion": mean([_group_map(s, targets, known, cols, rows) for s in cv[k]])
+               for k in FUSIONS},
+            "classifier": mean([_group_map(s, targets, known, cols, rows) for s in cv["classifier_only"]]),
+            "detector": _group_map(det, targets, known, cols, rows)}
+    report["stuff_map"] = mean([_group_map(s, targets, known, stuff) for s in cv["blend"]])
+    return report
+
+
 def fit(model, features, targets, known, names: list[str], *, folds: int, repeats: int, wd: float,
-        pseudo_count: float) -> dict:
+        pseudo_count: float, detections: torch.Tensor | None = None, seen: torch.Tensor | None = None) -> dict:
     """Cross-validate, calibrate thresholds on the out-of-fold probabilities, fit on everything.
 
-    Returns ``{"thresholds", "metrics", "oof_probs"}``; ``model`` ends fitted on all photos.
+    With ``detections`` ((N, L) detector scores, NaN for labels it lacks), the classifier's out-of-fold logits
+    are fused with them (``training.fusion``, itself cross-validated): the fitted blend or the detector's score
+    alone, whichever ranks the thing labels better on the photos the detector never saw (``seen`` false; all
+    photos when there is none).
+
+    Returns ``{"thresholds", "metrics", "oof_probs", "fusion"}``; ``model`` ends fitted on all photos.
     """
     cv = cross_validate(model, features, targets, known, folds=folds, repeats=repeats, wd=wd,
                         pseudo_count=pseudo_count)
+    fusion = fusion_source = None
+    if detections is not None:
+        seen = torch.zeros(len(features), dtype=torch.bool) if seen is None else seen
+        judge = ~seen if bool((~seen).any()) else torch.ones_like(seen)
+        cols = [j for j in range(len(names)) if not bool(detections[:, j].isnan().any())]
+        cv["classifier_only"] = cv["blend"]
+        for mode in FUSIONS:
+            cv[mode] = fuse_out_of_fold(cv["blend"], detections, targets, known, folds=folds,
+                                        detector_only=mode == "detector")
+        score = {m: sum(_group_map(s, targets, known, cols, judge) or 0 for s in cv[m]) for m in FUSIONS}
+        fusion_mode = max(FUSIONS, key=lambda m: score[m])  # ties: the fitted fusion (listed first)
+        cv["blend"] = cv[fusion_mode]
+        fusion, fusion_source = fit_fusion(torch.cat(cv["classifier_only"]), detections.repeat(repeats, 1),
+                                           targets.repeat(repeats, 1), known.repeat(repeats, 1),
+                                           detector_only=fusion_mode == "detector")
     cv_maps = {k: [mean_average_precision(s, targets, known) for s in v] for k, v in cv.items()}
     blend_probs = torch.cat([s.sigmoid() for s in cv["blend"]])
     all_targets, all_known = targets.repeat(repeats, 1), known.repeat(repeats, 1)
@@ -87,4 +157,11 @@ def fit(model, features, targets, known, names: list[str], *, folds: int, repeat
         "train_map": round(mean_average_precision(model.logits_from_features(features).detach(), targets, known),
                            4),
     }
-    return {"thresholds": thresholds, "metrics": metrics, "oof_probs": cv["blend"][0].sigmoid()}
+    if fusion is not None:
+        metrics["cv_map_classifier_only"] = mean(cv_maps["classifier_only"])
+        metrics.update({f"cv_map_{m}_fusion": mean(cv_maps[m]) for m in FUSIONS})
+        metrics["detector"] = detector_report(cv, detections, targets, known, names, seen, fusion_source,
+                                              fusion_mode)
+        for m in ("classifier_only", *FUSIONS):
+            cv.pop(m)
+    return {"thresholds": thresholds, "metrics": metrics, "oof_probs": cv["blend"][0].sigmoid(), "fusion": fusion}

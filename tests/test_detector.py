@@ -1,0 +1,185 @@
+"""The COCO detector behind the thing labels: its scores, its file checks, the fusion, and the handler with it."""
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import COCO
+from training.detector import (DetectorError, detect, detector_spec, graph_files, label_scores, load_detector,
+                               load_minival_ids, seen_by_detector, tiles_of)
+from training.fusion import detector_logits, fit_fusion, fuse, identity_fusion
+
+BUS = COCO / "images/000000000471.jpg"  # a bus in a street, people beside it
+
+
+@pytest.fixture(scope="module")
+def spec(labels):
+    return detector_spec(labels)
+
+
+@pytest.fixture(scope="module")
+def detector(spec):
+    return load_detector(spec, threads=1)
+
+
+def _full_graph_best(spec, image) -> dict:
+    """The unmodified network's best box per class (its own DetectionOutput, confidence >= 0.01)."""
+    import cv2
+
+    pb, pbtxt = graph_files(spec)
+    net = cv2.dnn.readNetFromTensorflow(str(pb), str(pbtxt))
+    best = {}
+    net.setInput(cv2.dnn.blobFromImage(np.asarray(image), 1.0, (300, 300), (0, 0, 0), False, False))
+    rows = net.forward().reshape(-1, 7)
+    rows = rows[rows[:, 2] > 0]  # (the output is padded with empty rows)
+    for _, cls, conf in rows[:, :3]:
+        best[int(cls)] = max(best.get(int(cls), 0.0), float(conf))
+    # below the 0.01 confidence floor, or under the 100 best boxes it keeps (keep_top_k)
+    return best, 0.0101 if len(rows) < 100 else float(rows[:, 2].min()) + 1e-6
+
+
+def test_class_scores_equal_the_full_networks_best_box(spec, detector):
+    """Only the 13 classes' predictors run, without boxes or NMS: the best box's confidence all the same."""
+    photos = [BUS] + sorted((COCO / "images").glob("*.jpg"))[:5]
+    for path in photos:
+        image = Image.open(path).convert("RGB")
+        full, floor = _full_graph_best(spec, image)
+        ours = detect(detector, [image])[0]
+        for name, score in zip(detector.names, ours):
+            cls = spec["classes"][name]
+            if cls in full:
+                assert score == pytest.approx(full[cls], abs=1e-5), (path.name, name)
+            else:  # a box the full network drops: under its confidence floor or its top 100
+                assert score < floor, (path.name, name)
+    bus = dict(zip(detector.names, detect(detector, [Image.open(BUS).convert("RGB")])[0]))
+    assert bus["bus"] > 0.9 and bus["person"] > 0.3 and bus["boat"] < 0.05
+
+
+def test_a_batch_scores_each_photo_as_alone_and_tiles_only_add(detector):
+    images = [Image.open(p).convert("RGB") for p in sorted((COCO / "images").glob("*.jpg"))[:3]]
+    alone = np.stack([detect(detector, [im])[0] for im in images])
+    assert np.allclose(detect(detector, images), alone, atol=1e-5)
+    tiled = detect(detector, images, tiles=True)
+    assert (tiled >= alone - 1e-6).all() and tiled.shape == alone.shape
+    assert tiles_of(100, 50) == [(0, 0, 62, 31), (38, 0, 100, 31), (0, 19, 62, 50), (38, 19, 100, 50)]
+
+
+def test_a_photo_with_nothing_in_it_scores_low_everywhere(detector):
+    gray = Image.new("RGB", (320, 240), (128, 128, 128))
+    assert detect(detector, [gray]).max() < 0.05
+    assert detect(detector, []).shape == (0, len(detector.names))
+
+
+def test_a_missing_or_altered_detector_file_is_refused_with_what_to_do(spec, tmp_path):
+    with pytest.raises(DetectorError, match="detector file missing.*make setup.*--detector none"):
+        load_detector(spec, graph=tmp_path / "frozen_inference_graph.pb")
+    altered = tmp_path / "frozen_inference_graph.pb"
+    original, _ = graph_files(spec)
+    data = bytearray(original.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: still the right size
+    altered.write_bytes(bytes(data))
+    with pytest.raises(DetectorError, match=f"altered.*expected {spec['graph_sha1']}"):
+        load_detector(spec, graph=altered)
+
+
+def test_labels_map_to_detector_classes_by_coco_id(labels, spec):
+    names = [lab["name"] for lab in labels]
+    assert spec["classes"] == {"boat": 9, "fire hydrant": 11, "person": 1, "motorcycle": 4, "stop sign": 13,
+                               "bicycle": 2, "bench": 15, "traffic light": 10, "bus": 6, "parking meter": 14,
+                               "train": 7, "truck": 8, "car": 3}
+    scores = label_scores(np.array([[0.5] * 13], dtype=np.float32), list(spec["classes"]), names)
+    assert np.isnan(scores[0, names.index("sea")]) and scores[0, names.index("car")] == 0.5
+    with pytest.raises(ValueError, match="choose one of"):
+        detector_spec(labels, "yolo")
+
+
+def test_which_photos_the_detector_saw():
+    minival = load_minival_ids(COCO.parent / "mscoco_minival_ids.txt")
+    assert len(minival) == 8059 and 25096 in minival
+    assert seen_by_detector({"id": 9, "coco_split": "train2017"}, minival)
+    assert not seen_by_detector({"id": 25096, "coco_split": "val2017"}, minival)  # minival: never seen
+    assert not seen_by_detector({"id": 9, "file_name": "mine.jpg"}, minival)  # a user's photo
+
+
+def test_fusion_is_identity_without_a_detector_class_and_fits_shared_weights():
+    torch.manual_seed(0)
+    n = 400
+    det = torch.rand(n, 3)
+    det[:, 0] = float("nan")  # label 0: no detector class
+    targets = (torch.rand(n, 3) < 0.3).float()
+    # labels 1-2: the detector knows the truth well, the classifier a little
+    det[:, 1:] = torch.where(targets[:, 1:].bool(), 0.6 + 0.4 * torch.rand(n, 2), 0.5 * torch.rand(n, 2))
+    logits = torch.randn(n, 3) + 0.5 * (2 * targets - 1)
+    known = torch.ones(n, 3, dtype=torch.bool)
+    fusion, source = fit_fusion(logits, det, targets, known)
+    assert source == ["none", "fused", "fused"]
+    assert (fusion["a"][0], fusion["b"][0], fusion["c"][0]) == (1.0, 0.0, 0.0)
+    assert fusion["b"][1] > 2 * fusion["a"][1] > 0  # the detector weighs more
+    z = fuse(logits, det, fusion)
+    assert torch.equal(z[:, 0], logits[:, 0])
+    assert torch.equal(fuse(logits, det, identity_fusion(3)), logits)
+    only, _ = fit_fusion(logits, det, targets, known, detector_only=True)
+    assert only["a"][1:] == [0.0, 0.0] and only["b"][1:] == [1.0, 1.0]
+    assert torch.isfinite(detector_logits(torch.tensor([0.0, 1.0, float("nan")]))).all()
+
+
+def test_a_label_the_classifier_ranks_better_is_left_to_it():
+    torch.manual_seed(1)
+    n = 300
+    targets = (torch.rand(n, 2) < 0.4).float()
+    logits = torch.randn(n, 2)
+    logits[:, 1] += 2 * (2 * targets[:, 1] - 1)  # label 1: the classifier is good, label 0: noise
+    det = torch.rand(n, 2)  # label 1: the detector is noise
+    det[:, 0] = torch.where(targets[:, 0].bool(), 0.9, 0.1)  # label 0: the detector is right
+    fusion, source = fit_fusion(logits, det, targets, torch.ones(n, 2, dtype=torch.bool))
+    assert source == ["fused", "classifier"] and (fusion["a"][1], fusion["b"][1]) == (1.0, 0.0)
+
+
+@pytest.fixture(scope="module")
+def detector_model_dir(tmp_path_factory, tiny_model_dir, labels):
+    """The tiny model of conftest with the detector and a fusion: detector score only for the thing labels."""
+    d = tmp_path_factory.mktemp("detector_model")
+    shutil.copy(tiny_model_dir / "model.pt", d / "model.pt")
+    meta = json.loads((tiny_model_dir / "meta.json").read_text())
+    spec = detector_spec(labels)
+    fusion = {"a": [0.0 if lab["name"] in spec["classes"] else 1.0 for lab in labels],
+              "b": [1.0 if lab["name"] in spec["classes"] else 0.0 for lab in labels], "c": [0.0] * len(labels)}
+    meta["detector"] = {**spec, "fusion": fusion}
+    meta["preprocessing"]["resize"] = 256  # photos decoded as the default model's are: the detector sees 256 px
+    (d / "meta.json").write_text(json.dumps(meta))
+    return d
+
+
+def test_the_handler_answers_the_detectors_objects_and_fails_only_a_bad_image(detector_model_dir):
+    from handler.tagger_handler import TaggerHandler
+    from tests.test_handler import Context
+
+    handler = TaggerHandler()
+    ctx = Context(detector_model_dir)
+    handler.initialize(ctx)
+    assert handler.detector is not None
+    gray = io.BytesIO()
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(gray, "PNG")
+    out = [json.loads(r) for r in handler.handle([{"body": BUS.read_bytes()}, {"body": b"junk"},
+                                                  {"body": gray.getvalue()}], ctx)]
+    assert ctx.statuses == {1: (415, out[1]["error"])}
+    assert "bus" in out[0]["tags"] and out[0]["scores"]["bus"] > 0.9 and out[0]["scores"]["person"] > 0.3
+    things = {"bus", "car", "person", "truck", "boat", "train"}
+    assert not things & set(out[2]["tags"]) and max(out[2]["scores"][t] for t in things) < 0.05
+
+
+def test_a_model_whose_detector_was_altered_does_not_load(detector_model_dir, tmp_path):
+    from handler.tagger_handler import TaggerHandler
+    from tests.test_handler import Context
+
+    d = tmp_path / "model"
+    shutil.copytree(detector_model_dir, d)
+    meta = json.loads((d / "meta.json").read_text())
+    meta["detector"]["graph_sha1"] = "0" * 40  # the model expects another file than the one installed
+    (d / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DetectorError, match="altered"):
+        TaggerHandler().initialize(Context(d))

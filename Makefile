@@ -113,6 +113,7 @@ bench: setup
 		$(PY) -m training --recipe prior $(DATA_FLAGS) --output var/bench/default --cache-dir var/bench/cache
 	$(PY) benchmarks/decode.py
 	$(PY) benchmarks/serving.py --checkpoint var/bench/default/best.pt
+	$(PY) benchmarks/model_budget.py --checkpoint var/bench/default/best.pt
 	$(PY) benchmarks/gateway.py
 	$(PY) benchmarks/training.py --out var/bench/training
 

@@ -142,9 +142,27 @@ def torchserve_run(ckpt: Path | None, data: bytes, config: str, label: str, thre
             for th in threads:
                 th.join()
             c8 = 8 * n_each / (time.perf_counter() - t)
+            rss = worker_rss_mb(torchserve.running_pid(run))
         finally:
             torchserve.stop(run)
-    return {"label": label, "ready_s": ready_s, "c1_ms": c1, "c8_req_per_s": c8, "errors": len(errors)}
+    return {"label": label, "ready_s": ready_s, "c1_ms": c1, "c8_req_per_s": c8, "errors": len(errors),
+            "worker_rss_mb": rss}
+
+
+def worker_rss_mb(frontend_pid: int | None) -> list[float]:
+    """Resident memory of each Python model worker under the TorchServe frontend, in MiB."""
+    import psutil
+
+    if frontend_pid is None:
+        return []
+    out = []
+    for child in psutil.Process(frontend_pid).children(recursive=True):
+        try:
+            if "model_service_worker" in " ".join(child.cmdline()):
+                out.append(child.memory_info().rss / 2**20)
+        except psutil.NoSuchProcess:
+            continue
+    return sorted(out)
 
 
 def main() -> None:

@@ -85,6 +85,10 @@ def test_head_only_training_writes_everything_and_the_archive_serves_it(tmp_path
     meta = ckpt["meta"]
     assert meta["thresholds"] != [0.5] * 34 and meta["arch"] == "efficientnet_lite0"
     assert ckpt["epoch"] == metrics["best_epoch"]
+    # the detector joins after the best epoch: fused on the validation photos, thresholds calibrated on that
+    assert meta["detector"]["name"] == "ssd_mobilenet_v2_coco_2018_03_29" and "detector" in meta["recipe"]
+    assert meta["metrics"]["fusion"] in ("fitted", "detector") and metrics["best"]["mAP"] > best["classifier_only"]
+    assert meta["preprocessing"]["squash"] is True
     rows = result.read_text().splitlines()
     header = rows[0].split(",")
     assert header[0] == "image" and header[-1] == "tags" and header[1:-1] == [lab["name"] for lab in meta["labels"]]
@@ -97,6 +101,15 @@ def test_head_only_training_writes_everything_and_the_archive_serves_it(tmp_path
 
     with zipfile.ZipFile(mar) as z:
         assert json.loads(z.read("meta.json"))["thresholds"] == meta["thresholds"]
+
+
+def test_detector_none_builds_a_classifier_only_model(tmp_path, cache_dir, tiny_coco):
+    out = tmp_path / "plain"
+    assert run(["--data", COCO, "--ann", tiny_coco, "--output", out, "--cache-dir", cache_dir, "--epochs", 1,
+                "--detector", "none", "--resize-mode", "crop", "-j", 0]) == 0
+    meta = torch.load(out / "best.pt", weights_only=True)["meta"]
+    assert meta.get("detector") is None and "squash" not in json.dumps(meta["recipe"])
+    assert meta["preprocessing"]["squash"] is False
 
 
 def test_resume_continues_to_the_same_result(tmp_path, cache_dir):

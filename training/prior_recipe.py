@@ -101,6 +101,24 @@ def detector_report(cv: dict, detections, targets, known, names, seen, source: l
     return report
 
 
+def choose_fusion(cv_logits: list[torch.Tensor], detections, targets, known, seen, *, folds: int):
+    """The fitted fusion or the detector's score alone, whichever ranks the thing labels better out of fold on
+    the photos the detector never saw (all photos when there is none), then fitted on every row.
+
+    Returns ``(mode, fusion, per-label source, {mode: out-of-fold fused logits per repeat})``.
+    """
+    judge = ~seen if bool((~seen).any()) else torch.ones_like(seen)
+    cols = [j for j in range(detections.shape[1]) if not bool(detections[:, j].isnan().any())]
+    fused = {m: fuse_out_of_fold(cv_logits, detections, targets, known, folds=folds, detector_only=m == "detector")
+             for m in FUSIONS}
+    score = {m: sum(_group_map(s, targets, known, cols, judge) or 0 for s in fused[m]) for m in FUSIONS}
+    mode = max(FUSIONS, key=lambda m: score[m])  # ties: the fitted fusion (listed first)
+    repeats = len(cv_logits)
+    fusion, source = fit_fusion(torch.cat(cv_logits), detections.repeat(repeats, 1), targets.repeat(repeats, 1),
+                                known.repeat(repeats, 1), detector_only=mode == "detector")
+    return mode, fusion, source, fused
+
+
 def fit(model, features, targets, known, names: list[str], *, folds: int, repeats: int, wd: float,
         pseudo_count: float, detections: torch.Tensor | None = None, seen: torch.Tensor | None = None) -> dict:
     """Cross-validate, calibrate thresholds on the out-of-fold probabilities, fit on everything.
@@ -114,21 +132,14 @@ def fit(model, features, targets, known, names: list[str], *, folds: int, repeat
     """
     cv = cross_validate(model, features, targets, known, folds=folds, repeats=repeats, wd=wd,
                         pseudo_count=pseudo_count)
-    fusion = fusion_source = None
+    fusion = fusion_source = fusion_mode = None
     if detections is not None:
         seen = torch.zeros(len(features), dtype=torch.bool) if seen is None else seen
-        judge = ~seen if bool((~seen).any()) else torch.ones_like(seen)
-        cols = [j for j in range(len(names)) if not bool(detections[:, j].isnan().any())]
         cv["classifier_only"] = cv["blend"]
-        for mode in FUSIONS:
-            cv[mode] = fuse_out_of_fold(cv["blend"], detections, targets, known, folds=folds,
-                                        detector_only=mode == "detector")
-        score = {m: sum(_group_map(s, targets, known, cols, judge) or 0 for s in cv[m]) for m in FUSIONS}
-        fusion_mode = max(FUSIONS, key=lambda m: score[m])  # ties: the fitted fusion (listed first)
+        fusion_mode, fusion, fusion_source, fused = choose_fusion(cv["blend"], detections, targets, known, seen,
+                                                                  folds=folds)
+        cv.update(fused)
         cv["blend"] = cv[fusion_mode]
-        fusion, fusion_source = fit_fusion(torch.cat(cv["classifier_only"]), detections.repeat(repeats, 1),
-                                           targets.repeat(repeats, 1), known.repeat(repeats, 1),
-                                           detector_only=fusion_mode == "detector")
     cv_maps = {k: [mean_average_precision(s, targets, known) for s in v] for k, v in cv.items()}
     blend_probs = torch.cat([s.sigmoid() for s in cv["blend"]])
     all_targets, all_known = targets.repeat(repeats, 1), known.repeat(repeats, 1)

@@ -83,7 +83,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     m.add_argument("--detector", default="auto", choices=("auto", "ssd_mobilenet_v2", "none"),
                    help="COCO detector whose boxes give the thing labels (person, car, bus, ...) their evidence, "
                         "fused with the classifier's scores (training.fusion); none: a classifier-only model, "
-                        "the old speed; auto: ssd_mobilenet_v2 with --recipe prior, none with sgd (default: auto)")
+                        "the old speed; auto: ssd_mobilenet_v2 (none with --evaluate) (default: auto)")
     m.add_argument("--detector-tiles", action="store_true",
                    help="the detector also looks at 4 overlapping tiles of each photo: small objects (traffic "
                         "lights, hydrants) are found more often, at about 5x the detector's time (default: off)")
@@ -591,6 +591,8 @@ def run_sgd(args, model, labels, names, train, val, report, out: Path, rank_info
         model.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=True)["model"])
         best["probs"] = validate(start_epoch)[0]
         model.load_state_dict(current)
+    if rank_info.is_main and args.detector != "none":
+        best.update(fuse_best_checkpoint(args, labels, names, val, best["probs"], out))
     if rank_info.is_main:
         vt, vk = val_set.targets()
         plot_run(out, history, best["summary"], best["probs"], vt, vk.bool(), names)
@@ -602,6 +604,37 @@ def run_sgd(args, model, labels, names, train, val, report, out: Path, rank_info
         D.print0(f"best epoch {best['epoch']}: val (calibrated thresholds) {format_summary(best['summary'])}")
         D.print0(f"wrote {out / 'best.pt'}, {out / 'last.pt'}, {out / 'metrics.json'}, {out / 'plots'}")
     return {"best": best["summary"], "history": history, "best_epoch": best["epoch"]}
+
+
+def fuse_best_checkpoint(args, labels, names, val: LabelledImages, probs: torch.Tensor, out: Path) -> dict:
+    """The SGD recipe with a detector: the best epoch's validation logits fused with the detector's scores
+    (``prior_recipe.choose_fusion``, out of fold over the validation photos), thresholds calibrated again on the
+    fused scores, and ``best.pt`` / ``meta.json`` rewritten with the detector. Returns what ``best`` changes."""
+    from training import prior_recipe
+
+    spec = detector_spec(labels, args.detector, tiles=args.detector_tiles)
+    detections, _ = label_detections(spec, val, names, args.cache_dir)
+    vt, vk = val.targets()
+    minival = load_minival_ids(MINIVAL_IDS)
+    seen = torch.tensor([seen_by_detector(r, minival) for r in val.records], dtype=torch.bool)
+    logits = torch.logit(probs.clamp(1e-7, 1 - 1e-7))
+    mode, fusion, source, fused = prior_recipe.choose_fusion([logits], detections, vt, vk, seen,
+                                                             folds=min(5, len(val)))
+    fused_probs = fused[mode][0].sigmoid()
+    thresholds, _ = calibrate_thresholds(fused_probs, vt, vk, min_positives=args.min_positives)
+    summary = summarize(fused_probs, vt, vk, thresholds, names)
+    summary["classifier_only"] = summarize(probs, vt, vk, [0.5] * len(names), names)["mAP"]
+    ckpt = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
+    meta = {**ckpt["meta"], "detector": {**spec, "fusion": fusion}, "thresholds": [float(t) for t in thresholds],
+            "recipe": ckpt["meta"]["recipe"] + f" + {spec['name']} detector ({mode} fusion, fitted on the "
+                                               "validation photos out of fold)"}
+    meta["metrics"] = {**meta["metrics"], "validation": summary, "fusion": mode,
+                       "fusion_source": {n: s for n, s in zip(names, source) if s != "none"}}
+    save_checkpoint(out / "best.pt", {**ckpt, "meta": meta})
+    save_json(out / "meta.json", meta)
+    D.print0(f"detector {spec['name']}: {mode} fusion; validation mAP {summary['mAP']:.3f} (classifier alone "
+             f"{summary['classifier_only']:.3f})")
+    return {"probs": fused_probs, "summary": summary, "thresholds": thresholds}
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -650,10 +683,7 @@ def main(args: argparse.Namespace) -> dict:
 
         pre = resume_pre or {**default_preprocessing(args.arch), "squash": args.resize_mode == "squash"}
         if args.detector == "auto":
-            args.detector = "ssd_mobilenet_v2" if args.recipe == "prior" else "none"
-        if args.detector != "none" and args.recipe != "prior":
-            raise UsageError("--detector is fitted by --recipe prior (out-of-fold fusion); with --recipe sgd "
-                             "pass --detector none (a classifier-only model)")
+            args.detector = "none" if args.evaluate else "ssd_mobilenet_v2"
         if args.recipe == "prior":
             if not rank_info.is_main:
                 return {}

@@ -4,7 +4,9 @@
 
 Every variant is scored on the same folds (``training.prior_recipe.fold_indices``: 5 folds x 3 repeats, seeded),
 from out-of-fold predictions with unknown labels masked; the spread is the standard deviation over repeats.
-A variant is kept only when it beats the baseline by more than that spread. The learning curve
+A variant is kept only when it beats the baseline by more than that spread. The baseline is the classifier
+alone (whole photo squashed); the detector's fusion is then scored on it as the training tool fuses it, with the
+thing labels reported on the photos the detector never saw and on the others apart. The learning curve
 (``docs/learning_curve.png``) trains on the first n photos of the pool (the 113 original samples first, then the
 431 others in a seeded order) and scores every fold on the same held-out photos of all 544.
 """
@@ -44,9 +46,9 @@ class Flip:
         return self.transform(image).flip(-1)
 
 
-def load(cache: Path, arch: str = "efficientnet_lite0", flip: bool = True):
+def load(cache: Path, arch: str = "efficientnet_lite0", flip: bool = True, squash: bool = True):
     names = label_names()
-    pre = default_preprocessing(arch)
+    pre = {**default_preprocessing(arch), "squash": squash}  # the training tool's default: --resize-mode squash
     ds, _ = LabelledImages.from_coco(SOURCES, names, transform=eval_transform(pre), min_side=pre["resize"])
     model = build_model(arch, len(names), pretrained=True, imagenet_prior=True).eval()
     set_prior_structure(model.prior, load_labels())
@@ -103,7 +105,42 @@ def score(runs, targets, known) -> dict:
             "OF1": round(statistics.mean(p["OF1"] for p in per), 4), "OF1_spread": round(statistics.pstdev(p["OF1"] for p in per), 4)}
 
 
-def learning_curve(model, feats, targets, known, *, folds, repeats, out_png: Path, n_first: int) -> list[dict]:
+def detections_of(cache: Path, *, tiles: bool = False):
+    """The detector's label scores (N, L) of the bundled photos and which of them it saw in its own training."""
+    from training.detector import detector_spec, label_scores, load_minival_ids, seen_by_detector
+    from training.features import cached_detections
+    from training.train import MINIVAL_IDS
+
+    labels = load_labels()
+    names = label_names(labels)
+    pre = default_preprocessing("efficientnet_lite0")
+    ds, _ = LabelledImages.from_coco(SOURCES, names, min_side=pre["resize"])
+    spec = detector_spec(labels, tiles=tiles)
+    raw, _ = cached_detections(spec, ds, cache)
+    minival = load_minival_ids(MINIVAL_IDS)
+    seen = torch.tensor([seen_by_detector(r, minival) for r in ds.records], dtype=torch.bool)
+    return torch.from_numpy(label_scores(raw.numpy(), list(spec["classes"]), names)), seen
+
+
+def with_detector(runs, detections, targets, known, seen, *, folds) -> dict:
+    """The recipe's fusion of ``runs`` (training.prior_recipe.choose_fusion): every mode's thing-label mAP on the
+    photos the detector never saw and on the others, and the chosen mode's overall score."""
+    from training.prior_recipe import _group_map, choose_fusion
+
+    mode, _, _, fused = choose_fusion(runs, detections, targets, known, seen, folds=folds)
+    cols = [j for j in range(detections.shape[1]) if not bool(detections[:, j].isnan().any())]
+    det = torch.where(detections.isnan(), torch.zeros_like(detections), detections)
+    things = {}
+    for part, rows in (("unseen", ~seen), ("seen", seen)):
+        things[part] = {m: round(statistics.mean(_group_map(r, targets, known, cols, rows) for r in fused[m]), 4)
+                        for m in fused}
+        things[part]["classifier"] = round(statistics.mean(_group_map(r, targets, known, cols, rows) for r in runs), 4)
+        things[part]["detector_as_is"] = _group_map(det, targets, known, cols, rows)
+    return {**score(fused[mode], targets, known), "fusion": mode, "thing_map": things, "runs": fused[mode]}
+
+
+def learning_curve(model, feats, targets, known, *, folds, repeats, out_png: Path, n_first: int,
+                   detections=None) -> list[dict]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,15 +153,28 @@ def learning_curve(model, feats, targets, known, *, folds, repeats, out_png: Pat
         runs = oof(model, feats, feats, targets, known, folds=folds, repeats=repeats, wd=1e-2, pc=10.0,
                    train_limit=n, order=order)
         s = score(runs, targets, known)
-        points.append({"pool": n, "train_photos_per_fold": round(n * (folds - 1) / folds), **s})
+        point = {"pool": n, "train_photos_per_fold": round(n * (folds - 1) / folds), **s}
+        if detections is not None:  # the detector's fusion as served (its score alone: no weight learnt per size)
+            from training.prior_recipe import fuse_out_of_fold
+
+            point["with_detector"] = score(fuse_out_of_fold(runs, detections, targets, known, folds=folds,
+                                                            detector_only=True), targets, known)
+        points.append(point)
         print(f"learning curve: pool {n:4d} photos -> CV mAP {s['map']:.3f} ± {s['spread']:.3f}, CF1 {s['CF1']:.3f}, "
-              f"OF1 {s['OF1']:.3f}", flush=True)
+              f"OF1 {s['OF1']:.3f}" + (f"; with the detector {point['with_detector']['map']:.3f}"
+                                       if detections is not None else ""), flush=True)
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = [p["train_photos_per_fold"] for p in points]
-    ax.errorbar(xs, [p["map"] for p in points], yerr=[p["spread"] for p in points], marker="o", capsize=3)
+    if detections is not None:
+        ax.errorbar(xs, [p["with_detector"]["map"] for p in points],
+                    yerr=[p["with_detector"]["spread"] for p in points], marker="o", capsize=3,
+                    label="default model (classifier + detector)")
+    ax.errorbar(xs, [p["map"] for p in points], yerr=[p["spread"] for p in points], marker="o", capsize=3,
+                label="classifier alone (--detector none)")
+    ax.legend(loc="lower right", fontsize=8)
     ax.set_xlabel("training photos per fold (113 original samples first, then COCO photos)")
     ax.set_ylabel(f"mAP on the same held-out photos ({folds}-fold x {repeats})")
-    ax.set_title("default recipe: learning curve on the bundled photos")
+    ax.set_title("default recipe: learning curve on the bundled photos")  # (the detector's photos: see README)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
@@ -208,10 +258,33 @@ def main() -> None:
               flush=True)
     base = results["baseline: pseudo-count 10, head L2 1e-2"]
     for name, r in results.items():
+        if not isinstance(r, dict) or "map" not in r:
+            continue
         r["vs_baseline"] = round(r["map"] - base["map"], 4)
         r["beyond_spread"] = r["map"] - base["map"] > max(base["spread"], r["spread"])
+    # The detector (issue 19): the baseline's out-of-fold logits fused as the training tool fuses them, on the photos
+    # the detector never saw and on the others; then the same with the detector on 4 tiles too.
+    base_runs = oof(model, feats, feats, targets, known, folds=a.folds, repeats=a.repeats, wd=1e-2, pc=10.0)
+    detections, seen = detections_of(out / "cache")
+    for name, dets in (("default: + detector (training.prior_recipe.choose_fusion)", detections),
+                       ("+ detector on the photo and 4 tiles (--detector-tiles)",
+                        detections_of(out / "cache", tiles=True)[0])):
+        t = time.perf_counter()
+        r = with_detector(base_runs, dets, targets, known, seen, folds=a.folds)
+        maps = [mean_average_precision(x, targets, known) for x in r.pop("runs")]
+        results[name] = {**r, "seconds": round(time.perf_counter() - t, 1),
+                         "paired_gain_per_repeat": [round(m - b, 4) for m, b in zip(maps, base_maps)]}
+        print(f"{r['map']:.4f} ± {r['spread']:.4f} {r['per_repeat']}  {name}: fusion {r['fusion']}; thing labels "
+              f"{r['thing_map']}", flush=True)
+    crop_model, crop_feats = load(out / "cache", flip=False, squash=False)
+    runs = oof(crop_model, crop_feats, crop_feats, targets, known, folds=a.folds, repeats=a.repeats, wd=1e-2, pc=10.0)
+    name = "centre crop instead of the squashed photo (the preprocessing before)"
+    results[name] = {**score(runs, targets, known), "paired_gain_per_repeat": [
+        round(mean_average_precision(x, targets, known) - b, 4) for x, b in zip(runs, base_maps)]}
+    print(f"{results[name]['map']:.4f} ± {results[name]['spread']:.4f} {results[name]['per_repeat']}  {name}",
+          flush=True)
     results["learning_curve"] = learning_curve(model, feats, targets, known, folds=a.folds, repeats=a.repeats,
-                                               out_png=Path(a.curve), n_first=113)
+                                               out_png=Path(a.curve), n_first=113, detections=detections)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"wrote {out / 'results.json'} and {a.curve}")
 

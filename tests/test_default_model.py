@@ -93,3 +93,30 @@ def test_an_archive_with_older_handler_code_is_re_packed(archive, tmp_path):
     assert archive_code_hash(stale) is None
     assert ensure_default_archive(tmp_path) == stale
     assert archive_code_hash(stale) == code_hash()
+
+
+def test_evaluate_scores_the_default_model_as_the_handler_answers(archive, tmp_path):
+    """training.evaluate fuses the detector in as the handler does: its CSV row is the handler's answer."""
+    import csv
+
+    from handler.core import load_model_detector, postprocess, with_detector
+    from handler.image import decode_image
+    from training.evaluate import get_args_parser, main as evaluate_main
+    from training.presets import eval_transform
+    from training.resume import load_for_inference
+
+    coco = REPO / "samples/coco_subset"
+    result = tmp_path / "result.csv"
+    summary = evaluate_main(get_args_parser().parse_args(
+        ["--checkpoint", str(REPO / "checkpoints/default/best.pt"), "--ann", str(coco / "annotations.json"),
+         "--result", str(result), "--out", str(tmp_path / "e.json")]))
+    assert summary["n_images"] == 113 and summary["mAP"] > 0.6  # photos it was fitted on: no quality claim
+    with result.open() as f:
+        row = next(r for r in csv.DictReader(f) if r["image"].endswith("000000000471.jpg"))
+    model, meta, _ = load_for_inference(REPO / "checkpoints/default/best.pt")
+    image = decode_image((coco / "images/000000000471.jpg").read_bytes(), min_side=meta["preprocessing"]["resize"])
+    with torch.inference_mode():
+        answer = postprocess(with_detector(model(eval_transform(meta["preprocessing"])(image)[None]), [image],
+                                           load_model_detector(meta), meta), meta)[0]
+    assert row["tags"].split(";") == answer["tags"] and "bus" in answer["tags"]
+    assert max(abs(float(row[k]) - v) for k, v in answer["scores"].items()) <= 2e-4

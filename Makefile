@@ -14,7 +14,7 @@ CHECKPOINT ?= checkpoints/default/best.pt
 VERSION ?=
 DATA_FLAGS = $(foreach d,$(DATA),--data $(d)) $(foreach a,$(ANN),--ann $(a))
 
-.PHONY: setup java chromium export fuzz chaos load serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
+.PHONY: setup java chromium exiftool tag export fuzz chaos load serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
 
 setup: java $(STAMP)
 
@@ -39,6 +39,17 @@ chromium:
 		exit 1; \
 	fi
 
+# The photo library writes and reads XMP sidecars through ExifTool (Debian's libimage-exiftool-perl).
+exiftool:
+	@if command -v exiftool >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing ExifTool (XMP sidecars of the photo library)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libimage-exiftool-perl >/dev/null; \
+	else \
+		echo "the photo library needs ExifTool: sudo apt-get install libimage-exiftool-perl" >&2; \
+		exit 1; \
+	fi
+
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
@@ -53,8 +64,15 @@ stop:
 status: setup
 	$(PY) -m serving status
 
-test: setup chromium
+test: setup chromium exiftool
 	$(PY) -m pytest
+
+# Tag a photo folder into XMP sidecars through the running gateway: make tag DIR=~/Pictures (GATEWAY=http://...)
+DIR ?= samples
+GATEWAY ?= http://127.0.0.1:7777
+TAG_ARGS ?=
+tag: setup exiftool
+	$(PY) -m photo_library tag "$(DIR)" --gateway $(GATEWAY) $(TAG_ARGS)
 
 # The default model (the training tool's prior recipe) on the bundled samples, or on DATA/ANN when given.
 model: setup
@@ -109,12 +127,13 @@ archive: setup
 # training figures side by side: cached vs full-forward epochs, and the recipes on the same CV folds.
 bench: setup
 	@rm -rf var/bench
-	/usr/bin/time -f "default model build: %e s wall (budget 120 s)" \
+	/usr/bin/time -f "default model build: %e s wall (budget 180 s)" \
 		$(PY) -m training --recipe prior $(DATA_FLAGS) --output var/bench/default --cache-dir var/bench/cache
 	$(PY) benchmarks/decode.py
 	$(PY) benchmarks/serving.py --checkpoint var/bench/default/best.pt
 	$(PY) benchmarks/model_budget.py --checkpoint var/bench/default/best.pt
 	$(PY) benchmarks/gateway.py
+	$(PY) benchmarks/photo_library.py
 	$(PY) benchmarks/training.py --out var/bench/training
 
 # The default recipe chosen by repeated k-fold CV on the bundled photos: every variant on the same folds, and the

@@ -3,7 +3,7 @@
     python benchmarks/serving.py [--checkpoint checkpoints/default/best.pt] [--arch-label default]
 
 In process: the handler's own functions from bytes to serialised tags (fast decode, eval preset, the model in
-the runtime a worker serves, postprocess), for batch sizes 1/4/8 and 1/2 threads, in images per second; and the
+the runtime a worker serves, the detector when the model has one, postprocess), for batch sizes 1/4/8 and 1/2 threads, in images per second; and the
 forward pass alone, eager fp32 against ONNX Runtime and against TorchScript + oneDNN. TorchServe: the same
 checkpoint archived with ``handler/model-config.yaml`` and with variants (workers, threads, batching), started on
 free loopback ports; round trip at concurrency 1 (median) and throughput at concurrency 8. Its floor: a handler
@@ -25,7 +25,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from handler.core import onnxruntime_model, optimize_for_inference, postprocess, runtime_name, serialize  # noqa: E402
+from handler.core import (load_model_detector, onnxruntime_model, optimize_for_inference, postprocess,  # noqa: E402
+                          runtime_name, serialize, with_detector)
 from handler.image import decode_image  # noqa: E402
 from training.presets import eval_transform  # noqa: E402
 from training.resume import load_for_inference  # noqa: E402
@@ -72,11 +73,13 @@ def in_process(ckpt: Path, data: bytes) -> dict:
         script = optimize_for_inference(model, meta, runtime="torchscript")
         # timed alternately with eager, ONNX Runtime's spinning pool would slow the eager runs: not here
         quiet = onnxruntime_model(model, meta, threads=threads, spin=False)
+        detector = load_model_detector(meta, threads=threads)  # as a worker has it (None: classifier only)
 
         def pipeline(batch: int):
-            x = torch.stack([transform(decode_image(data, min_side=side)) for _ in range(batch)])
+            images = [decode_image(data, min_side=side) for _ in range(batch)]
+            x = torch.stack([transform(im) for im in images])
             with torch.inference_mode():
-                return [serialize(a) for a in postprocess(fast(x), meta)]
+                return [serialize(a) for a in postprocess(with_detector(fast(x), images, detector, meta), meta)]
 
         with torch.inference_mode():
             eager, opt = paired_ms(lambda: model(x1), lambda: quiet(x1))

@@ -1,0 +1,5 @@
+import sys
+
+from photo_library.cli import main
+
+sys.exit(main())

@@ -1,0 +1,152 @@
+"""XMP sidecars and embedded keywords through ExifTool (PyExifTool keeps ExifTool processes running).
+
+    with ExifTools() as tools, tools.use() as tool:
+        current = read_sidecar(tool, path)                             # {} when there is none
+        write_sidecar(tool, path, merge_tags(current, ["sea", "boat"], "Tagger", version="1.0", sha256=h))
+
+A sidecar keeps everything it held: only the tagger's own entries change. Those are the ``Tagger|...``
+``lr:hierarchicalSubject`` and ``Tagger/...`` ``digiKam:TagsList`` entries (the parent name is a setting), and
+the ``dc:subject`` keywords the tagger added, which it records, with the model version and the photo's SHA-256,
+in its own namespace (``XMP-phototagger``, defined in ``exiftool.config``). A keyword the user had already is
+never recorded as the tagger's, so it is never removed. Writes go to a temporary copy beside the sidecar, which is
+fsynced and renamed over it: a crash leaves the old sidecar or the new one, never half of one.
+
+ExifTool, not hand-written XML: it reads and writes every sidecar and photo format digiKam, darktable and
+Lightroom do, with their namespaces, and reads IPTC keywords too.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+CONFIG = Path(__file__).with_name("exiftool.config")
+SUBJECT, HIERARCHICAL, TAGS_LIST = "XMP-dc:Subject", "XMP-lr:HierarchicalSubject", "XMP-digiKam:TagsList"
+MODEL_VERSION, SOURCE_SHA256, TAGGER_SUBJECTS = ("XMP-phototagger:ModelVersion", "XMP-phototagger:SourceSHA256",
+                                                 "XMP-phototagger:Subjects")
+SIDECAR_TAGS = (SUBJECT, HIERARCHICAL, TAGS_LIST, MODEL_VERSION, SOURCE_SHA256, TAGGER_SUBJECTS)
+LIST_TAGS = (SUBJECT, HIERARCHICAL, TAGS_LIST, TAGGER_SUBJECTS, "IPTC:Keywords")
+
+
+class XmpError(RuntimeError):
+    """ExifTool is missing, or could not read or write a file; the message says which and why."""
+
+
+class ExifTools:
+    """A pool of ``size`` ExifTool processes, started here, in the calling thread: PyExifTool asks Linux to stop
+    a process when the thread that started it ends, so processes started in worker threads would die with them.
+
+        with ExifTools(4) as tools, tools.use() as tool:
+            read_sidecar(tool, path)
+    """
+
+    def __init__(self, size: int = 1):
+        import queue
+
+        import exiftool
+
+        self._free, self._all = queue.Queue(), []
+        try:
+            for _ in range(max(1, size)):
+                tool = exiftool.ExifToolHelper(common_args=["-G1", "-charset", "filename=utf8"],
+                                               config_file=str(CONFIG))
+                tool.run()
+                self._all.append(tool)
+                self._free.put(tool)
+        except (FileNotFoundError, exiftool.exceptions.ExifToolException) as exc:
+            self.close()
+            raise XmpError(f"ExifTool is not available ({exc}): install it with `make exiftool` "
+                           "(Debian: apt-get install libimage-exiftool-perl)") from None
+
+    @contextmanager
+    def use(self):
+        tool = self._free.get()
+        try:
+            yield tool
+        finally:
+            self._free.put(tool)
+
+    def close(self) -> None:
+        for tool in self._all:
+            tool.terminate()
+        self._all.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _as_list(value) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def read_tags(tool, path: Path, tags) -> dict:
+    """``{tag: value}`` for ``tags`` of ``path`` (list tags as lists of strings, always).
+
+    Raises:
+        XmpError: ExifTool cannot read the file.
+    """
+    import exiftool
+
+    try:
+        found = tool.get_tags([str(path)], list(tags))[0]
+    except (exiftool.exceptions.ExifToolException, IndexError) as exc:
+        raise XmpError(f"ExifTool cannot read {path}: {str(exc).strip()[:200]}") from None
+    out = {}
+    for tag in tags:
+        value = found.get(tag)
+        out[tag] = _as_list(value) if tag in LIST_TAGS else (None if value is None else str(value))
+    return out
+
+
+def read_sidecar(tool, path: Path) -> dict:
+    """The sidecar's keyword fields and the tagger's record; ``{}`` when the file does not exist."""
+    return read_tags(tool, path, SIDECAR_TAGS) if path.exists() else {}
+
+
+def merge_tags(current: dict, tags: list[str], parent: str, *, version: str, sha256: str) -> dict:
+    """The fields to write: ``current`` with the tagger's old entries replaced by ``tags`` (see module doc)."""
+    ours_before = set(current.get(TAGGER_SUBJECTS) or [])
+    user_subject = [s for s in current.get(SUBJECT) or [] if s not in ours_before]
+    added = [t for t in tags if t not in user_subject]
+    keep = lambda values, sep: [v for v in values or [] if v != parent and not v.startswith(parent + sep)]  # noqa
+    return {SUBJECT: user_subject + added,
+            HIERARCHICAL: keep(current.get(HIERARCHICAL), "|") + [f"{parent}|{t}" for t in tags],
+            TAGS_LIST: keep(current.get(TAGS_LIST), "/") + [f"{parent}/{t}" for t in tags],
+            TAGGER_SUBJECTS: added, MODEL_VERSION: version, SOURCE_SHA256: sha256}
+
+
+def write_sidecar(tool, path: Path, fields: dict) -> None:
+    """Write ``fields`` into the sidecar ``path`` (created when missing), atomically; other fields stay."""
+    import exiftool
+
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.xmp")
+    args = []
+    for tag, value in fields.items():
+        values = value if isinstance(value, list) else [value]
+        args += [f"-{tag}={v}" for v in values] if values else [f"-{tag}="]
+    try:
+        if path.exists():
+            shutil.copyfile(path, tmp)
+        try:
+            tool.execute(*args, "-overwrite_original", str(tmp))
+        except exiftool.exceptions.ExifToolException as exc:
+            raise XmpError(f"ExifTool cannot write {path}: {str(exc).strip()[:200]}") from None
+        if not tmp.exists():
+            raise XmpError(f"ExifTool wrote no sidecar for {path}")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        tmp.unlink(missing_ok=True)

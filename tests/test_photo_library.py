@@ -1,0 +1,193 @@
+"""The photo library: a folder tagged into XMP sidecars through the real gateway and TorchServe, read back with
+the ExifTool command line; keywords imported as training labels; export; errors."""
+import hashlib
+import json
+import shutil
+import subprocess
+
+import pytest
+import requests
+
+from photo_library.cli import main
+from photo_library.files import id_name, photos_in, sidecar_path
+from photo_library.keywords import load_synonyms, user_keywords
+from photo_library.xmp import HIERARCHICAL, MODEL_VERSION, SUBJECT, TAGGER_SUBJECTS, TAGS_LIST, merge_tags
+from tests.conftest import COCO, EXIF, served_stack
+
+EXIFTOOL = shutil.which("exiftool") or "/usr/bin/exiftool"
+
+
+def exiftool(path, *tags):
+    """What the ExifTool command line reads from ``path`` (lists always lists)."""
+    out = json.loads(subprocess.run([EXIFTOOL, "-j", "-G1", *[f"-{t}" for t in tags], str(path)], check=True,
+                                    capture_output=True, text=True).stdout)[0]
+    return {t: (v if isinstance(v, list) else [str(v)]) for t in tags if (v := out.get(t)) is not None}
+
+
+def sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ without a server
+
+def test_the_tagger_replaces_only_its_own_entries():
+    current = {SUBJECT: ["Holiday", "sea", "boat"], HIERARCHICAL: ["Places|Tuscany", "Tagger|boat"],
+               TAGS_LIST: ["Places/Tuscany", "Tagger/boat"], TAGGER_SUBJECTS: ["boat"]}
+    new = merge_tags(current, ["sea", "tree"], "Tagger", version="1.1", sha256="ab")
+    # "sea" was the user's already: kept, and never recorded as the tagger's; "boat" was the tagger's: gone
+    assert new[SUBJECT] == ["Holiday", "sea", "tree"] and new[TAGGER_SUBJECTS] == ["tree"]
+    assert new[HIERARCHICAL] == ["Places|Tuscany", "Tagger|sea", "Tagger|tree"]
+    assert new[TAGS_LIST] == ["Places/Tuscany", "Tagger/sea", "Tagger/tree"]
+    assert new[MODEL_VERSION] == "1.1"
+    assert user_keywords({**new, "IPTC:Keywords": ["ocean"]}, "Tagger") == ["Holiday", "sea", "ocean"]
+
+
+def test_names_and_synonyms(tmp_path, labels):
+    root = tmp_path / "Pictures"
+    (root / "a" / ".hidden").mkdir(parents=True)
+    for name in ("a/IMG_1.JPG", "a/b.heic", "a/notes.txt", "a/.c.jpg", "a/.hidden/d.jpg", "a/IMG_1.JPG.xmp"):
+        (root / name).write_bytes(b"x")
+    assert [p.relative_to(root).as_posix() for p in photos_in(root)] == ["a/IMG_1.JPG", "a/b.heic"]
+    photo = root / "a/IMG_1.JPG"
+    assert sidecar_path(photo).name == "IMG_1.JPG.xmp" and sidecar_path(photo, "stem").name == "IMG_1.xmp"
+    assert id_name(root, photo) == "Pictures/a/IMG_1.JPG"
+    assert id_name(root, root / ("x" * 300 + ".jpg")).startswith("Pictures/sha256-")
+    m = tmp_path / "map.json"
+    m.write_text('{"Ocean": "SEA"}')
+    assert load_synonyms(m, labels) == {"ocean": "sea"}
+    m.write_text('{"beach": "sand"}')
+    with pytest.raises(ValueError, match="'sand' name no label"):
+        load_synonyms(m, labels)
+
+
+def test_a_gateway_that_is_down_is_one_clear_line(tmp_path, capsys):
+    from serving.torchserve import free_ports
+
+    (tmp_path / "a.jpg").write_bytes((COCO / "images/000000000471.jpg").read_bytes())
+    assert main(["tag", str(tmp_path), "--gateway", f"http://127.0.0.1:{free_ports(1)[0]}", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot reach the gateway") and "\n" not in err
+    assert not (tmp_path / "a.jpg.xmp").exists()
+
+
+# ------------------------------------------------------------------------------------------ the real stack
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    yield from served_stack(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    """A folder like a user's: photos in subfolders, a HEIC, a truncated JPEG, a text file, and a photo with the
+    user's own sidecar (their keywords and a title)."""
+    root = tmp_path_factory.mktemp("lib") / "Pictures"
+    (root / "2024/rome").mkdir(parents=True)
+    shutil.copy(COCO / "images/000000000471.jpg", root / "2024/bus.jpg")
+    shutil.copy(COCO / "images/000000000382.jpg", root / "2024/rome/street.JPG")
+    shutil.copy(EXIF / "DSCN0010.jpg", root / "tuscany.jpg")
+    shutil.copy(EXIF / "IMG_5195.HEIC", root / "phone.HEIC")
+    data = (COCO / "images/000000000009.jpg").read_bytes()
+    (root / "broken.jpg").write_bytes(data[: len(data) // 3])
+    (root / "notes.txt").write_text("not a photo")
+    subprocess.run([EXIFTOOL, "-q", "-XMP-dc:Subject=Holiday", "-XMP-dc:Subject=ocean",
+                    "-XMP-lr:HierarchicalSubject=Places|Tuscany", "-XMP-dc:Title=Ponte", "-o",
+                    str(root / "tuscany.jpg.xmp"), str(root / "tuscany.jpg")], check=True)
+    return root
+
+
+def test_tag_writes_the_served_tags_into_sidecars_and_keeps_everything_else(stack, library, capsys):
+    originals = {p: sha(p) for p in photos_in(library)}
+    code = main(["tag", str(library), "--gateway", stack.gateway_url, "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 1  # broken.jpg failed, and the run went on
+    assert "tagged 4, skipped 0 (unchanged), failed 1" in out
+    assert "broken.jpg" in err and "truncated" in err
+    assert not (library / "broken.jpg.xmp").exists() and not (library / "notes.txt.xmp").exists()
+    assert {p: sha(p) for p in photos_in(library)} == originals  # originals are only read
+    for photo in ("2024/bus.jpg", "2024/rome/street.JPG", "tuscany.jpg", "phone.HEIC"):
+        served = requests.get(f"{stack.gateway_url}/imginfo", params={"id_name": f"Pictures/{photo}"},
+                              timeout=60).json()
+        tags = served["predict_tags"]
+        side = exiftool(library / f"{photo}.xmp", SUBJECT, HIERARCHICAL, TAGS_LIST, "XMP-phototagger:ModelVersion")
+        assert side.get(HIERARCHICAL, []) == ([f"Places|Tuscany"] if photo == "tuscany.jpg" else []) + \
+            [f"Tagger|{t}" for t in tags]
+        assert side.get(TAGS_LIST, []) == [f"Tagger/{t}" for t in tags]
+        user = ["Holiday", "ocean"] if photo == "tuscany.jpg" else []
+        assert side.get(SUBJECT, []) == user + [t for t in tags if t not in user]
+        assert side["XMP-phototagger:ModelVersion"] == [served["model_version"]]
+    assert "bus" in exiftool(library / "2024/bus.jpg.xmp", SUBJECT)[SUBJECT]
+    assert exiftool(library / "tuscany.jpg.xmp", "XMP-dc:Title")["XMP-dc:Title"] == ["Ponte"]  # other fields stay
+
+
+def test_a_second_run_rewrites_nothing(stack, library, capsys):
+    sidecars = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in library.rglob("*.xmp")}
+    assert main(["tag", str(library), "--gateway", stack.gateway_url, "--no-progress"]) == 1
+    assert "tagged 0, skipped 4 (unchanged), failed 1" in capsys.readouterr().out
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in library.rglob("*.xmp")} == sidecars
+    assert main(["tag", str(library), "--gateway", stack.gateway_url, "--no-progress", "--dry-run"]) == 0
+    out = capsys.readouterr().out  # only the broken photo is left, and a dry run sends nothing
+    assert "would tag 1, skipped 4 (unchanged), failed 0" in out and "would tag: " in out and "broken.jpg" in out
+
+
+def test_lightroom_names_and_a_dry_run(stack, tmp_path, capsys):
+    root = tmp_path / "lr"
+    root.mkdir()
+    shutil.copy(COCO / "images/000000000471.jpg", root / "bus.jpg")
+    assert main(["tag", str(root), "--gateway", stack.gateway_url, "--no-progress", "--dry-run"]) == 0
+    assert "would tag 1" in capsys.readouterr().out and not list(root.glob("*.xmp"))
+    assert main(["tag", str(root), "--gateway", stack.gateway_url, "--no-progress", "--sidecar-name", "stem",
+                 "--parent", "Auto"]) == 0
+    side = exiftool(root / "bus.xmp", HIERARCHICAL, TAGS_LIST)
+    assert "Auto|bus" in side[HIERARCHICAL] and "Auto/bus" in side[TAGS_LIST]
+    assert not (root / "bus.jpg.xmp").exists()
+
+
+def test_import_turns_the_users_keywords_into_labels_and_never_the_taggers(stack, library, tmp_path, labels):
+    from training.datasets import LabelledImages, pair_sources
+
+    # a photo with IPTC keywords of its own, tagged by the tagger as well
+    shutil.copy(COCO / "images/000000000382.jpg", library / "2024/mine.jpg")
+    subprocess.run([EXIFTOOL, "-q", "-overwrite_original", "-IPTC:Keywords=Car", "-IPTC:Keywords=family",
+                    str(library / "2024/mine.jpg")], check=True)
+    assert main(["tag", str(library), "--gateway", stack.gateway_url, "--no-progress"]) == 1
+    synonyms = tmp_path / "map.json"
+    synonyms.write_text('{"ocean": "sea"}')
+    out = tmp_path / "keywords.json"
+    assert main(["import", str(library), "--output", str(out), "--map", str(synonyms)]) == 1  # broken.jpg
+    coco = json.loads(out.read_text())
+    by_file = {im["file_name"]: im for im in coco["images"]}
+    assert set(by_file) == {"tuscany.jpg", "2024/mine.jpg"}  # the others have only the tagger's keywords
+    cats = {c["id"]: c["name"] for c in coco["categories"]}
+    positives = {by_file_name: [] for by_file_name in by_file}
+    for ann in coco["annotations"]:
+        name = next(f for f, im in by_file.items() if im["id"] == ann["image_id"])
+        positives[name].append(cats[ann["category_id"]])
+    assert positives == {"tuscany.jpg": ["sea"], "2024/mine.jpg": ["car"]}
+    # every other label is unknown, not negative
+    assert len(by_file["tuscany.jpg"]["unknown_category_ids"]) == len(labels) - 1
+    ds, report = LabelledImages.from_coco(pair_sources([str(library)], [str(out)]), [lab["name"] for lab in labels])
+    assert len(ds) == 2 and report["skipped"] == []
+    targets, known = ds.targets()
+    assert int(known.sum()) == 2 and int(targets.sum()) == 2
+
+
+def test_export_gives_every_photos_tags_and_scores(stack, library, tmp_path):
+    out = tmp_path / "tags.csv"
+    assert main(["export", str(library), "--gateway", stack.gateway_url, "--output", str(out)]) == 1  # broken
+    import csv
+
+    with out.open() as f:
+        rows = {r["path"]: r for r in csv.DictReader(f)}
+    assert "2024/bus.jpg" in rows and "bus" in rows["2024/bus.jpg"]["tags"].split(";")
+    assert float(rows["2024/bus.jpg"]["bus"]) > 0.5 and "broken.jpg" not in rows
+
+
+def test_make_tag_on_the_samples(stack, tmp_path):
+    """The README's command on a copy of the bundled samples (573 photos, the odd camera files among them)."""
+    shutil.copytree(COCO.parent, tmp_path / "samples")
+    r = subprocess.run(["make", "-s", "tag", f"DIR={tmp_path / 'samples'}", f"GATEWAY={stack.gateway_url}",
+                        "TAG_ARGS=--no-progress"], cwd=COCO.parent.parent, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "tagged 573, skipped 0 (unchanged), failed 0" in r.stdout
+    assert len(list((tmp_path / "samples").rglob("*.xmp"))) == 573

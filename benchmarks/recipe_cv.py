@@ -107,19 +107,15 @@ def score(runs, targets, known) -> dict:
 
 def detections_of(cache: Path, *, tiles: bool = False):
     """The detector's label scores (N, L) of the bundled photos and which of them it saw in its own training."""
-    from training.detector import detector_spec, label_scores, load_minival_ids, seen_by_detector
-    from training.features import cached_detections
-    from training.train import MINIVAL_IDS
+    from training.detector import detector_spec
+    from training.detector_fit import detector_inputs
 
     labels = load_labels()
     names = label_names(labels)
     pre = default_preprocessing("efficientnet_lite0")
     ds, _ = LabelledImages.from_coco(SOURCES, names, min_side=pre["resize"])
-    spec = detector_spec(labels, tiles=tiles)
-    raw, _ = cached_detections(spec, ds, cache)
-    minival = load_minival_ids(MINIVAL_IDS)
-    seen = torch.tensor([seen_by_detector(r, minival) for r in ds.records], dtype=torch.bool)
-    return torch.from_numpy(label_scores(raw.numpy(), list(spec["classes"]), names)), seen
+    detections, seen, _ = detector_inputs(detector_spec(labels, tiles=tiles), ds, names, cache)
+    return detections, seen
 
 
 def with_detector(runs, detections, targets, known, seen, *, folds) -> dict:

@@ -56,8 +56,11 @@ def user_keywords(fields: dict, parent: str) -> list[str]:
 
 def import_keywords(root: Path, labels: list[dict], *, synonyms: dict[str, str] | None = None,
                     parent: str = "Tagger") -> tuple[dict, dict]:
-    """``(coco, report)`` for the photos under ``root`` that have at least one keyword naming a label."""
+    """``(coco, report)`` for the photos under ``root`` that have at least one keyword naming a label; photos that
+    do not decode are reported in ``report["failed"]``."""
     from PIL import Image
+
+    from training.datasets import check_image
 
     by_word = {lab["name"].lower(): lab for lab in labels}
     by_name = {lab["name"]: lab for lab in labels}
@@ -66,6 +69,10 @@ def import_keywords(root: Path, labels: list[dict], *, synonyms: dict[str, str] 
     images, annotations, unmatched, failed = [], [], {}, []
     with ExifTools() as tools, tools.use() as tool:
         for photo in photos_in(root):
+            reason = check_image(photo)  # what the training tool would skip
+            if reason:
+                failed.append({"path": str(photo), "reason": reason})
+                continue
             try:
                 words = user_keywords(read_tags(tool, photo, PHOTO_TAGS), parent)
                 for naming in SIDECAR_NAMES:

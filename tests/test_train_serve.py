@@ -31,14 +31,19 @@ def test_a_trained_checkpoint_archives_and_torchserve_serves_it(tmp_path):
     finally:
         torchserve.stop(run)
     assert answer["model_version"] == "2.0"
-    # the same scores as the checkpoint in-process, and tags exactly the labels at or above their thresholds
+    # the same scores as the checkpoint in-process (classifier and detector), and tags exactly the labels at or
+    # above their thresholds
+    from handler.core import load_model_detector, with_detector
     from handler.image import decode_image
     from training.presets import eval_transform
     from training.resume import load_for_inference
 
     model, meta, _ = load_for_inference(out / "best.pt")
+    assert meta["detector"] is not None  # the SGD recipe fuses the detector in too
+    image = decode_image(photo, min_side=meta["preprocessing"]["resize"])
     with torch.no_grad():
-        probs = model(eval_transform(meta["preprocessing"])(decode_image(photo))[None]).sigmoid()[0]
+        logits = model(eval_transform(meta["preprocessing"])(image)[None])
+        probs = with_detector(logits, [image], load_model_detector(meta), meta).sigmoid()[0]
     names = [lab["name"] for lab in meta["labels"]]
     for j, name in enumerate(names):
         assert abs(answer["scores"][name] - float(probs[j])) < 2e-3, name

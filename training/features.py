@@ -56,29 +56,35 @@ def extract_features(model, dataset, batch_size: int = 16, workers: int = 0, dev
     return torch.cat(out) if out else torch.zeros(0, model.backbone.num_features)
 
 
+def cached_rows(path: Path, keys: list[str], compute, field: str, width: int) -> tuple[torch.Tensor, dict]:
+    """Rows for ``keys`` (photo SHA-256s) from the cache file ``path``; ``compute(indices)`` gives the missing
+    ones (a ``(len(indices), width)`` tensor), which are added to the file (written atomically)."""
+    store: dict[str, torch.Tensor] = {}
+    if path.is_file():
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        store = dict(zip(blob["keys"], blob[field]))
+    missing = [i for i, k in enumerate(keys) if k not in store]
+    if missing:
+        for i, row in zip(missing, compute(missing)):
+            store[keys[i]] = row.clone()
+        names = sorted(store)
+        blob = {"keys": names, field: torch.stack([store[k] for k in names])}
+        atomic_write(path, lambda f: torch.save(blob, f))
+    rows = torch.stack([store[k] for k in keys]) if keys else torch.zeros(0, width)
+    return rows, {"cached": len(keys) - len(missing), "computed": len(missing), "file": str(path)}
+
+
 def cached_features(model, dataset, preprocessing: dict, cache_dir: str | Path, *, batch_size: int = 16,
                     workers: int = 0, device="cpu", progress: bool = False) -> tuple[torch.Tensor, dict]:
     """Features of ``dataset`` from the cache, computing (and adding) only the missing images.
 
     Returns ``(features (N, D), stats)`` with ``stats = {"cached": n, "computed": m, "file": path}``.
     """
-    path = cache_path(model, preprocessing, cache_dir)
-    store: dict[str, torch.Tensor] = {}
-    if path.is_file():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        store = dict(zip(blob["keys"], blob["features"]))
     keys = [image_key(dataset.image_path(i)) for i in range(len(dataset))]
-    missing = [i for i, k in enumerate(keys) if k not in store]
-    if missing:
-        feats = extract_features(model, torch.utils.data.Subset(dataset, missing), batch_size, workers, device,
-                                 progress)
-        for i, f in zip(missing, feats):
-            store[keys[i]] = f.clone()
-        names = sorted(store)
-        blob = {"keys": names, "features": torch.stack([store[k] for k in names])}
-        atomic_write(path, lambda f: torch.save(blob, f))
-    features = torch.stack([store[k] for k in keys]) if keys else torch.zeros(0, model.backbone.num_features)
-    return features, {"cached": len(keys) - len(missing), "computed": len(missing), "file": str(path)}
+    return cached_rows(cache_path(model, preprocessing, cache_dir), keys,
+                       lambda missing: extract_features(model, torch.utils.data.Subset(dataset, missing), batch_size,
+                                                        workers, device, progress),
+                       "features", model.backbone.num_features)
 
 
 def detections_path(spec: dict, min_side: int | None, cache_dir: str | Path) -> Path:
@@ -98,28 +104,20 @@ def cached_detections(spec: dict, dataset, cache_dir: str | Path, *, batch_size:
     from handler.image import decode_image
     from training.detector import detect, load_detector
 
-    path = detections_path(spec, dataset.min_side, cache_dir)
-    store: dict[str, torch.Tensor] = {}
-    if path.is_file():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        store = dict(zip(blob["keys"], blob["scores"]))
-    keys = [image_key(dataset.image_path(i)) for i in range(len(dataset))]
-    missing = [i for i, k in enumerate(keys) if k not in store]
-    if missing:
+    def compute(missing):
         detector = load_detector(spec, threads=torch.get_num_threads())
         batches = range(0, len(missing), batch_size)
         if progress:
             from tqdm import tqdm
 
             batches = tqdm(batches, desc="detector", unit="batch", leave=False)
+        out = []
         for start in batches:
-            chunk = missing[start:start + batch_size]
-            images = [decode_image(dataset.image_path(i).read_bytes(), min_side=dataset.min_side, max_pixels=10**9,
-                                   max_bytes=1 << 31) for i in chunk]
-            for i, row in zip(chunk, detect(detector, images)):
-                store[keys[i]] = torch.from_numpy(row.copy())
-        names = sorted(store)
-        blob = {"keys": names, "scores": torch.stack([store[k] for k in names])}
-        atomic_write(path, lambda f: torch.save(blob, f))
-    scores = torch.stack([store[k] for k in keys]) if keys else torch.zeros(0, len(spec["classes"]))
-    return scores, {"cached": len(keys) - len(missing), "computed": len(missing), "file": str(path)}
+            images = [decode_image(dataset.image_path(i).read_bytes(), min_side=dataset.min_side,
+                                   max_pixels=10**9, max_bytes=1 << 31) for i in missing[start:start + batch_size]]
+            out.append(torch.from_numpy(detect(detector, images)))
+        return torch.cat(out)
+
+    keys = [image_key(dataset.image_path(i)) for i in range(len(dataset))]
+    return cached_rows(detections_path(spec, dataset.min_side, cache_dir), keys, compute, "scores",
+                       len(spec["classes"]))

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from training import distributed as D
 from training.checkpoint import make_meta, save_checkpoint, save_json
 from training.datasets import DatasetError, LabelledImages, pair_sources
-from training.detector import detector_spec, label_scores, load_minival_ids, seen_by_detector
+from training.detector import detector_spec
+from training.detector_fit import detector_inputs, fuse_best_checkpoint, label_detections
 from training.fusion import fuse
 from training.labels import label_names, load_labels
 from training.legacy import LegacyError, convert_original_checkpoint, is_original_checkpoint, load_original_weights
@@ -41,8 +42,6 @@ from training.metrics import calibrate_thresholds, summarize
 REPO = Path(__file__).resolve().parent.parent
 # The bundled photos (113 + 431): the default training data when no --data is given.
 SAMPLES = (REPO / "samples/coco_subset", REPO / "samples/coco_more")
-# COCO photos the detector never saw in its own training (Google's minival): the fusion is fitted on those.
-MINIVAL_IDS = REPO / "samples/mscoco_minival_ids.txt"
 
 
 class UsageError(ValueError):
@@ -354,21 +353,17 @@ def run_prior(args, model, labels, names, train, val, report, out: Path, pre: di
                                       workers=args.workers, progress=True)
     t_features = time.perf_counter() - t0
     targets, known = train.targets()
-    spec, detections, seen, t_det = None, None, None, 0.0
+    spec, detections, seen, dstats = None, None, None, {"seconds": 0.0}
     if args.detector != "none":
         spec = detector_spec(labels, args.detector, tiles=args.detector_tiles)
-        t = time.perf_counter()
-        detections, dstats = label_detections(spec, train, names, args.cache_dir)
-        t_det = time.perf_counter() - t
-        minival = load_minival_ids(MINIVAL_IDS)
-        seen = torch.tensor([seen_by_detector(r, minival) for r in train.records], dtype=torch.bool)
+        detections, seen, dstats = detector_inputs(spec, train, names, args.cache_dir)
     result = prior_recipe.fit(model, features, targets, known, names, folds=args.folds, repeats=args.repeats,
                               wd=args.head_l2, pseudo_count=args.pseudo_count, detections=detections, seen=seen)
     metrics = result["metrics"]
     metrics["features"] = {**stats, "seconds": round(t_features, 1)}
     detector = None if spec is None else {**spec, "fusion": result["fusion"]}
     if detector is not None:
-        metrics["detections"] = {**dstats, "seconds": round(t_det, 1)}
+        metrics["detections"] = dstats
     if val is not None:
         set_preset(val, pre)
         vf, _ = cached_features(model, val, pre, args.cache_dir, batch_size=args.batch_size, workers=args.workers)
@@ -395,7 +390,8 @@ def run_prior(args, model, labels, names, train, val, report, out: Path, pre: di
         write_result_csv(args.result, train.paths, oof, names, result["thresholds"])
     elapsed = time.perf_counter() - t0
     print(f"prior recipe: {len(train)} photos, features {t_features:.1f}s ({stats['computed']} computed, "
-          f"{stats['cached']} cached)" + (f", detector {t_det:.1f}s" if spec else "") + f", total {elapsed:.1f}s")
+          f"{stats['cached']} cached)" + (f", detector {dstats['seconds']:.1f}s" if spec else "")
+          + f", total {elapsed:.1f}s")
     if spec:
         rep = metrics["detector"]
         print(f"thing labels, CV mAP on the {rep['photos_unseen_by_detector']} photos the detector never saw: served "
@@ -407,14 +403,6 @@ def run_prior(args, model, labels, names, train, val, report, out: Path, pre: di
           f"at thresholds CF1 {metrics['cv_at_thresholds']['CF1']:.3f} OF1 {metrics['cv_at_thresholds']['OF1']:.3f}")
     print(f"wrote {out / 'best.pt'}")
     return meta
-
-
-def label_detections(spec: dict, dataset: LabelledImages, names: list[str], cache_dir) -> tuple[torch.Tensor, dict]:
-    """The detector's scores of ``dataset``'s photos as ``(N, L)`` label columns (NaN: no detector class)."""
-    from training.features import cached_detections
-
-    raw, stats = cached_detections(spec, dataset, cache_dir, progress=True)
-    return torch.from_numpy(label_scores(raw.numpy(), list(spec["classes"]), names)), stats
 
 
 def set_preset(dataset: LabelledImages, pre: dict, *, train: bool = False) -> None:
@@ -592,7 +580,7 @@ def run_sgd(args, model, labels, names, train, val, report, out: Path, rank_info
         best["probs"] = validate(start_epoch)[0]
         model.load_state_dict(current)
     if rank_info.is_main and args.detector != "none":
-        best.update(fuse_best_checkpoint(args, labels, names, val, best["probs"], out))
+        best.update(fuse_best_checkpoint(args, labels, names, val, best["probs"], out, log=D.print0))
     if rank_info.is_main:
         vt, vk = val_set.targets()
         plot_run(out, history, best["summary"], best["probs"], vt, vk.bool(), names)
@@ -604,37 +592,6 @@ def run_sgd(args, model, labels, names, train, val, report, out: Path, rank_info
         D.print0(f"best epoch {best['epoch']}: val (calibrated thresholds) {format_summary(best['summary'])}")
         D.print0(f"wrote {out / 'best.pt'}, {out / 'last.pt'}, {out / 'metrics.json'}, {out / 'plots'}")
     return {"best": best["summary"], "history": history, "best_epoch": best["epoch"]}
-
-
-def fuse_best_checkpoint(args, labels, names, val: LabelledImages, probs: torch.Tensor, out: Path) -> dict:
-    """The SGD recipe with a detector: the best epoch's validation logits fused with the detector's scores
-    (``prior_recipe.choose_fusion``, out of fold over the validation photos), thresholds calibrated again on the
-    fused scores, and ``best.pt`` / ``meta.json`` rewritten with the detector. Returns what ``best`` changes."""
-    from training import prior_recipe
-
-    spec = detector_spec(labels, args.detector, tiles=args.detector_tiles)
-    detections, _ = label_detections(spec, val, names, args.cache_dir)
-    vt, vk = val.targets()
-    minival = load_minival_ids(MINIVAL_IDS)
-    seen = torch.tensor([seen_by_detector(r, minival) for r in val.records], dtype=torch.bool)
-    logits = torch.logit(probs.clamp(1e-7, 1 - 1e-7))
-    mode, fusion, source, fused = prior_recipe.choose_fusion([logits], detections, vt, vk, seen,
-                                                             folds=min(5, len(val)))
-    fused_probs = fused[mode][0].sigmoid()
-    thresholds, _ = calibrate_thresholds(fused_probs, vt, vk, min_positives=args.min_positives)
-    summary = summarize(fused_probs, vt, vk, thresholds, names)
-    summary["classifier_only"] = summarize(probs, vt, vk, [0.5] * len(names), names)["mAP"]
-    ckpt = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
-    meta = {**ckpt["meta"], "detector": {**spec, "fusion": fusion}, "thresholds": [float(t) for t in thresholds],
-            "recipe": ckpt["meta"]["recipe"] + f" + {spec['name']} detector ({mode} fusion, fitted on the "
-                                               "validation photos out of fold)"}
-    meta["metrics"] = {**meta["metrics"], "validation": summary, "fusion": mode,
-                       "fusion_source": {n: s for n, s in zip(names, source) if s != "none"}}
-    save_checkpoint(out / "best.pt", {**ckpt, "meta": meta})
-    save_json(out / "meta.json", meta)
-    D.print0(f"detector {spec['name']}: {mode} fusion; validation mAP {summary['mAP']:.3f} (classifier alone "
-             f"{summary['classifier_only']:.3f})")
-    return {"probs": fused_probs, "summary": summary, "thresholds": thresholds}
 
 
 # ---------------------------------------------------------------------------------------------- main

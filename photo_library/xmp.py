@@ -20,6 +20,7 @@ import os
 import shutil
 import uuid
 from contextlib import contextmanager
+from glob import escape as glob_escape
 from pathlib import Path
 
 CONFIG = Path(__file__).with_name("exiftool.config")
@@ -123,9 +124,12 @@ def merge_tags(current: dict, tags: list[str], parent: str, *, version: str, sha
 
 
 def write_sidecar(tool, path: Path, fields: dict) -> None:
-    """Write ``fields`` into the sidecar ``path`` (created when missing), atomically; other fields stay."""
+    """Write ``fields`` into the sidecar ``path`` (created when missing), atomically; other fields stay.
+    Temporary copies a killed run left beside it are removed first."""
     import exiftool
 
+    for stale in path.parent.glob(f".{glob_escape(path.name)}.*.tmp.xmp"):
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.xmp")
     args = []
     for tag, value in fields.items():

@@ -181,6 +181,12 @@ def test_export_gives_every_photos_tags_and_scores(stack, library, tmp_path):
         rows = {r["path"]: r for r in csv.DictReader(f)}
     assert "2024/bus.jpg" in rows and "bus" in rows["2024/bus.jpg"]["tags"].split(";")
     assert float(rows["2024/bus.jpg"]["bus"]) > 0.5 and "broken.jpg" not in rows
+    as_json = tmp_path / "tags.json"
+    assert main(["export", str(library), "--gateway", stack.gateway_url, "--format", "json",
+                 "--output", str(as_json)]) == 1
+    by_path = {r["path"]: r for r in json.loads(as_json.read_text())}
+    assert by_path["2024/bus.jpg"]["tags"] == rows["2024/bus.jpg"]["tags"].split(";")
+    assert len(by_path["2024/bus.jpg"]["scores"]) == 34
 
 
 def test_make_tag_on_the_samples(stack, tmp_path):
@@ -191,3 +197,67 @@ def test_make_tag_on_the_samples(stack, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "tagged 573, skipped 0 (unchanged), failed 0" in r.stdout
     assert len(list((tmp_path / "samples").rglob("*.xmp"))) == 573
+
+
+def test_a_503_is_retried_after_its_retry_after():
+    import http.server
+    import threading
+
+    from photo_library.gateway_client import GatewayClient, GatewayDown
+
+    answers = [503, 503, 200]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            code = answers.pop(0) if answers else 503
+            body = b'{"status":"ready","model_version":"7"}' if code == 200 else b'{"error":"busy"}'
+            self.send_response(code)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        assert GatewayClient(url).served_version() == "7"  # after two 503s
+        with pytest.raises(GatewayDown, match="answered 503 3 times: busy"):
+            GatewayClient(url, retries=2).served_version()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_killed_run_costs_only_what_it_had_left(stack, tmp_path):
+    import os
+    import signal
+    import sys
+    import time
+
+    root = tmp_path / "many"
+    root.mkdir()
+    photos = sorted((COCO.parent / "coco_more/images").glob("*.jpg"))[:40]
+    for p in photos:
+        shutil.copy(p, root / p.name)
+    proc = subprocess.Popen([sys.executable, "-m", "photo_library", "tag", str(root), "--gateway", stack.gateway_url,
+                             "--no-progress"], cwd=COCO.parent.parent, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(root.glob("*.jpg.xmp"))) < 8 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list(root.glob("*.jpg.xmp")))
+    assert 8 <= done < 40
+    r = subprocess.run([sys.executable, "-m", "photo_library", "tag", str(root), "--gateway", stack.gateway_url,
+                        "--no-progress"], cwd=COCO.parent.parent, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    tagged = int(r.stdout.split("tagged ")[1].split(",")[0])
+    assert tagged == 40 - done and f"skipped {done} (unchanged)" in r.stdout
+    assert len(list(root.glob("*.jpg.xmp"))) == 40 and not list(root.glob(".*.tmp.xmp"))  # no leftovers
+    for side in root.glob("*.jpg.xmp"):
+        assert exiftool(side, "XMP-phototagger:SourceSHA256")  # every sidecar whole

@@ -81,6 +81,7 @@ def test_head_only_training_writes_everything_and_the_archive_serves_it(tmp_path
     assert best["mAP"] > 0.2
     args = json.loads((out / "args.json").read_text())
     assert args["epochs"] == 4 and args["arch"] == "efficientnet_lite0" and args["lrp"] == 0.0
+    assert args["detector"] == "ssd_mobilenet_v2"  # "auto", resolved
     ckpt = torch.load(out / "best.pt", weights_only=True)
     meta = ckpt["meta"]
     assert meta["thresholds"] != [0.5] * 34 and meta["arch"] == "efficientnet_lite0"

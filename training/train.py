@@ -623,6 +623,8 @@ def main(args: argparse.Namespace) -> dict:
         if args.arch and resume_arch and args.arch != resume_arch:
             raise UsageError(f"--arch {args.arch} but {args.resume} holds a {resume_arch}")
         args.arch = args.arch or resume_arch or "efficientnet_lite0"
+        if args.detector == "auto":  # resolved before args.json records the configuration
+            args.detector = "none" if args.evaluate else "ssd_mobilenet_v2"
         if args.recipe == "prior" and resume is not None:
             raise UsageError("--recipe prior fits its head from scratch; --resume works with --recipe sgd")
         out = Path(args.output)
@@ -639,8 +641,6 @@ def main(args: argparse.Namespace) -> dict:
         from training.presets import default_preprocessing
 
         pre = resume_pre or {**default_preprocessing(args.arch), "squash": args.resize_mode == "squash"}
-        if args.detector == "auto":
-            args.detector = "none" if args.evaluate else "ssd_mobilenet_v2"
         if args.recipe == "prior":
             if not rank_info.is_main:
                 return {}

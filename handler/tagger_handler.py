@@ -14,8 +14,8 @@ import os
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
-from handler.core import (load_model, load_model_detector, optimize_for_inference, postprocess, request_bytes,
-                          runtime_name, serialize, with_detector)
+from handler.core import (load_model, load_model_detector, optimize_for_inference, postprocess,
+                          release_free_memory, request_bytes, runtime_name, serialize, with_detector)
 from handler.image import ImageError, decode_image
 from training.presets import eval_transform
 
@@ -37,6 +37,7 @@ class TaggerHandler(BaseHandler):
         self.model = optimize_for_inference(self.model, self.meta, runtime=runtime)
         self.detector = load_model_detector(self.meta)  # a missing or altered detector file fails here, named
         self.transform = eval_transform(self.meta["preprocessing"])
+        release_free_memory()
         self.initialized = True
         logger.info("tagger %s loaded: %s, %d labels, on %s, %s, detector %s", self.meta["version"],
                     self.meta["arch"], len(self.meta["labels"]), self.device, runtime_name(self.model),

@@ -119,19 +119,15 @@ def detections_of(cache: Path, *, tiles: bool = False):
 
 
 def with_detector(runs, detections, targets, known, seen, *, folds) -> dict:
-    """The recipe's fusion of ``runs`` (training.prior_recipe.choose_fusion): every mode's thing-label mAP on the
-    photos the detector never saw and on the others, and the chosen mode's overall score."""
-    from training.prior_recipe import _group_map, choose_fusion
+    """The recipe's fusion of ``runs`` (training.prior_recipe.choose_fusion) and its report (the thing labels'
+    mAP of every mode, on the photos the detector never saw and on the others: ``detector_report``), with the
+    chosen mode's overall score."""
+    from training.prior_recipe import choose_fusion, detector_report
 
-    mode, _, _, fused = choose_fusion(runs, detections, targets, known, seen, folds=folds)
-    cols = [j for j in range(detections.shape[1]) if not bool(detections[:, j].isnan().any())]
-    det = torch.where(detections.isnan(), torch.zeros_like(detections), detections)
-    things = {}
-    for part, rows in (("unseen", ~seen), ("seen", seen)):
-        things[part] = {m: round(statistics.mean(_group_map(r, targets, known, cols, rows) for r in fused[m]), 4)
-                        for m in fused}
-        things[part]["classifier"] = round(statistics.mean(_group_map(r, targets, known, cols, rows) for r in runs), 4)
-        things[part]["detector_as_is"] = _group_map(det, targets, known, cols, rows)
+    mode, _, source, fused = choose_fusion(runs, detections, targets, known, seen, folds=folds)
+    report = detector_report({"blend": fused[mode], "classifier_only": runs, **fused}, detections, targets, known,
+                             label_names(), seen, source, mode)
+    things = {part: report[f"thing_map_{part}"] for part in ("unseen", "seen")}
     return {**score(fused[mode], targets, known), "fusion": mode, "thing_map": things, "runs": fused[mode]}
 
 

@@ -38,14 +38,12 @@ def model_probs(model, meta: dict, dataset, *, batch_size: int = 32, workers: in
     detector's scores when ``meta`` has one (as the handler does), as probabilities (N, L)."""
     logits = predict_logits(model, dataset, batch_size=batch_size, workers=workers)
     if meta.get("detector"):
-        from training.detector import label_scores
-        from training.features import cached_detections
+        from training.detector_fit import label_detections
         from training.fusion import fuse
 
-        raw, _ = cached_detections(meta["detector"], dataset, cache_dir or DEFAULT_CACHE)
         names = [lab["name"] for lab in meta["labels"]]
-        scores = label_scores(raw.numpy(), list(meta["detector"]["classes"]), names)
-        logits = fuse(logits, torch.from_numpy(scores), meta["detector"]["fusion"])
+        scores, _ = label_detections(meta["detector"], dataset, names, cache_dir or DEFAULT_CACHE)
+        logits = fuse(logits, scores, meta["detector"]["fusion"])
     return logits.sigmoid()
 
 

@@ -16,6 +16,12 @@ import torch
 EPS = 1e-6
 
 
+def detector_columns(scores) -> list[int]:
+    """The label columns the detector speaks for (its scores are NaN in the others)."""
+    scores = torch.as_tensor(scores)
+    return [j for j in range(scores.shape[1]) if not bool(scores[:, j].isnan().any())]
+
+
 def identity_fusion(num_labels: int) -> dict:
     return {"a": [1.0] * num_labels, "b": [0.0] * num_labels, "c": [0.0] * num_labels}
 
@@ -48,7 +54,7 @@ def fit_fusion(logits: torch.Tensor, scores: torch.Tensor, targets: torch.Tensor
 
     n_labels = logits.shape[1]
     fusion = identity_fusion(n_labels)
-    cols = [j for j in range(n_labels) if not bool(torch.as_tensor(scores)[:, j].isnan().any())]
+    cols = detector_columns(scores)
     source = ["none"] * n_labels
     if not cols or len(logits) == 0:
         return fusion, source

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from training.fusion import fit_fusion, fuse
+from training.fusion import detector_columns, fit_fusion, fuse
 from training.head import fit_head
 from training.metrics import calibrate_thresholds, mean_average_precision, per_label_ap, summarize
 
@@ -82,7 +82,7 @@ def _group_map(scores: torch.Tensor, targets, known, cols: list[int], rows=None)
 def detector_report(cv: dict, detections, targets, known, names, seen, source: list[str], mode: str) -> dict:
     """Thing labels' CV AP (fused, classifier alone, detector alone) on photos the detector saw in its own
     training and on those it never saw, reported apart: the seen ones flatter it."""
-    cols = [j for j in range(len(names)) if not bool(detections[:, j].isnan().any())]
+    cols = detector_columns(detections)
     stuff = [j for j in range(len(names)) if j not in cols]
     det = torch.where(detections.isnan(), torch.zeros_like(detections), detections)
     mean = lambda xs: None if any(x is None for x in xs) else round(sum(xs) / len(xs), 4)  # noqa: E731
@@ -108,7 +108,7 @@ def choose_fusion(cv_logits: list[torch.Tensor], detections, targets, known, see
     Returns ``(mode, fusion, per-label source, {mode: out-of-fold fused logits per repeat})``.
     """
     judge = ~seen if bool((~seen).any()) else torch.ones_like(seen)
-    cols = [j for j in range(detections.shape[1]) if not bool(detections[:, j].isnan().any())]
+    cols = detector_columns(detections)
     fused = {m: fuse_out_of_fold(cv_logits, detections, targets, known, folds=folds, detector_only=m == "detector")
              for m in FUSIONS}
     score = {m: sum(_group_map(s, targets, known, cols, judge) or 0 for s in fused[m]) for m in FUSIONS}
@@ -173,6 +173,4 @@ def fit(model, features, targets, known, names: list[str], *, folds: int, repeat
         metrics.update({f"cv_map_{m}_fusion": mean(cv_maps[m]) for m in FUSIONS})
         metrics["detector"] = detector_report(cv, detections, targets, known, names, seen, fusion_source,
                                               fusion_mode)
-        for m in ("classifier_only", *FUSIONS):
-            cv.pop(m)
     return {"thresholds": thresholds, "metrics": metrics, "oof_probs": cv["blend"][0].sigmoid(), "fusion": fusion}

@@ -14,6 +14,7 @@ file and labels move to the ``history`` table.
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import hashlib
 import json
 import os
@@ -66,6 +67,13 @@ class PhotoStore:
         self.images = self.root / "images"
         self.images.mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / "photos.db"
+        # gunicorn boots its workers at once, and SQLite answers "database is locked" at once (busy_timeout or
+        # not) to a second process switching a new file to WAL; a worker failing to boot halts gunicorn: one at a time
+        with open(self.root / ".schema.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._migrate()
+
+    def _migrate(self) -> None:
         with closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)

@@ -96,7 +96,7 @@ def private_model_store(tmp_path_factory):
 def served_stack(tmp_path_factory, **stack_args):
     """A real TorchServe + gateway on free ports with their own data directory, started and, at the end, stopped:
     ``yield from served_stack(tmp_path_factory, model_store=..., gateway_workers=2)`` in a fixture."""
-    from serving.stack import Stack, ensure_default_archive, serve, stop
+    from serving.stack import Stack, ensure_default_archive, gateway_pid, serve, stop
     from serving.torchserve import Ports, free_ports
 
     ensure_default_archive()
@@ -105,5 +105,9 @@ def served_stack(tmp_path_factory, **stack_args):
     try:
         serve(st)
         yield st
+        if gateway_pid(st) is None:  # a gateway that died under the tests says why (its own log)
+            log = st.gateway_dir / "error.log"
+            tail = log.read_text(errors="replace")[-3000:] if log.is_file() else "(no error.log)"
+            pytest.fail(f"the gateway on {st.gateway_url} died during the tests; its error.log ends:\n{tail}")
     finally:
         stop(st)

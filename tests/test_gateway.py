@@ -307,3 +307,31 @@ def test_the_gateway_loads_without_torch():
     out = subprocess.run([sys.executable, "-c", "import sys, gateway; gateway.create_app(); print('torch' in "
                           "sys.modules)"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def _open_store(path, barrier, errors):
+    from gateway.store import PhotoStore
+
+    barrier.wait()
+    try:
+        PhotoStore(path)
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        errors.put(repr(exc))
+
+
+def test_workers_booting_at_once_all_open_a_new_store(tmp_path):
+    """gunicorn boots its workers together on a fresh data folder; one failing to open the store ("database is
+    locked") would halt gunicorn altogether. Before the schema lock, about one try in five failed."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    for i in range(25):
+        barrier = ctx.Barrier(3)
+        procs = [ctx.Process(target=_open_store, args=(tmp_path / str(i), barrier, errors)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+            assert p.exitcode == 0
+    assert errors.empty(), errors.get()

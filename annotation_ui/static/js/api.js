@@ -1,0 +1,13 @@
+// The page's API, relative to /annotate/: api/model, api/photos, api/photo, PUT|DELETE api/photos/<id>/labels,
+// api/progress, api/jobs, and the gateway's ../imgup and ../imginfo. Errors are {"error": message}.
+async function json(response) {
+  const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+  if (!response.ok) throw Object.assign(new Error(body.error || `HTTP ${response.status}`), { status: response.status });
+  return body;
+}
+
+export const api = (path, options) => fetch(path, options).then(json);
+export const q = (id) => encodeURIComponent(id);
+export const send = (method, path, body) => api(path, {
+  method, headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+});

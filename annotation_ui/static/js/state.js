@@ -1,0 +1,32 @@
+// What the page holds: the served model's vocabulary, the listed page of photos, the photo being edited.
+import { $, el } from "./dom.js";
+import { api } from "./api.js";
+
+export const HOTKEYS = "1234567890qwertyiopasdfghjklzxcvbnm"; // u is undo
+export const PAGE = 60;
+export const state = {
+  model: null, labels: [], byCode: new Map(), rows: [], total: 0, offset: 0, index: -1,
+  current: null, // {id, values: Map(name -> true|false|null), suggested: Set, saved: record|null}
+  cache: new Map(), drafts: new Map(), undo: [], job: null, jobTimer: null,
+};
+// Set by main.js: what a click on a tile does (the grid does not import the photo editor).
+export const hooks = { open: () => {} };
+window.__timings = { steps: [] }; // read by the browser tests
+
+export async function loadModel() {
+  const model = await api("api/model");
+  state.model = model;
+  state.labels = model.labels;
+  state.byCode.clear();
+  model.labels.forEach((lab, i) => {
+    lab.hotkey = HOTKEYS[i] || "";
+    if (lab.hotkey) state.byCode.set(/\d/.test(lab.hotkey) ? `Digit${lab.hotkey}` : `Key${lab.hotkey.toUpperCase()}`, lab.name);
+  });
+  $("#model-version").textContent = model.version ? `model ${model.version}` : "no model answering";
+  $("#model-source").textContent = `labels from ${model.source}`;
+  const filter = $("#label-filter");
+  const chosen = filter.value;
+  filter.replaceChildren(el("option", { value: "", textContent: "any label" }),
+    ...model.labels.map((lab) => el("option", { value: lab.name, textContent: lab.name })));
+  filter.value = model.labels.some((l) => l.name === chosen) ? chosen : "";
+}

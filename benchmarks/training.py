@@ -21,8 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from training.checkpoint import save_json  # noqa: E402
-from training.train import cli  # noqa: E402
+from tagger.meta import save_json  # noqa: E402
+from training.cli import cli  # noqa: E402
 
 
 def write_fold_files(ann: Path, out: Path, folds: int) -> list[tuple[Path, Path]]:

@@ -75,8 +75,8 @@ def test_saving_labels_records_provenance_and_the_suggestion_seen(client, photos
 
 
 def test_export_marks_unreviewed_labels_unknown_and_trains_as_is(client, app, photos, tmp_path):
+    from tagger.labels import label_names
     from training.datasets import LabelledImages
-    from training.labels import label_names
 
     client.put(f"/annotate/api/photos/{photos[0]}/labels", json={"labels": ["sea"], "unknown": ["fog", "boat"]})
     client.put(f"/annotate/api/photos/{photos[1]}/labels", json={"labels": []})  # reviewed: nothing in it
@@ -163,12 +163,19 @@ def test_cross_site_requests_are_refused_and_same_origin_ones_served(client, pho
 def test_the_page_escapes_nothing_it_did_not_write():
     from pathlib import Path
 
-    js = (Path(__file__).parent.parent / "annotation_ui/static/annotate.js").read_text()
-    assert "innerHTML" not in js and "insertAdjacentHTML" not in js and "document.write" not in js
+    modules = sorted((Path(__file__).parent.parent / "annotation_ui/static/js").glob("*.js"))
+    assert len(modules) >= 8
+    for path in modules:
+        js = path.read_text()
+        assert "innerHTML" not in js and "insertAdjacentHTML" not in js and "document.write" not in js, path.name
 
 
 def _fake_archive(path, version, labels):
-    meta = {"labels": labels, "thresholds": [0.3] * len(labels), "version": version}
+    from tagger.meta import make_meta
+    from tagger.presets import default_preprocessing
+
+    meta = make_meta(arch="resnet18", labels=labels, thresholds=[0.3] * len(labels),
+                     preprocessing=default_preprocessing("resnet18"), version=version)
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("MAR-INF/MANIFEST.json", json.dumps({"model": {"modelName": "tagger", "modelVersion": version}}))
         z.writestr("meta.json", json.dumps(meta))
@@ -227,7 +234,7 @@ def test_jobs_run_one_at_a_time_and_report_errors(client, app, photos):
 def test_a_store_from_before_label_provenance_opens_and_exports(tmp_path):
     import sqlite3
 
-    from gateway.store import PhotoStore
+    from photo_store import PhotoStore
 
     (tmp_path / "images").mkdir()
     db = sqlite3.connect(tmp_path / "photos.db")
@@ -238,7 +245,7 @@ def test_a_store_from_before_label_provenance_opens_and_exports(tmp_path):
     db.commit()
     db.close()
     from annotation_ui.export import build_export
-    from training.labels import load_labels
+    from tagger.labels import load_labels
 
     export = build_export(PhotoStore(tmp_path).list(), load_labels())
     assert export["images"][0]["unknown_category_ids"] == []  # its save judged every checkbox shown

@@ -1,14 +1,17 @@
 """What the training tool writes, archived with `make archive`, is served by the real TorchServe."""
 import json
 
+import pytest
 import requests
 import torch
 
-from gateway.tagger_client import read_keys
 from serving import torchserve
 from serving.torchserve import Ports, TorchServeRun, free_ports
+from tagger.ts_keys import read_keys
 from tests.conftest import COCO
-from training.train import cli
+from training.cli import cli
+
+pytestmark = pytest.mark.stack  # starts real TorchServe (make test-fast leaves it out)
 
 
 def test_a_trained_checkpoint_archives_and_torchserve_serves_it(tmp_path):
@@ -34,8 +37,8 @@ def test_a_trained_checkpoint_archives_and_torchserve_serves_it(tmp_path):
     # the same scores as the checkpoint in-process (classifier and detector), and tags exactly the labels at or
     # above their thresholds
     from handler.core import load_model_detector, with_detector
-    from handler.image import decode_image
-    from training.presets import eval_transform
+    from tagger.image import decode_image
+    from tagger.presets import eval_transform
     from training.resume import load_for_inference
 
     model, meta, _ = load_for_inference(out / "best.pt")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import COCO, REPO
-from training.train import cli, parse_args
+from training.cli import cli, parse_args
 
 ORIGINAL_FLAGS = ["--workers", "--epochs", "--epoch_step", "--device_ids", "--start-epoch", "-b", "--batch-size",
                   "--lr", "--lrp", "--momentum", "--weight-decay", "--wd", "--print-freq", "-p", "--resume",
@@ -43,13 +43,14 @@ def run(argv):
     return code
 
 
+@pytest.mark.slow
 def test_help_shows_every_original_flag_with_its_default():
     out = subprocess.run([sys.executable, "-m", "training", "--help"], cwd=REPO, capture_output=True, text=True,
                          check=True).stdout
     for flag in ORIGINAL_FLAGS + ["--data", "--ann", "--val-ann", "--val-split", "--labels", "--arch",
                                   "--pretrained", "--output", "--recipe"]:
         assert flag in out, flag
-    parser_actions = [a for a in __import__("training.train", fromlist=["x"]).get_args_parser()._actions
+    parser_actions = [a for a in __import__("training.cli", fromlist=["x"]).get_args_parser()._actions
                       if a.dest != "help"]
     assert all("default" in a.help for a in parser_actions), [a.dest for a in parser_actions
                                                                 if "default" not in a.help]
@@ -62,6 +63,7 @@ def test_config_file_sits_between_defaults_and_command_line(tmp_path):
     assert (args.epochs, args.lr, args.momentum) == (7, 0.2, 0.9)
 
 
+@pytest.mark.slow
 def test_head_only_training_writes_everything_and_the_archive_serves_it(tmp_path, cache_dir):
     out = tmp_path / "run"
     result = tmp_path / "result.csv"
@@ -104,6 +106,7 @@ def test_head_only_training_writes_everything_and_the_archive_serves_it(tmp_path
         assert json.loads(z.read("meta.json"))["thresholds"] == meta["thresholds"]
 
 
+@pytest.mark.slow
 def test_detector_none_builds_a_classifier_only_model(tmp_path, cache_dir, tiny_coco):
     out = tmp_path / "plain"
     assert run(["--data", COCO, "--ann", tiny_coco, "--output", out, "--cache-dir", cache_dir, "--epochs", 1,
@@ -113,6 +116,7 @@ def test_detector_none_builds_a_classifier_only_model(tmp_path, cache_dir, tiny_
     assert meta["preprocessing"]["squash"] is False
 
 
+@pytest.mark.slow
 def test_resume_continues_to_the_same_result(tmp_path, cache_dir):
     common = ["--data", COCO, "--cache-dir", cache_dir, "--epoch_step", 3, "-j", 0, "--lr", 0.05]
     assert run(["--output", tmp_path / "full", "--epochs", 5, *common]) == 0
@@ -130,6 +134,7 @@ def test_resume_continues_to_the_same_result(tmp_path, cache_dir):
     assert best_half == pytest.approx(best_full, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_cached_epochs_match_full_forward_epochs(tmp_path, cache_dir, tiny_coco):
     common = ["--ann", tiny_coco, "--data", COCO, "--cache-dir", cache_dir, "--epochs", 2, "-j", 0, "-b", 8]
     assert run(["--output", tmp_path / "cached", *common]) == 0
@@ -141,6 +146,7 @@ def test_cached_epochs_match_full_forward_epochs(tmp_path, cache_dir, tiny_coco)
     assert [e["mAP"] for e in a] == pytest.approx([e["mAP"] for e in b], abs=5e-3)
 
 
+@pytest.mark.slow
 def test_resnet18_fine_tuning_with_train_preset(tmp_path, tiny_coco):
     out = tmp_path / "r18"
     assert run(["--arch", "resnet18", "--pretrained", "none", "--lrp", 0.1, "--lr", 0.01, "--epochs", 1,
@@ -154,8 +160,8 @@ def test_resnet18_fine_tuning_with_train_preset(tmp_path, tiny_coco):
 
 def test_frozen_backbone_keeps_batchnorm_in_eval_mode(tiny_coco):
     """With --lrp 0 --no-cache the backbone runs every epoch; its BatchNorm statistics must not move."""
-    from training.train import build
-    from training.labels import load_labels
+    from tagger.labels import load_labels
+    from training.model import build
 
     args = parse_args(["--arch", "resnet18", "--pretrained", "none"])
     model = build("resnet18", load_labels(), args, imagenet_prior=False, pretrained=False)
@@ -166,6 +172,7 @@ def test_frozen_backbone_keeps_batchnorm_in_eval_mode(tiny_coco):
     assert torch.equal(model.backbone.bn1.running_mean, before)
 
 
+@pytest.mark.slow
 def test_original_checkpoint_resumes_and_says_what_it_found(tmp_path, tiny_coco, capsys):
     import torchvision
 
@@ -237,8 +244,8 @@ def test_import_legacy_newdata_trains(tmp_path, capsys):
     assert report["images"] == 5 and report["unlabelled"] == [files[5].name]
     assert report["labels_outside_vocabulary"] == ["umbrella"]
 
+    from tagger.labels import label_names
     from training.datasets import LabelledImages
-    from training.labels import label_names
 
     names = label_names()
     ds, rep = LabelledImages.from_coco([(nd, out)], names)
@@ -249,6 +256,7 @@ def test_import_legacy_newdata_trains(tmp_path, capsys):
     assert rep["ignored_categories"] == {"umbrella": 2}
 
 
+@pytest.mark.slow
 def test_a_pickle_that_asks_for_code_is_refused_and_nothing_runs(tmp_path, capsys):
     from training.legacy import LegacyError, safe_unpickle
 
@@ -276,9 +284,9 @@ def test_a_pickle_that_asks_for_code_is_refused_and_nothing_runs(tmp_path, capsy
 
 
 def test_instances_and_stuff_files_merge_per_image_and_unknowns_stay_masked(tmp_path):
+    from tagger.labels import label_names
     from training.datasets import LabelledImages
-    from training.labels import label_names
-    from training.train import masked_bce
+    from training.engine import masked_bce
 
     data = json.loads((COCO / "annotations.json").read_text())
     things = dict(data, categories=[c for c in data["categories"] if c["isthing"]],
@@ -300,6 +308,7 @@ def test_instances_and_stuff_files_merge_per_image_and_unknowns_stay_masked(tmp_
         masked_bce(torch.tensor([[-99.0, -5.0]]), y, torch.tensor([[0.0, 1.0]]), 1))
 
 
+@pytest.mark.slow
 def test_bad_data_is_reported_clearly(tmp_path, capsys):
     assert run(["--data", COCO, "--ann", tmp_path / "missing.json", "--output", tmp_path / "o"]) == 2
     assert "annotation file not found" in capsys.readouterr().err
@@ -333,11 +342,11 @@ def test_bad_data_is_reported_clearly(tmp_path, capsys):
 
 
 def test_feature_cache_recomputes_only_what_changed(tmp_path):
+    from tagger.labels import label_names
+    from tagger.presets import default_preprocessing, eval_transform
     from training.datasets import LabelledImages
     from training.features import cached_features
-    from training.labels import label_names
     from training.model import build_model
-    from training.presets import default_preprocessing, eval_transform
 
     data = json.loads((COCO / "annotations.json").read_text())
     root = tmp_path / "root"
@@ -365,6 +374,7 @@ def test_feature_cache_recomputes_only_what_changed(tmp_path):
     assert s5["computed"] == 4
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path, cache_dir, tiny_coco):
     """torchrun with 2 CPU processes (gloo, DistributedDataParallel) gives the single-process result."""
     common = ["--ann", str(tiny_coco), "--data", str(COCO), "--cache-dir", str(cache_dir), "--epochs", "3", "-b",
@@ -384,10 +394,11 @@ def test_two_processes_match_one(tmp_path, cache_dir, tiny_coco):
     assert r.stdout.count("epoch 3/3") == 1  # only rank 0 speaks
 
 
+@pytest.mark.slow
 def test_cv_never_lets_a_photos_own_label_reach_its_out_of_fold_prediction():
     """Flip one photo's labels: its out-of-fold predictions (every repeat) must not move."""
+    from tagger.labels import load_labels
     from training.head import set_prior_structure
-    from training.labels import load_labels
     from training.model import build_model
     from training.prior_recipe import cross_validate, fold_indices
 
@@ -413,8 +424,8 @@ def test_cv_never_lets_a_photos_own_label_reach_its_out_of_fold_prediction():
 
 def test_supercategory_back_off_and_checkpoints_made_before_it():
     """A label without ImageNet classes leans on its supercategory siblings; older state dicts still load."""
+    from tagger.labels import label_names, load_labels
     from training.head import fit_head, set_prior_structure, sibling_matrix
-    from training.labels import label_names, load_labels
     from training.model import build_model
 
     labels = load_labels()

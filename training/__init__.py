@@ -1,6 +1,6 @@
 """Training side of the photo tagger: datasets, model factory, metrics, checkpoints, archives.
 
-    python -m training --help                      # the training tool (the original's flags; see training.train)
+    python -m training --help                      # the training tool (the original's flags; see training.cli)
     python -m training --recipe prior --output checkpoints/default   # the default model (< 2 min, CPU)
     python -m training.evaluate --help             # score a checkpoint on a COCO-format dataset
     python -m training.import_legacy --help        # the original tool's newdata/ folder -> COCO format

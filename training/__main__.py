@@ -1,6 +1,6 @@
-"""``python -m training --help``: the training tool (see ``training.train``)."""
+"""``python -m training --help``: the training tool (see ``training.cli``)."""
 import sys
 
-from training.train import cli
+from training.cli import cli
 
 sys.exit(cli())

@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from training.errors import UsageError
+
 # COCO panoptic merges these COCO-Stuff classes into others (fog into sky, hill into mountain, branch/bush/leaves
 # into tree) or drops them (ground-other), so an image labelled from panoptic segments says nothing about them.
 PANOPTIC_UNANNOTATED = frozenset({"fog", "ground-other", "hill", "branch", "bush", "leaves"})
@@ -218,10 +220,45 @@ class LabelledImages(torch.utils.data.Dataset):
         return self._targets, self._known
 
     def __getitem__(self, index: int):
-        from handler.image import decode_image
+        from tagger.image import decode_image
 
         image = decode_image(self.paths[index].read_bytes(), min_side=self.min_side, max_pixels=10**9,
                              max_bytes=1 << 31)
         if self.transform is not None:
             image = self.transform(image)
         return image, self._targets[index], self._known[index]
+
+
+# ---- the training tool's data: train, validation, and what was left out
+
+def load_datasets(args, names: list[str]):
+    """(train, val or None, report); val is --val-ann, or a seeded --val-split of the training photos."""
+    full, report = LabelledImages.from_coco(pair_sources(args.data, args.ann), names)
+    if args.val_ann:
+        val, vreport = LabelledImages.from_coco(pair_sources([args.val_data or args.data[0]], [args.val_ann]), names)
+        report["validation"] = vreport
+        return full, val, report
+    if args.recipe == "prior":
+        return full, None, report
+    if not 0 < args.val_split < 1:
+        raise UsageError("--val-split must be between 0 and 1 (or pass --val-ann FILE)")
+    n_val = max(1, round(len(full) * args.val_split))
+    if n_val >= len(full):
+        raise DatasetError(f"only {len(full)} usable photos: too few to hold {n_val} out for validation")
+    perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(args.seed)).tolist()
+    report["validation"] = {"split": args.val_split, "images": n_val}
+    return full.subset(sorted(perm[n_val:])), full.subset(sorted(perm[:n_val])), report
+
+
+def print_report(report: dict) -> None:
+    print(f"data: {report['images']} photos from {len(report['sources'])} annotation file(s)"
+          + (f", validation {report['validation']['images']}" if "validation" in report else ""))
+    for rep in [report] + ([report["validation"]] if "sources" in report.get("validation", {}) else []):
+        if rep["skipped"]:
+            print(f"skipped {len(rep['skipped'])} images that cannot be used:")
+            for s in rep["skipped"][:20]:
+                print(f"  {s['path']}: {s['reason']}")
+        if rep["ignored_categories"]:
+            cats = rep["ignored_categories"]
+            print(f"ignored {len(cats)} categories not in the vocabulary ({sum(cats.values())} image labels): "
+                  + ", ".join(sorted(cats)[:15]) + (" ..." if len(cats) > 15 else ""))

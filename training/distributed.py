@@ -93,3 +93,14 @@ def main_first(info: RankInfo):
     yield
     if info.world > 1 and info.is_main:
         dist.barrier()
+
+
+def pick_device(args, rank_info: RankInfo) -> torch.device:
+    if torch.cuda.is_available():
+        if rank_info.world > 1:
+            return torch.device(f"cuda:{rank_info.local_rank}")
+        return torch.device(f"cuda:{args.device_ids[0]}")
+    if args.device_ids != [0] or rank_info.is_main:
+        print0(f"note: no GPU available, --device_ids {' '.join(map(str, args.device_ids))} ignored; "
+                 "training on CPU")
+    return torch.device("cpu")

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
-from training.checkpoint import save_json
+from tagger.meta import save_json
+from tagger.tags import tags_above
 from training.datasets import DatasetError, LabelledImages, pair_sources
-from training.metrics import summarize
+from training.metrics import METRIC_NAMES, summarize
 
 DEFAULT_CACHE = Path(__file__).resolve().parent.parent / "var/cache"
 
@@ -49,9 +50,7 @@ def model_probs(model, meta: dict, dataset, *, batch_size: int = 32, workers: in
 
 def write_result_csv(path: str | Path, image_paths, probs: torch.Tensor, names: list[str], thresholds) -> None:
     """One row per image: its path, every label's score, and the predicted tags (``;``-separated, best first)."""
-    from training.checkpoint import atomic_write
-
-    thr = torch.as_tensor(thresholds)
+    from tagger.meta import atomic_write
 
     def write(f):
         import io
@@ -60,8 +59,7 @@ def write_result_csv(path: str | Path, image_paths, probs: torch.Tensor, names: 
         w = csv.writer(text)
         w.writerow(["image", *names, "tags"])
         for p, row in zip(image_paths, probs):
-            order = torch.argsort(row, descending=True).tolist()
-            tags = [names[j] for j in order if row[j] >= thr[j]]
+            tags = tags_above(row.tolist(), names, thresholds)
             w.writerow([str(p), *[f"{float(v):.4f}" for v in row], ";".join(tags)])
         f.write(text.getvalue().encode())
 
@@ -70,7 +68,7 @@ def write_result_csv(path: str | Path, image_paths, probs: torch.Tensor, names: 
 
 def format_summary(s: dict, *, not_applicable: bool = True) -> str:
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    head = " ".join(f"{k} {fmt(s[k])}" for k in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"))
+    head = " ".join(f"{k} {fmt(s[k])}" for k in METRIC_NAMES)
     na = (s.get("labels_not_applicable") or []) if not_applicable else []
     return head + (f"  (not applicable, no known positive: {', '.join(na)})" if na else "")
 
@@ -81,7 +79,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", action="append", default=None, help="image root(s) (default: the --ann file's folder)")
     p.add_argument("--ann", action="append", required=True, help="COCO-format annotation file(s), repeatable")
     p.add_argument("--labels", default=None,
-                   help="label vocabulary JSON for an original checkpoint (default: training/labels.json)")
+                   help="label vocabulary JSON for an original checkpoint (default: tagger/labels.json)")
     p.add_argument("--result", default=None, help="CSV with every image's scores and tags (default: none)")
     p.add_argument("--out", default=None, help="metrics JSON (default: eval-<ann stem>.json beside the checkpoint)")
     p.add_argument("-b", "--batch-size", type=int, default=32, help="batch size (default: 32)")
@@ -91,7 +89,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
-    from training.presets import eval_transform
+    from tagger.presets import eval_transform
     from training.resume import load_for_inference
 
     model, meta, note = load_for_inference(args.checkpoint, args.labels)

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import torch
 
+# The summary's figures, in the order every report prints them (the CLI, metrics.json, the annotation page).
+METRIC_NAMES = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")
+AT_THRESHOLDS = METRIC_NAMES[1:]  # the ones that depend on the thresholds
+
 
 def average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float:
     """AP of one label: mean precision at the rank of each positive (ties broken pessimistically).

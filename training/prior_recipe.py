@@ -10,11 +10,20 @@ probabilities; the final head is then fitted on all photos.
 """
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import torch
 
+from tagger.meta import make_meta, save_json
+from training.checkpoint import save_checkpoint
+from training.detector import detector_spec
+from training.detector_fit import detector_inputs, label_detections
+from training.engine import set_preset
+from training.errors import UsageError
 from training.fusion import detector_columns, fit_fusion, fuse
 from training.head import fit_head
-from training.metrics import calibrate_thresholds, mean_average_precision, per_label_ap, summarize
+from training.metrics import AT_THRESHOLDS, calibrate_thresholds, mean_average_precision, per_label_ap, summarize
 
 
 def fold_indices(n: int, folds: int, repeat: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -161,7 +170,7 @@ def fit(model, features, targets, known, names: list[str], *, folds: int, repeat
                        "labels with >= 1 known positive",
         "cv_per_label_ap": per_label(ap),
         "cv_per_label_ap_label_frequency": per_label(freq_ap),
-        "cv_at_thresholds": {k: at_thresholds[k] for k in ("CP", "CR", "CF1", "OP", "OR", "OF1")},
+        "cv_at_thresholds": {k: at_thresholds[k] for k in AT_THRESHOLDS},
         "threshold_source": dict(zip(names, source)),
         "n_images": len(features),
         "positives": {n: int(p) for n, p in zip(names, (targets * known).sum(0).tolist())},
@@ -174,3 +183,74 @@ def fit(model, features, targets, known, names: list[str], *, folds: int, repeat
         metrics["detector"] = detector_report(cv, detections, targets, known, names, seen, fusion_source,
                                               fusion_mode)
     return {"thresholds": thresholds, "metrics": metrics, "oof_probs": cv["blend"][0].sigmoid(), "fusion": fusion}
+
+
+# ---- the recipe as the training tool runs it (python -m training --recipe prior)
+
+def run(args, model, labels, names, train, val, report, out: Path, pre: dict) -> dict:
+    """The default model: see ``training.prior_recipe``."""
+    from training.features import cached_features
+    from training.head import set_prior_structure
+    from training.plots import plot_run
+
+    if args.pretrained == "none":
+        raise UsageError("--recipe prior reads the backbone's ImageNet classifier: it needs pretrained weights "
+                         "(--pretrained package or PATH)")
+    t0 = time.perf_counter()
+    model.eval()
+    set_prior_structure(model.prior, labels)
+    set_preset(train, pre)
+    features, stats = cached_features(model, train, pre, args.cache_dir, batch_size=args.batch_size,
+                                      workers=args.workers, progress=True)
+    t_features = time.perf_counter() - t0
+    targets, known = train.targets()
+    spec, detections, seen, dstats = None, None, None, {"seconds": 0.0}
+    if args.detector != "none":
+        spec = detector_spec(labels, args.detector, tiles=args.detector_tiles)
+        detections, seen, dstats = detector_inputs(spec, train, names, args.cache_dir)
+    result = fit(model, features, targets, known, names, folds=args.folds, repeats=args.repeats,
+                              wd=args.head_l2, pseudo_count=args.pseudo_count, detections=detections, seen=seen)
+    metrics = result["metrics"]
+    metrics["features"] = {**stats, "seconds": round(t_features, 1)}
+    detector = None if spec is None else {**spec, "fusion": result["fusion"]}
+    if detector is not None:
+        metrics["detections"] = dstats
+    if val is not None:
+        set_preset(val, pre)
+        vf, _ = cached_features(model, val, pre, args.cache_dir, batch_size=args.batch_size, workers=args.workers)
+        vt, vk = val.targets()
+        logits = model.logits_from_features(vf)
+        if detector is not None:
+            logits = fuse(logits, label_detections(detector, val, names, args.cache_dir)[0], detector["fusion"])
+        metrics["validation"] = summarize(logits.sigmoid(), vt, vk, result["thresholds"], names)
+    meta = make_meta(arch=model.arch, labels=labels, thresholds=result["thresholds"], preprocessing=pre,
+                     version=args.version, metrics=metrics, imagenet_prior=True, trained_on=list(args.ann),
+                     detector=detector,
+                     recipe="frozen ImageNet backbone, linear head + ImageNet prior, k-fold CV (--recipe prior)"
+                            + (f" + {spec['name']} detector fused on the thing labels" if spec else ""))
+    ckpt = {"model": model.state_dict(), "meta": meta, "epoch": 0, "args": vars(args)}
+    save_checkpoint(out / "best.pt", ckpt)
+    save_checkpoint(out / "last.pt", ckpt)
+    save_json(out / "meta.json", meta)
+    save_json(out / "metrics.json", {"recipe": "prior", "cv": metrics, "dataset": report})
+    oof = result["oof_probs"]
+    plot_run(out, [], {"per_label_ap": metrics["cv_per_label_ap"]}, oof, targets, known.bool(), names)
+    if args.result:
+        from training.evaluate import write_result_csv
+
+        write_result_csv(args.result, train.paths, oof, names, result["thresholds"])
+    elapsed = time.perf_counter() - t0
+    print(f"prior recipe: {len(train)} photos, features {t_features:.1f}s ({stats['computed']} computed, "
+          f"{stats['cached']} cached)" + (f", detector {dstats['seconds']:.1f}s" if spec else "")
+          + f", total {elapsed:.1f}s")
+    if spec:
+        rep = metrics["detector"]
+        print(f"thing labels, CV mAP on the {rep['photos_unseen_by_detector']} photos the detector never saw: served "
+              f"{rep['thing_map_unseen']['served']} ({rep['fusion']}), classifier {rep['thing_map_unseen']['classifier']}, detector "
+              f"{rep['thing_map_unseen']['detector']} (classifier-only model: cv mAP "
+              f"{metrics['cv_map_classifier_only']:.3f})")
+    print(f"cv mAP {metrics['cv_map']:.3f} (head only {metrics['cv_map_head_only']:.3f}, ImageNet prior only "
+          f"{metrics['cv_map_imagenet_prior_only']:.3f}, label frequency {metrics['cv_map_label_frequency']:.3f}); "
+          f"at thresholds CF1 {metrics['cv_at_thresholds']['CF1']:.3f} OF1 {metrics['cv_at_thresholds']['OF1']:.3f}")
+    print(f"wrote {out / 'best.pt'}")
+    return meta

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import torch
 
+from tagger.labels import label_names
+from training.distributed import print0
+from training.errors import UsageError
 from training.legacy import LegacyError, convert_original_checkpoint, is_original_checkpoint, load_original_weights
 
 
@@ -44,10 +47,10 @@ def describe(obj: dict, path) -> str:
 
 def load_for_inference(path: str | Path, labels_file: str | Path | None = None):
     """``(model in eval mode, meta, note)`` for any checkpoint; an original one gets a meta of defaults."""
-    from training.checkpoint import make_meta
-    from training.labels import load_labels
-    from training.model import build_model
-    from training.presets import default_preprocessing
+    from tagger.labels import load_labels
+    from tagger.meta import make_meta
+    from tagger.presets import default_preprocessing
+    from training.model import build_model, model_from_meta
 
     obj = read_checkpoint(path)
     note = describe(obj, path)
@@ -59,7 +62,20 @@ def load_for_inference(path: str | Path, labels_file: str | Path | None = None):
         meta = make_meta(arch="resnet18", labels=labels, thresholds=[0.5] * len(labels),
                          preprocessing=default_preprocessing("resnet18"), version=f"original-epoch{info['epoch']}")
         return model.eval(), meta, note + "; thresholds 0.5 (the original tool's)"
+    return model_from_meta(obj["meta"], obj["model"]), obj["meta"], note
+
+
+def load_resume(args, labels) -> tuple[dict | None, str | None, dict | None]:
+    """The --resume checkpoint as ``{"model": state, ...}``, its arch and its preprocessing (``None`` for an
+    original checkpoint, which uses its arch's default); original ones converted."""
+    if not args.resume:
+        return None, None, None
+    obj = read_checkpoint(args.resume)
+    print0(f"resume: {describe(obj, args.resume)}")
+    if is_original_checkpoint(obj):
+        state, info = convert_original_checkpoint(obj, len(labels), args.resume)
+        return {"original": True, "model": state, "epoch": info["epoch"]}, "resnet18", None
     meta = obj["meta"]
-    model = build_model(meta["arch"], len(meta["labels"]), imagenet_prior=meta.get("imagenet_prior", False))
-    model.load_state_dict(obj["model"], strict=True)
-    return model.eval(), meta, note
+    if [lab["name"] for lab in meta["labels"]] != label_names(labels):
+        raise UsageError(f"{args.resume} was trained on another label list; pass --labels with its vocabulary")
+    return obj, meta["arch"], meta["preprocessing"]

@@ -14,7 +14,7 @@ CHECKPOINT ?= checkpoints/default/best.pt
 VERSION ?=
 DATA_FLAGS = $(foreach d,$(DATA),--data $(d)) $(foreach a,$(ANN),--ann $(a))
 
-.PHONY: setup java chromium exiftool tag export fuzz chaos load serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
+.PHONY: setup java chromium exiftool test-fast tag export fuzz chaos load serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
 
 setup: java $(STAMP)
 
@@ -66,6 +66,10 @@ status: setup
 
 test: setup chromium exiftool
 	$(PY) -m pytest
+
+# The unit tests only (no TorchServe, gunicorn or Chromium started, no model trained): seconds, for a quick check
+test-fast: setup exiftool
+	$(PY) -m pytest -m "not stack and not slow" -q
 
 # Tag a photo folder into XMP sidecars through the running gateway: make tag DIR=~/Pictures (GATEWAY=http://...)
 DIR ?= samples

@@ -1,5 +1,6 @@
 """The annotation page: upload photos, label them at keyboard speed with the model's suggestions, export, retrain,
-compare and deploy. Mounted by the gateway at ``/annotate/`` and sharing its store.
+compare and deploy. Mounted by the gateway at ``/annotate/`` and sharing its store (through
+``current_app.extensions``) and its ``id_name`` URL converter.
 
     open http://127.0.0.1:7777/annotate/            # after `make serve`
     curl -o var/export.json http://127.0.0.1:7777/annotate/export.json    # or: python -m annotation_ui.export
@@ -12,7 +13,6 @@ The logic lives in pure modules: ``labelling`` (what a save records, order, prog
 """
 from __future__ import annotations
 
-import datetime as _dt
 import re
 from pathlib import Path
 
@@ -22,10 +22,18 @@ from annotation_ui.export import build_export
 from annotation_ui.jobs import JobBusy, Jobs
 from annotation_ui.labelling import label_detail, progress, select
 from annotation_ui.vocabulary import archive_of, next_version, served_model
-from gateway.api import error
+from tagger.layout import DataDir
+from tagger.meta import utc_now
 
 bp = Blueprint("annotation_ui", __name__, url_prefix="/annotate", template_folder="templates",
                static_folder="static")
+
+
+
+def error(status: int, message: str):
+    """The JSON error answer every endpoint of the service gives: ``{"error": message}`` with ``status``."""
+    return jsonify(error=message), status
+
 
 MIME = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
         "TIFF": "image/tiff", "HEIF": "image/heic", "BMP": "image/bmp", "AVIF": "image/avif"}
@@ -44,7 +52,7 @@ def _model() -> dict:
 
 
 def _jobs() -> Jobs:
-    return Jobs(Path(current_app.config["DATA_DIR"]) / "jobs")
+    return Jobs(DataDir(current_app.config["DATA_DIR"]).jobs)
 
 
 def _record_or_404(id_name: str | None):
@@ -117,7 +125,7 @@ def photo():
                                            "uploaded_at", "labelled_at", "width", "height", "format")})
 
 
-@bp.put("/api/photos/<path:id_name>/labels")
+@bp.put("/api/photos/<id_name:id_name>/labels")
 def save_labels(id_name: str):
     """``{"labels": [...], "unknown": [...], "labeller": "ann"}``: the person's positives, the labels left
     unreviewed (unknown in the export), who saved. Every other label of the vocabulary is a reviewed negative."""
@@ -142,7 +150,7 @@ def save_labels(id_name: str):
         return error(404, f"no photo stored under id_name {id_name!r}")
     answer = store.cached_prediction(record["sha256"], model["version"]) if model["version"] else None
     suggested = {"model_version": model["version"], "tags": answer["tags"]} if answer else None
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = utc_now(micro=True)
     detail = label_detail(vocabulary, positives=set(body["labels"]), unknown=set(body.get("unknown", [])),
                           suggested=set(answer["tags"]) if answer else set(), previous=record["label_detail"],
                           by=labeller, now=now)
@@ -153,7 +161,7 @@ def save_labels(id_name: str):
                    labelled_at=saved["labelled_at"], label_detail=saved["label_detail"], suggested=suggested)
 
 
-@bp.delete("/api/photos/<path:id_name>/labels")
+@bp.delete("/api/photos/<id_name:id_name>/labels")
 def clear_labels(id_name: str):
     """Make a photo unlabelled again (undo of its first save)."""
     if not _ext("store").clear_labels(id_name):
@@ -170,7 +178,7 @@ def progress_view():
 
 def _image(size: str):
     from annotation_ui.thumbs import cached_jpeg
-    from handler.image import ImageError
+    from tagger.image import ImageError
 
     record, bad = _record_or_404(request.args.get("id_name"))
     if bad:

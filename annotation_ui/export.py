@@ -10,12 +10,13 @@ training, never taught as negatives).
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import sys
 from pathlib import Path
 
 from annotation_ui.labelling import reviewed
+from tagger.layout import DataDir
+from tagger.meta import utc_now
 
 
 def build_export(records: list[dict], vocabulary: list[dict], *, source: str = "") -> dict:
@@ -38,7 +39,7 @@ def build_export(records: list[dict], vocabulary: list[dict], *, source: str = "
                                     "category_id": by_name[name]["id"], "iscrowd": 0, "area": 0, "bbox": []})
     return {"info": {"description": "photo tagger annotation export (image-level labels; unreviewed labels in "
                                     "unknown_category_ids)", "vocabulary": source,
-                     "date_created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
+                     "date_created": utc_now()},
             "licenses": [],
             "categories": [{"id": lab["id"], "name": lab["name"], "isthing": lab.get("isthing", 0),
                             **({"supercategory": lab["supercategory"]} if "supercategory" in lab else {})}
@@ -47,7 +48,7 @@ def build_export(records: list[dict], vocabulary: list[dict], *, source: str = "
 
 
 def export_store(data_dir: str | Path, vocabulary: list[dict], *, source: str = "") -> dict:
-    from gateway.store import PhotoStore
+    from photo_store import PhotoStore
 
     store = PhotoStore(data_dir)
     return build_export(store.list(limit=10_000_000), vocabulary, source=source)
@@ -58,20 +59,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default="var", help="the gateway's data directory (default: var)")
     p.add_argument("--out", required=True, help="the COCO JSON file to write")
     p.add_argument("--labels", default=None, help="label vocabulary JSON (default: the labels of the version "
-                   "recorded in DATA_DIR/run/torchserve/deployed.json, else training/labels.json)")
+                   "recorded in DATA_DIR/run/torchserve/deployed.json, else tagger/labels.json)")
     p.add_argument("--model-store", default=None, help="where archives live (default: model_store/)")
     args = p.parse_args(argv)
-    from training.checkpoint import save_json
+    from tagger.meta import save_json
 
     if args.labels:
-        from training.labels import load_labels
+        from tagger.labels import load_labels
 
         vocabulary, source = load_labels(args.labels), args.labels
     else:
         from annotation_ui.vocabulary import served_model
-        from gateway import REPO
+        from tagger import REPO
 
-        state = Path(args.data_dir) / "run/torchserve/deployed.json"
+        state = DataDir(args.data_dir).deployed
         version = json.loads(state.read_text()).get("default") if state.is_file() else "1.0"
         model = served_model(Path(args.model_store or REPO / "model_store"), version)
         vocabulary, source = model["labels"], model["source"]

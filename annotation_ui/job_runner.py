@@ -14,17 +14,17 @@ import random
 import subprocess
 import sys
 import traceback
-import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
-from annotation_ui.jobs import utc_now
-from training.checkpoint import save_json
+from tagger import REPO
+from tagger.archive import read_archive
+from tagger.layout import DataDir
+from tagger.meta import save_json, utc_now
 
-REPO = Path(__file__).resolve().parent.parent
 SAMPLE_SETS = ("samples/coco_subset", "samples/coco_more")
 MIN_LABELLED = 3
-SUMMARY_KEYS = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")
+PAGE_METRICS = ("mAP", "CF1", "OF1", "CP", "CR")  # what the page compares, in this order (training.metrics)
 
 
 class JobError(RuntimeError):
@@ -59,7 +59,9 @@ def split_validation(export: dict, *, fraction: float = 0.2, seed: int = 0) -> t
 
 
 def _summary(s: dict) -> dict:
-    return {**{k: s.get(k) for k in SUMMARY_KEYS}, "per_label_ap": s.get("per_label_ap"),
+    from training.metrics import METRIC_NAMES
+
+    return {**{k: s.get(k) for k in METRIC_NAMES}, "per_label_ap": s.get("per_label_ap"),
             "images": s.get("images", s.get("n_images"))}
 
 
@@ -79,10 +81,9 @@ def archive_checkpoint(mar: Path, out: Path) -> Path:
 
     import torch
 
-    with zipfile.ZipFile(mar) as z:
-        state = torch.load(io.BytesIO(z.read("model.pt")), map_location="cpu", weights_only=True)
-        meta = json.loads(z.read("meta.json"))
-    torch.save({"model": state, "meta": meta}, out)
+    archive = read_archive(mar)
+    state = torch.load(io.BytesIO(archive.read("model.pt")), map_location="cpu", weights_only=True)
+    torch.save({"model": state, "meta": archive.meta}, out)
     return out
 
 
@@ -118,7 +119,7 @@ def run_train(job: Job) -> dict:
     if rc != 0 or not (out / "best.pt").is_file():
         raise JobError(f"the training tool exited with status {rc}; its output is in the log above")
     job.step("evaluating")
-    result = {"photos": n, "train_photos": len(train["images"]), "validation_photos": len(val["images"]),
+    result = {"metric_names": list(PAGE_METRICS), "photos": n, "train_photos": len(train["images"]), "validation_photos": len(val["images"]),
               "samples": bool(opt.get("samples")), "checkpoint": str(out / "best.pt"),
               "new": evaluate(out / "best.pt", data_dir, job.dir / "val.json", job.dir / "eval-new.json")}
     mar = Path(cfg["served_archive"]) if cfg.get("served_archive") else None
@@ -151,7 +152,7 @@ def run_deploy(job: Job) -> dict:
     job.step("deploying")
     key_file = Path(cfg["key_file"])
     inference, management = (urlparse(cfg[k]).port for k in ("inference_url", "management_url"))
-    run = TorchServeRun(var_dir=key_file.parent.parent.parent, ports=Ports(inference=inference,
+    run = TorchServeRun(var_dir=DataDir.of_key_file(key_file).root, ports=Ports(inference=inference,
                         management=management), model_store=Path(cfg["model_store"]),
                         model_name=cfg.get("model_name", "tagger"))
     try:

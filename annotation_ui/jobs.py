@@ -23,18 +23,14 @@ import time
 import uuid
 from pathlib import Path
 
-from training.checkpoint import save_json
+from tagger import REPO
+from tagger.meta import save_json, utc_now
 
-REPO = Path(__file__).resolve().parent.parent
 LOG_TAIL = 6000  # characters of the log shown on the page
 
 
 class JobBusy(Exception):
     """Another job runs (answered 409)."""
-
-
-def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Jobs:

@@ -4,14 +4,14 @@
 
 The labels come from the ``meta.json`` inside the archive of that version in the model store, so a model trained
 with its own ``--labels`` gets its own checkboxes. When no version is known (TorchServe down) or no archive holds
-it, the default list (``training/labels.json``) is offered with thresholds of 0.5.
+it, the default list (``tagger/labels.json``) is offered with thresholds of 0.5.
 """
 from __future__ import annotations
 
-import json
 import threading
-import zipfile
 from pathlib import Path
+
+from tagger.archive import ArchiveError, read_archive
 
 _lock = threading.Lock()
 _archives: dict[tuple[str, int, int], tuple[str, dict] | None] = {}  # (path, mtime, size) -> (version, meta)
@@ -27,11 +27,9 @@ def _archive_meta(path: Path) -> tuple[str, dict] | None:
         if key in _archives:
             return _archives[key]
     try:
-        with zipfile.ZipFile(path) as z:
-            manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
-            meta = json.loads(z.read("meta.json"))
-        found = (str(manifest["model"]["modelVersion"]), meta)
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        archive = read_archive(path)
+        found = (archive.version, archive.meta)
+    except ArchiveError:
         found = None
     with _lock:
         _archives[key] = found
@@ -47,7 +45,7 @@ def served_model(model_store: Path, version: str | None, model_name: str = "tagg
                    "isthing": lab.get("isthing", 0), "threshold": round(float(t), 4)}
                   for lab, t in zip(meta["labels"], meta["thresholds"])]
         return {"version": version, "labels": labels, "source": f"archive {path.name}"}
-    from training.labels import load_labels
+    from tagger.labels import load_labels
 
     return {"version": version, "source": "default list (no archive of the served version found)" if version
             else "default list (the model server is not answering)",

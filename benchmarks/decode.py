@@ -3,7 +3,7 @@
     python benchmarks/decode.py
 
 Stock path: PIL full decode, then torchvision's Resize, CenterCrop, ToTensor, Normalize on the PIL image.
-Ours: ``handler.image.decode_image(data, min_side=resize)`` (JPEG DCT scaling while decoding), then the model's
+Ours: ``tagger.image.decode_image(data, min_side=resize)`` (JPEG DCT scaling while decoding), then the model's
 own eval preset. Both for the default model's preprocessing (EfficientNet-Lite0) and ResNet18's, on a
 12-megapixel JPEG (a sample photo upscaled to 4000x3000, quality 92, made here) and a 640x480 sample photo.
 Medians of repeated runs, one thread, in one process.
@@ -22,8 +22,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from handler.image import decode_image  # noqa: E402
-from training.presets import default_preprocessing, eval_transform  # noqa: E402
+from tagger.image import decode_image  # noqa: E402
+from tagger.presets import default_preprocessing, eval_transform  # noqa: E402
 
 
 def stock(pre: dict):

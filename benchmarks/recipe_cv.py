@@ -28,10 +28,10 @@ from training.datasets import LabelledImages  # noqa: E402
 from training.features import cached_features  # noqa: E402
 from training.head import (blend_weights, fit_linear, fit_prior_calibration, fit_sibling_prior,  # noqa: E402
                            set_prior_structure)
-from training.labels import label_names, load_labels  # noqa: E402
+from tagger.labels import label_names, load_labels  # noqa: E402
+from tagger.presets import default_preprocessing, eval_transform  # noqa: E402
 from training.metrics import calibrate_thresholds, decision_metrics, mean_average_precision, per_label_ap  # noqa: E402
 from training.model import build_model  # noqa: E402
-from training.presets import default_preprocessing, eval_transform  # noqa: E402
 from training.prior_recipe import fold_indices  # noqa: E402
 
 SOURCES = [(REPO / "samples/coco_subset", REPO / "samples/coco_subset/annotations.json"),

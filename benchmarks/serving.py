@@ -27,8 +27,8 @@ sys.path.insert(0, str(REPO))
 
 from handler.core import (load_model_detector, onnxruntime_model, optimize_for_inference, postprocess,  # noqa: E402
                           runtime_name, serialize, with_detector)
-from handler.image import decode_image  # noqa: E402
-from training.presets import eval_transform  # noqa: E402
+from tagger.image import decode_image  # noqa: E402
+from tagger.presets import eval_transform  # noqa: E402
 from training.resume import load_for_inference  # noqa: E402
 
 PHOTO = REPO / "samples/coco_subset/images/000000000471.jpg"
@@ -100,9 +100,9 @@ def torchserve_run(ckpt: Path | None, data: bytes, config: str, label: str, thre
     (answers without reading the bytes: what TorchServe itself costs)."""
     import subprocess
 
-    from gateway.tagger_client import read_keys
     from serving import torchserve
     from serving.torchserve import Ports, TorchServeRun, free_ports
+    from tagger.ts_keys import read_keys
     from training.archive import build_archive
 
     with tempfile.TemporaryDirectory(prefix="bench-ts-", dir=REPO / "var") as tmp:

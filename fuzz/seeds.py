@@ -8,8 +8,8 @@ from __future__ import annotations
 import hashlib
 import sys
 from pathlib import Path
+from tagger import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def write_seeds(out: Path) -> int:

@@ -11,23 +11,37 @@ from __future__ import annotations
 import errno
 import logging
 import sqlite3
-from pathlib import Path
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
-REPO = Path(__file__).resolve().parent.parent
+from tagger import REPO
+from tagger.layout import DataDir
+
 logger = logging.getLogger(__name__)
+
+
+class IdNameConverter(PathConverter):
+    """``<id_name:id_name>``: any id_name, a leading slash and "//" included (werkzeug's path converter refuses a
+    leading slash)."""
+
+    regex = ".+?"
+    part_isolating = False  # it spans "/" (werkzeug infers True from a regex without a slash)
 
 
 def create_app(test_config: dict | None = None) -> Flask:
     from gateway.api import bp as api_bp
-    from gateway.store import PhotoStore
     from gateway.tagger_client import TaggerClient
-    from handler.image import DEFAULT_MAX_BYTES
-    from training.labels import load_labels
+    from photo_store import PhotoStore
+    from tagger.image import DEFAULT_MAX_BYTES
+    from tagger.labels import load_labels
 
     app = Flask(__name__)
+    # An id_name in a URL path (DELETE /photos/<id_name>, the page's labels) may start with "/" or hold "//": it is
+    # data, so it is matched whole and never merged or redirected to another photo's path.
+    app.url_map.merge_slashes = False
+    app.url_map.converters["id_name"] = IdNameConverter
     app.config.from_mapping(
         DATA_DIR=str(REPO / "var"),
         TS_INFERENCE_URL="http://127.0.0.1:8080",
@@ -47,9 +61,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_prefixed_env("TAGGER")
     else:
         app.config.update(test_config)
-    data_dir = Path(app.config["DATA_DIR"])
-    app.config["TS_KEY_FILE"] = str(app.config["TS_KEY_FILE"] or data_dir / "run/torchserve/key_file.json")
-    app.extensions["store"] = PhotoStore(data_dir)
+    data_dir = DataDir(app.config["DATA_DIR"])
+    app.config["TS_KEY_FILE"] = str(app.config["TS_KEY_FILE"] or data_dir.key_file)
+    app.extensions["store"] = PhotoStore(data_dir.root)
     app.extensions["labels"] = load_labels()  # the vocabulary the annotation page offers
     app.extensions["tagger"] = app.config["TAGGER_CLIENT"] or TaggerClient(
         app.config["TS_INFERENCE_URL"], app.config["TS_MANAGEMENT_URL"],
@@ -60,12 +74,14 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     app.extensions["predictions"] = Predictions(
         app.extensions["store"], app.extensions["tagger"],
-        app.config["TS_STATE_FILE"] or data_dir / "run/torchserve/deployed.json",
+        app.config["TS_STATE_FILE"] or data_dir.deployed,
         workers=int(app.config["PREFETCH_WORKERS"]), ttl=float(app.config["VERSION_TTL"]),
-        inflight_dir=data_dir / "run/prefetch")
+        inflight_dir=data_dir.prefetch)
     from gateway.request_id import install as install_request_id
+    from gateway.server_timing import install as install_server_timing
 
     install_request_id(app)
+    install_server_timing(app)
     from gateway.same_origin import install as install_same_origin
 
     install_same_origin(app)

@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
-import json
+import re
 
 from flask import Blueprint, current_app, jsonify, request
 
 from gateway.exif import gps_information, read_exif
 from gateway.openapi import SPEC
 from gateway.place import place_name
-from gateway.store import Conflict
+from gateway.server_timing import timed
 from gateway.tagger_client import TaggerError
-from handler.image import ImageError, decode_image, open_image, oriented_size
+from photo_store import Conflict
+from tagger.image import ImageError, decode_image, open_image, oriented_size
 
 bp = Blueprint("api", __name__)
 
@@ -29,7 +29,9 @@ def error(status: int, message: str, **headers):
     return response
 
 
-from gateway.openapi import refused_id_name_categories  # one definition for the spec and the check
+from gateway.openapi import CURSOR_PATTERN, refused_id_name_categories  # one definition for spec and check
+
+_CURSOR = re.compile(CURSOR_PATTERN)
 
 
 def _id_name(value: str | None) -> str:
@@ -52,8 +54,9 @@ def _id_name(value: str | None) -> str:
 @bp.post("/imgup")
 def imgup():
     """Store a photo under the caller's ``id_name`` (multipart fields ``file`` and ``id_name``)."""
-    unknown = sorted({str(k) for k in set(request.form) - {"id_name", "if_absent"}}  # a nameless part: None
-                     | {str(k) for k in set(request.files) - {"file"}})
+    with timed("form"):  # the multipart body is read and parsed here
+        unknown = sorted({str(k) for k in set(request.form) - {"id_name", "if_absent"}}  # a nameless part: None
+                         | {str(k) for k in set(request.files) - {"file"}})
     if unknown:
         return error(400, f"unknown form field(s) {', '.join(map(repr, unknown[:5]))}: send file, id_name and "
                           "optionally if_absent")
@@ -66,21 +69,27 @@ def imgup():
         return error(400, str(exc))
     data = upload.read()
     try:  # the header gives format and size; a reduced decode proves the pixels decode (the handler's decoder)
-        header = open_image(data)
-        fmt, (width, height) = header.format, oriented_size(header)
+        with timed("header"):
+            header = open_image(data)
+            fmt, (width, height) = header.format, oriented_size(header)
         # tags start once the header passed, while the pixels are checked and the upload is made durable, so
         # /imginfo right after usually finds them ready (a photo refused below costs one wasted TorchServe call)
-        current_app.extensions["predictions"].prefetch(hashlib.sha256(data).hexdigest(), data)
-        decode_image(data, min_side=UPLOAD_CHECK_SIDE)
+        with timed("prefetch"):
+            current_app.extensions["predictions"].prefetch(hashlib.sha256(data).hexdigest(), data)
+        with timed("decode"):
+            decode_image(data, min_side=UPLOAD_CHECK_SIDE)
     except ImageError as exc:
         return error(exc.status, str(exc))
     flag = request.form.get("if_absent", "0").strip().lower()
     if flag not in ("0", "1", "true", "false"):
         return error(400, "if_absent must be 1 (refuse to replace an existing id_name) or 0")
     if_absent = flag in ("1", "true")
+    with timed("exif"):
+        exif = read_exif(data)
     try:
-        record = current_app.extensions["store"].put(id_name, data, exif=read_exif(data), fmt=fmt,
-                                                     width=width, height=height, if_absent=if_absent)
+        with timed("store"):
+            record = current_app.extensions["store"].put(id_name, data, exif=exif, fmt=fmt,
+                                                         width=width, height=height, if_absent=if_absent)
     except Conflict as exc:
         return error(409, str(exc))
     return jsonify(image_id=id_name, status=record["status"], sha256=record["sha256"], bytes=record["bytes"],
@@ -96,11 +105,13 @@ def imginfo():
     if not id_name:
         return error(400, "parameter 'id_name' is missing (GET /imginfo?id_name=NAME)")
     store = current_app.extensions["store"]
-    record = store.get(id_name)
+    with timed("lookup"):
+        record = store.get(id_name)
     if record is None:
         return error(404, f"no photo stored under id_name {id_name!r}; upload it with POST /imgup")
     try:
-        prediction = current_app.extensions["predictions"].get(record)
+        with timed("tags"):
+            prediction = current_app.extensions["predictions"].get(record)
     except TaggerError as exc:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
         return error(exc.status, str(exc), **headers)
@@ -126,14 +137,20 @@ def imginfo():
 MAX_PAGE = 200
 
 
-def _cursor(value: str | None) -> tuple[str, str] | None:
+def encode_cursor(uploaded_at: str, id_name: str) -> str:
+    """The position after the photo (``uploaded_at``, ``id_name``): ``<uploaded_at>~<base64url id_name>``."""
+    return f"{uploaded_at}~" + base64.urlsafe_b64encode(id_name.encode()).decode().rstrip("=")
+
+
+def decode_cursor(value: str | None) -> tuple[str, str] | None:
+    """The position a cursor names (any string of ``CURSOR_PATTERN``'s form is one); ``ValueError`` otherwise."""
     if not value:
         return None
-    try:
-        uploaded_at, id_name = json.loads(base64.urlsafe_b64decode(value.encode() + b"==").decode())
-        return str(uploaded_at), str(id_name)
-    except (ValueError, TypeError, UnicodeDecodeError, binascii.Error):
-        raise ValueError("cursor is not one this server gave out; start again without it") from None
+    if len(value) > 1100 or not _CURSOR.fullmatch(value):
+        raise ValueError("cursor is not one this server gave out (next_cursor of the previous page); start again "
+                         "without it")
+    uploaded_at, _, name = value.partition("~")
+    return uploaded_at, base64.urlsafe_b64decode(name + "=" * (-len(name) % 4)).decode("utf-8", "replace")
 
 
 @bp.get("/photos")
@@ -151,7 +168,7 @@ def photos():
     except ValueError:
         return error(400, f"limit must be an integer from 1 to {MAX_PAGE}")
     try:
-        after = _cursor(request.args.get("cursor"))
+        after = decode_cursor(request.args.get("cursor"))
     except ValueError as exc:
         return error(400, str(exc))
     store = current_app.extensions["store"]
@@ -178,11 +195,11 @@ def photos():
             break
     next_cursor = None
     if after is not None and len(items) == limit:
-        next_cursor = base64.urlsafe_b64encode(json.dumps(list(after)).encode()).decode().rstrip("=")
+        next_cursor = encode_cursor(*after)
     return jsonify(photos=items, next_cursor=next_cursor, model_version=version)
 
 
-@bp.delete("/photos/<path:id_name>")
+@bp.delete("/photos/<id_name:id_name>")
 def delete_photo(id_name: str):
     """Remove a photo, its file, its earlier versions and its cached predictions."""
     if not current_app.extensions["store"].delete(id_name):

@@ -13,6 +13,16 @@ def refused_id_name_categories(value: str) -> set[str]:
     return {cat for c in value if ord(c) <= 0xFFFF and (cat := unicodedata.category(c)) in REFUSED_ID_NAME_CATEGORIES}
 
 
+# A page cursor: the last listed photo's upload time, "~", and its id_name as unpadded base64url (UTF-8). Any
+# string of this form is a position in the listing, so the spec's pattern says exactly which cursors are accepted.
+# (Empty: the first page, as no cursor.)
+CURSOR_PATTERN = ("^(?:[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{6}Z"
+                  "~(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?)?$")
+# What the file part may be (the decoder reads these; anything else answers 415).
+PHOTO_MEDIA_TYPES = ("image/jpeg", "image/png", "image/heic", "image/heif", "image/tiff", "image/webp", "image/gif",
+                     "image/bmp", "image/avif")
+
+
 def _id_name_pattern() -> str:
     """A regex admitting exactly what ``gateway.api._id_name`` admits: no refused character, one non-space."""
     import unicodedata
@@ -47,25 +57,36 @@ SPEC = {
     "servers": [{"url": "http://127.0.0.1:7777"}],
     "paths": {
         "/imgup": {"post": {
+            "operationId": "storePhoto",
             "summary": "Store a photo under a caller-chosen id_name",
             "description": "The same bytes again change nothing (status unchanged, labels kept). Other bytes "
                            "replace the photo (replaced: true); the old one and its labels are kept in the "
                            "history. With if_absent=1 an existing id_name answers 409 instead. id_name: 1-256 "
                            "printable Unicode characters, no control or invisible format characters.",
-            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+            "requestBody": {"required": True, "content": {"multipart/form-data": {
+                "encoding": {"file": {"contentType": ", ".join(PHOTO_MEDIA_TYPES)}},
+                "schema": {
                 "type": "object", "required": ["file", "id_name"], "additionalProperties": False,
                 "properties": {"file": {"type": "string", "format": "binary", "minLength": 1,
-                                        "description": "the photo file: JPEG, PNG, HEIC/HEIF, TIFF, WebP or GIF"},
+                                        "description": "the photo file: JPEG, PNG, HEIC/HEIF, TIFF, WebP, GIF, BMP "
+                                                       "or AVIF that decodes completely (else 415)"},
                                "id_name": _ID_NAME,
                                "if_absent": {"type": "string", "enum": ["0", "1", "true", "false"],
                                              "description": "1: answer 409 instead of replacing"}}}}}},
             "responses": {
                 "200": {"description": "stored", "content": {"application/json": {"schema": {
-                    "$ref": "#/components/schemas/Stored"}}}},
+                    "$ref": "#/components/schemas/Stored"}}},
+                    "links": {
+                        "imginfo": {"operationId": "getImageInfo", "parameters": {"id_name": "$response.body#/image_id"}},
+                        "imginfoByForm": {"operationId": "postImageInfo",
+                                          "requestBody": {"id_name": "$response.body#/image_id"}},
+                        "delete": {"operationId": "deletePhoto", "parameters": {"id_name": "$response.body#/image_id"}}}},
                 "400": _ERROR, "409": {**_ERROR, "description": "if_absent=1 and the id_name is taken"},
-                "413": _ERROR, "415": _ERROR}}},
+                "413": {**_ERROR, "description": "the file is over the size or pixel limit"},
+                "415": {**_ERROR, "description": "the file is not a photo the decoder reads, or does not decode "
+                                                 "completely"}}}},
         "/imginfo": {
-            "get": {"summary": "Tags, EXIF date and GPS of a stored photo",
+            "get": {"operationId": "getImageInfo", "summary": "Tags, EXIF date and GPS of a stored photo",
                     "parameters": [{"name": "id_name", "in": "query", "required": True, "schema": _ID_NAME}],
                     "responses": {
                         "200": {"description": "photo information", "content": {"application/json": {"schema": {
@@ -73,23 +94,26 @@ SPEC = {
                         "400": _ERROR, "404": _ERROR, "422": _ERROR,
                         "503": {**_ERROR, "description": "model server unavailable; retry after Retry-After seconds",
                                 "headers": {"Retry-After": {"schema": {"type": "integer"}}}}}},
-            "post": {"summary": "Same as GET, with id_name as a form field",
+            "post": {"operationId": "postImageInfo", "summary": "Same as GET, with id_name as a form field",
                      "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
                          "type": "object", "required": ["id_name"], "additionalProperties": False,
                          "properties": {"id_name": _ID_NAME}}}}},
                      "responses": {"200": {"description": "as GET"}, "400": _ERROR, "404": _ERROR, "503": _ERROR}}},
         "/photos": {"get": {
+            "operationId": "listPhotos",
             "summary": "Stored photos, newest first, paged; with tag: those a person labelled so or, unlabelled, "
                        "whose served prediction has it",
             "parameters": [
                 {"name": "tag", "in": "query", "required": False, "schema": {"type": "string"}},
                 {"name": "limit", "in": "query", "required": False,
                  "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
-                {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
-                 "description": "next_cursor of the previous page"}],
+                {"name": "cursor", "in": "query", "required": False,
+                 "schema": {"type": "string", "pattern": CURSOR_PATTERN, "maxLength": 1100},
+                 "description": "next_cursor of the previous page (upload time ~ base64url id_name)"}],
             "responses": {"200": {"description": "a page", "content": {"application/json": {"schema": {
                 "$ref": "#/components/schemas/PhotoPage"}}}}, "400": _ERROR}}},
         "/photos/{id_name}": {"delete": {
+            "operationId": "deletePhoto",
             "summary": "Remove a photo, its file, its earlier versions and its cached predictions",
             "parameters": [{"name": "id_name", "in": "path", "required": True, "schema": _ID_NAME}],
             "responses": {"200": {"description": "deleted", "content": {"application/json": {"schema": {
@@ -115,7 +139,7 @@ SPEC = {
                                                       "tags": {"type": ["array", "null"], "items": {"type": "string"}},
                                                       "tags_from": {"enum": ["labels", "model", None]},
                                                       "sha256": {"type": "string"}}}},
-            "next_cursor": {"type": ["string", "null"]},
+            "next_cursor": {"type": ["string", "null"], "pattern": CURSOR_PATTERN},
             "model_version": {"type": ["string", "null"]}}},
         "GPS": {"type": ["object", "null"], "properties": {
             "GPSAltitude": {"type": ["string", "null"], "description": "metres above (ref 0) or below (ref 1) sea level"},

@@ -10,13 +10,14 @@ TorchServe restarts one) are retried ``retries`` times with exponential backoff;
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from pathlib import Path
 
 import requests
+
+from tagger.ts_keys import KeyRefused, key_rejected, read_keys, renew_key
 
 logger = logging.getLogger(__name__)
 
@@ -28,30 +29,6 @@ class TaggerError(Exception):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
-
-
-def read_keys(key_file: str | Path) -> dict[str, str]:
-    """``{"inference": ..., "management": ..., "API": ...}`` from TorchServe's ``key_file.json``."""
-    data = json.loads(Path(key_file).read_text())
-    return {kind: (entry["key"] if isinstance(entry, dict) else entry) for kind, entry in data.items()}
-
-
-def key_rejected(r: requests.Response) -> bool:
-    """True when TorchServe refused the request's key (wrong or expired: it answers 400 InvalidKeyException)."""
-    if r.status_code not in (400, 401):
-        return False
-    try:
-        return r.json().get("type") == "InvalidKeyException"
-    except ValueError:
-        return False
-
-
-def renew_key(management_url: str, api_key: str, kind: str, *, timeout: float = 10, session=requests) -> None:
-    """Have TorchServe issue a new ``kind`` ("inference" or "management") key; it rewrites its key file."""
-    r = session.get(f"{management_url.rstrip('/')}/token", params={"type": kind}, timeout=timeout,
-                    headers={"Authorization": f"Bearer {api_key}"})
-    if r.status_code != 200:
-        raise TaggerError(f"model server refused a new {kind} key ({r.status_code})")
 
 
 class TaggerClient:
@@ -93,9 +70,15 @@ class TaggerClient:
                 raise TaggerError(f"{self.key_file} has no {kind} key")
             return self._keys[kind]
 
+    def _renew(self, kind: str) -> None:
+        try:
+            renew_key(self.management_url, self._key("API"), kind, timeout=self.timeout, session=self._session)
+        except KeyRefused as exc:
+            raise TaggerError(str(exc)) from exc
+
     def refresh_inference_key(self) -> None:
         """Ask TorchServe for a new inference key (it rewrites the key file)."""
-        renew_key(self.management_url, self._key("API"), "inference", timeout=self.timeout, session=self._session)
+        self._renew("inference")
         with self._lock:
             self._keys_mtime = None  # force a re-read
 
@@ -114,8 +97,7 @@ class TaggerClient:
         try:
             r = get()
             if key_rejected(r):
-                renew_key(self.management_url, self._key("API"), "management", timeout=self.timeout,
-                          session=self._session)
+                self._renew("management")
                 with self._lock:
                     self._keys_mtime = None
                 r = get()

@@ -1,2 +1,2 @@
 """TorchServe handler for the tagger: ``tagger_handler.TaggerHandler`` on top of the pure functions in ``core``
-(tensors) and ``image`` (bytes -> image, torch-free so the gateway can share it)."""
+(tensors); bytes -> image is the ground floor's one decoder, ``tagger.image``."""

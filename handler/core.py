@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from training.checkpoint import validate_meta
-from training.model import build_model
+from tagger.meta import validate_meta
+from tagger.tags import tags_above
+from training.model import model_from_meta
 
 META_FILE = "meta.json"
 WEIGHTS_FILE = "model.pt"
@@ -26,13 +27,6 @@ WEIGHTS_FILE = "model.pt"
 def load_meta(model_dir: str | Path) -> dict:
     """The metadata record packed in the archive (labels, thresholds, preprocessing, version, ...)."""
     return validate_meta(json.loads((Path(model_dir) / META_FILE).read_text()))
-
-
-def model_from_state(meta: dict, state_dict: dict) -> torch.nn.Module:
-    """Rebuild the network described by ``meta`` and load ``state_dict`` strictly; returns it in eval mode."""
-    model = build_model(meta["arch"], len(meta["labels"]), imagenet_prior=meta.get("imagenet_prior", False))
-    model.load_state_dict(state_dict, strict=True)
-    return model.eval()
 
 
 RUNTIMES = ("onnxruntime", "torchscript", "eager")
@@ -138,7 +132,7 @@ def runtime_name(model) -> str:
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     meta = load_meta(model_dir)
     state = torch.load(Path(model_dir) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    return model_from_state(meta, state).to(device), meta
+    return model_from_meta(meta, state).to(device), meta
 
 
 def release_free_memory() -> None:
@@ -225,12 +219,10 @@ def serialize(answer: dict) -> str | dict:
 def postprocess(logits: torch.Tensor, meta: dict, *, decimals: int = 4) -> list[dict]:
     """Logits (N, L) -> one answer per image: tags above their label's threshold (best first), all scores."""
     names = [lab["name"] for lab in meta["labels"]]
-    thresholds = torch.tensor(meta["thresholds"])
     probs = torch.sigmoid(logits.float()).cpu()
     answers = []
-    for row in probs:
-        order = torch.argsort(row, descending=True).tolist()
-        tags = [names[j] for j in order if row[j] >= thresholds[j]]
-        scores = {names[j]: round(float(row[j]), decimals) for j in range(len(names))}
+    for row in probs.tolist():
+        tags = tags_above(row, names, meta["thresholds"])
+        scores = {names[j]: round(row[j], decimals) for j in range(len(names))}
         answers.append({"tags": tags, "scores": scores, "model_version": meta["version"]})
     return answers

@@ -16,8 +16,8 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from handler.core import (load_model, load_model_detector, optimize_for_inference, postprocess,
                           release_free_memory, request_bytes, runtime_name, serialize, with_detector)
-from handler.image import ImageError, decode_image
-from training.presets import eval_transform
+from tagger.image import ImageError, decode_image
+from tagger.presets import eval_transform
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -31,7 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     i.add_argument("--output", required=True, type=Path, help="the COCO JSON file to write")
     i.add_argument("--map", default=None, help='JSON synonyms, keyword -> label name: {"ocean": "sea"} '
                                                "(default: none)")
-    i.add_argument("--labels", default=None, help="label vocabulary JSON (default: training/labels.json)")
+    i.add_argument("--labels", default=None, help="label vocabulary JSON (default: tagger/labels.json)")
     i.add_argument("--parent", default="Tagger", help="the tagger's parent keyword, never imported (default: Tagger)")
     e = sub.add_parser("export", help="every photo's tags and scores as CSV or JSON")
     e.add_argument("dir", type=Path, help="the photo folder")
@@ -76,8 +75,8 @@ def _tag(args, root: Path) -> int:
 
 def _import(args, root: Path) -> int:
     from photo_library.keywords import import_keywords, load_synonyms
-    from training.checkpoint import save_json
-    from training.labels import load_labels
+    from tagger.labels import load_labels
+    from tagger.meta import save_json
 
     labels = load_labels(args.labels)
     try:
@@ -102,7 +101,7 @@ def _export(args, root: Path) -> int:
     rows, failed = export_rows(root, gateway=args.gateway)
     text = render(rows, args.format)
     if args.output:
-        from training.checkpoint import atomic_write
+        from tagger.meta import atomic_write
 
         atomic_write(args.output, lambda f: f.write(text.encode()))
     else:

@@ -13,7 +13,6 @@ file and labels move to the ``history`` table.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import fcntl
 import hashlib
 import json
@@ -22,6 +21,9 @@ import sqlite3
 import uuid
 from contextlib import closing
 from pathlib import Path
+
+from tagger.layout import DataDir
+from tagger.meta import atomic_write, utc_now
 
 # The photo record's columns, in one place: the photos table, and the history table that keeps replaced ones.
 COLUMNS = (("file", "TEXT NOT NULL"), ("sha256", "TEXT NOT NULL"), ("bytes", "INTEGER NOT NULL"), ("format", "TEXT"),
@@ -49,27 +51,14 @@ class Conflict(Exception):
     """An upload with ``if_absent`` found a photo under its ``id_name`` (answered 409)."""
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class PhotoStore:
     def __init__(self, data_dir: str | Path):
-        self.root = Path(data_dir)
-        self.images = self.root / "images"
+        layout = DataDir(data_dir)
+        self.root, self.images, self.db_path = layout.root, layout.images, layout.db
         self.images.mkdir(parents=True, exist_ok=True)
-        self.db_path = self.root / "photos.db"
         # gunicorn boots its workers at once, and SQLite answers "database is locked" at once (busy_timeout or
         # not) to a second process switching a new file to WAL; a worker failing to boot halts gunicorn: one at a time
-        with open(self.root / ".schema.lock", "a") as lock:
+        with open(layout.schema_lock, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             self._migrate()
 
@@ -94,14 +83,7 @@ class PhotoStore:
         name = uuid.uuid4().hex
         rel = Path("images") / name[:2] / (name + _EXTENSIONS.get(fmt or "", ".bin"))
         path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        atomic_write(path, lambda f: f.write(data))  # fsynced, then renamed, then its folder fsynced
         return rel.as_posix()
 
     def put(self, id_name: str, data: bytes, *, exif: dict, fmt: str | None = None, width: int | None = None,
@@ -133,7 +115,7 @@ class PhotoStore:
                         " bytes,"
                         " format, width, height, exif, labels, uploaded_at, labelled_at, label_detail, suggested, ?"
                         " FROM photos WHERE id_name = ?",
-                        (_now(), id_name))
+                        (utc_now(micro=True), id_name))
                 db.execute(
                     "INSERT INTO photos (id_name, file, sha256, bytes, format, width, height, exif, uploaded_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -141,7 +123,7 @@ class PhotoStore:
                     " bytes=excluded.bytes, format=excluded.format, width=excluded.width, height=excluded.height,"
                     " exif=excluded.exif, uploaded_at=excluded.uploaded_at, labels=NULL, labelled_at=NULL,"
                     " label_detail=NULL, suggested=NULL",
-                    (id_name, rel, sha, len(data), fmt, width, height, json.dumps(exif), _now()))
+                    (id_name, rel, sha, len(data), fmt, width, height, json.dumps(exif), utc_now(micro=True)))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -187,7 +169,7 @@ class PhotoStore:
         with closing(self._connect()) as db:
             cur = db.execute("UPDATE photos SET labels = ?, labelled_at = ?, label_detail = ?, suggested = ?"
                              " WHERE id_name = ?",
-                             (json.dumps(sorted(set(labels))), _now(), json.dumps(detail) if detail else None,
+                             (json.dumps(sorted(set(labels))), utc_now(micro=True), json.dumps(detail) if detail else None,
                               json.dumps(suggested) if suggested else None, id_name))
         return cur.rowcount == 1
 
@@ -274,7 +256,7 @@ class PhotoStore:
     def save_prediction(self, sha256: str, model_version: str, answer: dict) -> None:
         with closing(self._connect()) as db:
             db.execute("INSERT OR REPLACE INTO predictions (sha256, model_version, answer, created_at)"
-                       " VALUES (?, ?, ?, ?)", (sha256, model_version, json.dumps(answer), _now()))
+                       " VALUES (?, ?, ?, ?)", (sha256, model_version, json.dumps(answer), utc_now(micro=True)))
 
     def read_image(self, record: dict) -> bytes:
         return (self.root / record["file"]).read_bytes()

@@ -19,7 +19,9 @@ from pathlib import Path
 import requests
 
 from serving import torchserve
-from serving.torchserve import REPO, Ports, TorchServeRun
+from serving.torchserve import Ports, TorchServeRun
+from tagger import REPO
+from tagger.layout import DataDir
 
 DEFAULT_MAR = "tagger.mar"
 # The default model: the training tool's prior recipe on the bundled samples (what `make model` runs).
@@ -43,7 +45,7 @@ class Stack:
 
     @property
     def gateway_dir(self) -> Path:
-        return self.var_dir / "run" / "gateway"
+        return DataDir(self.var_dir).gateway
 
     @property
     def gateway_url(self) -> str:

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import requests
 
-from gateway.tagger_client import TaggerError, key_rejected, read_keys, renew_key
+from tagger import REPO
+from tagger.layout import DataDir
+from tagger.ts_keys import KeyRefused, key_rejected, read_keys, renew_key
 
-REPO = Path(__file__).resolve().parent.parent
 PID_FILE = ".model_server.pid"  # TorchServe's own name, written under $TEMP
 
 
@@ -58,7 +59,7 @@ class TorchServeRun:
 
     @property
     def run_dir(self) -> Path:
-        return self.var_dir / "run" / "torchserve"
+        return DataDir(self.var_dir).torchserve
 
     @property
     def tmp_dir(self) -> Path:
@@ -181,7 +182,7 @@ def wait_ready(run: TorchServeRun, *, timeout: float = 240) -> float:
         try:
             if "READY" in worker_states(run):
                 return time.monotonic() - t0
-        except (OSError, ValueError, KeyError, requests.RequestException, TaggerError):
+        except (OSError, ValueError, KeyError, requests.RequestException, KeyRefused):
             pass  # key file or API not up yet
         time.sleep(0.5)
     raise RuntimeError(f"no TorchServe worker became READY within {timeout:.0f}s; see {run.run_dir / 'logs'}")

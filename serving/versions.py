@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import time
-import zipfile
 from pathlib import Path
 
 import requests
 
 from serving.torchserve import TorchServeRun, management_request
+from tagger.archive import ArchiveError, read_archive
 
 STATE_FILE = "deployed.json"
 SPARE_WORKERS = 1  # workers kept on the previous version, so a rollback has one READY at once
@@ -35,21 +35,15 @@ def mar_name(version: str, model_name: str = "tagger") -> str:
 
 def check_archive(path: Path, version: str, model_name: str = "tagger") -> dict:
     """The archive's ``meta.json`` when ``path`` is a usable archive of ``model_name`` at ``version``."""
-    from training.checkpoint import validate_meta
-
     if not path.is_file():
         raise DeployError(f"{path} not found: build it with `make archive CHECKPOINT=... VERSION={version}`")
     try:
-        with zipfile.ZipFile(path) as z:
-            manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
-            meta = validate_meta(json.loads(z.read("meta.json")))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-        raise DeployError(f"{path} is not a valid tagger archive ({type(exc).__name__}: {exc}); rebuild it "
-                          "with `make archive`") from None
-    model = manifest.get("model", {})
-    if model.get("modelName") != model_name or str(model.get("modelVersion")) != str(version) \
-            or meta["version"] != str(version):
-        raise DeployError(f"{path} holds model {model.get('modelName')!r} version {model.get('modelVersion')!r} "
+        archive = read_archive(path)
+    except ArchiveError as exc:
+        raise DeployError(str(exc)) from None
+    meta = archive.meta
+    if archive.model_name != model_name or archive.version != str(version) or meta["version"] != str(version):
+        raise DeployError(f"{path} holds model {archive.model_name!r} version {archive.version!r} "
                           f"(meta {meta['version']!r}), not {model_name!r} {version!r}")
     return meta
 
@@ -135,7 +129,7 @@ class Versions:
             return {}
 
     def _save_state(self, default: str, previous: str | None) -> None:
-        from training.checkpoint import save_json
+        from tagger.meta import save_json
 
         urls = {str(d["modelVersion"]): d.get("modelUrl") for d in self.describe()}
         save_json(self.state_file, {"default": default, "mar": urls.get(default), "previous": previous,

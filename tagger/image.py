@@ -1,6 +1,6 @@
 """Bytes -> RGB image, with the checks every entry point shares (the handler, the gateway's upload, training).
 
-    >>> from handler.image import decode_image, ImageError
+    >>> from tagger.image import decode_image, ImageError
     >>> image = decode_image(open("photo.jpg", "rb").read())                # full size, EXIF orientation applied
     >>> image = decode_image(open("photo.jpg", "rb").read(), min_side=256)  # shorter side >= 256, decoded fast
 

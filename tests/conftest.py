@@ -14,7 +14,7 @@ EXIF = SAMPLES / "exif"
 
 @pytest.fixture(scope="session")
 def labels():
-    from training.labels import load_labels
+    from tagger.labels import load_labels
 
     return load_labels()
 
@@ -29,9 +29,9 @@ def tiny_model_dir(tmp_path_factory, labels):
     """An unpacked-archive directory (meta.json + model.pt) holding an untrained ResNet18 tagger."""
     import torch
 
-    from training.checkpoint import make_meta, save_json
+    from tagger.meta import make_meta, save_json
+    from tagger.presets import default_preprocessing
     from training.model import build_model
-    from training.presets import default_preprocessing
 
     d = tmp_path_factory.mktemp("tiny_model")
     torch.manual_seed(0)
@@ -111,3 +111,14 @@ def served_stack(tmp_path_factory, **stack_args):
             pytest.fail(f"the gateway on {st.gateway_url} died during the tests; its error.log ends:\n{tail}")
     finally:
         stop(st)
+
+
+# Tests that start real components (TorchServe, gunicorn, Chromium) or build a model are marked ``stack`` by the
+# fixtures they use, or by a module's own ``pytestmark``; ``make test-fast`` runs the rest in seconds.
+STACK_FIXTURES = {"stack", "browser", "gateway", "archive", "server", "detector_model_dir"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if STACK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)

@@ -137,8 +137,8 @@ def test_the_whole_loop_upload_label_reload_export_retrain_deploy(stack, browser
     assert len(export["images"]) == 5
     ground_other = next(c["id"] for c in export["categories"] if c["name"] == "ground-other")
     assert all(ground_other in im["unknown_category_ids"] for im in export["images"])
+    from tagger.labels import label_names
     from training.datasets import LabelledImages
-    from training.labels import label_names
 
     ann = tmp_path / "export.json"
     ann.write_text(json.dumps(export))
@@ -235,9 +235,12 @@ def test_timings_with_1000_photos_in_the_store(stack, browser):
     assert page.text_content("#count") == "1–60 of 1007"  # 1,000 + the loop's 7 photos, paged
     page.select_option("#order", "uncertain")
     page.select_option("#status", "unlabelled")
-    wait_shown(page, current(page) if page.is_visible("#viewer") else None)
-    margins = [p["uncertainty"] for p in requests.get(f"{url}/annotate/api/photos",
-               params={"order": "uncertain", "status": "unlabelled", "limit": 50}, timeout=30).json()["photos"]]
+    listing = requests.get(f"{url}/annotate/api/photos", params={"order": "uncertain", "status": "unlabelled",
+                                                                    "limit": 50}, timeout=30).json()["photos"]
+    # the page opens the listing's first photo (which may be the one it showed already)
+    page.wait_for_function("first => window.__timings.shownId === first", arg=listing[0]["id_name"], timeout=30_000)
+    page.wait_for_selector("#labels .chip")
+    margins = [p["uncertainty"] for p in listing]
     assert margins == sorted(margins) and None not in margins
 
     def label_steps(n):

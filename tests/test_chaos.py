@@ -155,7 +155,7 @@ def test_sigkilled_gateway_workers_lose_no_acknowledged_upload(stack):
     var = stack.var_dir
     with sqlite3.connect(var / "photos.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    from gateway.store import PhotoStore
+    from photo_store import PhotoStore
     from PIL import Image
 
     store = PhotoStore(var)

@@ -2,9 +2,9 @@ import json
 
 import torch
 
+from tagger.labels import label_names
 from tests.conftest import COCO
 from training.datasets import PANOPTIC_UNANNOTATED, CocoMultiLabel
-from training.labels import label_names
 
 
 def test_panoptic_images_mask_the_labels_panoptic_cannot_carry():
@@ -36,7 +36,7 @@ def test_labels_missing_from_a_files_categories_are_unknown(tmp_path):
 
 
 def test_item_is_image_target_known():
-    from training.presets import default_preprocessing, eval_transform
+    from tagger.presets import default_preprocessing, eval_transform
 
     ds = CocoMultiLabel(COCO, COCO / "annotations.json", label_names(),
                         eval_transform(default_preprocessing("efficientnet_lite0")))

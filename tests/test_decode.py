@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from handler.image import ImageError, decode_image, open_image, oriented_size
+from tagger.image import ImageError, decode_image, open_image, oriented_size
 from tests.conftest import COCO, EXIF
 
 LARGE_CAMERA_FILES = ["30-type_error.jpg", "67-0_length_string.jpg", "87_OSError.jpg", "iphone_hdr_YES.jpg",
@@ -60,11 +60,12 @@ def test_truncated_and_non_images_still_fail_at_reduced_size(phone_photos):
     assert e.value.status == 415
 
 
+@pytest.mark.slow
 def test_fast_decoding_keeps_the_default_models_tags(phone_photos):
     """At least 98% of image-label decisions identical to full decoding, on phone-size and camera photos."""
     from serving.stack import ensure_default_archive
     from serving.torchserve import REPO
-    from training.presets import eval_transform
+    from tagger.presets import eval_transform
     from training.resume import load_for_inference
 
     ensure_default_archive()

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from serving.stack import REPO, ensure_default_archive
+from tagger.labels import load_labels
 from training.checkpoint import load_checkpoint
-from training.labels import load_labels
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,8 @@ def test_archive_carries_the_metadata_and_code_it_needs(archive):
         names = set(z.namelist())
         meta = json.loads(z.read("meta.json"))
         manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
-    assert {"model.pt", "meta.json", "tagger_handler.py", "handler/core.py", "handler/image.py",
-            "training/model.py", "training/presets.py", "model-config.yaml"} <= names
+    assert {"model.pt", "meta.json", "tagger_handler.py", "handler/core.py", "tagger/image.py",
+            "training/model.py", "tagger/presets.py", "model-config.yaml"} <= names
     assert manifest["model"]["modelVersion"] == meta["version"] == "1.0"
     assert [lab["name"] for lab in meta["labels"]][:3] == ["sea", "ground-other", "platform"]
 
@@ -100,9 +100,9 @@ def test_evaluate_scores_the_default_model_as_the_handler_answers(archive, tmp_p
     import csv
 
     from handler.core import load_model_detector, postprocess, with_detector
-    from handler.image import decode_image
+    from tagger.image import decode_image
+    from tagger.presets import eval_transform
     from training.evaluate import get_args_parser, main as evaluate_main
-    from training.presets import eval_transform
     from training.resume import load_for_inference
 
     coco = REPO / "samples/coco_subset"

@@ -44,7 +44,7 @@ def stack(tmp_path_factory):
 
 def ts_post(stack, **kwargs):
     """A direct TorchServe prediction; keys expire every 12 s here, so a rejected one is renewed with the API key."""
-    from gateway.tagger_client import key_rejected, read_keys, renew_key
+    from tagger.ts_keys import key_rejected, read_keys, renew_key
 
     headers = kwargs.pop("headers", {})
     for _ in range(2):
@@ -110,7 +110,7 @@ def test_prometheus_metrics_on_loopback_name_the_model(stack):
 
 
 def test_a_chunked_body_without_length_over_the_limit_is_a_413_json(stack):
-    from handler.image import DEFAULT_MAX_BYTES
+    from tagger.image import DEFAULT_MAX_BYTES
 
     boundary = "xyzzy"
 
@@ -157,9 +157,9 @@ def test_workers_serve_onnx_runtime_and_agree_with_the_eager_model(stack):
     import torch
 
     from handler.core import load_model_detector, postprocess, with_detector
-    from handler.image import decode_image
     from serving.stack import REPO, model_workers
-    from training.presets import eval_transform
+    from tagger.image import decode_image
+    from tagger.presets import eval_transform
     from training.resume import load_for_inference
 
     log = (stack.torchserve.run_dir / "logs/model_log.log").read_text()

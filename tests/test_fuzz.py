@@ -12,6 +12,7 @@ FINDINGS = Path(__file__).parent / "fuzz_findings"
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_fuzzing_smoke_finds_nothing(tmp_path):
     from fuzz.seeds import write_seeds
 

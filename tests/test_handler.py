@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from handler.core import load_model, postprocess, request_bytes
-from handler.image import ImageError, decode_image
+from tagger.image import ImageError, decode_image
 from tests.conftest import COCO, EXIF
 
 JPEG = (COCO / "images/000000000471.jpg").read_bytes()

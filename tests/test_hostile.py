@@ -144,7 +144,7 @@ def test_afterwards_every_process_lives_memory_is_bounded_and_nothing_left_the_s
     for p in var.rglob("*"):  # only the store's own files
         rel = p.relative_to(var).parts
         assert rel[0] in ("images", "thumbs", "run", "jobs", "cache") or rel[0].startswith("photos.db"), p
-    from gateway.store import PhotoStore
+    from photo_store import PhotoStore
 
     store = PhotoStore(var)
     names = {r["id_name"] for r in store.list(limit=10_000)}

@@ -1,6 +1,10 @@
 """A short version of `make load` (which runs 16 clients for 4 minutes): the same mixed load against the real
 stack for 15 s with TorchServe keys expiring every 12 s, and not one failed request."""
+import pytest
+
 from benchmarks.load import run
+
+pytestmark = pytest.mark.stack  # starts real TorchServe (make test-fast leaves it out)
 
 
 def test_short_mixed_load_across_key_expiries_has_no_failed_request():

@@ -6,9 +6,9 @@ import time
 import pytest
 import requests
 
-from gateway.tagger_client import read_keys
 from serving.stack import REPO, versions
 from serving.versions import DeployError
+from tagger.ts_keys import read_keys
 from tests.conftest import COCO, private_model_store, served_stack
 
 

@@ -19,15 +19,17 @@ from pathlib import Path
 
 import torch
 
-from training.checkpoint import load_checkpoint, save_json, validate_meta
+from tagger import REPO
+from tagger.archive import CODE_HASH, ArchiveError, read_archive
+from tagger.meta import save_json, validate_meta
+from training.checkpoint import load_checkpoint
 
-REPO = Path(__file__).resolve().parent.parent
 MODEL_NAME = "tagger"
 # Modules the handler imports at run time; each travels inside the archive.
 PAYLOAD = {
-    "handler": ("__init__.py", "core.py", "image.py"),
-    "training": ("__init__.py", "checkpoint.py", "detector.py", "fusion.py", "model.py",
-                 "presets.py"),
+    "handler": ("__init__.py", "core.py"),
+    "tagger": ("__init__.py", "image.py", "meta.py", "presets.py", "tags.py"),
+    "training": ("__init__.py", "detector.py", "errors.py", "fusion.py", "model.py"),
 }
 
 
@@ -42,7 +44,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-CODE_HASH_FILE = "code.sha256"
 CONFIG_FILE = REPO / "handler/model-config.yaml"
 HANDLER_FILE = REPO / "handler/tagger_handler.py"
 
@@ -58,12 +59,9 @@ def code_hash() -> str:
 
 def archive_code_hash(mar: str | Path) -> str | None:
     """The code hash recorded in an archive (``None`` for an archive from before it was recorded)."""
-    import zipfile
-
     try:
-        with zipfile.ZipFile(mar) as z:
-            return z.read(CODE_HASH_FILE).decode().strip()
-    except (KeyError, OSError, zipfile.BadZipFile):
+        return read_archive(mar).code_hash
+    except ArchiveError:
         return None
 
 
@@ -85,7 +83,7 @@ def build_archive(checkpoint: str | Path, out: str | Path, *, version: str | Non
             for name in files:
                 shutil.copy2(REPO / package / name, payload / package / name)
         save_json(payload / "meta.json", meta)
-        (payload / CODE_HASH_FILE).write_text(code_hash() + "\n")
+        (payload / CODE_HASH).write_text(code_hash() + "\n")
         torch.save(ckpt["model"], stage / "model.pt")
         archiver = Path(sys.executable).with_name("torch-model-archiver")
         subprocess.run([str(archiver), "--model-name", MODEL_NAME, "--version", meta["version"],

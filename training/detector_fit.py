@@ -11,11 +11,12 @@ from pathlib import Path
 
 import torch
 
-from training.checkpoint import save_checkpoint, save_json
+from tagger import REPO
+from tagger.meta import save_json
+from training.checkpoint import save_checkpoint
 from training.detector import detector_spec, label_scores, load_minival_ids, seen_by_detector
 from training.metrics import calibrate_thresholds, summarize
 
-REPO = Path(__file__).resolve().parent.parent
 # COCO photos the detector never saw in its own training (Google's minival): the fusion is judged on those.
 MINIVAL_IDS = REPO / "samples/mscoco_minival_ids.txt"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from training.checkpoint import atomic_write
+from tagger.meta import atomic_write
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
@@ -32,7 +32,7 @@ def image_key(path: str | Path) -> str:
 
 
 def cache_path(model, preprocessing: dict, cache_dir: str | Path) -> Path:
-    from handler.image import DECODER_VERSION
+    from tagger.image import DECODER_VERSION
 
     record = {**preprocessing, "decoder": DECODER_VERSION}
     pre = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
@@ -88,7 +88,7 @@ def cached_features(model, dataset, preprocessing: dict, cache_dir: str | Path, 
 
 
 def detections_path(spec: dict, min_side: int | None, cache_dir: str | Path) -> Path:
-    from handler.image import DECODER_VERSION
+    from tagger.image import DECODER_VERSION
     from training.detector import DETECT_VERSION
 
     record = {"graph": spec["graph_sha1"], "tiles": bool(spec.get("tiles")), "classes": spec["classes"],
@@ -101,7 +101,7 @@ def cached_detections(spec: dict, dataset, cache_dir: str | Path, *, batch_size:
                       progress: bool = False) -> tuple[torch.Tensor, dict]:
     """The detector's scores ``(N, C)`` (columns: ``spec["classes"]`` in order) of every photo of ``dataset``,
     decoded as the handler decodes them (``dataset.min_side``); cached per photo like ``cached_features``."""
-    from handler.image import decode_image
+    from tagger.image import decode_image
     from training.detector import detect, load_detector
 
     def compute(missing):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from training.checkpoint import save_json
-from training.labels import load_labels
+from tagger.labels import load_labels
+from tagger.meta import save_json
 from training.legacy import LegacyError, import_newdata
 
 
@@ -20,7 +20,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("newdata", help="the original tool's newdata/ folder (images/, labels/, select.pkl)")
     p.add_argument("--out", required=True, help="COCO-format JSON file to write")
-    p.add_argument("--labels", default=None, help="label vocabulary JSON (default: training/labels.json)")
+    p.add_argument("--labels", default=None, help="label vocabulary JSON (default: tagger/labels.json)")
     return p
 
 

@@ -21,7 +21,8 @@ from flask import Blueprint, current_app, jsonify, render_template, request, sen
 from annotation_ui.export import build_export
 from annotation_ui.jobs import JobBusy, Jobs
 from annotation_ui.labelling import label_detail, progress, select
-from annotation_ui.vocabulary import archive_of, next_version, served_model
+from annotation_ui.vocabulary import next_version, served_model
+from tagger.archive import archive_of
 from tagger.layout import DataDir
 from tagger.meta import utc_now
 

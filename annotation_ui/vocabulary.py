@@ -8,39 +8,16 @@ it, the default list (``tagger/labels.json``) is offered with thresholds of 0.5.
 """
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
-from tagger.archive import ArchiveError, read_archive
-
-_lock = threading.Lock()
-_archives: dict[tuple[str, int, int], tuple[str, dict] | None] = {}  # (path, mtime, size) -> (version, meta)
-
-
-def _archive_meta(path: Path) -> tuple[str, dict] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    key = (str(path), st.st_mtime_ns, st.st_size)
-    with _lock:
-        if key in _archives:
-            return _archives[key]
-    try:
-        archive = read_archive(path)
-        found = (archive.version, archive.meta)
-    except ArchiveError:
-        found = None
-    with _lock:
-        _archives[key] = found
-    return found
+from tagger.archive import archive_of, cached_archive
 
 
 def served_model(model_store: Path, version: str | None, model_name: str = "tagger") -> dict:
     """What the page needs of the model serving ``version``: its labels with thresholds, and where they came from."""
     path = archive_of(model_store, version, model_name) if version is not None else None
     if path is not None:
-        meta = _archive_meta(path)[1]
+        meta = cached_archive(path).meta
         labels = [{**{k: lab[k] for k in ("id", "name", "isthing", "supercategory") if k in lab},
                    "isthing": lab.get("isthing", 0), "threshold": round(float(t), 4)}
                   for lab, t in zip(meta["labels"], meta["thresholds"])]
@@ -52,15 +29,6 @@ def served_model(model_store: Path, version: str | None, model_name: str = "tagg
             "labels": [{**lab, "threshold": 0.5} for lab in load_labels()]}
 
 
-def archive_of(model_store: Path, version: str, model_name: str = "tagger") -> Path | None:
-    """The archive in ``model_store`` that holds ``version``."""
-    for path in sorted(Path(model_store).glob(f"{model_name}*.mar")):
-        found = _archive_meta(path)
-        if found is not None and found[0] == version:
-            return path
-    return None
-
-
 def next_version(served: str, model_store: Path, model_name: str = "tagger") -> str:
     """The version a deploy from the page gets: the served ``major.minor`` with the next free minor number
     (``1.0`` -> ``1.1``, skipping versions already archived), or ``served.1`` for another scheme."""
@@ -70,7 +38,7 @@ def next_version(served: str, model_store: Path, model_name: str = "tagger") -> 
         make = lambda i: f"{major}.{minor + i}"  # noqa: E731
     else:
         make = lambda i: f"{served}.{i + 1}"  # noqa: E731
-    taken = {found[0] for found in map(_archive_meta, Path(model_store).glob(f"{model_name}*.mar")) if found}
+    taken = {found.version for found in map(cached_archive, Path(model_store).glob(f"{model_name}*.mar")) if found}
     i = 0
     while make(i) in taken or (Path(model_store) / f"{model_name}-{make(i)}.mar").exists():
         i += 1

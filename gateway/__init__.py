@@ -56,6 +56,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         TS_STATE_FILE=None,  # default: DATA_DIR/run/torchserve/deployed.json (rewritten by make deploy/rollback)
         VERSION_TTL=30.0,  # seconds between asking TorchServe which version it serves
         PREFETCH_WORKERS=2,
+        DECODE_CHECK_THREADS=8,  # per worker: each upload checks its pixels and reads its EXIF beside its file write
     )
     if test_config is None:
         app.config.from_prefixed_env("TAGGER")
@@ -70,13 +71,18 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config["TS_KEY_FILE"],
         model_name=app.config["MODEL_NAME"], timeout=float(app.config["TS_TIMEOUT"]))
 
+    from concurrent.futures import ThreadPoolExecutor
+
     from gateway.predictions import Predictions
+
+    app.extensions["decode_checks"] = ThreadPoolExecutor(int(app.config["DECODE_CHECK_THREADS"]),
+                                                         thread_name_prefix="decode-check")
 
     app.extensions["predictions"] = Predictions(
         app.extensions["store"], app.extensions["tagger"],
         app.config["TS_STATE_FILE"] or data_dir.deployed,
         workers=int(app.config["PREFETCH_WORKERS"]), ttl=float(app.config["VERSION_TTL"]),
-        inflight_dir=data_dir.prefetch)
+        inflight_dir=data_dir.prefetch, model_store=app.config["MODEL_STORE"], model_name=app.config["MODEL_NAME"])
     from gateway.request_id import install as install_request_id
     from gateway.server_timing import install as install_server_timing
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import time
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, has_request_context, jsonify, request
 
 from gateway.exif import gps_information, read_exif
 from gateway.openapi import SPEC
@@ -13,7 +14,7 @@ from gateway.place import place_name
 from gateway.server_timing import timed
 from gateway.tagger_client import TaggerError
 from photo_store import Conflict
-from tagger.image import ImageError, decode_image, open_image, oriented_size
+from tagger.image import ImageError, decode_image, decoded_bytes, open_image, oriented_size, shrinks
 
 bp = Blueprint("api", __name__)
 
@@ -72,28 +73,59 @@ def imgup():
         with timed("header"):
             header = open_image(data)
             fmt, (width, height) = header.format, oriented_size(header)
-        # tags start once the header passed, while the pixels are checked and the upload is made durable, so
-        # /imginfo right after usually finds them ready (a photo refused below costs one wasted TorchServe call)
-        with timed("prefetch"):
-            current_app.extensions["predictions"].prefetch(hashlib.sha256(data).hexdigest(), data)
-        with timed("decode"):
-            decode_image(data, min_side=UPLOAD_CHECK_SIDE)
     except ImageError as exc:
         return error(exc.status, str(exc))
+    # Tags start while the upload is made durable, so /imginfo right after usually finds them ready (a photo
+    # refused below costs one wasted TorchServe call). The pixels are proved to decode in a thread while EXIF is
+    # read and the file written and fsynced; the row that acknowledges the upload is written once that passed.
+    # A photo the model decodes reduced (a 12 MP one) is decoded once, here, and TorchServe gets its pixels.
+    predictions, sha = current_app.extensions["predictions"], hashlib.sha256(data).hexdigest()
+    side = predictions.input_side()
+    if side is not None and shrinks((width, height), side):
+        checking = current_app.extensions["decode_checks"].submit(_decode_check, data, side, predictions, sha)
+    else:
+        with timed("prefetch"):
+            predictions.prefetch(sha, data)
+        checking = current_app.extensions["decode_checks"].submit(_decode_check, data, UPLOAD_CHECK_SIDE)
     flag = request.form.get("if_absent", "0").strip().lower()
     if flag not in ("0", "1", "true", "false"):
+        checking.cancel()
         return error(400, "if_absent must be 1 (refuse to replace an existing id_name) or 0")
     if_absent = flag in ("1", "true")
-    with timed("exif"):
-        exif = read_exif(data)
+    exif = current_app.extensions["decode_checks"].submit(read_exif, data)  # beside the file write too
     try:
         with timed("store"):
-            record = current_app.extensions["store"].put(id_name, data, exif=exif, fmt=fmt,
-                                                         width=width, height=height, if_absent=if_absent)
+            record = current_app.extensions["store"].put(id_name, data, exif=lambda: _exif(exif), fmt=fmt,
+                                                         width=width, height=height, if_absent=if_absent,
+                                                         verify=lambda: _checked(checking))
+    except ImageError as exc:
+        return error(exc.status, str(exc))
     except Conflict as exc:
         return error(409, str(exc))
     return jsonify(image_id=id_name, status=record["status"], sha256=record["sha256"], bytes=record["bytes"],
                    replaced=record["replaced"])
+
+
+def _decode_check(data: bytes, side: int, predictions=None, sha: str | None = None) -> float:
+    """Decode ``data`` reduced to ``side`` (raises ``ImageError``), then, given ``predictions``, have the decoded
+    pixels tagged (the same pixels TorchServe's own decode of ``data`` gives); returns the milliseconds taken."""
+    t = time.perf_counter()
+    image = decode_image(data, min_side=side)
+    if predictions is not None:
+        predictions.prefetch(sha, decoded_bytes(image))
+    return (time.perf_counter() - t) * 1000
+
+
+def _exif(reading) -> dict:
+    with timed("exif-wait"):
+        return reading.result()
+
+
+def _checked(checking) -> None:
+    with timed("decode-wait"):
+        ms = checking.result()
+    if has_request_context():
+        g.setdefault("server_timing", []).append(("decode", ms))
 
 
 @bp.route("/imginfo", methods=["GET", "POST"])

@@ -23,6 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from gateway.tagger_client import TaggerError
+from tagger.archive import archive_of, cached_archive
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +66,26 @@ class ServedVersion:
 
 class Predictions:
     def __init__(self, store, tagger, state_file=None, *, workers: int = 2, max_pending: int = 32,
-                 ttl: float = 30.0, inflight_dir: str | Path | None = None):
+                 ttl: float = 30.0, inflight_dir: str | Path | None = None, model_store: str | Path | None = None,
+                 model_name: str = "tagger"):
         self.store, self.tagger = store, tagger
+        self.model_store, self.model_name = model_store, model_name
         self.inflight_dir = Path(inflight_dir) if inflight_dir else None
         self.version = ServedVersion(tagger, state_file, ttl=ttl)
         self.workers, self._slots = workers, threading.BoundedSemaphore(max_pending)
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._inflight: dict[str, Future] = {}
+
+    def input_side(self) -> int | None:
+        """The shorter side the served model decodes photos to (its archive's ``preprocessing.resize``), or
+        ``None`` when no archive of the served version is in the model store."""
+        version = self.version.get()
+        if version is None or self.model_store is None:
+            return None
+        path = archive_of(self.model_store, version, self.model_name)
+        archive = cached_archive(path) if path is not None else None
+        return int(archive.meta["preprocessing"]["resize"]) if archive is not None else None
 
     def _cached(self, sha: str) -> dict | None:
         version = self.version.get()

@@ -87,21 +87,34 @@ class PhotoStore:
         return rel.as_posix()
 
     def put(self, id_name: str, data: bytes, *, exif: dict, fmt: str | None = None, width: int | None = None,
-            height: int | None = None, if_absent: bool = False) -> dict:
+            height: int | None = None, if_absent: bool = False, verify=None) -> dict:
         """Store ``data`` under ``id_name``; returns the record with ``status`` and ``replaced``.
 
         The same bytes again: nothing changes, labels kept (``status: "unchanged"``). Other bytes: the new photo
         replaces the old one as the original service did (``replaced: True``), and the old file with its labels
         moves to the ``history`` table, never erased. ``if_absent``: raise ``Conflict`` instead of replacing.
+        ``verify``: called before anything is decided (after the file is written and fsynced, so a check running
+        elsewhere overlaps that write); whatever it raises propagates and nothing is stored. ``exif`` may be a
+        zero-argument callable (the parse running elsewhere), asked once the file is written.
         """
         sha = hashlib.sha256(data).hexdigest()
         current = self.get(id_name)
-        if current is not None and current["sha256"] == sha:
-            return {**current, "status": "unchanged", "replaced": False}
-        if current is not None and if_absent:
+        if current is not None and (current["sha256"] == sha or if_absent):
+            if verify is not None:
+                verify()
+            if current["sha256"] == sha:
+                return {**current, "status": "unchanged", "replaced": False}
             raise Conflict(f"a photo is already stored under id_name {id_name!r}; send if_absent=0 to replace it "
                            "(the old one is kept in the history)")
         rel = self._write_file(data, fmt)
+        try:
+            if verify is not None:
+                verify()
+            if callable(exif):
+                exif = exif()
+        except BaseException:
+            (self.root / rel).unlink(missing_ok=True)
+            raise
         with closing(self._connect()) as db:
             db.execute("BEGIN IMMEDIATE")
             try:

@@ -4,10 +4,12 @@
     a.version, a.model_name            # from TorchServe's MAR-INF/MANIFEST.json
     a.meta["labels"], a.meta["thresholds"]
     a.read("model.pt")                 # any member's bytes
+    archive_of("model_store", "1.1")   # the archive holding a version (reads cached while files are unchanged)
 """
 from __future__ import annotations
 
 import json
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,3 +56,36 @@ def read_archive(path: str | Path) -> Archive:
     except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as exc:
         raise ArchiveError(f"{path} is not a valid tagger archive ({type(exc).__name__}: {exc}); rebuild it "
                            "with `make archive`") from None
+
+
+_lock = threading.Lock()
+_read: dict[tuple[str, int, int], Archive | None] = {}  # (path, mtime, size) -> what read_archive gave
+
+
+def cached_archive(path: str | Path) -> Archive | None:
+    """``read_archive(path)``, remembered while the file is unchanged; ``None`` for a missing or bad archive."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    with _lock:
+        if key in _read:
+            return _read[key]
+    try:
+        found = read_archive(path)
+    except ArchiveError:
+        found = None
+    with _lock:
+        _read[key] = found
+    return found
+
+
+def archive_of(model_store: str | Path, version: str, model_name: str = "tagger") -> Path | None:
+    """The archive in ``model_store`` that holds ``version`` of ``model_name`` (``None`` when there is none)."""
+    for path in sorted(Path(model_store).glob(f"{model_name}*.mar")):
+        found = cached_archive(path)
+        if found is not None and found.version == version:
+            return path
+    return None

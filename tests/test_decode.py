@@ -84,3 +84,20 @@ def test_fast_decoding_keeps_the_default_models_tags(phone_photos):
             max_diff = max(max_diff, float((full - fast).abs().max()))
     print(f"fast vs full decoding: {same}/{total} decisions identical, largest score difference {max_diff:.4f}")
     assert same / total >= 0.98
+
+
+@pytest.mark.parametrize("side", [224, 256, 272])
+def test_decoded_pixels_decode_again_to_the_same_pixels(phone_photos, side):
+    """What the gateway sends TorchServe for a photo the model decodes reduced (tagger.image.decoded_bytes) gives,
+    decoded again as the handler does, exactly the pixels the handler gets from the photo itself."""
+    from tagger.image import decoded_bytes, shrinks
+
+    png = io.BytesIO()
+    Image.new("RGB", (2000, 1201), (10, 200, 30)).save(png, "PNG")
+    photos = [phone_photos[0], phone_photos[1], png.getvalue()] + [
+        (EXIF / n).read_bytes() for n in ("landscape_6.jpg", "87_OSError.jpg", "IMG_5195.HEIC")]
+    for data in photos:
+        first = decode_image(data, min_side=side)
+        again = decode_image(decoded_bytes(first), min_side=side)
+        assert again.size == first.size and again.tobytes() == first.tobytes()
+    assert shrinks((4000, 3000), 256) and not shrinks((640, 480), 256)

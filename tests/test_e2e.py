@@ -151,6 +151,22 @@ def test_upload_and_info_for_real(stack):
     assert all(bus["scores"][t] > 0 for t in bus["predict_tags"])
 
 
+def test_a_12_megapixel_photo_is_decoded_once_and_tagged_as_torchserve_tags_it(stack):
+    """The gateway decodes a photo the model reduces (12 MP) once and sends TorchServe those pixels: the answer
+    is the one TorchServe gives for the photo's own bytes."""
+    from tests.test_decode import _phone_jpeg
+
+    data = _phone_jpeg("000000000471.jpg")
+    url = stack.gateway_url
+    up = requests.post(f"{url}/imgup", files={"file": ("big.jpg", data)}, data={"id_name": "big"}, timeout=60)
+    assert up.status_code == 200, up.text
+    info = requests.get(f"{url}/imginfo", params={"id_name": "big"}, timeout=60).json()
+    direct = ts_post(stack, data=data, headers={"Content-Type": "application/octet-stream"}).json()
+    assert info["predict_tags"] == direct["tags"] and info["model_version"] == direct["model_version"]
+    assert info["scores"] == pytest.approx(direct["scores"], abs=2e-4)
+    assert info["image"]["width"] == 4000 and info["image"]["height"] == 3000
+
+
 def test_workers_serve_onnx_runtime_and_agree_with_the_eager_model(stack):
     """The archive's workers run ONNX Runtime (handler.core.optimize_for_inference) and the detector, and answer
     what PyTorch and the detector do in this process."""

@@ -355,7 +355,22 @@ def test_an_id_name_with_slashes_is_deleted_and_labelled_by_its_path(client):
 def test_server_timing_says_where_an_upload_spent_its_time(client):
     r = upload(client)
     names = [part.split(";")[0].strip() for part in r.headers["Server-Timing"].split(",")]
-    assert names == ["form", "header", "prefetch", "decode", "exif", "store", "total"]
+    assert names == ["form", "header", "prefetch", "decode-wait", "decode", "exif-wait", "store", "total"]
     assert all(float(part.split("dur=")[1]) >= 0 for part in r.headers["Server-Timing"].split(","))
     names = [p.split(";")[0].strip() for p in client.get("/imginfo?id_name=tuscany").headers["Server-Timing"].split(",")]
     assert names == ["lookup", "tags", "total"]
+
+
+def test_a_photo_that_does_not_decode_leaves_no_file_and_no_row(client, app):
+    """The pixel check runs beside the file write: a photo that fails it is refused and its file removed."""
+    store = app.extensions["store"]
+    for body in (PHOTO[:5000], PHOTO[:len(PHOTO) - 4000]):
+        r = upload(client, body, "cut")
+        assert r.status_code in (400, 415) and "error" in r.json
+    assert store.get("cut") is None
+    assert upload(client, PHOTO, "kept", ).status_code == 200
+    r = client.post("/imgup", data={"file": (io.BytesIO(PHOTO[:5000]), "a.jpg"), "id_name": "kept", "if_absent": "1"},
+                    content_type="multipart/form-data")
+    assert r.status_code == 400  # the pixels are judged before the name: as before, not a 409
+    files = [p for p in (store.root / "images").rglob("*") if p.is_file()]
+    assert len(files) == 1 and not list(store.root.rglob("*.tmp"))

@@ -14,7 +14,7 @@ CHECKPOINT ?= checkpoints/default/best.pt
 VERSION ?=
 DATA_FLAGS = $(foreach d,$(DATA),--data $(d)) $(foreach a,$(ANN),--ann $(a))
 
-.PHONY: setup java chromium exiftool test-fast tag export fuzz chaos load serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
+.PHONY: setup java chromium exiftool test-fast tag export fuzz fuzz-api chaos load serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
 
 setup: java $(STAMP)
 
@@ -112,6 +112,11 @@ fuzz: setup
 	@mkdir -p var/fuzz/corpus
 	$(PY) -m fuzz.decode_exif -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=3072 -max_len=262144 \
 		-artifact_prefix=var/fuzz/ var/fuzz/corpus var/fuzz/seeds
+
+# schemathesis's command line against the real stack for FUZZ_API_SECONDS: every check, the stateful phase too
+FUZZ_API_SECONDS ?= 60
+fuzz-api: setup
+	$(PY) -m fuzz.api --seconds $(FUZZ_API_SECONDS)
 
 # Faults: SIGKILL of TorchServe workers under load and of gateway workers during uploads, CHAOS_KILLS times
 CHAOS_KILLS ?= 100

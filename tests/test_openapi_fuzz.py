@@ -1,31 +1,13 @@
 """schemathesis against /openapi.json: every operation with positive and negative data and all checks (fixed seed,
 a bounded number of examples), then the stateful phase along the spec's links (imgup -> imginfo, delete). No
 5xx, no response that breaks the schema, no schema-valid request refused but for what a schema cannot say."""
-import io
-
 import schemathesis
 from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
-from PIL import Image
 from schemathesis import GenerationMode
 
+import fuzz.api_hooks  # noqa: F401 - photo strategies for the spec's file part, as make fuzz-api uses them
 from gateway import create_app
 from tests.conftest import COCO, FakeTagger
-
-
-@st.composite
-def _photo(draw, fmt: str) -> bytes:
-    """A real photo file in ``fmt``: the spec's file part is a photo the decoder reads (encoding.contentType)."""
-    size = (draw(st.integers(1, 48)), draw(st.integers(1, 48)))
-    image = Image.new("RGB", size, tuple(draw(st.integers(0, 255)) for _ in range(3)))
-    out = io.BytesIO()
-    image.save(out, fmt)
-    return out.getvalue()
-
-
-for _media_type, _fmt in (("image/jpeg", "JPEG"), ("image/png", "PNG"), ("image/webp", "WEBP"), ("image/gif", "GIF"),
-                          ("image/tiff", "TIFF"), ("image/bmp", "BMP")):
-    schemathesis.openapi.media_type(_media_type, _photo(_fmt))
 
 
 def _app():

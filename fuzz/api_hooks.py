@@ -25,9 +25,58 @@ def photo(draw, fmt: str) -> bytes:
     return out.getvalue()
 
 
+def id_name_is_valid(body) -> bool:
+    """The form's id_name against the spec's own id_name schema (jsonschema_rs, the validator schemathesis uses)."""
+    import jsonschema_rs
+
+    from gateway.openapi import SPEC
+
+    schema = SPEC["paths"]["/imgup"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    return isinstance(body, dict) and isinstance(body.get("id_name"), str) \
+        and jsonschema_rs.validator_for(schema["properties"]["id_name"]).is_valid(body["id_name"])
+
+
+def contradicted(failure, case) -> bool:
+    """A report the spec's own validator contradicts. schemathesis 4.32 calls some id_name mutations negative
+    that its validator accepts ("000" -> "000*"), and its coverage phase sends "positive" multipart bodies with a
+    custom part encoding whose id_name is empty (the schema says minLength 1)."""
+    from schemathesis.core.failures import AcceptedNegativeData
+    from schemathesis.openapi.checks import RejectedPositiveData
+
+    if isinstance(failure, AcceptedNegativeData):
+        return "/properties/id_name" in str(failure) and id_name_is_valid(case.body)
+    if isinstance(failure, RejectedPositiveData):
+        return case.operation.path == "/imgup" and not id_name_is_valid(case.body)
+    return False
+
+
+def _unless_contradicted(check):
+    def wrapped(ctx, response, case):
+        try:
+            return check(ctx, response, case)
+        except Exception as failure:  # noqa: BLE001 - a Failure, re-raised unless the spec contradicts it
+            if contradicted(failure, case):
+                return None
+            raise
+    wrapped.__name__ = f"{check.__name__}_as_the_spec_says"
+    wrapped.__doc__ = f"schemathesis's {check.__name__}, less the reports the spec's own validator contradicts"
+    return wrapped
+
+
+def register_checks() -> None:
+    """For the command line: the two data checks, less contradicted reports (run with --exclude-checks for the
+    built-in two)."""
+    from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
+
+    for check in (positive_data_acceptance, negative_data_rejection):
+        schemathesis.check(_unless_contradicted(check))
+
+
 def register() -> None:
     for media_type, fmt in FORMATS:
         schemathesis.openapi.media_type(media_type, photo(fmt))
 
 
 register()
+if __import__("os").environ.get("SCHEMATHESIS_HOOKS") == __name__:  # loaded by the command line (make fuzz-api)
+    register_checks()

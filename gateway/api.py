@@ -30,7 +30,7 @@ def error(status: int, message: str, **headers):
     return response
 
 
-from gateway.openapi import CURSOR_PATTERN, refused_id_name_categories  # one definition for spec and check
+from gateway.openapi import CURSOR_MAX, CURSOR_PATTERN, refused_id_name_categories  # one definition for spec and check
 
 _CURSOR = re.compile(CURSOR_PATTERN)
 
@@ -178,7 +178,7 @@ def decode_cursor(value: str | None) -> tuple[str, str] | None:
     """The position a cursor names (any string of ``CURSOR_PATTERN``'s form is one); ``ValueError`` otherwise."""
     if not value:
         return None
-    if len(value) > 1100 or not _CURSOR.fullmatch(value):
+    if len(value) > CURSOR_MAX or not _CURSOR.fullmatch(value):
         raise ValueError("cursor is not one this server gave out (next_cursor of the previous page); start again "
                          "without it")
     uploaded_at, _, name = value.partition("~")

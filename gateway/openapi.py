@@ -18,6 +18,7 @@ def refused_id_name_categories(value: str) -> set[str]:
 # (Empty: the first page, as no cursor.)
 CURSOR_PATTERN = ("^(?:[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{6}Z"
                   "~(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?)?$")
+CURSOR_MAX = 28 + 1366  # the time, "~", and a 256-character id_name of 4-byte UTF-8 characters in base64
 # What the file part may be (the decoder reads these; anything else answers 415).
 PHOTO_MEDIA_TYPES = ("image/jpeg", "image/png", "image/heic", "image/heif", "image/tiff", "image/webp", "image/gif",
                      "image/bmp", "image/avif")
@@ -49,6 +50,8 @@ _ID_NAME = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": _id_n
             "description": "1-256 printable Unicode characters (not only spaces; no control or invisible format "
                            "characters)"}
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+# gunicorn's own answer (not JSON) to a request line over its 4094-byte limit, before the app sees the request
+_TOO_LONG = {"description": "request line over the HTTP server's 4094-byte limit (answered by gunicorn)"}
 
 SPEC = {
     "openapi": "3.1.0",
@@ -91,7 +94,7 @@ SPEC = {
                     "responses": {
                         "200": {"description": "photo information", "content": {"application/json": {"schema": {
                             "$ref": "#/components/schemas/ImageInfo"}}}},
-                        "400": _ERROR, "404": _ERROR, "422": _ERROR,
+                        "400": _ERROR, "404": _ERROR, "414": _TOO_LONG, "422": _ERROR,
                         "503": {**_ERROR, "description": "model server unavailable; retry after Retry-After seconds",
                                 "headers": {"Retry-After": {"schema": {"type": "integer"}}}}}},
             "post": {"operationId": "postImageInfo", "summary": "Same as GET, with id_name as a form field",
@@ -108,10 +111,10 @@ SPEC = {
                 {"name": "limit", "in": "query", "required": False,
                  "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
                 {"name": "cursor", "in": "query", "required": False,
-                 "schema": {"type": "string", "pattern": CURSOR_PATTERN, "maxLength": 1100},
+                 "schema": {"type": "string", "pattern": CURSOR_PATTERN, "maxLength": CURSOR_MAX},
                  "description": "next_cursor of the previous page (upload time ~ base64url id_name)"}],
             "responses": {"200": {"description": "a page", "content": {"application/json": {"schema": {
-                "$ref": "#/components/schemas/PhotoPage"}}}}, "400": _ERROR}}},
+                "$ref": "#/components/schemas/PhotoPage"}}}}, "400": _ERROR, "414": _TOO_LONG}}},
         "/photos/{id_name}": {"delete": {
             "operationId": "deletePhoto",
             "summary": "Remove a photo, its file, its earlier versions and its cached predictions",
@@ -119,7 +122,7 @@ SPEC = {
             "responses": {"200": {"description": "deleted", "content": {"application/json": {"schema": {
                 "type": "object", "required": ["image_id", "status"],
                 "properties": {"image_id": {"type": "string"}, "status": {"const": "deleted"}}}}}},
-                "404": _ERROR}}},
+                "404": _ERROR, "414": _TOO_LONG}}},
         "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
         "/readyz": {"get": {"summary": "Readiness: the store and TorchServe answer", "responses": {
             "200": {"description": "ready"},

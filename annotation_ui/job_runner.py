@@ -119,7 +119,8 @@ def run_train(job: Job) -> dict:
     if rc != 0 or not (out / "best.pt").is_file():
         raise JobError(f"the training tool exited with status {rc}; its output is in the log above")
     job.step("evaluating")
-    result = {"metric_names": list(PAGE_METRICS), "photos": n, "train_photos": len(train["images"]), "validation_photos": len(val["images"]),
+    result = {"metric_names": list(PAGE_METRICS), "photos": n, "train_photos": len(train["images"]),
+              "validation_photos": len(val["images"]),
               "samples": bool(opt.get("samples")), "checkpoint": str(out / "best.pt"),
               "new": evaluate(out / "best.pt", data_dir, job.dir / "val.json", job.dir / "eval-new.json")}
     mar = Path(cfg["served_archive"]) if cfg.get("served_archive") else None

@@ -6,11 +6,12 @@ import hashlib
 import re
 import time
 
-from flask import Blueprint, current_app, g, has_request_context, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
 from gateway.exif import gps_information, read_exif
 from gateway.openapi import SPEC
 from gateway.place import place_name
+from gateway.server_timing import record as record_timing
 from gateway.server_timing import timed
 from gateway.tagger_client import TaggerError
 from photo_store import Conflict
@@ -69,7 +70,7 @@ def imgup():
     except ValueError as exc:
         return error(400, str(exc))
     data = upload.read()
-    try:  # the header gives format and size; a reduced decode proves the pixels decode (the handler's decoder)
+    try:  # the header gives format and size (the pixels are proved to decode below)
         with timed("header"):
             header = open_image(data)
             fmt, (width, height) = header.format, oriented_size(header)
@@ -95,8 +96,8 @@ def imgup():
     exif = current_app.extensions["decode_checks"].submit(read_exif, data)  # beside the file write too
     try:
         with timed("store"):
-            record = current_app.extensions["store"].put(id_name, data, exif=lambda: _exif(exif), fmt=fmt,
-                                                         width=width, height=height, if_absent=if_absent,
+            record = current_app.extensions["store"].put(id_name, data, sha256=sha, exif=lambda: _exif(exif),
+                                                         fmt=fmt, width=width, height=height, if_absent=if_absent,
                                                          verify=lambda: _checked(checking))
     except ImageError as exc:
         return error(exc.status, str(exc))
@@ -124,8 +125,7 @@ def _exif(reading) -> dict:
 def _checked(checking) -> None:
     with timed("decode-wait"):
         ms = checking.result()
-    if has_request_context():
-        g.setdefault("server_timing", []).append(("decode", ms))
+    record_timing("decode", ms)  # measured in the checking thread
 
 
 @bp.route("/imginfo", methods=["GET", "POST"])

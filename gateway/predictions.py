@@ -70,6 +70,7 @@ class Predictions:
                  model_name: str = "tagger"):
         self.store, self.tagger = store, tagger
         self.model_store, self.model_name = model_store, model_name
+        self._sides: dict[str, tuple[int, float]] = {}  # version -> (decode side, when read): re-read after ttl
         self.inflight_dir = Path(inflight_dir) if inflight_dir else None
         self.version = ServedVersion(tagger, state_file, ttl=ttl)
         self.workers, self._slots = workers, threading.BoundedSemaphore(max_pending)
@@ -83,9 +84,13 @@ class Predictions:
         version = self.version.get()
         if version is None or self.model_store is None:
             return None
-        path = archive_of(self.model_store, version, self.model_name)
-        archive = cached_archive(path) if path is not None else None
-        return int(archive.meta["preprocessing"]["resize"]) if archive is not None else None
+        side, read_at = self._sides.get(version, (None, -float("inf")))
+        if time.monotonic() - read_at > self.version.ttl:  # the model store is looked at as often as the version
+            path = archive_of(self.model_store, version, self.model_name)
+            archive = cached_archive(path) if path is not None else None
+            side = int(archive.meta["preprocessing"]["resize"]) if archive is not None else None
+            self._sides[version] = (side, time.monotonic())
+        return side
 
     def _cached(self, sha: str) -> dict | None:
         version = self.version.get()

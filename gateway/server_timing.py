@@ -14,14 +14,19 @@ from contextlib import contextmanager
 from flask import Flask, g, has_request_context
 
 
+def record(name: str, ms: float) -> None:
+    """Add one entry to this request's header (outside a request: nothing)."""
+    if has_request_context():
+        g.setdefault("server_timing", []).append((name, ms))
+
+
 @contextmanager
 def timed(name: str):
     t = time.perf_counter()
     try:
         yield
     finally:
-        if has_request_context():
-            g.setdefault("server_timing", []).append((name, (time.perf_counter() - t) * 1000))
+        record(name, (time.perf_counter() - t) * 1000)
 
 
 def install(app: Flask) -> None:

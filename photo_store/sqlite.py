@@ -19,6 +19,7 @@ import json
 import os
 import sqlite3
 import uuid
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -86,8 +87,9 @@ class PhotoStore:
         atomic_write(path, lambda f: f.write(data))  # fsynced, then renamed, then its folder fsynced
         return rel.as_posix()
 
-    def put(self, id_name: str, data: bytes, *, exif: dict, fmt: str | None = None, width: int | None = None,
-            height: int | None = None, if_absent: bool = False, verify=None) -> dict:
+    def put(self, id_name: str, data: bytes, *, exif: dict | Callable[[], dict], fmt: str | None = None,
+            width: int | None = None, height: int | None = None, if_absent: bool = False,
+            verify: Callable[[], None] | None = None, sha256: str | None = None) -> dict:
         """Store ``data`` under ``id_name``; returns the record with ``status`` and ``replaced``.
 
         The same bytes again: nothing changes, labels kept (``status: "unchanged"``). Other bytes: the new photo
@@ -95,9 +97,10 @@ class PhotoStore:
         moves to the ``history`` table, never erased. ``if_absent``: raise ``Conflict`` instead of replacing.
         ``verify``: called before anything is decided (after the file is written and fsynced, so a check running
         elsewhere overlaps that write); whatever it raises propagates and nothing is stored. ``exif`` may be a
-        zero-argument callable (the parse running elsewhere), asked once the file is written.
+        zero-argument callable (the parse running elsewhere), asked once the file is written. ``sha256``: the
+        caller's hex digest of ``data`` when it has one already (computed otherwise).
         """
-        sha = hashlib.sha256(data).hexdigest()
+        sha = sha256 or hashlib.sha256(data).hexdigest()
         current = self.get(id_name)
         if current is not None and (current["sha256"] == sha or if_absent):
             if verify is not None:

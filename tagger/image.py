@@ -107,7 +107,8 @@ def decoded_bytes(image: Image.Image) -> bytes:
     gives exactly these pixels (nothing is left to reduce or to turn), at a fraction of the first decode's cost.
     The gateway sends a large photo's pixels so to TorchServe, which then does not decode it a second time."""
     width, height = image.size
-    return f"P6\n{width} {height}\n255\n".encode() + image.convert("RGB").tobytes()
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    return f"P6\n{width} {height}\n255\n".encode() + rgb.tobytes()
 
 
 @contextmanager

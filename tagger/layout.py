@@ -17,8 +17,8 @@ from pathlib import Path
 class DataDir:
     root: Path
 
-    def __init__(self, root: str | Path):
-        object.__setattr__(self, "root", Path(root))
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))  # a str is welcome
 
     # ---- the store: what an acknowledged upload or label is
     @property

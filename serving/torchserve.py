@@ -2,12 +2,16 @@
 
 Runtime files live under ``RUN_DIR = <var>/run/torchserve``: the generated config, ``key_file.json`` (TorchServe
 writes it into its working directory), logs, the pid file and Java's temporary directory (where the ``.mar`` is
-unpacked). Nothing is written to /tmp or the repository root.
+unpacked). Nothing is written to /tmp or the repository root, except for a data folder so deep that TorchServe's
+worker sockets (``<tmp>/.ts.sock.9000``) would pass the 107-byte limit of a Unix socket path: its temporary
+directory is then ``/tmp/torchserve-<uid>-<hash of the folder>`` (mode 700, removed at stop).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,7 +67,7 @@ class TorchServeRun:
 
     @property
     def tmp_dir(self) -> Path:
-        return self.run_dir / "tmp"
+        return short_tmp_dir(self.run_dir / "tmp")
 
     @property
     def key_file(self) -> Path:
@@ -80,6 +84,27 @@ class TorchServeRun:
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.metrics}"
+
+
+SOCKET_PATH_MAX = 107  # bytes in a Unix socket path (sun_path less its NUL)
+SOCKET_NAME = "/.ts.sock.65535"  # what TorchServe appends to its temporary directory for a worker's socket
+
+
+def short_tmp_dir(wanted: Path) -> Path:
+    """``wanted``, or a short private directory standing for it when a worker socket there would be too long."""
+    wanted = wanted.resolve()
+    if len(os.fsencode(wanted)) + len(SOCKET_NAME) <= SOCKET_PATH_MAX:
+        return wanted
+    digest = hashlib.sha256(os.fsencode(wanted)).hexdigest()[:16]
+    return Path("/tmp") / f"torchserve-{os.getuid()}-{digest}"  # not $TMPDIR: serve and stop must agree
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (mode 700) or accept it when it is ours: a shared /tmp must not lend us someone's folder."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.lstat()
+    if not path.is_dir() or path.is_symlink() or st.st_uid != os.getuid():
+        raise RuntimeError(f"{path} is not a directory of this user's; remove it and start again")
 
 
 def render_config(run: TorchServeRun) -> str:
@@ -120,8 +145,9 @@ def start(run: TorchServeRun, mar: str, *, threads_per_worker: int | None = None
     pid = running_pid(run)
     if pid is not None:
         return pid
-    for d in (run.run_dir, run.tmp_dir, run.run_dir / "logs"):
+    for d in (run.run_dir, run.run_dir / "logs"):
         d.mkdir(parents=True, exist_ok=True)
+    make_private_dir(run.tmp_dir)
     config = run.run_dir / "config.properties"
     config.write_text(render_config(run))
     env = dict(os.environ, TEMP=str(run.tmp_dir), TMPDIR=str(run.tmp_dir),
@@ -213,4 +239,6 @@ def stop(run: TorchServeRun, *, timeout: float = 30) -> bool:
     terminate_group(pid, lambda: running_pid(run) is not None, timeout=timeout)
     (run.tmp_dir / PID_FILE).unlink(missing_ok=True)
     run.key_file.unlink(missing_ok=True)
+    if not run.tmp_dir.is_relative_to(run.run_dir.resolve()):  # the short stand-in under /tmp goes with the run
+        shutil.rmtree(run.tmp_dir, ignore_errors=True)
     return True

@@ -1,11 +1,13 @@
 """End to end: the real TorchServe and gateway started on loopback the way `make serve` does, then stopped.
 
 Uses its own ports and data directory, so it runs beside a `make serve` stack. Inference keys expire after
-12 seconds here, so the gateway's key renewal is exercised against the real TorchServe.
+12 seconds here, so the gateway's key renewal is exercised against the real TorchServe. The data directory is
+deeper than a Unix socket path may be long, as a user's can be.
 """
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -32,7 +34,8 @@ def _alive(pid):
 def stack(tmp_path_factory):
     ensure_default_archive()
     p = free_ports(6)
-    st = Stack(var_dir=tmp_path_factory.mktemp("var"), ports=Ports(*p[:5]), gateway_port=p[5], gateway_workers=1,
+    deep = tmp_path_factory.mktemp("var") / "a-photo-library-folder-whose-path-is-longer-than-a-unix-socket-may-be"
+    st = Stack(var_dir=deep, ports=Ports(*p[:5]), gateway_port=p[5], gateway_workers=1,
                ts_overrides=(("token_expiration_min", str(KEY_MINUTES)),))
     try:
         serve(st)
@@ -230,6 +233,16 @@ def test_upload_while_torchserve_is_down_is_served_once_it_is_back(stack):
     assert requests.get(f"{url}/readyz", timeout=30).status_code == 200
 
 
+def test_a_data_folder_deeper_than_a_socket_path_serves_from_a_short_private_folder(stack):
+    from serving.torchserve import SOCKET_NAME, SOCKET_PATH_MAX
+
+    run = stack.torchserve
+    assert len(f"{run.run_dir}/tmp{SOCKET_NAME}") > SOCKET_PATH_MAX  # TorchServe's workers could not bind there
+    assert run.tmp_dir.parent == Path("/tmp") and (run.tmp_dir.stat().st_mode & 0o777) == 0o700
+    assert list(run.tmp_dir.glob(".ts.sock.*"))  # the workers' sockets, bound
+    assert requests.get(f"{stack.gateway_url}/readyz", timeout=10).status_code == 200
+
+
 def test_serve_twice_starts_no_second_copy_and_stop_leaves_nothing(stack):
     serve(stack)
     assert [torchserve.running_pid(stack.torchserve), gateway_pid(stack)] == PIDS
@@ -239,6 +252,7 @@ def test_serve_twice_starts_no_second_copy_and_stop_leaves_nothing(stack):
     stop(stack)
     time.sleep(0.5)
     assert not [p for p in PIDS + children if _alive(p)]
+    assert not stack.torchserve.tmp_dir.exists()  # the short stand-in folder under /tmp went with it
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{stack.gateway_url}/healthz", timeout=2)
 

@@ -14,7 +14,7 @@ CHECKPOINT ?= checkpoints/default/best.pt
 VERSION ?=
 DATA_FLAGS = $(foreach d,$(DATA),--data $(d)) $(foreach a,$(ANN),--ann $(a))
 
-.PHONY: setup java chromium exiftool test-fast tag export fuzz fuzz-api chaos load serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
+.PHONY: setup java chromium exiftool postgres test-fast tag export fuzz fuzz-api chaos load serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
 
 setup: java $(STAMP)
 
@@ -36,6 +36,17 @@ chromium:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else \
 		echo "the browser tests need Debian's chromium: sudo apt-get install chromium chromium-driver" >&2; \
+		exit 1; \
+	fi
+
+# The PostgreSQL store's tests and `make serve-cluster` start Debian's PostgreSQL 15 (initdb into a folder of theirs).
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing PostgreSQL 15 (the cluster's store)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; \
+	else \
+		echo "the PostgreSQL store needs PostgreSQL: sudo apt-get install postgresql-15" >&2; \
 		exit 1; \
 	fi
 
@@ -64,7 +75,7 @@ stop:
 status: setup
 	$(PY) -m serving status
 
-test: setup chromium exiftool
+test: setup chromium exiftool postgres
 	$(PY) -m pytest
 
 # The unit tests only (no TorchServe, gunicorn or Chromium started, no model trained): seconds, for a quick check

@@ -227,11 +227,17 @@ def export():
     return response
 
 
+def _job_env() -> dict:
+    """The store's database URL for the job's process (which exports the labels from the same store)."""
+    return {"DATABASE_URL": current_app.config.get("DATABASE_URL") or ""}
+
+
 def _job_config(model: dict) -> dict:
     cfg = current_app.config
     store_dir = Path(cfg["MODEL_STORE"])
     served = archive_of(store_dir, model["version"], cfg["MODEL_NAME"]) if model["version"] else None
-    return {"data_dir": str(Path(cfg["DATA_DIR"]).resolve()), "model_store": str(store_dir.resolve()),
+    return {"data_dir": str(Path(cfg["DATA_DIR"]).resolve()), "photo_dir": str(_ext("store").root.resolve()),
+            "model_store": str(store_dir.resolve()),
             "model_name": cfg["MODEL_NAME"], "inference_url": cfg["TS_INFERENCE_URL"],
             "management_url": cfg["TS_MANAGEMENT_URL"],
             "key_file": cfg["TS_KEY_FILE"],
@@ -254,7 +260,7 @@ def start_train():
         return error(400, "samples must be true or false")
     try:
         job = _jobs().start("train", {"recipe": recipe, "epochs": epochs, "samples": samples},
-                            _job_config(_model()))
+                            _job_config(_model()), env=_job_env())
     except JobBusy as exc:
         return error(409, str(exc))
     return jsonify(job={k: v for k, v in job.items() if k != "config"}), 202
@@ -279,7 +285,7 @@ def start_deploy():
     version = next_version(model["version"], Path(current_app.config["MODEL_STORE"]), current_app.config["MODEL_NAME"])
     try:
         job = jobs.start("deploy", {"train_job": train["id"], "checkpoint": train["result"]["checkpoint"],
-                                    "version": version}, _job_config(model))
+                                    "version": version}, _job_config(model), env=_job_env())
     except JobBusy as exc:
         return error(409, str(exc))
     return jsonify(job={k: v for k, v in job.items() if k != "config"}), 202

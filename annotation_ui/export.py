@@ -3,7 +3,8 @@
     python -m annotation_ui.export --data-dir var --out var/export.json      # or GET /annotate/export.json
     python -m training --data var --ann var/export.json --output checkpoints/mine
 
-``file_name`` entries are relative to the data directory (``images/3f/....jpg``). Only photos a person saved are
+``file_name`` entries are relative to the photo folder (the data directory unless ``--photo-dir``;
+``images/3f/....jpg``). Only photos a person saved are
 exported; on each, the labels that person did not review are listed in ``unknown_category_ids`` (masked in
 training, never taught as negatives).
 """
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from annotation_ui.labelling import reviewed
+from photo_store import StoreUnavailable
 from tagger.layout import DataDir
 from tagger.meta import utc_now
 
@@ -47,11 +50,16 @@ def build_export(records: list[dict], vocabulary: list[dict], *, source: str = "
             "images": images, "annotations": annotations}
 
 
-def export_store(data_dir: str | Path, vocabulary: list[dict], *, source: str = "") -> dict:
-    from photo_store import PhotoStore
+def export_store(data_dir: str | Path, vocabulary: list[dict], *, source: str = "", database_url: str = "",
+                 photo_dir: str | Path | None = None) -> dict:
+    """The export of the store in ``data_dir`` (or the one ``database_url`` names, its files in ``photo_dir``)."""
+    from photo_store import open_store
 
-    store = PhotoStore(data_dir)
-    return build_export(store.list(limit=10_000_000), vocabulary, source=source)
+    store = open_store(data_dir, database_url, photo_dir=photo_dir)
+    try:
+        return build_export(store.list(limit=10_000_000), vocabulary, source=source)
+    finally:
+        getattr(store, "close", lambda: None)()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--labels", default=None, help="label vocabulary JSON (default: the labels of the version "
                    "recorded in DATA_DIR/run/torchserve/deployed.json, else tagger/labels.json)")
     p.add_argument("--model-store", default=None, help="where archives live (default: model_store/)")
+    p.add_argument("--database-url", default=os.environ.get("DATABASE_URL", ""),
+                   help="the store's database (default: $DATABASE_URL; empty: SQLite in --data-dir)")
+    p.add_argument("--photo-dir", default=None, help="where the store's photo files are (default: --data-dir)")
     args = p.parse_args(argv)
     from tagger.meta import save_json
 
@@ -76,13 +87,18 @@ def main(argv: list[str] | None = None) -> int:
         version = json.loads(state.read_text()).get("default") if state.is_file() else "1.0"
         model = served_model(Path(args.model_store or REPO / "model_store"), version)
         vocabulary, source = model["labels"], model["source"]
-    if not (Path(args.data_dir) / "photos.db").is_file():
+    if not args.database_url and not (Path(args.data_dir) / "photos.db").is_file():
         print(f"error: no photo store in {args.data_dir} (photos.db missing); pass --data-dir", file=sys.stderr)
         return 2
-    export = export_store(args.data_dir, vocabulary, source=source)
+    try:
+        export = export_store(args.data_dir, vocabulary, source=source, database_url=args.database_url,
+                              photo_dir=args.photo_dir)
+    except (StoreUnavailable, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     save_json(args.out, export)
     print(f"wrote {args.out}: {len(export['images'])} labelled photos, {len(export['annotations'])} labels; "
-          f"train with: python -m training --data {args.data_dir} --ann {args.out}")
+          f"train with: python -m training --data {args.photo_dir or args.data_dir} --ann {args.out}")
     return 0
 
 

@@ -92,9 +92,11 @@ def run_train(job: Job) -> dict:
 
     cfg, opt = job.data["config"], job.data["options"]
     data_dir = Path(cfg["data_dir"])
+    photo_dir = Path(cfg.get("photo_dir") or data_dir)  # where the store keeps the files the export names
     job.step("export")
     vocabulary = [{k: lab[k] for k in ("id", "name", "isthing", "supercategory") if k in lab} for lab in cfg["vocabulary"]]
-    export = export_store(data_dir, vocabulary, source=cfg.get("vocabulary_source", ""))
+    export = export_store(data_dir, vocabulary, source=cfg.get("vocabulary_source", ""),
+                          database_url=os.environ.get("DATABASE_URL", ""), photo_dir=photo_dir)
     n = len(export["images"])
     if n < MIN_LABELLED:
         raise JobError(f"only {n} labelled photo(s): label and save at least {MIN_LABELLED} before retraining")
@@ -106,12 +108,12 @@ def run_train(job: Job) -> dict:
           flush=True)
     job.step("training")
     out = job.dir / "checkpoint"
-    cmd = [sys.executable, "-m", "training", "--recipe", opt["recipe"], "--data", str(data_dir),
+    cmd = [sys.executable, "-m", "training", "--recipe", opt["recipe"], "--data", str(photo_dir),
            "--ann", str(job.dir / "train.json")]
     if opt.get("samples"):
         for d in SAMPLE_SETS:
             cmd += ["--data", str(REPO / d), "--ann", str(REPO / d / "annotations.json")]
-    cmd += ["--val-ann", str(job.dir / "val.json"), "--val-data", str(data_dir), "--labels",
+    cmd += ["--val-ann", str(job.dir / "val.json"), "--val-data", str(photo_dir), "--labels",
             str(job.dir / "labels.json"), "--output", str(out), "--cache-dir", str(data_dir / "cache"),
             "--epochs", str(int(opt["epochs"])), "--workers", "0"]
     print("$ " + " ".join(cmd), flush=True)
@@ -122,11 +124,11 @@ def run_train(job: Job) -> dict:
     result = {"metric_names": list(PAGE_METRICS), "photos": n, "train_photos": len(train["images"]),
               "validation_photos": len(val["images"]),
               "samples": bool(opt.get("samples")), "checkpoint": str(out / "best.pt"),
-              "new": evaluate(out / "best.pt", data_dir, job.dir / "val.json", job.dir / "eval-new.json")}
+              "new": evaluate(out / "best.pt", photo_dir, job.dir / "val.json", job.dir / "eval-new.json")}
     mar = Path(cfg["served_archive"]) if cfg.get("served_archive") else None
     if mar is not None and mar.is_file():
         served = archive_checkpoint(mar, job.dir / "served.pt")
-        result["served"] = evaluate(served, data_dir, job.dir / "val.json", job.dir / "eval-served.json")
+        result["served"] = evaluate(served, photo_dir, job.dir / "val.json", job.dir / "eval-served.json")
         result["served"]["version"] = cfg.get("served_version")
     else:
         result["served"] = None

@@ -61,9 +61,10 @@ class Jobs:
                 time.sleep(0.1)
         return False
 
-    def start(self, kind: str, options: dict, config: dict) -> dict:
+    def start(self, kind: str, options: dict, config: dict, *, env: dict | None = None) -> dict:
         """Start a job; raises ``JobBusy`` while another runs. ``config`` says where the store, the model store
-        and TorchServe are."""
+        and TorchServe are (written into job.json); ``env``: variables for the job's process only (the database
+        URL), never written down."""
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -81,7 +82,8 @@ class Jobs:
                 proc = subprocess.Popen([sys.executable, "-m", "annotation_ui.job_runner", str(job_dir)],
                                         cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True, pass_fds=(fd,),
-                                        env=dict(os.environ, TAGGER_JOB_LOCK_FD=str(fd), PYTHONUNBUFFERED="1"))
+                                        env=dict(os.environ, **(env or {}), TAGGER_JOB_LOCK_FD=str(fd),
+                                                 PYTHONUNBUFFERED="1"))
             threading.Thread(target=proc.wait, daemon=True, name=f"reap-{job_id}").start()  # no zombie left
             job["pid"] = proc.pid
             return job

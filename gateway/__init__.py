@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import sqlite3
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
+from photo_store import StoreUnavailable
 from tagger import REPO
 from tagger.layout import DataDir
 
@@ -33,7 +35,7 @@ class IdNameConverter(PathConverter):
 def create_app(test_config: dict | None = None) -> Flask:
     from gateway.api import bp as api_bp
     from gateway.tagger_client import TaggerClient
-    from photo_store import PhotoStore
+    from photo_store import open_store
     from tagger.image import DEFAULT_MAX_BYTES
     from tagger.labels import load_labels
 
@@ -44,6 +46,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.url_map.converters["id_name"] = IdNameConverter
     app.config.from_mapping(
         DATA_DIR=str(REPO / "var"),
+        DATABASE_URL=os.environ.get("DATABASE_URL", ""),  # empty: SQLite in DATA_DIR; postgresql://USER@HOST:PORT/DB
+        PHOTO_DIR=None,  # default: DATA_DIR; replicas share one (a NAS or NFS mount)
+        DATABASE_TIMEOUT=3.0,  # seconds to wait for a PostgreSQL connection before answering 503
         TS_INFERENCE_URL="http://127.0.0.1:8080",
         TS_MANAGEMENT_URL="http://127.0.0.1:8081",
         TS_KEY_FILE=None,  # default: DATA_DIR/run/torchserve/key_file.json
@@ -64,7 +69,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.update(test_config)
     data_dir = DataDir(app.config["DATA_DIR"])
     app.config["TS_KEY_FILE"] = str(app.config["TS_KEY_FILE"] or data_dir.key_file)
-    app.extensions["store"] = PhotoStore(data_dir.root)
+    app.extensions["store"] = open_store(data_dir.root, app.config["DATABASE_URL"], photo_dir=app.config["PHOTO_DIR"],
+                                          timeout=float(app.config["DATABASE_TIMEOUT"]))
     app.extensions["labels"] = load_labels()  # the vocabulary the annotation page offers
     app.extensions["tagger"] = app.config["TAGGER_CLIENT"] or TaggerClient(
         app.config["TS_INFERENCE_URL"], app.config["TS_MANAGEMENT_URL"],
@@ -125,6 +131,15 @@ def create_app(test_config: dict | None = None) -> Flask:
         for name, value in exc.get_headers():  # e.g. Allow on a 405, as RFC 9110 asks
             if name.lower() != "content-type":
                 response.headers[name] = value
+        return response
+
+    @app.errorhandler(StoreUnavailable)
+    def store_unavailable(exc: StoreUnavailable):
+        """The database is restarting or unreachable: nothing was stored; the client retries (never a 500)."""
+        logger.error("%s", exc)
+        response = jsonify(error="the photo database does not answer now: nothing was stored; retry shortly")
+        response.status_code = 503
+        response.headers["Retry-After"] = "5"
         return response
 
     @app.errorhandler(OSError)

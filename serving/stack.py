@@ -37,6 +37,9 @@ class Stack:
     gateway_threads: int | None = None  # None: gateway/gunicorn.conf.py's
     model_store: Path = REPO / "model_store"
     ts_overrides: tuple[tuple[str, str], ...] = ()
+    database_url: str = ""        # empty: SQLite in var_dir; postgresql://USER@HOST:PORT/DB (password: pgpass_file)
+    pgpass_file: Path | None = None
+    photo_dir: Path | None = None  # default: var_dir
 
     @property
     def torchserve(self) -> TorchServeRun:
@@ -55,11 +58,22 @@ class Stack:
 def ensure_default_archive(model_store: Path = REPO / "model_store") -> Path:
     """Build ``model_store/tagger.mar`` from the bundled samples when it is missing, and re-pack it (from the same
     checkpoint) when the handler code or settings it carries are older than the repository's."""
+    import fcntl
+
     from training.archive import archive_code_hash, code_hash
 
     mar = model_store / DEFAULT_MAR
     if mar.is_file() and archive_code_hash(mar) == code_hash():
         return mar
+    model_store.mkdir(parents=True, exist_ok=True)
+    with open(model_store / ".build.lock", "a") as lock:  # two processes (test workers, make serve) build it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if mar.is_file() and archive_code_hash(mar) == code_hash():
+            return mar
+        return _build_default_archive(mar)
+
+
+def _build_default_archive(mar: Path) -> Path:
     if mar.is_file():
         print("re-packing model_store/tagger.mar: its handler code is older than the repository's", flush=True)
     ckpt = REPO / "checkpoints/default/best.pt"
@@ -105,7 +119,12 @@ def start_gateway(stack: Stack, *, timeout: float = 30) -> int:
         ts = stack.torchserve
         env = dict(os.environ, TAGGER_DATA_DIR=str(stack.var_dir), TAGGER_TS_INFERENCE_URL=ts.inference_url,
                    TAGGER_TS_MANAGEMENT_URL=ts.management_url, TAGGER_TS_KEY_FILE=str(ts.key_file),
-                   TAGGER_MODEL_STORE=str(stack.model_store))
+                   TAGGER_MODEL_STORE=str(stack.model_store), DATABASE_URL=stack.database_url)
+        if stack.pgpass_file is not None:
+            env["PGPASSFILE"] = str(stack.pgpass_file)
+        if stack.photo_dir is not None:
+            env["TAGGER_PHOTO_DIR"] = str(stack.photo_dir)
+        open_checked(stack)  # a wrong DATABASE_URL is one clear line here, not a traceback per gunicorn worker
         gunicorn = Path(sys.executable).with_name("gunicorn")
         subprocess.run(  # --daemon: gunicorn detaches into its own session, so no child is left for us to reap
             [str(gunicorn), "--daemon", "--chdir", str(REPO), "--config", str(REPO / "gateway/gunicorn.conf.py"),
@@ -124,6 +143,20 @@ def start_gateway(stack: Stack, *, timeout: float = 30) -> int:
             pass
         time.sleep(0.2)
     raise RuntimeError(f"gateway did not answer on {stack.gateway_url}; see {stack.gateway_dir / 'error.log'}")
+
+
+def open_checked(stack: Stack) -> None:
+    """Open (and migrate) the stack's store once before its workers do; RuntimeError in one line if it cannot."""
+    from photo_store import StoreUnavailable, open_store
+
+    url = stack.database_url
+    if stack.pgpass_file is not None and url:
+        url += ("&" if "?" in url else "?") + f"passfile={stack.pgpass_file}"
+    try:
+        store = open_store(stack.var_dir, url, photo_dir=stack.photo_dir)
+    except (StoreUnavailable, ValueError) as exc:
+        raise RuntimeError(str(exc)) from None
+    getattr(store, "close", lambda: None)()
 
 
 def stop_gateway(stack: Stack, *, timeout: float = 30) -> bool:

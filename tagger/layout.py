@@ -31,7 +31,7 @@ class DataDir:
 
     @property
     def images(self) -> Path:
-        return self.root / "images"              # photo files, named by a random id, written atomically
+        return self.root / "images"              # photo files, named by their SHA-256, written atomically
 
     # ---- rebuilt when lost
     @property
@@ -67,6 +67,14 @@ class DataDir:
     @property
     def gateway(self) -> Path:
         return self.run / "gateway"              # gunicorn.pid, access.log, error.log
+
+    @property
+    def locks(self) -> Path:
+        return self.run / "locks"                # the SQLite store's photo-file locks (64 flock-ed stripes)
+
+    @property
+    def postgres(self) -> Path:
+        return self.run / "postgres"             # make serve-cluster's PostgreSQL: data/, socket/, pgpass, log
 
     @property
     def prefetch(self) -> Path:

@@ -70,11 +70,80 @@ def fake_tagger():
     return FakeTagger()
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL 15 for the session (initdb into a folder of its own, a free loopback port), stopped at the
+    end; as root the server runs as the ``postgres`` user, so its folder is under /tmp (pytest's are mode 700)."""
+    import shutil
+    import tempfile
+
+    from serving.postgres import PostgresRun
+    from serving.torchserve import free_ports
+
+    root = Path(tempfile.mkdtemp(prefix="tagger-pg-"))
+    root.chmod(0o711)  # the server user passes through, lists nothing
+    pg = PostgresRun(root / "pg", port=free_ports(1)[0])
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+_databases = iter(range(10**6))
+
+
+def _url_of(postgres, name: str) -> str:
+    return postgres.connect_url.replace(f"/{postgres.url.rsplit('/', 1)[1]}?", f"/{name}?")
+
+
+@pytest.fixture(scope="session")
+def migrated_template(postgres):
+    """A database at the newest schema revision (migrated once by the store itself), copied for each test."""
+    import psycopg
+
+    from photo_store.postgres import PostgresStore
+
+    with psycopg.connect(postgres.connect_url, autocommit=True) as db:
+        db.execute('CREATE DATABASE "store_template"')
+    PostgresStore(_url_of(postgres, "store_template"), photo_dir=postgres.root / "template-photos").close()
+    return "store_template"
+
+
 @pytest.fixture
-def app(tmp_path, fake_tagger):
+def database_url(postgres, migrated_template):
+    """A new database on the session's PostgreSQL at the newest schema: the URL a store or a gateway takes."""
+    import psycopg
+
+    name = f"store_{next(_databases)}"
+    with psycopg.connect(postgres.connect_url, autocommit=True) as db:
+        db.execute(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"')
+    return _url_of(postgres, name)
+
+
+# The gateway and store tests run on both backends: the embedded default and PostgreSQL.
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.stack)]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def store_url(request, backend):
+    return request.getfixturevalue("database_url") if backend == "postgresql" else ""
+
+
+@pytest.fixture
+def app(tmp_path, fake_tagger, store_url):
     from gateway import create_app
 
-    return create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "TAGGER_CLIENT": fake_tagger})
+    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "TAGGER_CLIENT": fake_tagger,
+                      "DATABASE_URL": store_url})
+    yield app
+    getattr(app.extensions["store"], "close", lambda: None)()  # a PostgreSQL store's pool
 
 
 @pytest.fixture
@@ -115,7 +184,7 @@ def served_stack(tmp_path_factory, **stack_args):
 
 # Tests that start real components (TorchServe, gunicorn, Chromium) or build a model are marked ``stack`` by the
 # fixtures they use, or by a module's own ``pytestmark``; ``make test-fast`` runs the rest in seconds.
-STACK_FIXTURES = {"stack", "browser", "gateway", "archive", "server", "detector_model_dir"}
+STACK_FIXTURES = {"stack", "browser", "gateway", "archive", "server", "detector_model_dir", "postgres"}
 
 
 def pytest_collection_modifyitems(items):

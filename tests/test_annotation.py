@@ -74,7 +74,7 @@ def test_saving_labels_records_provenance_and_the_suggestion_seen(client, photos
     assert client.delete("/annotate/api/photos/nope/labels").status_code == 404
 
 
-def test_export_marks_unreviewed_labels_unknown_and_trains_as_is(client, app, photos, tmp_path):
+def test_export_marks_unreviewed_labels_unknown_and_trains_as_is(client, app, photos, tmp_path, store_url):
     from tagger.labels import label_names
     from training.datasets import LabelledImages
 
@@ -98,10 +98,11 @@ def test_export_marks_unreviewed_labels_unknown_and_trains_as_is(client, app, ph
     from annotation_ui.export import main
 
     out = tmp_path / "cli.json"
-    assert main(["--data-dir", str(app.extensions["store"].root), "--out", str(out)]) == 0
+    assert main(["--data-dir", str(app.extensions["store"].root), "--out", str(out), "--database-url", store_url]) == 0
     cli = json.loads(out.read_text())
     assert [i["file_name"] for i in cli["images"]] == [i["file_name"] for i in export["images"]]
-    assert main(["--data-dir", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    assert main(["--data-dir", str(tmp_path / "nothing"), "--out", str(out), "--database-url", ""]) == 2
+    assert main(["--data-dir", str(tmp_path), "--out", str(out), "--database-url", "mysql://x@y/z"]) == 2
 
 
 def test_photos_filter_order_page_and_progress(client, photos):

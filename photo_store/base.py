@@ -1,0 +1,284 @@
+"""What both store backends share: the photo record, the rules of put / delete, and the queries, written once.
+
+A backend (``sqlite.SQLiteStore``, ``postgres.PostgresStore``) says only how to get a connection, how to hold
+the write lock of one ``id_name`` (a transaction) and how to hold the lock of one photo file (across processes
+and, on PostgreSQL, across machines). Queries use ``?`` placeholders; a backend may rewrite them.
+
+Photo files are content-addressed, ``images/ab/<sha256>.<ext>`` under the photo folder, and written atomically
+(temporary name, fsync, rename, folder fsync): two replicas writing the same photo write the same bytes to the same
+name, and a reader sees the whole file or none. A file is removed only when no photo and no history row holds it,
+under its lock, so a delete never takes the file of an upload of the same bytes running beside it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
+from pathlib import Path
+
+from tagger.meta import atomic_write, utc_now
+
+# The photo record's columns (the migrations in photo_store/migrations/versions define the tables).
+RECORD = ("file", "sha256", "bytes", "format", "width", "height", "exif", "labels", "uploaded_at", "labelled_at",
+          "label_detail", "suggested")
+JSON_FIELDS = ("exif", "labels", "label_detail", "suggested")
+EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif", "WEBP": ".webp", "HEIF": ".heic", "GIF": ".gif",
+              "BMP": ".bmp", "MPO": ".jpg", "AVIF": ".avif"}
+
+
+class Conflict(Exception):
+    """An upload with ``if_absent`` found a photo under its ``id_name`` (answered 409)."""
+
+
+class StoreUnavailable(Exception):
+    """The database does not answer now (restarting, unreachable): nothing was stored; retry (answered 503)."""
+
+
+def content_file(sha: str, fmt: str | None) -> str:
+    """Where the bytes with this SHA-256 live, relative to the photo folder."""
+    return f"images/{sha[:2]}/{sha}{EXTENSIONS.get(fmt or '', '.bin')}"
+
+
+def decode_record(row) -> dict:
+    record = dict(row)
+    for key in JSON_FIELDS:
+        if key in record:
+            record[key] = json.loads(record[key]) if record[key] else None
+    return record
+
+
+class SqlStore:
+    backend = "sql"
+
+    def __init__(self, photo_dir: str | Path):
+        self.root = Path(photo_dir)
+        self.images = self.root / "images"
+        self.images.mkdir(parents=True, exist_ok=True)
+
+    # ---- what a backend provides
+    def _connect(self) -> AbstractContextManager:
+        """A connection (rows readable as mappings), autocommitting outside ``_write``."""
+        raise NotImplementedError
+
+    def _write(self, db, id_name: str) -> AbstractContextManager:
+        """A transaction holding the write lock of ``id_name`` until it commits (or rolls back on an exception)."""
+        raise NotImplementedError
+
+    def _file_lock(self, db, sha: str) -> AbstractContextManager:
+        """Exclusive, across processes (and replicas), for the file with this SHA-256, until the block ends."""
+        raise NotImplementedError
+
+    def _sql(self, query: str) -> str:
+        return query
+
+    def _rows(self, db, query: str, params=()) -> list:
+        return db.execute(self._sql(query), params).fetchall()
+
+    def _one(self, db, query: str, params=()):
+        return db.execute(self._sql(query), params).fetchone()
+
+    def _run(self, db, query: str, params=()) -> int:
+        return db.execute(self._sql(query), params).rowcount
+
+    # ---- files
+    def _lock_order(self, shas) -> list[str]:
+        """The files' locks to take, each once, always in the same order (so two deletes never wait in a circle)."""
+        return sorted(set(shas))
+
+    def _file_locks(self, db, shas) -> ExitStack:
+        stack = ExitStack()
+        for sha in self._lock_order(shas):
+            stack.enter_context(self._file_lock(db, sha))
+        return stack
+
+    def _held_elsewhere(self, db, file: str) -> bool:
+        return self._one(db, "SELECT 1 FROM photos WHERE file = ? UNION ALL SELECT 1 FROM history WHERE file = ?"
+                         " LIMIT 1", (file, file)) is not None
+
+    # ---- the store
+    def put(self, id_name: str, data: bytes, *, exif: dict | Callable[[], dict], fmt: str | None = None,
+            width: int | None = None, height: int | None = None, if_absent: bool = False,
+            verify: Callable[[], None] | None = None, sha256: str | None = None) -> dict:
+        """Store ``data`` under ``id_name``; returns the record with ``status`` and ``replaced``.
+
+        The same bytes again: nothing changes, labels kept (``status: "unchanged"``). Other bytes: the new photo
+        replaces the old one as the original service did (``replaced: True``), and the old file with its labels
+        moves to the ``history`` table, never erased. ``if_absent``: raise ``Conflict`` instead of replacing
+        (of two uploads racing for a new ``id_name``, one is stored and the other gets ``Conflict``).
+        ``verify``: called before anything is decided (after the file is written and fsynced, so a check running
+        elsewhere overlaps that write); whatever it raises propagates and nothing is stored. ``exif`` may be a
+        zero-argument callable (the parse running elsewhere), asked once the file is written. ``sha256``: the
+        caller's hex digest of ``data`` when it has one already (computed otherwise).
+        """
+        sha = sha256 or hashlib.sha256(data).hexdigest()
+        current = self.get(id_name)
+        if current is not None and (current["sha256"] == sha or if_absent):
+            if verify is not None:
+                verify()
+            if current["sha256"] == sha:
+                return {**current, "status": "unchanged", "replaced": False}
+            raise Conflict(f"a photo is already stored under id_name {id_name!r}; send if_absent=0 to replace it "
+                           "(the old one is kept in the history)")
+        rel = content_file(sha, fmt)
+        path = self.root / rel
+        with self._connect() as db, self._file_lock(db, sha):
+            created = not path.is_file()  # an existing one was renamed in whole and fsynced by whoever wrote it
+            if created:
+                atomic_write(path, lambda f: f.write(data))
+            try:
+                if verify is not None:
+                    verify()
+                if callable(exif):
+                    exif = exif()
+                with self._write(db, id_name):
+                    old = self._one(db, "SELECT * FROM photos WHERE id_name = ?", (id_name,))
+                    if old is not None and old["sha256"] == sha:  # the same bytes, stored beside us meanwhile
+                        return {**decode_record(old), "status": "unchanged", "replaced": False}
+                    if old is not None and if_absent:
+                        raise Conflict(f"a photo is already stored under id_name {id_name!r}")
+                    now = utc_now(micro=True)
+                    if old is not None:
+                        self._run(db, f"INSERT INTO history (id_name, {', '.join(RECORD)}, replaced_at)"
+                                      f" SELECT id_name, {', '.join(RECORD)}, ? FROM photos WHERE id_name = ?",
+                                  (now, id_name))
+                    self._run(db, "INSERT INTO photos (id_name, file, sha256, bytes, format, width, height, exif,"
+                                  " uploaded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id_name) DO UPDATE"
+                                  " SET file=excluded.file, sha256=excluded.sha256, bytes=excluded.bytes,"
+                                  " format=excluded.format, width=excluded.width, height=excluded.height,"
+                                  " exif=excluded.exif, uploaded_at=excluded.uploaded_at, labels=NULL,"
+                                  " labelled_at=NULL, label_detail=NULL, suggested=NULL",
+                              (id_name, rel, sha, len(data), fmt, width, height, json.dumps(exif), now))
+                    row = self._one(db, "SELECT * FROM photos WHERE id_name = ?", (id_name,))  # as committed
+            except BaseException:
+                if created and not self._held_elsewhere(db, rel):
+                    path.unlink(missing_ok=True)
+                raise
+        return {**decode_record(row), "status": "stored", "replaced": old is not None}
+
+    def get(self, id_name: str) -> dict | None:
+        with self._connect() as db:
+            row = self._one(db, "SELECT * FROM photos WHERE id_name = ?", (id_name,))
+        return decode_record(row) if row else None
+
+    def history(self, id_name: str) -> list[dict]:
+        """Earlier photos stored under ``id_name``, newest first, with the labels they had."""
+        with self._connect() as db:
+            rows = self._rows(db, "SELECT * FROM history WHERE id_name = ? ORDER BY replaced_at DESC", (id_name,))
+        return [decode_record(r) for r in rows]
+
+    def list(self, *, limit: int = 500, offset: int = 0) -> list[dict]:
+        with self._connect() as db:
+            rows = self._rows(db, "SELECT * FROM photos ORDER BY uploaded_at DESC, id_name DESC LIMIT ? OFFSET ?",
+                              (limit, offset))
+        return [decode_record(r) for r in rows]
+
+    def set_labels(self, id_name: str, labels: list[str], *, detail: dict | None = None,
+                   suggested: dict | None = None) -> bool:
+        """Record a person's labels for ``id_name`` (the photo now counts as labelled); False when there is no
+        such photo. ``detail``: per reviewed label ``{"value", "source", "by", "at"}`` (labels absent from it
+        were not reviewed: unknown); ``suggested``: the model's suggestion the person saw (version, tags)."""
+        with self._connect() as db:
+            n = self._run(db, "UPDATE photos SET labels = ?, labelled_at = ?, label_detail = ?, suggested = ?"
+                              " WHERE id_name = ?",
+                          (json.dumps(sorted(set(labels))), utc_now(micro=True),
+                           json.dumps(detail) if detail else None, json.dumps(suggested) if suggested else None,
+                           id_name))
+        return n == 1
+
+    def clear_labels(self, id_name: str) -> bool:
+        """Make ``id_name`` unlabelled again (the annotation page's undo of a first save)."""
+        with self._connect() as db:
+            n = self._run(db, "UPDATE photos SET labels = NULL, labelled_at = NULL, label_detail = NULL,"
+                              " suggested = NULL WHERE id_name = ?", (id_name,))
+        return n == 1
+
+    def summaries(self, model_version: str | None) -> list[dict]:
+        """Every photo's id, labels and upload order with the cached answer of ``model_version`` (or None), newest
+        first: what the annotation page sorts, filters and counts (one query, no image bytes)."""
+        with self._connect() as db:
+            rows = self._rows(
+                db, "SELECT p.id_name, p.sha256, p.labels, p.label_detail, p.suggested, p.uploaded_at,"
+                    " p.labelled_at, r.answer FROM photos p LEFT JOIN predictions r ON r.sha256 = p.sha256"
+                    " AND r.model_version = ? ORDER BY p.uploaded_at DESC, p.id_name DESC", (model_version or "",))
+        out = []
+        for r in rows:
+            rec = decode_record({k: r[k] for k in ("id_name", "sha256", "uploaded_at", "labelled_at", "labels",
+                                                   "label_detail", "suggested")})
+            rec["answer"] = json.loads(r["answer"]) if r["answer"] else None
+            out.append(rec)
+        return out
+
+    def page(self, *, after: tuple[str, str] | None, limit: int) -> list[dict]:
+        """Photos newest first, from just after ``after`` = (uploaded_at, id_name), each with ``predictions``
+        (model version -> answer) attached."""
+        with self._connect() as db:
+            if after is None:
+                rows = self._rows(db, "SELECT * FROM photos ORDER BY uploaded_at DESC, id_name DESC LIMIT ?",
+                                  (limit,))
+            else:
+                rows = self._rows(db, "SELECT * FROM photos WHERE (uploaded_at, id_name) < (?, ?)"
+                                      " ORDER BY uploaded_at DESC, id_name DESC LIMIT ?", (*after, limit))
+            records = [decode_record(r) for r in rows]
+            for rec in records:
+                rec["predictions"] = {p["model_version"]: json.loads(p["answer"]) for p in self._rows(
+                    db, "SELECT model_version, answer FROM predictions WHERE sha256 = ?", (rec["sha256"],))}
+        return records
+
+    def delete(self, id_name: str) -> bool:
+        """Remove a photo, its earlier versions (history), their files and their cached predictions (those no
+        other photo shares); False when there is no such photo."""
+        with self._connect() as db:
+            while True:
+                shas = {r["sha256"] for r in self._rows(db, "SELECT sha256 FROM photos WHERE id_name = ? UNION"
+                                                            " SELECT sha256 FROM history WHERE id_name = ?",
+                                                        (id_name, id_name))}
+                if not shas:
+                    return False
+                with self._file_locks(db, shas):  # files before the id_name: the order put takes them in
+                    with self._write(db, id_name):
+                        rows = self._rows(db, "SELECT file, sha256 FROM photos WHERE id_name = ? UNION ALL"
+                                              " SELECT file, sha256 FROM history WHERE id_name = ?",
+                                          (id_name, id_name))
+                        if not rows or not {r["sha256"] for r in rows} <= shas:
+                            continue  # replaced meanwhile by other bytes (or deleted): look again
+                        self._run(db, "DELETE FROM photos WHERE id_name = ?", (id_name,))
+                        self._run(db, "DELETE FROM history WHERE id_name = ?", (id_name,))
+                        for sha in {r["sha256"] for r in rows}:
+                            self._run(db, "DELETE FROM predictions WHERE sha256 = ? AND NOT EXISTS (SELECT 1 FROM"
+                                          " photos WHERE sha256 = ?) AND NOT EXISTS (SELECT 1 FROM history WHERE"
+                                          " sha256 = ?)", (sha, sha, sha))
+                    # committed; still under the files' locks: a crash leaves an orphan file, never a record
+                    # without its file, and an upload of the same bytes waits until we are done
+                    for f in {r["file"] for r in rows}:
+                        if not self._held_elsewhere(db, f):
+                            (self.root / f).unlink(missing_ok=True)
+                return True
+
+    def check(self) -> None:
+        """Raise unless the database answers and the photo folder is writable (for /readyz)."""
+        with self._connect() as db:
+            self._rows(db, "SELECT 1 FROM photos LIMIT 1")
+        if not os.access(self.images, os.W_OK):
+            raise OSError(f"{self.images} is not writable")
+
+    def cached_prediction(self, sha256: str, model_version: str) -> dict | None:
+        """The answer computed for these image bytes by this model version, if any."""
+        with self._connect() as db:
+            row = self._one(db, "SELECT answer FROM predictions WHERE sha256 = ? AND model_version = ?",
+                            (sha256, model_version))
+        return json.loads(row["answer"]) if row else None
+
+    def save_prediction(self, sha256: str, model_version: str, answer: dict) -> None:
+        with self._connect() as db:
+            self._run(db, "INSERT INTO predictions (sha256, model_version, answer, created_at) VALUES (?, ?, ?, ?)"
+                          " ON CONFLICT (sha256, model_version) DO UPDATE SET answer = excluded.answer,"
+                          " created_at = excluded.created_at",
+                      (sha256, model_version, json.dumps(answer), utc_now(micro=True)))
+
+    def read_image(self, record: dict) -> bytes:
+        return (self.root / record["file"]).read_bytes()
+
+    def image_path(self, record: dict) -> Path:
+        return self.root / record["file"]

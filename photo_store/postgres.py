@@ -1,0 +1,107 @@
+"""The cluster backend: PostgreSQL (psycopg 3, a connection pool per process), files in a shared photo folder.
+
+    store = PostgresStore("postgresql://tagger@127.0.0.1:5433/tagger", photo_dir="/mnt/photos")
+
+Several gateway replicas on several machines share one database and one photo folder (a NAS or NFS mount). What
+one machine's locks did, PostgreSQL's do: an upload or delete of one ``id_name`` holds a transaction-level
+advisory lock on it (so of two replicas racing for a new ``id_name`` with ``if_absent``, one wins and the other
+gets ``Conflict``, and the history of re-uploads stays exact); a photo file's lock is a session-level advisory lock
+on its SHA-256. The password comes from libpq's password file (``PGPASSFILE`` or ``?passfile=`` in the URL),
+never from the URL itself. A database that does not answer raises ``StoreUnavailable`` (the gateway's 503).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+from photo_store.base import SqlStore, StoreUnavailable
+
+ID_LOCKS, FILE_LOCKS = 1, 2  # seeds of hashtextextended: the two kinds of advisory lock never share a key
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The SQLAlchemy spelling of a libpq URL (psycopg 3 as the driver)."""
+    scheme, _, rest = url.partition("://")
+    return f"postgresql+psycopg://{rest}"
+
+
+class PostgresStore(SqlStore):
+    backend = "postgresql"
+
+    def __init__(self, url: str, *, photo_dir: str | Path, pool_size: int = 8, connect_timeout: float = 3.0):
+        import psycopg
+
+        from photo_store.migrate import upgrade
+
+        super().__init__(photo_dir)
+        self.url, self.pool_size, self.connect_timeout = url, pool_size, connect_timeout
+        self._pool, self._pool_pid, self._pool_lock = None, None, threading.Lock()
+        try:
+            upgrade(sqlalchemy_url(url))
+        except Exception as exc:  # noqa: BLE001 - one line for the operator, whatever the driver raised
+            raise StoreUnavailable(f"cannot open the PostgreSQL store at {redact(url)}: {one_line(exc)}") from exc
+        self._errors = (psycopg.OperationalError, psycopg.InterfaceError)
+
+    def _get_pool(self):
+        from psycopg.rows import dict_row
+        from psycopg_pool import ConnectionPool
+
+        with self._pool_lock:
+            if self._pool is None or self._pool_pid != os.getpid():  # made in the process that uses it (post-fork)
+                self._pool = ConnectionPool(
+                    self.url, min_size=1, max_size=self.pool_size, open=True, timeout=self.connect_timeout,
+                    check=ConnectionPool.check_connection, reconnect_timeout=0,
+                    kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": max(1, round(self.connect_timeout))},
+                    name="photo-store")
+                self._pool_pid = os.getpid()
+            return self._pool
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None and self._pool_pid == os.getpid():
+                self._pool.close()
+            self._pool = None
+
+    @contextmanager
+    def _connect(self):
+        try:
+            with self._get_pool().connection() as db:
+                yield db
+        except self._errors as exc:
+            raise StoreUnavailable(f"the photo database does not answer: {one_line(exc)}") from exc
+
+    def _sql(self, query: str) -> str:
+        return query.replace("?", "%s")
+
+    @contextmanager
+    def _write(self, db, id_name: str):
+        with db.transaction():
+            db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))", (id_name, ID_LOCKS))
+            yield
+
+    @contextmanager
+    def _file_lock(self, db, sha: str):
+        db.execute("SELECT pg_advisory_lock(hashtextextended(%s, %s))", (sha, FILE_LOCKS))
+        try:
+            yield
+        finally:
+            try:
+                db.execute("SELECT pg_advisory_unlock(hashtextextended(%s, %s))", (sha, FILE_LOCKS))
+            except self._errors:
+                pass  # the connection is gone, and its session's locks with it
+
+
+def redact(url: str) -> str:
+    """``url`` without a password in it, for messages."""
+    scheme, sep, rest = url.partition("://")
+    cred, at, host = rest.rpartition("@")
+    if at and ":" in cred:
+        cred = cred.split(":", 1)[0] + ":***"
+    return f"{scheme}{sep}{cred}{at}{host}"
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__

@@ -1,0 +1,149 @@
+"""The photo store on both backends (SQLite, PostgreSQL): concurrency across processes and threads, content-
+addressed files, migrations. The gateway's and the annotation page's tests run on both backends as well."""
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from photo_store import Conflict, open_store
+
+PROCESSES, THREADS = 2, 4  # 8 threads across two processes, each process with its own store (as two replicas)
+
+
+def photo(i: int) -> bytes:
+    return b"\xff\xd8 photo %d " % i + bytes(range(256)) * (1 + i % 3)
+
+
+def _worker(args):
+    """One process: THREADS threads doing ``job`` on the same ids; returns what each call answered."""
+    data_dir, url, job, base = args
+    store = open_store(data_dir, url)
+
+    def call(t):
+        out = []
+        for step in range(12):
+            i = base + t * 100 + step
+            try:
+                if job == "mixed":
+                    name = f"shared-{step % 3}"
+                    kind = (t + step) % 4
+                    if kind == 0:
+                        store.delete(name)
+                        out.append(("delete", name))
+                    elif kind == 1:
+                        store.set_labels(name, ["sea"])
+                        out.append(("label", name))
+                    else:
+                        store.put(name, photo(step % 5), exif={}, fmt="JPEG")  # a few contents, often the same
+                        out.append(("put", name))
+                elif job == "if_absent":
+                    out.append(store.put("new", photo(i), exif={}, fmt="JPEG", if_absent=True)["status"])
+                elif job == "replace":
+                    out.append((store.put("same", photo(i), exif={}, fmt="JPEG")["status"], i))
+            except Conflict:
+                out.append("conflict")
+        return out
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        results = [r for rs in pool.map(call, range(THREADS)) for r in rs]
+    getattr(store, "close", lambda: None)()
+    return results
+
+
+def run_everywhere(data_dir, url, job):
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter each: nothing shared but the database
+    with ctx.Pool(PROCESSES) as pool:
+        return [r for rs in pool.map(_worker, [(str(data_dir), url, job, p * 10_000) for p in range(PROCESSES)])
+                for r in rs]
+
+
+def every_row_has_its_file(store):
+    rows = store.list(limit=10_000) + [h for r in store.list(limit=10_000) for h in store.history(r["id_name"])]
+    for r in rows:
+        data = store.read_image(r)
+        assert hashlib.sha256(data).hexdigest() == r["sha256"] and r["file"].endswith(f"{r['sha256']}.jpg")
+    return rows
+
+
+@pytest.fixture
+def store(tmp_path, store_url):
+    s = open_store(tmp_path, store_url)
+    yield s
+    getattr(s, "close", lambda: None)()
+
+
+def test_uploads_labels_and_deletes_of_the_same_ids_at_once_keep_every_record_whole(store, tmp_path, store_url):
+    done = run_everywhere(tmp_path, store_url, "mixed")
+    assert len(done) == PROCESSES * THREADS * 12 and all(isinstance(d, tuple) for d in done)  # no call failed
+    every_row_has_its_file(store)
+    held = {r["file"] for r in store.list(limit=10_000)}
+    held |= {h["file"] for r in store.list(limit=10_000) for h in store.history(r["id_name"])}
+    on_disk = {p.relative_to(store.root).as_posix() for p in (store.root / "images").rglob("*") if p.is_file()}
+    assert held <= on_disk  # a delete never took a file an upload beside it still needed
+
+
+def test_two_replicas_racing_for_a_new_id_name_with_if_absent_store_one(store, tmp_path, store_url):
+    done = run_everywhere(tmp_path, store_url, "if_absent")
+    assert done.count("stored") == 1 and done.count("conflict") == len(done) - 1
+    assert store.history("new") == [] and len(store.list()) == 1
+
+
+def test_replacing_uploads_from_two_replicas_keep_an_exact_history(store, tmp_path, store_url):
+    done = run_everywhere(tmp_path, store_url, "replace")
+    sent = {hashlib.sha256(photo(i)).hexdigest() for _, i in done}
+    assert {s for s, _ in done} == {"stored"} and len(sent) == len(done)
+    history = store.history("same")
+    assert len(history) == len(done) - 1  # each upload replaced exactly the one before it
+    assert {h["sha256"] for h in history} | {store.get("same")["sha256"]} == sent
+    every_row_has_its_file(store)
+
+
+def test_the_same_bytes_under_two_names_share_one_file_until_both_are_deleted(store):
+    a = store.put("a", photo(1), exif={}, fmt="JPEG")
+    b = store.put("b", photo(1), exif={}, fmt="JPEG")
+    assert a["file"] == b["file"] == f"images/{a['sha256'][:2]}/{a['sha256']}.jpg"
+    assert store.delete("a") and store.read_image(b) == photo(1)
+    assert store.delete("b") and not store.image_path(b).exists()
+
+
+def test_a_store_made_before_migrations_is_brought_to_the_newest_schema_in_place(tmp_path):
+    """A var/photos.db from before Alembic (created by the old CREATE TABLE IF NOT EXISTS, without the later
+    columns) keeps its rows and gains the columns and indexes."""
+    from photo_store.migrate import current, head
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images/old.jpg").write_bytes(photo(0))
+    db = sqlite3.connect(tmp_path / "photos.db")
+    db.executescript("""
+        CREATE TABLE photos (id_name TEXT PRIMARY KEY, file TEXT NOT NULL, sha256 TEXT NOT NULL,
+            bytes INTEGER NOT NULL, format TEXT, width INTEGER, height INTEGER, exif TEXT NOT NULL, labels TEXT,
+            uploaded_at TEXT NOT NULL);
+        CREATE TABLE predictions (sha256 TEXT NOT NULL, model_version TEXT NOT NULL, answer TEXT NOT NULL,
+            created_at TEXT NOT NULL, PRIMARY KEY (sha256, model_version));""")
+    db.execute("INSERT INTO photos VALUES ('old', 'images/old.jpg', ?, 10, 'JPEG', 1, 1, '{}', '[\"sea\"]',"
+               " '2026-01-01T00:00:00.000000Z')", (hashlib.sha256(photo(0)).hexdigest(),))
+    db.commit()
+    db.close()
+    store = open_store(tmp_path)
+    assert current(f"sqlite:///{tmp_path / 'photos.db'}") == head()
+    old = store.get("old")
+    assert old["labels"] == ["sea"] and old["label_detail"] is None and store.read_image(old) == photo(0)
+    store.put("old", photo(1), exif={}, fmt="JPEG")  # the history table it never had
+    assert [h["file"] for h in store.history("old")] == ["images/old.jpg"]
+
+
+def test_a_database_url_of_an_unknown_kind_or_an_unreachable_server_is_one_clear_line(tmp_path):
+    from photo_store import StoreUnavailable
+    from serving.torchserve import free_ports
+
+    with pytest.raises(ValueError, match="neither empty .* nor postgresql://"):
+        open_store(tmp_path, "mysql://someone:secret@db/photos")
+    port = free_ports(1)[0]
+    with pytest.raises(StoreUnavailable) as caught:
+        open_store(tmp_path, f"postgresql://tagger:secret@127.0.0.1:{port}/tagger")
+    message = str(caught.value)
+    assert "\n" not in message and "secret" not in message and f"127.0.0.1:{port}" in message

@@ -14,7 +14,7 @@ CHECKPOINT ?= checkpoints/default/best.pt
 VERSION ?=
 DATA_FLAGS = $(foreach d,$(DATA),--data $(d)) $(foreach a,$(ANN),--ann $(a))
 
-.PHONY: setup java chromium exiftool postgres test-fast tag export fuzz fuzz-api chaos load serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
+.PHONY: setup java chromium exiftool postgres nginx serve-cluster test-fast tag export fuzz fuzz-api chaos load serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
 
 setup: java $(STAMP)
 
@@ -50,6 +50,17 @@ postgres:
 		exit 1; \
 	fi
 
+# make serve-cluster puts Debian's nginx in front of the gateway replicas.
+nginx:
+	@if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing nginx (the cluster's proxy)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	else \
+		echo "make serve-cluster needs nginx: sudo apt-get install nginx" >&2; \
+		exit 1; \
+	fi
+
 # The photo library writes and reads XMP sidecars through ExifTool (Debian's libimage-exiftool-perl).
 exiftool:
 	@if command -v exiftool >/dev/null; then :; \
@@ -69,13 +80,18 @@ $(STAMP): requirements.txt
 serve: setup
 	$(PY) -m serving serve
 
+# PostgreSQL, TorchServe, REPLICAS gateway replicas (127.0.0.1:7781, ...) on one store, nginx on 127.0.0.1:7777
+REPLICAS ?=
+serve-cluster: setup postgres nginx
+	$(PY) -m serving serve-cluster $(if $(REPLICAS),--replicas $(REPLICAS))
+
 stop:
 	@if [ -x $(PY) ]; then $(PY) -m serving stop; fi
 
 status: setup
 	$(PY) -m serving status
 
-test: setup chromium exiftool postgres
+test: setup chromium exiftool postgres nginx
 	$(PY) -m pytest
 
 # The unit tests only (no TorchServe, gunicorn or Chromium started, no model trained): seconds, for a quick check

@@ -2,6 +2,7 @@
 
     python -m serving {serve,stop,status,versions,rollback} [--var DIR]
     python -m serving deploy VERSION [--var DIR]       # model_store/tagger-VERSION.mar becomes the default
+    python -m serving serve-cluster [--replicas N]     # PostgreSQL, TorchServe, N gateways, nginx on :7777
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 from serving import torchserve
+from serving.cluster import Cluster, cluster_status, is_cluster, serve_cluster, stop_cluster
 from serving.stack import Stack, gateway_pid, serve, stop, versions
 from serving.versions import DeployError
 
@@ -17,11 +19,26 @@ from serving.versions import DeployError
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m serving", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["serve", "stop", "status", "deploy", "rollback", "versions"])
+    p.add_argument("command", choices=["serve", "serve-cluster", "stop", "status", "deploy", "rollback", "versions"])
     p.add_argument("version", nargs="?", help="with deploy: the version to deploy (model_store/tagger-VERSION.mar)")
     p.add_argument("--var", default=None, help="data and runtime directory (default: var/ in the repository)")
+    p.add_argument("--replicas", type=int, default=None, help="with serve-cluster: gateway replicas (default 2, "
+                   "or as many as last time)")
     args = p.parse_args(argv)
     stack = Stack(var_dir=Path(args.var).resolve()) if args.var else Stack()
+    cluster = Cluster.load(stack.var_dir, replicas=args.replicas)
+    if args.command == "serve-cluster":
+        if cluster.replicas < 1:
+            p.error("--replicas must be at least 1")
+        try:
+            timings = serve_cluster(cluster)
+        except RuntimeError as exc:
+            print(f"serve-cluster failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"ready in {timings['total_s']}s")
+        return print_cluster(cluster)
+    if args.command == "status" and is_cluster(stack.var_dir):
+        return print_cluster(cluster)
     if args.command == "serve":
         try:
             timings = serve(stack)
@@ -54,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     elif args.command == "stop":
         stop(stack)
-        print("stopped")
+        if is_cluster(stack.var_dir):
+            stopped = stop_cluster(cluster)
+            print(f"stopped{': ' + ', '.join(stopped) if stopped else ''}")
+        else:
+            print("stopped")
     else:
         ts_pid = torchserve.running_pid(stack.torchserve)
         gw_pid = gateway_pid(stack)
@@ -62,6 +83,18 @@ def main(argv: list[str] | None = None) -> int:
               f"gateway:    {'running, pid %d' % gw_pid if gw_pid else 'stopped'}")
         return 0 if ts_pid and gw_pid else 3
     return 0
+
+
+def print_cluster(cluster: Cluster) -> int:
+    """Every process of the cluster, and how to reach its database; 0 when all run, else 3."""
+    rows = cluster_status(cluster)
+    for name, pid, address in rows:
+        print(f"{name:14s} {'running, pid %d' % pid if pid else 'stopped':22s} {address}")
+    pg = cluster.postgres
+    print(f"database       {pg.url}\nPGPASSFILE={pg.passfile}\n"
+          f"  psql:        PGPASSFILE={pg.passfile} psql {pg.url}\n"
+          f"  gateway:     {cluster.url}  (annotation page: {cluster.url}/annotate/)\n  stop with:   make stop")
+    return 0 if all(pid for _, pid, _ in rows) else 3
 
 
 if __name__ == "__main__":

@@ -37,9 +37,11 @@ class Stack:
     gateway_threads: int | None = None  # None: gateway/gunicorn.conf.py's
     model_store: Path = REPO / "model_store"
     ts_overrides: tuple[tuple[str, str], ...] = ()
-    database_url: str = ""        # empty: SQLite in var_dir; postgresql://USER@HOST:PORT/DB (password: pgpass_file)
+    # empty: SQLite in var_dir; postgresql://USER@HOST:PORT/DB, its password in pgpass_file (libpq's PGPASSFILE)
+    database_url: str = field(default_factory=lambda: os.environ.get("DATABASE_URL", ""))
     pgpass_file: Path | None = None
     photo_dir: Path | None = None  # default: var_dir
+    gateway_name: str = "gateway"  # its run folder under <var>/run (a cluster's replicas: gateway-7781, ...)
 
     @property
     def torchserve(self) -> TorchServeRun:
@@ -48,7 +50,7 @@ class Stack:
 
     @property
     def gateway_dir(self) -> Path:
-        return DataDir(self.var_dir).gateway
+        return DataDir(self.var_dir).run / self.gateway_name
 
     @property
     def gateway_url(self) -> str:
@@ -103,12 +105,14 @@ def model_workers() -> int:
 
 
 def gateway_pid(stack: Stack) -> int | None:
+    """The gunicorn master's PID while it runs (a killed one not yet reaped, a zombie, counts as gone)."""
     try:
         pid = int((stack.gateway_dir / "gunicorn.pid").read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, ValueError, IndexError):
         return None
-    return pid
+    return None if state in ("Z", "X") else pid
 
 
 def start_gateway(stack: Stack, *, timeout: float = 30) -> int:
@@ -176,6 +180,8 @@ def serve(stack: Stack, *, mar: str | None = None) -> dict:
     from serving.versions import deployed_mar
 
     t0 = time.monotonic()
+    if gateway_pid(stack) is None:
+        open_checked(stack)  # before TorchServe: a store that cannot open stops everything at once, in one line
     mar = mar or deployed_mar(stack.torchserve) or DEFAULT_MAR
     if mar == DEFAULT_MAR:
         ensure_default_archive(stack.model_store)

@@ -1,0 +1,175 @@
+"""nginx in front of the gateway replicas (``make serve-cluster``): its config rendered into ``<var>/run/nginx``,
+started and stopped by PID.
+
+    proxy = NginxRun(DataDir("var").run / "nginx", listen=7777, upstreams=[7781, 7782])
+    proxy.start()      # nginx -c <dir>/nginx.conf (checked with -t first); reloads when the replicas changed
+    proxy.stop()
+
+What it does for the gateway: it reads a request's headers and body whole before a replica sees it (a slow or
+trickling client holds an nginx connection, never a gunicorn thread), limits requests per client address, and
+fails over: a replica that refuses connections or times out is skipped for ``FAIL_TIMEOUT`` seconds and the request
+goes to the next one (an upload is retried only when it never reached a replica, so none is stored twice).
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAX_BODY = "60m"        # above the gateway's own limit: the gateway answers 413 itself, as JSON
+FAIL_TIMEOUT = 5        # seconds a failed replica is left out
+RATE = "100r/s"         # per client address, with a burst of BURST
+BURST = 400
+WORKER_USER = "nobody"  # nginx's workers when it starts as root
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").is_file() else None)
+    if found is None:
+        raise RuntimeError("nginx is not installed: make nginx (or apt-get install nginx)")
+    return found
+
+
+@dataclass(frozen=True)
+class NginxRun:
+    root: Path
+    listen: int = 7777
+    upstreams: tuple[int, ...] = field(default=(7781, 7782))
+    host: str = "127.0.0.1"
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root).resolve())
+        object.__setattr__(self, "upstreams", tuple(self.upstreams))
+
+    @property
+    def conf(self) -> Path:
+        return self.root / "nginx.conf"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "nginx.pid"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.listen}"
+
+    def render(self) -> str:
+        temp = self.root / "temp"
+        user = f"user {WORKER_USER} nogroup;\n" if os.getuid() == 0 else ""
+        servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout={FAIL_TIMEOUT}s;"
+                            for p in self.upstreams)
+        return f"""# written by serving/nginx.py for make serve-cluster; edits are overwritten
+{user}worker_processes 1;
+pid {self.pid_file};
+error_log {self.root / 'error.log'} warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {self.root / 'access.log'};
+    client_body_temp_path {temp / 'body'};
+    proxy_temp_path {temp / 'proxy'};
+    fastcgi_temp_path {temp / 'fastcgi'};
+    uwsgi_temp_path {temp / 'uwsgi'};
+    scgi_temp_path {temp / 'scgi'};
+    client_max_body_size {MAX_BODY};
+    client_body_buffer_size 1m;
+    client_header_timeout 15s;
+    client_body_timeout 15s;
+    send_timeout 60s;
+    server_tokens off;
+    limit_req_zone $binary_remote_addr zone=per_client:10m rate={RATE};
+    limit_req_status 429;
+    upstream gateways {{
+{servers}
+        keepalive 32;
+    }}
+    server {{
+        listen {self.host}:{self.listen};
+        location / {{
+            limit_req zone=per_client burst={BURST} nodelay;
+            proxy_pass http://gateways;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_request_buffering on;
+            proxy_buffering on;
+            proxy_connect_timeout 2s;
+            proxy_read_timeout 130s;
+            proxy_next_upstream error timeout http_502;
+            proxy_next_upstream_tries {len(self.upstreams)};
+        }}
+        error_page 429 = @too_many;
+        error_page 502 503 504 = @no_gateway;
+        location @too_many {{
+            default_type application/json;
+            add_header Retry-After 1 always;
+            return 429 '{{"error": "too many requests from this address; slow down and retry"}}';
+        }}
+        location @no_gateway {{
+            default_type application/json;
+            add_header Retry-After 5 always;
+            return 503 '{{"error": "no gateway replica answers now; retry shortly"}}';
+        }}
+    }}
+}}
+"""
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if b"nginx" in cmdline else None
+
+    def _prepare(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            d = self.root / "temp" / name
+            d.mkdir(parents=True, exist_ok=True)
+            if os.getuid() == 0:
+                user = pwd.getpwnam(WORKER_USER)
+                os.chown(d, user.pw_uid, user.pw_gid)
+        text = self.render()
+        if not self.conf.is_file() or self.conf.read_text() != text:
+            self.conf.write_text(text)
+        test = subprocess.run([nginx_binary(), "-t", "-q", "-c", str(self.conf)], capture_output=True, text=True)
+        if test.returncode != 0:
+            raise RuntimeError(f"nginx refused its config {self.conf}: {test.stderr.strip()[-500:]}")
+
+    def start(self, *, timeout: float = 10) -> int:
+        """Start nginx unless it runs (then reload its config if it changed); returns the master's PID."""
+        self._prepare()
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGHUP)  # re-reads nginx.conf; an unchanged one changes nothing
+            return pid
+        done = subprocess.run([nginx_binary(), "-c", str(self.conf)], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise RuntimeError(f"nginx did not start: {done.stderr.strip()[-500:]}; see {self.root / 'error.log'}")
+        deadline = time.monotonic() + timeout
+        while (pid := self.pid()) is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nginx wrote no pid file; see {self.root / 'error.log'}")
+            time.sleep(0.05)
+        return pid
+
+    def stop(self, *, timeout: float = 10) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGQUIT)  # graceful: requests in flight finish
+        deadline = time.monotonic() + timeout
+        while self.pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.pid() is not None:
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True

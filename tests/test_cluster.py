@@ -1,0 +1,152 @@
+"""The cluster for real: PostgreSQL, TorchServe, two gateway replicas on one store and nginx, started the way
+`make serve-cluster` starts them (on free loopback ports, in a folder of their own), then stopped."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from serving.cluster import Cluster, cluster_status, serve_cluster, stop_cluster
+from serving.stack import ensure_default_archive, gateway_pid
+from serving.torchserve import Ports, free_ports
+from tests.conftest import COCO, REPO
+
+pytestmark = pytest.mark.stack
+PHOTO = (COCO / "images/000000000471.jpg").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ensure_default_archive()
+    root = Path(tempfile.mkdtemp(prefix="tagger-cluster-"))
+    root.chmod(0o711)  # PostgreSQL's and nginx's unprivileged users pass through it
+    p = free_ports(9)
+    c = Cluster(var_dir=root / "var", replicas=2, proxy_port=p[0], replica_ports=(p[1], p[2]), postgres_port=p[3],
+                ports=Ports(*p[4:9]))
+    try:
+        serve_cluster(c)
+        yield c
+    finally:
+        stop_cluster(c)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def cli(c: Cluster, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "serving", *args, "--var", str(c.var_dir)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def test_status_lists_every_process_and_a_database_url_that_psql_takes_as_printed(cluster):
+    out = cli(cluster, "status")
+    assert out.returncode == 0, out.stdout + out.stderr
+    for name in ("postgres", "torchserve", *(f"gateway-{p}" for p in cluster.replica_ports), "nginx"):
+        assert any(line.startswith(name) and "running, pid" in line for line in out.stdout.splitlines()), name
+    url = next(w for w in out.stdout.split() if w.startswith("postgresql://"))
+    passfile = next(line.split("=", 1)[1] for line in out.stdout.splitlines() if line.startswith("PGPASSFILE="))
+    assert ":" not in url.split("//", 1)[1].split("@")[0]  # no password in the URL
+    assert (os.stat(passfile).st_mode & 0o777) == 0o600
+    psql = subprocess.run(["psql", url, "-tAc", "SELECT count(*) FROM alembic_version"], capture_output=True,
+                          text=True, env={**os.environ, "PGPASSFILE": passfile}, timeout=30)
+    assert psql.returncode == 0 and psql.stdout.strip() == "1", psql.stderr
+    no_password = subprocess.run(["psql", url, "-w", "-tAc", "SELECT 1"], capture_output=True, text=True,
+                                 env={k: v for k, v in os.environ.items() if k != "PGPASSFILE"}, timeout=30)
+    assert no_password.returncode != 0  # the server asks for the password: it is not open to anyone local
+
+
+def test_an_upload_through_nginx_is_one_record_that_every_replica_answers(cluster):
+    r = requests.post(f"{cluster.url}/imgup", files={"file": ("p.jpg", PHOTO, "image/jpeg")},
+                      data={"id_name": "through-nginx"}, timeout=60)
+    assert r.status_code == 200, r.text
+    answers = [requests.get(f"http://127.0.0.1:{p}/imginfo", params={"id_name": "through-nginx"}, timeout=60).json()
+               for p in cluster.replica_ports]
+    assert answers[0] == answers[1] and answers[0]["predict_tags"]
+    import psycopg
+
+    with psycopg.connect(cluster.postgres.connect_url) as db:
+        (file,) = db.execute("SELECT file FROM photos WHERE id_name = 'through-nginx'").fetchone()
+    assert (cluster.var_dir / file).read_bytes() == PHOTO  # in the one photo folder, content-addressed
+
+
+def test_a_sigkilled_replica_is_skipped_and_serve_cluster_again_brings_only_it_back(cluster):
+    victim, survivor = cluster.stacks
+    others = {name: pid for name, pid, _ in cluster_status(cluster) if name != victim.gateway_name}
+    os.killpg(os.getpgid(gateway_pid(victim)), signal.SIGKILL)  # the whole replica: master and workers
+    deadline = time.monotonic() + 10
+    while gateway_pid(victim) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for i in range(8):  # every request is answered by the survivor, uploads included
+        r = requests.post(f"{cluster.url}/imgup", files={"file": ("p.jpg", PHOTO, "image/jpeg")},
+                          data={"id_name": f"while-down-{i}"}, timeout=60)
+        assert r.status_code == 200, r.text
+    out = cli(cluster, "serve-cluster")
+    assert out.returncode == 0, out.stderr
+    now = {name: pid for name, pid, _ in cluster_status(cluster)}
+    assert now[victim.gateway_name] and all(now[name] == pid for name, pid in others.items())
+    assert requests.get(f"{victim.gateway_url}/imginfo", params={"id_name": "while-down-7"},
+                        timeout=60).status_code == 200
+
+
+def test_64_trickling_clients_hold_no_gateway_thread(cluster):
+    """Clients that send a request byte by byte wait in nginx, which hands a replica only whole requests: the
+    replicas' 16 threads stay free and a normal client is answered at once (without nginx, 64 of them would hold
+    every thread until the gateway's own read timeout)."""
+    socks = []
+    try:
+        for _ in range(64):
+            s = socket.create_connection(("127.0.0.1", cluster.proxy_port), timeout=10)
+            s.sendall(b"POST /imgup HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                      b"Content-Length: 100000\r\n\r\n--b")
+            socks.append(s)
+        for _ in range(3):
+            for s in socks:
+                s.sendall(b"x")  # a byte now and then: the body never completes
+            t = time.monotonic()
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(lambda _: requests.get(f"{cluster.url}/imginfo",
+                                                               params={"id_name": "through-nginx"}, timeout=10),
+                                        range(16)))
+            assert [a.status_code for a in answers] == [200] * 16
+            assert time.monotonic() - t < 5  # not queued behind the trickling clients
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_a_wrong_database_url_stops_serve_with_one_line(cluster, tmp_path):
+    closed = free_ports(1)[0]
+    out = subprocess.run([sys.executable, "-m", "serving", "serve", "--var", str(tmp_path / "var")], cwd=REPO,
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "DATABASE_URL": f"postgresql://tagger:secret@127.0.0.1:{closed}/tagger"})
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot open the PostgreSQL store" in lines[0] and "secret" not in lines[0]
+    assert not (tmp_path / "var/run/torchserve/key_file.json").exists()  # nothing was started
+
+
+def test_stop_leaves_no_process(cluster):
+    pids = [pid for _, pid, _ in cluster_status(cluster)]
+    assert all(pids)
+    out = cli(cluster, "stop")
+    assert out.returncode == 0 and "nginx" in out.stdout and "postgres" in out.stdout
+    time.sleep(0.5)
+    alive = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    alive.append(pid)
+        except OSError:
+            pass
+    assert alive == []
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{cluster.url}/healthz", timeout=2)

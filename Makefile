@@ -14,7 +14,7 @@ CHECKPOINT ?= checkpoints/default/best.pt
 VERSION ?=
 DATA_FLAGS = $(foreach d,$(DATA),--data $(d)) $(foreach a,$(ANN),--ann $(a))
 
-.PHONY: setup java chromium exiftool postgres nginx serve-cluster test-fast tag export fuzz fuzz-api chaos load serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
+.PHONY: setup java chromium exiftool postgres nginx serve-cluster migrate-store test-fast tag export fuzz fuzz-api chaos load serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
 
 setup: java $(STAMP)
 
@@ -87,6 +87,11 @@ serve-cluster: setup postgres nginx
 
 stop:
 	@if [ -x $(PY) ]; then $(PY) -m serving stop; fi
+
+# Copy the SQLite store in var/ into PostgreSQL (resumable, verified): make migrate-store TO=postgresql://USER@HOST:PORT/DB
+TO ?= $(DATABASE_URL)
+migrate-store: setup
+	$(PY) -m photo_store.transfer --data-dir var --to "$(TO)"
 
 status: setup
 	$(PY) -m serving status
@@ -170,6 +175,7 @@ bench: setup
 	$(PY) benchmarks/model_budget.py --checkpoint var/bench/default/best.pt
 	$(PY) benchmarks/gateway.py
 	$(PY) benchmarks/photo_library.py
+	$(PY) benchmarks/cluster.py
 	$(PY) benchmarks/training.py --out var/bench/training
 
 # The default recipe chosen by repeated k-fold CV on the bundled photos: every variant on the same folds, and the

@@ -122,6 +122,74 @@ def test_64_trickling_clients_hold_no_gateway_thread(cluster):
             s.close()
 
 
+def test_a_killed_replica_and_a_crash_restarted_database_lose_no_acknowledged_upload_or_label(cluster):
+    """Chaos under 4 uploaders through nginx: SIGKILL one whole replica, then restart PostgreSQL itself with
+    ``pg_ctl restart -m immediate``. Every answer meanwhile is a 200 or a 503 with Retry-After (never a 500); the
+    gateway reconnects by itself; every acknowledged upload and label is there afterwards, byte-identical."""
+    import hashlib
+    import threading
+
+    import psycopg
+
+    from benchmarks.load import synthetic_jpeg
+
+    acked, labelled, answers, stop = {}, {}, [], threading.Event()
+
+    def uploader(u):
+        i = 0
+        with requests.Session() as s:
+            while not stop.is_set():
+                name, data = f"chaos-{u}-{i}", synthetic_jpeg(10_000 + u * 1000 + i)
+                i += 1
+                try:
+                    r = s.post(f"{cluster.url}/imgup", files={"file": ("p.jpg", data, "image/jpeg")},
+                               data={"id_name": name}, timeout=30)
+                    answers.append((r.status_code, r.headers.get("Retry-After")))
+                    if r.status_code != 200:
+                        continue
+                    acked[name] = hashlib.sha256(data).hexdigest()
+                    r = s.put(f"{cluster.url}/annotate/api/photos/{name}/labels", json={"labels": ["sea"]},
+                              timeout=30)
+                    answers.append((r.status_code, r.headers.get("Retry-After")))
+                    if r.status_code == 200:
+                        labelled[name] = ["sea"]
+                except requests.ConnectionError:
+                    answers.append(("connection", None))  # only while nothing listens, which nginx never stops
+                time.sleep(0.02)
+
+    threads = [threading.Thread(target=uploader, args=(u,)) for u in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(2)
+        victim = cluster.stacks[0]
+        os.killpg(os.getpgid(gateway_pid(victim)), signal.SIGKILL)
+        time.sleep(2)
+        cluster.postgres.restart_immediate()
+        time.sleep(3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert acked and labelled
+    codes = {code for code, _ in answers}
+    assert codes <= {200, 503}, answers
+    assert all(after for code, after in answers if code == 503)  # every 503 says when to retry
+    deadline = time.monotonic() + 30  # the survivor reconnects by itself
+    while requests.get(f"{cluster.url}/readyz", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "the gateway did not reconnect to PostgreSQL"
+        time.sleep(0.5)
+    with psycopg.connect(cluster.postgres.connect_url) as db:
+        rows = {name: (sha, file, labels) for name, sha, file, labels in
+                db.execute("SELECT id_name, sha256, file, labels FROM photos WHERE id_name LIKE 'chaos-%'")}
+    for name, sha in acked.items():
+        assert rows[name][0] == sha and hashlib.sha256((cluster.var_dir / rows[name][1]).read_bytes()).hexdigest() == sha
+    for name, labels in labelled.items():
+        assert rows[name][2] == '["sea"]', name
+    out = cli(cluster, "serve-cluster")  # the killed replica comes back for the tests after this one
+    assert out.returncode == 0, out.stderr
+
+
 def test_a_wrong_database_url_stops_serve_with_one_line(cluster, tmp_path):
     closed = free_ports(1)[0]
     out = subprocess.run([sys.executable, "-m", "serving", "serve", "--var", str(tmp_path / "var")], cwd=REPO,

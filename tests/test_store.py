@@ -147,3 +147,39 @@ def test_a_database_url_of_an_unknown_kind_or_an_unreachable_server_is_one_clear
         open_store(tmp_path, f"postgresql://tagger:secret@127.0.0.1:{port}/tagger")
     message = str(caught.value)
     assert "\n" not in message and "secret" not in message and f"127.0.0.1:{port}" in message
+
+
+def test_migrate_store_copies_sqlite_into_postgresql_resumably_and_verifies_it(tmp_path, database_url):
+    """make migrate-store: photos, history, labels and cached predictions; a run killed half way is run again and
+    finishes; counts and every file's sha256 are checked; the CLI says so in its exit status."""
+    from photo_store.postgres import PostgresStore
+    from photo_store.transfer import main, transfer, verify
+
+    src = open_store(tmp_path)
+    for i in range(7):
+        src.put(f"p{i}", photo(i), exif={"datetime": f"2026:01:0{i + 1} 10:00:00"}, fmt="JPEG", width=4, height=3)
+        src.save_prediction(hashlib.sha256(photo(i)).hexdigest(), "1.0", {"tags": ["sea"], "model_version": "1.0"})
+    src.put("p0", photo(20), exif={}, fmt="JPEG")  # p0's first photo moves to the history
+    src.set_labels("p1", ["sea", "boat"], detail={"sea": {"value": 1, "source": "person"}})
+    dst = PostgresStore(database_url, photo_dir=src.root)
+
+    class Killed(Exception):
+        pass
+
+    def die_after_the_first_batch(line):
+        if "so far" in line:
+            raise Killed(line)
+    with pytest.raises(Killed):
+        transfer(src, dst, batch=3, say=die_after_the_first_batch)
+    assert verify(src, dst)  # half done: the counts differ, and say so
+    transfer(src, dst, batch=3, say=lambda _: None)
+    assert verify(src, dst) == []
+    for name in [f"p{i}" for i in range(7)]:
+        a, b = src.get(name), dst.get(name)
+        assert a == b, name  # every field, labels and EXIF included
+        assert dst.history(name) == src.history(name)
+    assert dst.cached_prediction(src.get("p3")["sha256"], "1.0") == {"tags": ["sea"], "model_version": "1.0"}
+    assert main(["--data-dir", str(tmp_path), "--to", database_url]) == 0  # again: nothing to add, verified
+    dst.image_path(dst.get("p2")).write_bytes(b"not the photo")
+    assert main(["--data-dir", str(tmp_path), "--to", database_url]) == 1  # a file that no longer matches
+    dst.close()

@@ -4,9 +4,10 @@
     predictions.prefetch(sha, data)         # in /imgup: a bounded background pool, never blocks the upload
     predictions.get(record)                 # the stored answer for (sha256, served version), else TorchServe's
 
-Answers live in the store (SQLite), so they survive a gateway restart. A prefetch also holds an exclusive
+Answers live in the store, so they survive a gateway restart. A prefetch also holds an exclusive
 ``flock`` on ``inflight_dir/<sha256>`` while it runs, so an ``/imginfo`` that lands on another gunicorn worker
-waits for it instead of asking TorchServe a second time (a SIGKILLed worker's lock is released by the kernel).
+waits for it instead of asking TorchServe a second time (a SIGKILLed worker's lock is released by the kernel); on
+PostgreSQL an advisory lock does the same across replicas on other machines (``store.predicting``).
 The served version is asked of TorchServe's management API at most every ``ttl`` seconds, and again as soon as
 ``make deploy``/``make rollback`` rewrite ``deployed.json``; a new default version therefore recomputes on the
 next ``/imginfo``. A version changed by
@@ -20,6 +21,7 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 from gateway.tagger_client import TaggerError
@@ -147,8 +149,17 @@ class Predictions:
             pass
         os.close(fd)  # releases the lock: waiters in other workers wake up and read the stored answer
 
+    def _across_replicas(self, sha: str):
+        """The store's lock on computing ``sha`` when it has one (PostgreSQL: replicas on other machines), else a
+        lock that is always ours (the flock above covers one machine's workers)."""
+        predicting = getattr(self.store, "predicting", None)
+        return predicting(sha) if predicting is not None else nullcontext(True)
+
     def _wait_other_worker(self, sha: str, wait: float) -> None:
-        """If another worker is computing ``sha`` now, wait (at most ``wait`` s) until it has finished."""
+        """If another worker (or replica) is computing ``sha`` now, wait (at most ``wait`` s) until it has finished."""
+        wait_predicted = getattr(self.store, "wait_predicted", None)
+        if wait_predicted is not None:
+            wait_predicted(sha, wait)
         if self.inflight_dir is None:
             return
         try:
@@ -169,8 +180,9 @@ class Predictions:
     def _prefetch(self, sha: str, data: bytes) -> dict | None:
         fd = self._mark(sha)
         try:
-            if self._cached(sha) is None:
-                return self._compute(sha, data)
+            with self._across_replicas(sha) as ours:
+                if ours and self._cached(sha) is None:
+                    return self._compute(sha, data)
         except TaggerError as exc:  # TorchServe down or busy: /imginfo will try again and say so
             logger.info("background prediction of %s failed: %s", sha[:12], exc)
         except Exception:  # noqa: BLE001 - a background task must never take the gateway down

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from photo_store.base import SqlStore, StoreUnavailable
 
-ID_LOCKS, FILE_LOCKS = 1, 2  # seeds of hashtextextended: the two kinds of advisory lock never share a key
+ID_LOCKS, FILE_LOCKS, PREDICTING = 1, 2, 3  # seeds of hashtextextended: kinds of advisory lock never share a key
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -91,6 +91,35 @@ class PostgresStore(SqlStore):
                 db.execute("SELECT pg_advisory_unlock(hashtextextended(%s, %s))", (sha, FILE_LOCKS))
             except self._errors:
                 pass  # the connection is gone, and its session's locks with it
+
+
+    # ---- the prediction being computed, across replicas (what a flock file in run/prefetch is on one machine)
+    @contextmanager
+    def predicting(self, sha: str):
+        """Held while this process asks TorchServe for ``sha``'s tags; yields False if another holds it."""
+        with self._connect() as db:
+            got = db.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, %s)) AS got",
+                             (sha, PREDICTING)).fetchone()["got"]
+            try:
+                yield got
+            finally:
+                if got:
+                    try:
+                        db.execute("SELECT pg_advisory_unlock(hashtextextended(%s, %s))", (sha, PREDICTING))
+                    except self._errors:
+                        pass
+
+    def wait_predicted(self, sha: str, wait: float) -> None:
+        """Return once no replica is asking TorchServe for ``sha`` (or after ``wait`` seconds)."""
+        import psycopg
+
+        with self._connect() as db:
+            try:
+                with db.transaction():  # lock_timeout for this wait only
+                    db.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(wait * 1000)}ms",))
+                    db.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, %s))", (sha, PREDICTING))
+            except psycopg.errors.LockNotAvailable:
+                pass
 
 
 def redact(url: str) -> str:

@@ -70,7 +70,7 @@ class DataDir:
 
     @property
     def locks(self) -> Path:
-        return self.run / "locks"                # the SQLite store's photo-file locks (64 flock-ed stripes)
+        return self.run / "locks"                # the SQLite store's photo-file locks (64 stripes)
 
     @property
     def postgres(self) -> Path:

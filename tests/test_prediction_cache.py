@@ -110,3 +110,33 @@ def test_imginfo_on_another_worker_waits_for_the_running_prefetch_instead_of_ask
     assert tagger.calls == 1 and time.monotonic() - t < 2  # served by A's prediction, not a second one
     worker_a.extensions["predictions"].wait_idle()
     assert not list((tmp_path / "data/run/prefetch").iterdir())  # the marker is gone with the prefetch
+
+
+def test_imginfo_on_another_machine_waits_for_its_running_prefetch_through_postgresql(tmp_path, database_url):
+    """Two replicas on two machines: one PostgreSQL, one shared photo folder, each its own data folder (so no
+    flock is shared): B's /imginfo waits on A's advisory lock instead of asking TorchServe a second time."""
+    import threading
+
+    from gateway import create_app
+
+    class SlowTagger(FakeTagger):
+        def __init__(self):
+            super().__init__()
+            self.started = threading.Event()
+
+        def predict(self, data):
+            self.started.set()
+            time.sleep(0.5)
+            return super().predict(data)
+
+    tagger = SlowTagger()
+    replicas = [create_app({"TESTING": True, "DATA_DIR": str(tmp_path / f"machine-{m}"), "TAGGER_CLIENT": tagger,
+                            "DATABASE_URL": database_url, "PHOTO_DIR": str(tmp_path / "nas")}) for m in "ab"]
+    assert _upload(replicas[0].test_client()).status_code == 200
+    assert tagger.started.wait(5)
+    answer = replicas[1].test_client().get("/imginfo?id_name=bus")
+    assert answer.status_code == 200 and answer.json["predict_tags"] == ["sea", "boat"]
+    assert tagger.calls == 1  # served by A's prediction, not a second one
+    replicas[0].extensions["predictions"].wait_idle()
+    for app in replicas:
+        app.extensions["store"].close()

@@ -227,6 +227,14 @@ def export():
     return response
 
 
+def _busy_elsewhere() -> str | None:
+    """Why no job can start now on a PostgreSQL store: one runs on another replica (else None)."""
+    elsewhere = getattr(_ext("store"), "job_running_elsewhere", None)
+    if elsewhere is not None and elsewhere():
+        return "a job runs on another gateway replica; wait for it to finish"
+    return None
+
+
 def _job_env() -> dict:
     """The store's database URL for the job's process (which exports the labels from the same store)."""
     return {"DATABASE_URL": current_app.config.get("DATABASE_URL") or ""}
@@ -258,6 +266,8 @@ def start_train():
         return error(400, "epochs must be an integer from 1 to 200")
     if not isinstance(samples, bool):
         return error(400, "samples must be true or false")
+    if (busy := _busy_elsewhere()) is not None:
+        return error(409, busy)
     try:
         job = _jobs().start("train", {"recipe": recipe, "epochs": epochs, "samples": samples},
                             _job_config(_model()), env=_job_env())
@@ -283,6 +293,8 @@ def start_deploy():
         return error(503, "the model server is not answering, so the served version is unknown; make serve "
                           "first", **{"Retry-After": "5"})
     version = next_version(model["version"], Path(current_app.config["MODEL_STORE"]), current_app.config["MODEL_NAME"])
+    if (busy := _busy_elsewhere()) is not None:
+        return error(409, busy)
     try:
         job = jobs.start("deploy", {"train_job": train["id"], "checkpoint": train["result"]["checkpoint"],
                                     "version": version}, _job_config(model), env=_job_env())

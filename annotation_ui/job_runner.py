@@ -177,10 +177,26 @@ def _release_lock() -> None:
             pass
 
 
+_CLUSTER_LOCK = None  # on PostgreSQL: the connection holding the cluster's job lock while this job runs
+
+
+def _cluster_lock() -> None:
+    """With a PostgreSQL store, one job in the whole cluster (the flock covers one machine's replicas)."""
+    global _CLUSTER_LOCK
+    url = os.environ.get("DATABASE_URL", "")
+    if url.startswith(("postgresql://", "postgres://")):
+        from photo_store.postgres import hold_job_lock
+
+        _CLUSTER_LOCK = hold_job_lock(url)
+        if _CLUSTER_LOCK is None:
+            raise JobError("a job runs on another gateway replica; wait for it to finish")
+
+
 def main(job_dir: str) -> int:
     job = Job(Path(job_dir))
     job.update(state="running", pid=os.getpid())
     try:
+        _cluster_lock()
         result = {"train": run_train, "deploy": run_deploy}[job.data["kind"]](job)
     except Exception as exc:  # noqa: BLE001 - every failure is reported on the page
         if not isinstance(exc, JobError):

@@ -8,7 +8,8 @@ A job is a directory ``<root>/<id>/`` with ``job.json`` (rewritten atomically by
 ``python -m annotation_ui.job_runner DIR``) and ``log.txt``. The runner is started in its own session and holds an
 exclusive ``flock`` on ``<root>/.lock`` for its whole life (inherited from the gateway worker that started it), so
 only one job runs across every gateway worker, a page reload or a gateway restart finds the job where it is, and
-a job whose process died is reported as failed.
+a job whose process died is reported as failed. On a PostgreSQL store the runner also holds an advisory lock for
+its life (``photo_store.postgres.hold_job_lock``), so replicas on other machines run no second job either.
 """
 from __future__ import annotations
 

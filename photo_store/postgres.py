@@ -19,6 +19,7 @@ from pathlib import Path
 from photo_store.base import SqlStore, StoreUnavailable
 
 ID_LOCKS, FILE_LOCKS, PREDICTING = 1, 2, 3  # seeds of hashtextextended: kinds of advisory lock never share a key
+JOBS_LOCK = 0x7461676765720002  # held by the one retrain / deploy job running in the whole cluster
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -120,6 +121,27 @@ class PostgresStore(SqlStore):
                     db.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, %s))", (sha, PREDICTING))
             except psycopg.errors.LockNotAvailable:
                 pass
+
+
+    def job_running_elsewhere(self) -> bool:
+        """Whether a job runner on any replica holds the cluster's job lock now."""
+        with self._connect() as db:
+            got = db.execute("SELECT pg_try_advisory_lock(%s) AS got", (JOBS_LOCK,)).fetchone()["got"]
+            if got:
+                db.execute("SELECT pg_advisory_unlock(%s)", (JOBS_LOCK,))
+        return not got
+
+
+def hold_job_lock(url: str):
+    """The cluster's job lock for this process's life (a job runner's), on a connection of its own; None when
+    another replica's job holds it. The lock goes with the connection: when the process ends, however it ends."""
+    import psycopg
+
+    db = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    if db.execute("SELECT pg_try_advisory_lock(%s)", (JOBS_LOCK,)).fetchone()[0]:
+        return db
+    db.close()
+    return None
 
 
 def redact(url: str) -> str:

@@ -251,3 +251,36 @@ def test_a_store_from_before_label_provenance_opens_and_exports(tmp_path):
     export = build_export(PhotoStore(tmp_path).list(), load_labels())
     assert export["images"][0]["unknown_category_ids"] == []  # its save judged every checkbox shown
     assert len(export["annotations"]) == 1
+
+
+def test_a_job_on_another_replica_blocks_jobs_here_until_it_ends(tmp_path, fake_tagger, database_url, monkeypatch):
+    """On PostgreSQL one retrain or deploy runs in the whole cluster: its runner holds an advisory lock for its
+    life, which a replica on another machine (its own data folder, so not its flock) sees."""
+    import time
+
+    from annotation_ui import job_runner
+    from gateway import create_app
+    from photo_store.postgres import hold_job_lock
+
+    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "here"), "TAGGER_CLIENT": fake_tagger,
+                      "DATABASE_URL": database_url})
+    client = app.test_client()
+    other = hold_job_lock(database_url)  # the job of another replica, running
+    try:
+        r = client.post("/annotate/api/jobs/train", json={"recipe": "sgd", "epochs": 1, "samples": False})
+        assert r.status_code == 409 and "another gateway replica" in r.json["error"]
+        monkeypatch.setenv("DATABASE_URL", database_url)  # a runner that started anyway (a race) stops at once
+        with pytest.raises(job_runner.JobError, match="another gateway replica"):
+            job_runner._cluster_lock()
+    finally:
+        other.close()
+    r = client.post("/annotate/api/jobs/train", json={"recipe": "sgd", "epochs": 1, "samples": False})
+    assert r.status_code == 202
+    for _ in range(120):
+        job = client.get(f"/annotate/api/jobs/{r.json['job']['id']}").json
+        if job["state"] not in ("queued", "running"):
+            break
+        time.sleep(0.5)
+    assert job["state"] == "failed" and "label and save at least 3" in job["error"]  # it ran: the lock was free
+    assert not app.extensions["store"].job_running_elsewhere()  # and it went with the runner
+    app.extensions["store"].close()

@@ -174,13 +174,16 @@ def parse_exif(data: bytes) -> dict:
     return out
 
 
-def close_inherited_sockets() -> None:
-    """In the forked parser process: close every socket inherited from the gunicorn worker. A child holding a
-    client connection keeps it open after the worker closes it, so a browser reusing that keep-alive connection
-    would wait forever. (The pool's own queues are pipes, not sockets.)"""
+def close_inherited_files() -> None:
+    """In the forked parser process: close every socket and file inherited from the gunicorn worker, keeping
+    stdio and the pool's own pipes. A child holding a client connection keeps it open after the worker closes it
+    (a browser reusing that keep-alive connection would wait forever), and a child holding a lock file's
+    descriptor holds its flock after the worker let go of it (every later upload of that photo would wait)."""
     for fd in os.listdir("/proc/self/fd"):
+        if int(fd) <= 2:
+            continue
         try:
-            if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+            if not os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:"):
                 os.close(int(fd))
         except OSError:
             pass
@@ -201,7 +204,7 @@ class _Bounded:
                     atexit.register(self.close)  # before module teardown, so the pool's own hooks find it alive
                     self._atexit = True
                 self._pool = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
-                                                    initializer=close_inherited_sockets)
+                                                    initializer=close_inherited_files)
             return self._pool
 
     def close(self) -> None:

@@ -10,15 +10,14 @@ into place and its directory fsynced, and after the SQLite transaction that reco
 ``synchronous=FULL``. A crash at any point before that leaves at most an orphan file, never a record without a file.
 Callers' ``id_name`` values are stored as data only, never used in a path. A replaced photo is never erased: its
 file and labels move to the ``history`` table. Writers of one database take turns (``BEGIN IMMEDIATE``); a photo
-file's lock is one of 64 lock files in ``run/locks/`` (a POSIX record lock across processes, a thread lock within
-one).
+file's lock is one of 64 ``flock``-ed files in ``run/locks/`` (held by an open file, so threads exclude each other
+too).
 """
 from __future__ import annotations
 
 import fcntl
 import os
 import sqlite3
-import threading
 from contextlib import closing, contextmanager
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from tagger.layout import DataDir
 
 __all__ = ["Conflict", "PhotoStore", "SQLiteStore"]
 STRIPES = 64
-_THREAD_LOCKS = [threading.Lock() for _ in range(STRIPES)]
 
 
 class SQLiteStore(SqlStore):
@@ -84,16 +82,15 @@ class SQLiteStore(SqlStore):
 
     @contextmanager
     def _file_lock(self, db, sha: str):
-        # A POSIX record lock (lockf), not flock: a process forked while we hold it (the EXIF parser) does not
-        # inherit it, so it ends with our close. Record locks are per process, hence a thread lock per stripe too.
-        stripe = self._stripe(sha)
-        with _THREAD_LOCKS[stripe]:
-            fd = os.open(self.lock_dir / f"file-{stripe:02d}", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)  # releases the record lock
+        # flock on a file of our own opening: threads exclude each other too, and no false deadlock is reported
+        # between processes (POSIX record locks do, per process). A process forked while it is held shares it until
+        # it closes the descriptor: the gateway's EXIF parser does so at once (gateway.exif.close_inherited_files).
+        fd = os.open(self.lock_dir / f"file-{self._stripe(sha):02d}", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def _lock_order(self, shas) -> list[str]:
         # several files may share a stripe: each stripe once (locking it twice would wait on ourselves)

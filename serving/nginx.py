@@ -104,8 +104,13 @@ http {{
             proxy_next_upstream error timeout http_502;
             proxy_next_upstream_tries {len(self.upstreams)};
         }}
+        error_page 413 = @too_large;
         error_page 429 = @too_many;
         error_page 502 503 504 = @no_gateway;
+        location @too_large {{
+            default_type application/json;
+            return 413 '{{"error": "the request body is over {MAX_BODY[:-1]} MB; send one photo (at most 40 MB) at a time"}}';
+        }}
         location @too_many {{
             default_type application/json;
             add_header Retry-After 1 always;

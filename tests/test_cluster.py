@@ -190,6 +190,22 @@ def test_a_killed_replica_and_a_crash_restarted_database_lose_no_acknowledged_up
     assert out.returncode == 0, out.stderr
 
 
+def test_nginx_answers_its_own_refusals_as_json(cluster):
+    """What nginx refuses itself (a body over its limit) is JSON like every gateway answer, never an HTML page."""
+    s = socket.create_connection(("127.0.0.1", cluster.proxy_port), timeout=10)
+    try:
+        s.sendall(b"POST /imgup HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                  b"Content-Length: 99999999999\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    finally:
+        s.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413") and b"application/json" in head
+    assert b'"error"' in body
+
+
 def test_a_wrong_database_url_stops_serve_with_one_line(cluster, tmp_path):
     closed = free_ports(1)[0]
     out = subprocess.run([sys.executable, "-m", "serving", "serve", "--var", str(tmp_path / "var")], cwd=REPO,

@@ -1,4 +1,5 @@
 """Predictions cached per image content and model version, prefetched after upload, surviving a restart."""
+import threading
 import time
 
 from gateway import create_app
@@ -10,6 +11,19 @@ PHOTO = (COCO / "images/000000000471.jpg").read_bytes()
 def _app(tmp_path, tagger, **extra):
     return create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "TAGGER_CLIENT": tagger,
                        "TS_STATE_FILE": str(tmp_path / "deployed.json"), **extra})
+
+
+class SlowTagger(FakeTagger):
+    """A model server that takes half a second, and says when a prediction started."""
+
+    def __init__(self):
+        super().__init__()
+        self.started = threading.Event()
+
+    def predict(self, data):
+        self.started.set()
+        time.sleep(0.5)
+        return super().predict(data)
 
 
 def _upload(client, data=PHOTO, id_name="bus"):
@@ -88,18 +102,6 @@ def test_upload_while_torchserve_is_down_is_stored_and_served_once_it_is_back(tm
 
 def test_imginfo_on_another_worker_waits_for_the_running_prefetch_instead_of_asking_again(tmp_path):
     """Two gunicorn workers are two apps on one data directory: B's /imginfo waits for A's prefetch (its flock)."""
-    import threading
-
-    class SlowTagger(FakeTagger):
-        def __init__(self):
-            super().__init__()
-            self.started = threading.Event()
-
-        def predict(self, data):
-            self.started.set()
-            time.sleep(0.5)
-            return super().predict(data)
-
     tagger = SlowTagger()
     worker_a, worker_b = _app(tmp_path, tagger), _app(tmp_path, tagger)
     assert _upload(worker_a.test_client()).status_code == 200
@@ -115,19 +117,7 @@ def test_imginfo_on_another_worker_waits_for_the_running_prefetch_instead_of_ask
 def test_imginfo_on_another_machine_waits_for_its_running_prefetch_through_postgresql(tmp_path, database_url):
     """Two replicas on two machines: one PostgreSQL, one shared photo folder, each its own data folder (so no
     flock is shared): B's /imginfo waits on A's advisory lock instead of asking TorchServe a second time."""
-    import threading
-
     from gateway import create_app
-
-    class SlowTagger(FakeTagger):
-        def __init__(self):
-            super().__init__()
-            self.started = threading.Event()
-
-        def predict(self, data):
-            self.started.set()
-            time.sleep(0.5)
-            return super().predict(data)
 
     tagger = SlowTagger()
     replicas = [create_app({"TESTING": True, "DATA_DIR": str(tmp_path / f"machine-{m}"), "TAGGER_CLIENT": tagger,

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
+from photo_store.tokens import TokenStore
 from tagger.meta import atomic_write, utc_now
 
 # The photo record's columns (the migrations in photo_store/migrations/versions define the tables).
@@ -49,7 +50,7 @@ def decode_record(row) -> dict:
     return record
 
 
-class SqlStore:
+class SqlStore(TokenStore):
     backend = "sql"
 
     def __init__(self, photo_dir: str | Path):
@@ -93,9 +94,10 @@ class SqlStore:
             stack.enter_context(self._file_lock(db, sha))
         return stack
 
-    def _held_elsewhere(self, db, file: str) -> bool:
-        return self._one(db, "SELECT 1 FROM photos WHERE file = ? UNION ALL SELECT 1 FROM history WHERE file = ?"
-                         " LIMIT 1", (file, file)) is not None
+    def _held_elsewhere(self, db, file: str, sha: str) -> bool:
+        """Whether a photo or history row still names ``file`` (looked up by its SHA-256, which is indexed)."""
+        return self._one(db, "SELECT 1 FROM photos WHERE sha256 = ? AND file = ? UNION ALL SELECT 1 FROM history"
+                             " WHERE sha256 = ? AND file = ? LIMIT 1", (sha, file, sha, file)) is not None
 
     # ---- the store
     def put(self, id_name: str, data: bytes, *, exif: dict | Callable[[], dict], fmt: str | None = None,
@@ -152,7 +154,7 @@ class SqlStore:
                               (id_name, rel, sha, len(data), fmt, width, height, json.dumps(exif), now))
                     row = self._one(db, "SELECT * FROM photos WHERE id_name = ?", (id_name,))  # as committed
             except BaseException:
-                if created and not self._held_elsewhere(db, rel):
+                if created and not self._held_elsewhere(db, rel, sha):
                     path.unlink(missing_ok=True)
                 raise
         return {**decode_record(row), "status": "stored", "replaced": old is not None}
@@ -251,8 +253,8 @@ class SqlStore:
                                           " sha256 = ?)", (sha, sha, sha))
                     # committed; still under the files' locks: a crash leaves an orphan file, never a record
                     # without its file, and an upload of the same bytes waits until we are done
-                    for f in {r["file"] for r in rows}:
-                        if not self._held_elsewhere(db, f):
+                    for f, sha in {(r["file"], r["sha256"]) for r in rows}:
+                        if not self._held_elsewhere(db, f, sha):
                             (self.root / f).unlink(missing_ok=True)
                 return True
 

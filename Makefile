@@ -14,7 +14,7 @@ CHECKPOINT ?= checkpoints/default/best.pt
 VERSION ?=
 DATA_FLAGS = $(foreach d,$(DATA),--data $(d)) $(foreach a,$(ANN),--ann $(a))
 
-.PHONY: setup java chromium exiftool postgres nginx serve-cluster migrate-store test-fast tag export fuzz fuzz-api chaos load serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
+.PHONY: setup java chromium exiftool postgres nginx serve-cluster migrate-store token revoke tokens test-fast tag export fuzz fuzz-api chaos load serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
 
 setup: java $(STAMP)
 
@@ -81,9 +81,23 @@ serve: setup
 	$(PY) -m serving serve
 
 # PostgreSQL, TorchServe, REPLICAS gateway replicas (127.0.0.1:7781, ...) on one store, nginx on 127.0.0.1:7777
+# (LISTEN=0.0.0.0 or a LAN address: reachable from other machines, and every request then needs a token)
 REPLICAS ?=
+LISTEN ?=
 serve-cluster: setup postgres nginx
-	$(PY) -m serving serve-cluster $(if $(REPLICAS),--replicas $(REPLICAS))
+	$(PY) -m serving serve-cluster $(if $(REPLICAS),--replicas $(REPLICAS)) $(if $(LISTEN),--listen $(LISTEN))
+
+# API tokens for the gateway: make token NAME=laptop SCOPE=read|write (printed once), make revoke NAME=laptop|ID
+NAME ?=
+SCOPE ?=
+token: setup
+	@$(PY) -m serving token $(if $(NAME),--name "$(NAME)") $(if $(SCOPE),--scope $(SCOPE))
+
+revoke: setup
+	@$(PY) -m serving revoke $(if $(NAME),--name "$(NAME)")
+
+tokens: setup
+	@$(PY) -m serving tokens
 
 stop:
 	@if [ -x $(PY) ]; then $(PY) -m serving stop; fi

@@ -61,7 +61,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         TS_STATE_FILE=None,  # default: DATA_DIR/run/torchserve/deployed.json (rewritten by make deploy/rollback)
         VERSION_TTL=30.0,  # seconds between asking TorchServe which version it serves
         PREFETCH_WORKERS=2,
-        DECODE_CHECK_THREADS=8,  # per worker: each upload checks its pixels and reads its EXIF beside its file write
+        DECODE_CHECK_THREADS=8,
+        GATEWAY_AUTH=os.environ.get("GATEWAY_AUTH", "auto"),  # auto: tokens for other machines; required; off
+        SESSION_HOURS=12.0,  # how long the annotation page's sign-in lasts  # per worker: each upload checks its pixels and reads its EXIF beside its file write
     )
     if test_config is None:
         app.config.from_prefixed_env("TAGGER")
@@ -97,6 +99,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     from gateway.same_origin import install as install_same_origin
 
     install_same_origin(app)
+    from gateway.auth import install as install_auth
+
+    install_auth(app)  # after the same-origin check, before the body is read: a refused request's body is not
     from gateway.body import install as install_body_reader
 
     install_body_reader(app)  # after the same-origin check: a refused request's body is never read

@@ -123,13 +123,40 @@ SPEC = {
                 "type": "object", "required": ["image_id", "status"],
                 "properties": {"image_id": {"type": "string"}, "status": {"const": "deleted"}}}}}},
                 "404": _ERROR, "414": _TOO_LONG}}},
-        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
-        "/readyz": {"get": {"summary": "Readiness: the store and TorchServe answer", "responses": {
+        "/session": {
+            "get": {"operationId": "getSession", "security": [],
+                    "summary": "Whether this client needs a token, and who is signed in (the annotation page asks)",
+                    "responses": {"200": {"description": "the session", "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/Session"}}}}}},
+            "post": {"operationId": "signIn", "security": [],
+                     "summary": "Sign in with an API token: sets the session cookie (HttpOnly, SameSite=Strict)",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                         "type": "object", "required": ["token"], "additionalProperties": False,
+                         "properties": {"token": {"type": "string", "minLength": 1, "maxLength": 200,
+                                                  "description": "a token make token printed"}}}}}},
+                     "responses": {"200": {"description": "signed in", "content": {"application/json": {
+                         "schema": {"$ref": "#/components/schemas/Session"}}}},
+                         "400": _ERROR, "401": {**_ERROR, "description": "the token is unknown or revoked"}}},
+            "delete": {"operationId": "signOut", "security": [], "summary": "Sign out: the session ends",
+                       "responses": {"200": {"description": "signed out", "content": {"application/json": {
+                           "schema": {"$ref": "#/components/schemas/Session"}}}}}}},
+        "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
+        "/readyz": {"get": {"summary": "Readiness: the store and TorchServe answer", "security": [], "responses": {
             "200": {"description": "ready"},
             "503": {**_ERROR, "description": "not ready; the reasons say what",
                     "headers": {"Retry-After": {"schema": {"type": "integer"}}}}}}},
     },
-    "components": {"schemas": {
+    # Tokens are asked of other machines (GATEWAY_AUTH=auto), or of everyone (required): optional on loopback.
+    "security": [{"bearerAuth": []}, {"sessionCookie": []}, {}],
+    "components": {"securitySchemes": {
+        "bearerAuth": {"type": "http", "scheme": "bearer", "description": "an API token (make token NAME=... "
+                       "SCOPE=read|write): read for /imginfo and /photos, write (includes read) for the rest"},
+        "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "tagger_session",
+                          "description": "the annotation page's sign-in (POST /session)"}},
+        "schemas": {
+        "Session": {"type": "object", "required": ["auth", "signed_in"], "properties": {
+            "auth": {"enum": ["required", "off"], "description": "whether this client's requests need a token"},
+            "signed_in": {"type": "boolean"}, "name": {"type": "string"}, "scope": {"enum": ["read", "write"]}}},
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
         "Stored": {"type": "object", "required": ["image_id", "status"], "properties": {
             "image_id": {"type": "string"}, "status": {"enum": ["stored", "unchanged"]}, "sha256": {"type": "string"},
@@ -181,3 +208,13 @@ SPEC = {
                                                    "distance_km": {"type": "number"}}}}},
     }},
 }
+
+_UNAUTHORIZED = {**_ERROR, "description": "a token is needed (from another machine, or GATEWAY_AUTH=required) and "
+                                          "none usable was sent", "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}}
+_FORBIDDEN = {**_ERROR, "description": "the token lacks the scope (read tokens cannot write), or a browser sent "
+                                       "this from another site"}
+for _path in SPEC["paths"].values():
+    for _operation in _path.values():
+        if _operation.get("security") != []:
+            _operation["responses"].setdefault("401", _UNAUTHORIZED)
+            _operation["responses"].setdefault("403", _FORBIDDEN)

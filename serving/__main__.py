@@ -2,7 +2,8 @@
 
     python -m serving {serve,stop,status,versions,rollback} [--var DIR]
     python -m serving deploy VERSION [--var DIR]       # model_store/tagger-VERSION.mar becomes the default
-    python -m serving serve-cluster [--replicas N]     # PostgreSQL, TorchServe, N gateways, nginx on :7777
+    python -m serving serve-cluster [--replicas N] [--listen HOST]   # PostgreSQL, TorchServe, N gateways, nginx
+    python -m serving {token,revoke,tokens} [--name NAME] [--scope read|write]   # API tokens (serving/tokens.py)
 """
 from __future__ import annotations
 
@@ -19,14 +20,25 @@ from serving.versions import DeployError
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m serving", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["serve", "serve-cluster", "stop", "status", "deploy", "rollback", "versions"])
+    p.add_argument("command", choices=["serve", "serve-cluster", "stop", "status", "deploy", "rollback", "versions",
+                                        "token", "revoke", "tokens"])
     p.add_argument("version", nargs="?", help="with deploy: the version to deploy (model_store/tagger-VERSION.mar)")
     p.add_argument("--var", default=None, help="data and runtime directory (default: var/ in the repository)")
     p.add_argument("--replicas", type=int, default=None, help="with serve-cluster: gateway replicas (default 2, "
                    "or as many as last time)")
+    p.add_argument("--listen", default=None, help="with serve-cluster: the address nginx listens on (default "
+                   "127.0.0.1; beyond loopback every request then needs a token)")
+    p.add_argument("--name", default=None, help="with token: who holds it; with revoke: its name or id")
+    p.add_argument("--scope", default=None, choices=["read", "write"], help="with token (write includes read)")
     args = p.parse_args(argv)
     stack = Stack(var_dir=Path(args.var).resolve()) if args.var else Stack()
-    cluster = Cluster.load(stack.var_dir, replicas=args.replicas)
+    if args.command in ("token", "revoke", "tokens"):
+        from serving.tokens import run
+
+        status, text = run(args.command, stack, name=args.name, scope=args.scope)
+        print(text, file=sys.stdout if status == 0 else sys.stderr)
+        return status
+    cluster = Cluster.load(stack.var_dir, replicas=args.replicas, proxy_host=args.listen)
     if args.command == "serve-cluster":
         if cluster.replicas < 1:
             p.error("--replicas must be at least 1")

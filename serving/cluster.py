@@ -35,6 +35,7 @@ class Cluster:
     var_dir: Path = REPO / "var"
     replicas: int = 2
     proxy_port: int = PROXY_PORT
+    proxy_host: str = "127.0.0.1"  # beyond loopback (0.0.0.0, a LAN address): every request needs a token
     replica_ports: tuple[int, ...] = ()  # default: FIRST_REPLICA_PORT, +1, ...
     postgres_port: int = POSTGRES_PORT
     ports: Ports = field(default_factory=Ports)  # TorchServe's
@@ -57,7 +58,7 @@ class Cluster:
         saved = DataDir(var_dir).run / "cluster.json"
         settings = json.loads(saved.read_text()) if saved.is_file() else {}
         settings = {k: v for k, v in settings.items() if k in ("replicas", "replica_ports", "proxy_port",
-                                                               "postgres_port", "ports")}
+                                                               "proxy_host", "postgres_port", "ports")}
         settings["replica_ports"] = tuple(settings.get("replica_ports", ()))
         if "ports" in settings:
             settings["ports"] = Ports(*settings["ports"])
@@ -73,7 +74,7 @@ class Cluster:
 
         save_json(DataDir(self.var_dir).run / "cluster.json", {
             "replicas": self.replicas, "replica_ports": list(self.replica_ports), "proxy_port": self.proxy_port,
-            "postgres_port": self.postgres_port, "ports": list(astuple(self.ports))})
+            "proxy_host": self.proxy_host, "postgres_port": self.postgres_port, "ports": list(astuple(self.ports))})
 
     @property
     def postgres(self) -> PostgresRun:
@@ -81,7 +82,17 @@ class Cluster:
 
     @property
     def proxy(self) -> NginxRun:
-        return NginxRun(DataDir(self.var_dir).run / "nginx", listen=self.proxy_port, upstreams=self.replica_ports)
+        return NginxRun(DataDir(self.var_dir).run / "nginx", host=self.proxy_host, listen=self.proxy_port,
+                        upstreams=self.replica_ports)
+
+    @property
+    def on_loopback(self) -> bool:
+        import ipaddress
+
+        try:
+            return ipaddress.ip_address(self.proxy_host).is_loopback
+        except ValueError:
+            return self.proxy_host == "localhost"
 
     @property
     def url(self) -> str:
@@ -91,7 +102,8 @@ class Cluster:
         pg = self.postgres
         return Stack(var_dir=self.var_dir, ports=self.ports, gateway_port=port, gateway_workers=self.gateway_workers,
                      model_store=self.model_store, database_url=pg.url, pgpass_file=pg.passfile,
-                     photo_dir=self.var_dir, gateway_name=f"gateway-{port}")
+                     photo_dir=self.var_dir, gateway_name=f"gateway-{port}",
+                     gateway_auth="" if self.on_loopback else "required")
 
     @property
     def stacks(self) -> list[Stack]:

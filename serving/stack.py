@@ -41,6 +41,7 @@ class Stack:
     database_url: str = field(default_factory=lambda: os.environ.get("DATABASE_URL", ""))
     pgpass_file: Path | None = None
     photo_dir: Path | None = None  # default: var_dir
+    gateway_auth: str = ""  # GATEWAY_AUTH for the gateway (empty: its default, auto)
     gateway_name: str = "gateway"  # its run folder under <var>/run (a cluster's replicas: gateway-7781, ...)
 
     @property
@@ -128,6 +129,8 @@ def start_gateway(stack: Stack, *, timeout: float = 30) -> int:
             env["PGPASSFILE"] = str(stack.pgpass_file)
         if stack.photo_dir is not None:
             env["TAGGER_PHOTO_DIR"] = str(stack.photo_dir)
+        if stack.gateway_auth:
+            env["GATEWAY_AUTH"] = stack.gateway_auth
         open_checked(stack)  # a wrong DATABASE_URL is one clear line here, not a traceback per gunicorn worker
         gunicorn = Path(sys.executable).with_name("gunicorn")
         subprocess.run(  # --daemon: gunicorn detaches into its own session, so no child is left for us to reap

@@ -206,6 +206,79 @@ def test_nginx_answers_its_own_refusals_as_json(cluster):
     assert b'"error"' in body
 
 
+def lan_address() -> str | None:
+    """This machine's address on its network (not loopback), if it has one: where other machines reach it."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # a UDP connect sends nothing: it only picks the route's source address
+            address = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if address.startswith("127.") else address
+
+
+def test_beyond_loopback_every_request_needs_a_token_and_a_revoked_one_is_refused_at_once_everywhere(cluster):
+    """serve-cluster --listen beyond loopback: the replicas are started with GATEWAY_AUTH=required, so even a
+    request from this machine needs a token; make token / make revoke reach the cluster's PostgreSQL, a revoked token
+    is refused by the very next request on every replica, and no log of any process holds a token."""
+    import dataclasses
+
+    from serving.stack import stop_gateway
+
+    address = lan_address() or "0.0.0.0"
+    wide = dataclasses.replace(cluster, proxy_host=address)
+    assert all(s.gateway_auth == "required" for s in wide.stacks) and not any(s.gateway_auth for s in cluster.stacks)
+    for stack in cluster.stacks:
+        stop_gateway(stack)
+    tokens = []
+    try:
+        serve_cluster(wide)
+        assert f"listen {address}:{cluster.proxy_port};" in wide.proxy.conf.read_text()
+        proxy = f"http://{address}:{cluster.proxy_port}"
+        replicas = [f"http://127.0.0.1:{p}" for p in cluster.replica_ports]
+        assert requests.get(f"{proxy}/readyz", timeout=30).status_code == 200  # public: health checks
+        for base in (proxy, *replicas):
+            r = requests.get(f"{base}/photos", timeout=30)
+            assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer"), base
+        made = cli(cluster, "token", "--name", "ops", "--scope", "write")
+        reader = cli(cluster, "token", "--name", "dashboard", "--scope", "read")
+        assert made.returncode == 0 and reader.returncode == 0, made.stderr + reader.stderr
+        write, read = made.stdout.split()[0], reader.stdout.split()[0]
+        tokens += [write, read]
+        up = requests.post(f"{proxy}/imgup", files={"file": ("p.jpg", PHOTO, "image/jpeg")},
+                           data={"id_name": "beyond-loopback"}, headers={"Authorization": f"Bearer {write}"},
+                           timeout=60)
+        assert up.status_code == 200, up.text
+        assert requests.post(f"{proxy}/imgup", files={"file": ("p.jpg", PHOTO, "image/jpeg")},
+                             data={"id_name": "reader"}, headers={"Authorization": f"Bearer {read}"},
+                             timeout=60).status_code == 403
+        for base in (proxy, *replicas):
+            for token in (write, read):
+                r = requests.get(f"{base}/imginfo", params={"id_name": "beyond-loopback"},
+                                 headers={"Authorization": f"Bearer {token}"}, timeout=60)
+                assert r.status_code == 200 and r.json()["predict_tags"], (base, r.text)
+        session = requests.Session()  # the page's sign-in, through the proxy, used on a replica behind it
+        assert session.post(f"{proxy}/session", json={"token": read}, timeout=30).status_code == 200
+        assert session.get(f"{proxy}/photos", timeout=30).status_code == 200
+        revoked = cli(cluster, "revoke", "--name", "dashboard")
+        assert revoked.returncode == 0 and "revoked" in revoked.stdout
+        for base in (*replicas, proxy):  # no wait: the very next request on each
+            r = requests.get(f"{base}/photos", headers={"Authorization": f"Bearer {read}"}, timeout=30)
+            assert r.status_code == 401 and "revoked" in r.json()["error"], base
+        assert session.get(f"{proxy}/photos", timeout=30).status_code == 401  # its session ended with it
+        assert requests.get(f"{proxy}/photos", headers={"Authorization": f"Bearer {write}"},
+                            timeout=30).status_code == 200
+    finally:
+        wide.proxy.stop()
+        for stack in wide.stacks:
+            stop_gateway(stack)
+        serve_cluster(cluster)  # as the other tests found it: loopback, no token asked
+    assert requests.get(f"{cluster.url}/photos", timeout=30).status_code == 200
+    logs = [p for p in cluster.var_dir.rglob("*.log") if p.is_file()]
+    assert len(logs) >= 4  # nginx's, each replica's, TorchServe's, PostgreSQL's
+    assert not [(p, t) for p in logs for t in tokens if t in p.read_text(errors="replace")]
+
+
 def test_a_wrong_database_url_stops_serve_with_one_line(cluster, tmp_path):
     closed = free_ports(1)[0]
     out = subprocess.run([sys.executable, "-m", "serving", "serve", "--var", str(tmp_path / "var")], cwd=REPO,

@@ -2,6 +2,7 @@
 // api/progress, api/jobs, and the gateway's ../imgup and ../imginfo. Errors are {"error": message}.
 async function json(response) {
   const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+  if (response.status === 401) window.dispatchEvent(new Event("signin-needed"));  // signin.js asks again
   if (!response.ok) throw Object.assign(new Error(body.error || `HTTP ${response.status}`), { status: response.status });
   return body;
 }

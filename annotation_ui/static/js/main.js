@@ -7,11 +7,13 @@ import { installKeys } from "./keys.js";
 import { installUploads } from "./upload.js";
 import { loadProgress } from "./progress.js";
 import { installJobs, loadJobs } from "./jobs.js";
+import { ensureSignedIn, installSignIn } from "./signin.js";
 
 hooks.open = openPhoto;
 installKeys();
 installUploads();
 installJobs();
+installSignIn();
 $("#save").addEventListener("click", saveAndNext);
 $("#next").addEventListener("click", () => openPhoto(state.index + 1));
 $("#prev").addEventListener("click", () => openPhoto(state.index - 1));
@@ -26,6 +28,7 @@ $("#labeller").addEventListener("change", () => localStorage.setItem("labeller",
 
 (async () => {
   try {
+    await ensureSignedIn();
     await loadModel();
     await loadPage(0);
     window.__timings.interactive = performance.now();

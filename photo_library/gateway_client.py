@@ -1,11 +1,12 @@
 """The gateway's HTTP API as the photo library uses it: store a photo, read its tags, ask the served version.
 
-    client = GatewayClient("http://127.0.0.1:7777")
+    client = GatewayClient("http://127.0.0.1:7777")      # token: TAGGER_TOKEN, when the gateway asks for one
     client.served_version()                   # "1.0"
     info = client.tag(b"...jpeg bytes...", "Pictures/a.jpg")   # /imgup then /imginfo: the /imginfo answer
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -16,6 +17,10 @@ class GatewayDown(RuntimeError):
     """The gateway cannot be reached, or stays unavailable after the retries; the message is one line."""
 
 
+class AccessRefused(GatewayDown):
+    """The gateway asks for a token (401) or one with the write scope (403)."""
+
+
 class PhotoRefused(ValueError):
     """The gateway refused this photo (not an image, truncated, too large...); the message is its reason."""
 
@@ -23,13 +28,17 @@ class PhotoRefused(ValueError):
 class GatewayClient:
     """One ``requests.Session`` per thread; 503 answers are retried after their ``Retry-After``."""
 
-    def __init__(self, url: str, *, retries: int = 5, timeout: float = 120, max_wait: float = 10):
+    def __init__(self, url: str, *, retries: int = 5, timeout: float = 120, max_wait: float = 10,
+                 token: str | None = None):
         self.url, self.retries, self.timeout, self.max_wait = url.rstrip("/"), retries, timeout, max_wait
+        self.token = token if token is not None else os.environ.get("TAGGER_TOKEN", "").strip() or None
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
         if not hasattr(self._local, "session"):
             self._local.session = requests.Session()
+            if self.token:
+                self._local.session.headers["Authorization"] = f"Bearer {self.token}"
         return self._local.session
 
     def _call(self, method: str, path: str, **kwargs) -> requests.Response:
@@ -41,6 +50,10 @@ class GatewayClient:
                                   "--gateway URL)") from None
             except requests.Timeout:
                 raise GatewayDown(f"the gateway at {self.url} did not answer within {self.timeout:.0f} s") from None
+            if r.status_code in (401, 403) and "WWW-Authenticate" in r.headers:
+                raise AccessRefused(f"the gateway at {self.url} refused {'the token' if self.token else 'us'}: "
+                                    f"{_message(r)}; set TAGGER_TOKEN to a write token (make token NAME=... "
+                                    "SCOPE=write on the gateway's machine)")
             if r.status_code != 503:
                 return r
             if attempt < self.retries:

@@ -110,7 +110,7 @@ def test_tag_writes_the_served_tags_into_sidecars_and_keeps_everything_else(stac
                               timeout=60).json()
         tags = served["predict_tags"]
         side = exiftool(library / f"{photo}.xmp", SUBJECT, HIERARCHICAL, TAGS_LIST, "XMP-phototagger:ModelVersion")
-        assert side.get(HIERARCHICAL, []) == ([f"Places|Tuscany"] if photo == "tuscany.jpg" else []) + \
+        assert side.get(HIERARCHICAL, []) == (["Places|Tuscany"] if photo == "tuscany.jpg" else []) + \
             [f"Tagger|{t}" for t in tags]
         assert side.get(TAGS_LIST, []) == [f"Tagger/{t}" for t in tags]
         user = ["Holiday", "ocean"] if photo == "tuscany.jpg" else []
@@ -199,6 +199,39 @@ def test_make_tag_on_the_samples(stack, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "tagged 142, skipped 0 (unchanged), failed 0" in r.stdout
     assert len(list((tmp_path / "samples").rglob("*.xmp"))) == 142
+
+
+def test_a_gateway_that_asks_for_a_token_gets_the_one_in_tagger_token(stack, tmp_path, capsys, monkeypatch):
+    """Against a gateway with GATEWAY_AUTH=required: no token is one clear line and nothing written; a read token
+    the same; TAGGER_TOKEN with a write token tags."""
+    import dataclasses
+
+    from photo_store import open_store
+    from serving.stack import start_gateway, stop_gateway
+    from serving.torchserve import free_ports
+
+    secured = dataclasses.replace(stack, gateway_port=free_ports(1)[0], gateway_auth="required",
+                                  gateway_name="gateway-secured")
+    store = open_store(stack.var_dir)
+    write, read = store.create_token("library", "write")["token"], store.create_token("peek", "read")["token"]
+    shutil.copy(COCO / "images/000000000471.jpg", tmp_path / "a.jpg")
+    start_gateway(secured)
+    try:
+        args = ["tag", str(tmp_path), "--gateway", secured.gateway_url, "--no-progress"]
+        monkeypatch.delenv("TAGGER_TOKEN", raising=False)
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert "needs a token" in err and "TAGGER_TOKEN" in err and "\n" not in err
+        monkeypatch.setenv("TAGGER_TOKEN", read)
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert "read scope" in err and read not in err
+        assert not (tmp_path / "a.jpg.xmp").exists()
+        monkeypatch.setenv("TAGGER_TOKEN", write)
+        assert main(args) == 0
+        assert "tagged 1," in capsys.readouterr().out and (tmp_path / "a.jpg.xmp").is_file()
+    finally:
+        stop_gateway(secured)
 
 
 def test_a_503_is_retried_after_its_retry_after():

@@ -49,6 +49,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         DATABASE_URL=os.environ.get("DATABASE_URL", ""),  # empty: SQLite in DATA_DIR; postgresql://USER@HOST:PORT/DB
         PHOTO_DIR=None,  # default: DATA_DIR; replicas share one (a NAS or NFS mount)
         DATABASE_TIMEOUT=3.0,  # seconds to wait for a PostgreSQL connection before answering 503
+        TS_PROTOCOL="torchserve",  # or kserve-v1: an InferenceService at TS_INFERENCE_URL (no management API)
         TS_INFERENCE_URL="http://127.0.0.1:8080",
         TS_MANAGEMENT_URL="http://127.0.0.1:8081",
         TS_KEY_FILE=None,  # default: DATA_DIR/run/torchserve/key_file.json
@@ -74,10 +75,20 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["store"] = open_store(data_dir.root, app.config["DATABASE_URL"], photo_dir=app.config["PHOTO_DIR"],
                                           timeout=float(app.config["DATABASE_TIMEOUT"]))
     app.extensions["labels"] = load_labels()  # the vocabulary the annotation page offers
-    app.extensions["tagger"] = app.config["TAGGER_CLIENT"] or TaggerClient(
-        app.config["TS_INFERENCE_URL"], app.config["TS_MANAGEMENT_URL"],
-        app.config["TS_KEY_FILE"],
-        model_name=app.config["MODEL_NAME"], timeout=float(app.config["TS_TIMEOUT"]))
+    protocol = str(app.config["TS_PROTOCOL"]).strip().lower()
+    if protocol == "kserve-v1":
+        from gateway.kserve_client import KServeClient
+
+        client = KServeClient(app.config["TS_INFERENCE_URL"], model_name=app.config["MODEL_NAME"],
+                              timeout=float(app.config["TS_TIMEOUT"]))
+    elif protocol == "torchserve":
+        client = TaggerClient(app.config["TS_INFERENCE_URL"], app.config["TS_MANAGEMENT_URL"],
+                              app.config["TS_KEY_FILE"], model_name=app.config["MODEL_NAME"],
+                              timeout=float(app.config["TS_TIMEOUT"]))
+    else:
+        raise ValueError(f"TS_PROTOCOL={app.config['TS_PROTOCOL']!r}: use torchserve (TorchServe's own API, "
+                         "make serve) or kserve-v1 (an InferenceService, deploy/kserve/gateway.yaml)")
+    app.extensions["tagger"] = app.config["TAGGER_CLIENT"] or client
 
     from concurrent.futures import ThreadPoolExecutor
 

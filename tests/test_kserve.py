@@ -1,7 +1,9 @@
 """deploy/kserve: the InferenceService and TorchServe config that KServe's kserve-torchserve runtime expects."""
 import base64
+import io
 import json
 
+import pytest
 import yaml
 
 from tests.conftest import COCO, REPO
@@ -56,3 +58,160 @@ def test_the_handler_answers_under_torchserves_kserve_envelope(tiny_model_dir, m
     predictions = out[0]["predictions"]
     assert len(predictions) == 2 and predictions[0] == predictions[1]
     assert set(predictions[0]) == {"tags", "scores", "model_version"}
+
+
+# ---------------------------------------------------------------------------------- the gateway in Kubernetes
+
+def _manifests():
+    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all((KSERVE / "gateway.yaml").read_text())}
+
+
+def test_gateway_manifests_replicas_on_one_claim_and_a_secret_database_url(tmp_path):
+    """deploy/kserve/gateway.yaml on paper: a Deployment of N replicas, its Service, a ReadWriteMany claim for the
+    photo folder and the database URL from a Secret; every setting it gives is one the gateway reads."""
+    from gateway import create_app
+    from gateway.auth import needed_scope
+
+    docs = _manifests()
+    assert set(docs) == {("Secret", "tagger-database"), ("PersistentVolumeClaim", "tagger-photos"),
+                         ("Deployment", "tagger-gateway"), ("Service", "tagger-gateway")}
+    isvc = yaml.safe_load((KSERVE / "inferenceservice.yaml").read_text())
+    namespace = isvc["metadata"]["namespace"]
+    assert {d["metadata"]["namespace"] for d in docs.values()} == {namespace}
+    claim = docs[("PersistentVolumeClaim", "tagger-photos")]["spec"]
+    assert claim["accessModes"] == ["ReadWriteMany"]
+    deployment = docs[("Deployment", "tagger-gateway")]["spec"]
+    assert deployment["replicas"] >= 2 and deployment["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = deployment["template"]["spec"]
+    assert deployment["selector"]["matchLabels"].items() <= deployment["template"]["metadata"]["labels"].items()
+    container, = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    # the database URL (with its password) only from the Secret, under a key the Secret has
+    ref = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    secret = docs[("Secret", ref["name"])]
+    assert ref["key"] in secret["stringData"] and "value" not in env["DATABASE_URL"]
+    assert secret["stringData"][ref["key"]].startswith("postgresql://")
+    # the claim is mounted where the photo folder setting points
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    photos = next(n for n, v in volumes.items() if v.get("persistentVolumeClaim", {}).get("claimName") == "tagger-photos")
+    assert mounts[photos] == env["TAGGER_PHOTO_DIR"]["value"]
+    assert env["TAGGER_DATA_DIR"]["value"] in mounts.values()
+    assert env["GATEWAY_AUTH"]["value"] == "required"  # reachable from other pods: every request needs a token
+    # the InferenceService's predictor, by its name and namespace, over KServe v1
+    assert env["TAGGER_TS_PROTOCOL"]["value"] == "kserve-v1"
+    assert env["TAGGER_TS_INFERENCE_URL"]["value"] == \
+        f"http://{isvc['metadata']['name']}-predictor.{namespace}.svc.cluster.local"
+    # every TAGGER_ setting names a config key the app has; the command is gunicorn with the repo's config
+    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path)})
+    for name in env:
+        if name.startswith("TAGGER_"):
+            assert name.removeprefix("TAGGER_") in app.config, name
+    assert container["command"][:3] == ["gunicorn", "--config", "gateway/gunicorn.conf.py"]
+    assert (REPO / container["command"][2]).is_file() and container["command"][-1] == "gateway:create_app()"
+    port = int(container["command"][container["command"].index("--bind") + 1].rsplit(":", 1)[1])
+    assert container["ports"][0]["containerPort"] == port
+    # probes on public routes the app has (no token needed by the kubelet)
+    routes = {r.rule: r.endpoint for r in app.url_map.iter_rules()}
+    for probe in ("readinessProbe", "livenessProbe"):
+        path = container[probe]["httpGet"]["path"]
+        assert path in routes and needed_scope(routes[path], "GET") is None
+        assert container[probe]["httpGet"]["port"] == container["ports"][0]["name"]
+    service = docs[("Service", "tagger-gateway")]["spec"]
+    assert service["selector"] == deployment["selector"]["matchLabels"]
+    assert service["ports"][0]["targetPort"] == container["ports"][0]["name"]
+    # the image: what the Dockerfile copies exists, and it runs what the manifest runs
+    dockerfile = (KSERVE / "Dockerfile.gateway").read_text()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            for src in line.split()[1:-1]:
+                assert (REPO / src).exists(), src
+    assert json.loads(dockerfile.split("CMD ", 1)[1]) == container["command"]
+    assert f"USER {pod['securityContext']['runAsUser']}" in dockerfile
+
+
+class _Predictor:
+    """The tagger as a KServe v1 predictor on loopback: the real handler inside TorchServe's own KServe envelope,
+    behind an HTTP server (what the kserve-torchserve runtime does in a pod)."""
+
+    def __init__(self, model_dir, monkeypatch):
+        import http.server
+        import threading
+
+        from ts.torch_handler.request_envelope.kserve import KServeEnvelope
+
+        from handler.tagger_handler import TaggerHandler
+        from tests.test_handler import Context
+
+        monkeypatch.setenv("TAGGER_JSON_OBJECTS", "1")
+        handler, ctx = TaggerHandler(), Context(model_dir)
+        handler.initialize(ctx)
+        envelope = KServeEnvelope(handler.handle)
+        self.calls = []
+        lock = threading.Lock()
+        calls = self.calls
+
+        class Http(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                calls.append(self.path)
+                if self.path != "/v1/models/tagger:predict":
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                with lock:
+                    out = envelope.handle([{"body": body}], ctx)
+                data = json.dumps(out[0]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Http)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_gateway_tags_through_an_inference_service_over_kserve_v1(tiny_model_dir, monkeypatch, tmp_path):
+    from gateway import create_app
+
+    predictor = _Predictor(tiny_model_dir, monkeypatch)
+    try:
+        app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "TS_PROTOCOL": "kserve-v1",
+                          "TS_INFERENCE_URL": predictor.url, "MODEL_STORE": str(tmp_path / "no-model-store")})
+        client = app.test_client()
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.json
+        version = ready.json["model_version"]
+        photo = (COCO / "images/000000000471.jpg").read_bytes()
+        up = client.post("/imgup", data={"file": (io.BytesIO(photo), "bus.jpg"), "id_name": "bus"},
+                         content_type="multipart/form-data")
+        assert up.status_code == 200, up.json
+        info = client.get("/imginfo?id_name=bus").json
+        assert info["model_version"] == version and set(info["scores"]) and isinstance(info["predict_tags"], list)
+        assert predictor.calls and set(predictor.calls) == {"/v1/models/tagger:predict"}
+        # the same answer as the handler gives for these bytes directly
+        direct = app.extensions["tagger"].predict(photo)
+        assert direct["scores"] == pytest.approx(info["scores"], abs=1e-6)
+        # deploys are the InferenceService's business here: the page says so instead of trying
+        deploy = client.post("/annotate/api/jobs/deploy", json={"train_job": "x"})
+        assert deploy.status_code == 409 and "InferenceService" in deploy.json["error"]
+    finally:
+        predictor.close()
+    down = app.test_client().get("/readyz")
+    assert down.status_code == 503 and "not reachable" in down.json["error"]
+
+
+def test_an_unknown_ts_protocol_is_refused_at_start(tmp_path):
+    from gateway import create_app
+
+    with pytest.raises(ValueError, match="TS_PROTOCOL='grpc'"):
+        create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "TS_PROTOCOL": "grpc"})

@@ -3,7 +3,8 @@
     python -m photo_store.transfer --data-dir var --to postgresql://tagger@127.0.0.1:5433/tagger
     PGPASSFILE=var/run/postgres/pgpass make migrate-store TO=postgresql://tagger@127.0.0.1:5433/tagger
 
-Photos, their history (replaced photos with their labels), labels and cached predictions are copied in batches;
+Photos, their history (replaced photos with their labels), labels, cached predictions and API tokens (their
+hashes, revoked ones too) are copied in batches;
 a row the target has already is left alone, so a run that was interrupted is simply run again and goes on where
 it stopped. Photo files stay where they are (the target's photo folder is the source's unless ``--photo-dir``,
 then they are copied atomically). At the end every table's count is compared and every photo file's SHA-256 is
@@ -23,7 +24,7 @@ from tagger.meta import atomic_write
 
 # Each table's rows in a stable order, and what says a row is already there (history has no key of its own).
 KEYS = {"photos": ("id_name",), "history": ("id_name", "replaced_at", "sha256"),
-        "predictions": ("sha256", "model_version")}
+        "predictions": ("sha256", "model_version"), "tokens": ("id",)}  # sign-in sessions are not copied
 
 
 def iter_rows(store, table: str, *, batch: int = 500) -> Iterator[dict]:

@@ -161,6 +161,8 @@ def test_migrate_store_copies_sqlite_into_postgresql_resumably_and_verifies_it(t
         src.save_prediction(hashlib.sha256(photo(i)).hexdigest(), "1.0", {"tags": ["sea"], "model_version": "1.0"})
     src.put("p0", photo(20), exif={}, fmt="JPEG")  # p0's first photo moves to the history
     src.set_labels("p1", ["sea", "boat"], detail={"sea": {"value": 1, "source": "person"}})
+    token, gone = src.create_token("laptop", "write")["token"], src.create_token("old", "read")["token"]
+    src.revoke_tokens("old")
     dst = PostgresStore(database_url, photo_dir=src.root)
 
     class Killed(Exception):
@@ -179,6 +181,8 @@ def test_migrate_store_copies_sqlite_into_postgresql_resumably_and_verifies_it(t
         assert a == b, name  # every field, labels and EXIF included
         assert dst.history(name) == src.history(name)
     assert dst.cached_prediction(src.get("p3")["sha256"], "1.0") == {"tags": ["sea"], "model_version": "1.0"}
+    assert dst.token_grant(token)["name"] == "laptop" and dst.token_grant(gone) is None  # tokens, revoked ones too
+    assert dst.tokens() == src.tokens()
     assert main(["--data-dir", str(tmp_path), "--to", database_url]) == 0  # again: nothing to add, verified
     dst.image_path(dst.get("p2")).write_bytes(b"not the photo")
     assert main(["--data-dir", str(tmp_path), "--to", database_url]) == 1  # a file that no longer matches

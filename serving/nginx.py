@@ -155,6 +155,7 @@ http {{
         pid = self.pid()
         if pid is not None:
             os.kill(pid, signal.SIGHUP)  # re-reads nginx.conf; an unchanged one changes nothing
+            self._wait_listening(timeout)  # a new listen address is bound a moment after the signal
             return pid
         done = subprocess.run([nginx_binary(), "-c", str(self.conf)], capture_output=True, text=True,
                               stdin=subprocess.DEVNULL)
@@ -165,7 +166,23 @@ http {{
             if time.monotonic() > deadline:
                 raise RuntimeError(f"nginx wrote no pid file; see {self.root / 'error.log'}")
             time.sleep(0.05)
+        self._wait_listening(timeout)
         return pid
+
+    def _wait_listening(self, timeout: float) -> None:
+        import socket
+
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "*") else "::1" if self.host in ("::", "[::]") else self.host
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection((host.strip("[]"), self.listen), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"nginx does not accept connections on {self.host}:{self.listen}; see "
+                                       f"{self.root / 'error.log'}") from None
+                time.sleep(0.05)
 
     def stop(self, *, timeout: float = 10) -> bool:
         pid = self.pid()

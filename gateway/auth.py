@@ -151,7 +151,7 @@ def sign_in():
         token = body.get("token") if isinstance(body, dict) else None
     else:
         token = request.form.get("token")
-    if not isinstance(token, str) or not token.strip():
+    if not isinstance(token, str) or not token:
         return jsonify(error='send the token as JSON {"token": "tg_..."} (make token NAME=... prints one)'), 400
     store = current_app.extensions["store"]
     grant = store.token_grant(token.strip())

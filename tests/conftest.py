@@ -44,6 +44,16 @@ def tiny_model_dir(tmp_path_factory, labels):
     return d
 
 
+def send_json(handler, status: int, body) -> None:
+    """Answer an ``http.server`` request with ``body`` as JSON (the small stand-in servers of the client tests)."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class FakeTagger:
     """Stands in for TorchServe in gateway unit tests: answers a fixed prediction or raises ``error``."""
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from tests.conftest import COCO, REPO
+from tests.conftest import COCO, REPO, send_json
 
 KSERVE = REPO / "deploy/kserve"
 
@@ -161,12 +161,7 @@ class _Predictor:
                     return
                 with lock:
                     out = envelope.handle([{"body": body}], ctx)
-                data = json.dumps(out[0]).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, 200, out[0])
 
             def log_message(self, *args):
                 pass

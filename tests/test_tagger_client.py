@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from gateway.tagger_client import TaggerClient, TaggerError
+from tests.conftest import send_json
 
 
 @pytest.fixture
@@ -17,12 +18,7 @@ def server(tmp_path):
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             status, body = plan["answers"].pop(0) if plan["answers"] else (200, {"tags": ["sea"], "scores": {},
                                                                                   "model_version": "1.0"})
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, body)
 
         def log_message(self, *args):
             pass

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from flask import Blueprint, Flask, current_app, g, jsonify, request
+from flask import Blueprint, Flask, current_app, jsonify, request
 
 MODES = ("auto", "required", "off")
 COOKIE = "tagger_session"
@@ -105,7 +105,7 @@ def grant_of_request(store) -> tuple[dict | None, tuple | None]:
                                            "sign in again with a token")
         return grant, None
     return None, (None, "this gateway needs a token: send 'Authorization: Bearer TOKEN' (make token "
-                                     "NAME=... SCOPE=read|write), or sign in on the annotation page")
+                        "NAME=... SCOPE=read|write), or sign in on the annotation page")
 
 
 def install(app: Flask) -> None:
@@ -127,7 +127,6 @@ def install(app: Flask) -> None:
         if not grants(grant["scope"], need):
             return _refuse(403, "insufficient_scope", f"token {grant['id']} ({grant['name']}) has the "
                            f"{grant['scope']} scope; {request.method} {request.path} needs a {need} token")
-        g.token = grant
         return None
 
 

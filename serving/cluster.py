@@ -7,7 +7,7 @@ nginx in front (``make serve-cluster``; ``make status``, ``make stop``).
                                    \\-> PostgreSQL 127.0.0.1:5433 (var/run/postgres), photos in var/images
 
 Running it again starts only what is missing (a killed replica comes back; nginx's upstream list follows
-``--replicas``). Each replica is one gunicorn (its run folder ``var/run/gateway-<port>``); every replica opens
+``--replicas``; a new ``--listen`` restarts the replicas when it changes whether a token is asked). Each replica is one gunicorn (its run folder ``var/run/gateway-<port>``); every replica opens
 the same database, so on several machines the same command line with a shared ``--var`` photo folder (NFS) and
 one database works the same way.
 """
@@ -115,6 +115,10 @@ def serve_cluster(cluster: Cluster) -> dict:
     t0 = time.monotonic()
     cluster.save()
     cluster.postgres.start()
+    for stack in cluster.stacks:  # a replica started with another GATEWAY_AUTH (LISTEN changed) is restarted
+        mode = stack.gateway_dir / "gateway_auth"
+        if gateway_pid(stack) and (mode.read_text() if mode.is_file() else "") != stack.gateway_auth:
+            stop_gateway(stack)
     first, *rest = cluster.stacks
     serve(first)  # TorchServe (shared by all) and the first replica, which migrates the schema
     for stack in rest:

@@ -132,6 +132,7 @@ def start_gateway(stack: Stack, *, timeout: float = 30) -> int:
         if stack.gateway_auth:
             env["GATEWAY_AUTH"] = stack.gateway_auth
         open_checked(stack)  # a wrong DATABASE_URL is one clear line here, not a traceback per gunicorn worker
+        (stack.gateway_dir / "gateway_auth").write_text(stack.gateway_auth)  # what serve_cluster compares
         gunicorn = Path(sys.executable).with_name("gunicorn")
         subprocess.run(  # --daemon: gunicorn detaches into its own session, so no child is left for us to reap
             [str(gunicorn), "--daemon", "--chdir", str(REPO), "--config", str(REPO / "gateway/gunicorn.conf.py"),

@@ -223,16 +223,14 @@ def test_beyond_loopback_every_request_needs_a_token_and_a_revoked_one_is_refuse
     is refused by the very next request on every replica, and no log of any process holds a token."""
     import dataclasses
 
-    from serving.stack import stop_gateway
-
     address = lan_address() or "0.0.0.0"
     wide = dataclasses.replace(cluster, proxy_host=address)
     assert all(s.gateway_auth == "required" for s in wide.stacks) and not any(s.gateway_auth for s in cluster.stacks)
-    for stack in cluster.stacks:
-        stop_gateway(stack)
+    before = [gateway_pid(s) for s in cluster.stacks]
     tokens = []
     try:
-        serve_cluster(wide)
+        serve_cluster(wide)  # on the running cluster: nginx reloaded, the replicas restarted asking for tokens
+        assert all(gateway_pid(s) not in (None, *before) for s in wide.stacks)
         assert f"listen {address}:{cluster.proxy_port};" in wide.proxy.conf.read_text()
         proxy = f"http://{address}:{cluster.proxy_port}"
         replicas = [f"http://127.0.0.1:{p}" for p in cluster.replica_ports]
@@ -269,9 +267,6 @@ def test_beyond_loopback_every_request_needs_a_token_and_a_revoked_one_is_refuse
         assert requests.get(f"{proxy}/photos", headers={"Authorization": f"Bearer {write}"},
                             timeout=30).status_code == 200
     finally:
-        wide.proxy.stop()
-        for stack in wide.stacks:
-            stop_gateway(stack)
         serve_cluster(cluster)  # as the other tests found it: loopback, no token asked
     assert requests.get(f"{cluster.url}/photos", timeout=30).status_code == 200
     logs = [p for p in cluster.var_dir.rglob("*.log") if p.is_file()]

@@ -88,13 +88,14 @@ serve-cluster: setup postgres nginx
 	$(PY) -m serving serve-cluster $(if $(REPLICAS),--replicas $(REPLICAS)) $(if $(LISTEN),--listen $(LISTEN))
 
 # API tokens for the gateway: make token NAME=laptop SCOPE=read|write (printed once), make revoke NAME=laptop|ID
-NAME ?=
-SCOPE ?=
+# (NAME and SCOPE only from the command line: some systems export NAME, e.g. WSL's host name)
+CLI_NAME = $(if $(filter command line,$(origin NAME)),--name "$(NAME)")
+CLI_SCOPE = $(if $(filter command line,$(origin SCOPE)),--scope $(SCOPE))
 token: setup
-	@$(PY) -m serving token $(if $(NAME),--name "$(NAME)") $(if $(SCOPE),--scope $(SCOPE))
+	@$(PY) -m serving token $(CLI_NAME) $(CLI_SCOPE)
 
 revoke: setup
-	@$(PY) -m serving revoke $(if $(NAME),--name "$(NAME)")
+	@$(PY) -m serving revoke $(CLI_NAME)
 
 tokens: setup
 	@$(PY) -m serving tokens

@@ -168,13 +168,20 @@ def run_deploy(job: Job) -> dict:
 
 
 def _release_lock() -> None:
-    """Let the next job start (the final state is written): the gateway's flock descriptor we inherited."""
+    """Let the next job start (the final state is written): the gateway's flock descriptor we inherited, and on
+    PostgreSQL the cluster's job lock."""
+    global _CLUSTER_LOCK
     fd = os.environ.get("TAGGER_JOB_LOCK_FD")
     if fd:
         try:
             os.close(int(fd))
         except OSError:
             pass
+    if _CLUSTER_LOCK is not None:
+        from photo_store.postgres import release_job_lock
+
+        release_job_lock(_CLUSTER_LOCK)
+        _CLUSTER_LOCK = None
 
 
 _CLUSTER_LOCK = None  # on PostgreSQL: the connection holding the cluster's job lock while this job runs

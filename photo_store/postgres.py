@@ -144,6 +144,19 @@ def hold_job_lock(url: str):
     return None
 
 
+def release_job_lock(db) -> None:
+    """Give the lock ``hold_job_lock`` returned back now: unlocked before the connection closes, so the next job,
+    on any replica, may start at once (a closed connection's locks go only once its server process has ended)."""
+    import psycopg
+
+    try:
+        db.execute("SELECT pg_advisory_unlock(%s)", (JOBS_LOCK,))
+    except psycopg.Error:
+        pass  # the connection is gone, and its lock with it
+    finally:
+        db.close()
+
+
 def redact(url: str) -> str:
     """``url`` without a password in it, for messages."""
     scheme, sep, rest = url.partition("://")

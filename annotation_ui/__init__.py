@@ -279,7 +279,7 @@ def start_train():
 @bp.post("/api/jobs/deploy")
 def start_deploy():
     """``{"train_job": ID}``: archive that job's checkpoint as the next version and deploy it."""
-    if str(current_app.config.get("TS_PROTOCOL", "torchserve")).lower() == "kserve-v1":
+    if current_app.config["TS_PROTOCOL"] == "kserve-v1":
         return error(409, "the model is served by a KServe InferenceService here, which the gateway does not "
                           "manage: archive the checkpoint (make archive) and roll it out by updating the "
                           "InferenceService's storage (deploy/kserve/)")

@@ -32,9 +32,21 @@ class IdNameConverter(PathConverter):
     part_isolating = False  # it spans "/" (werkzeug infers True from a regex without a slash)
 
 
+def model_client(config):
+    """The client of the model server ``TS_PROTOCOL`` names: TorchServe's own API, or a KServe InferenceService."""
+    if config["TS_PROTOCOL"] == "kserve-v1":
+        from gateway.kserve_client import KServeClient
+
+        return KServeClient(config["TS_INFERENCE_URL"], model_name=config["MODEL_NAME"],
+                            timeout=float(config["TS_TIMEOUT"]))
+    from gateway.tagger_client import TaggerClient
+
+    return TaggerClient(config["TS_INFERENCE_URL"], config["TS_MANAGEMENT_URL"], config["TS_KEY_FILE"],
+                        model_name=config["MODEL_NAME"], timeout=float(config["TS_TIMEOUT"]))
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     from gateway.api import bp as api_bp
-    from gateway.tagger_client import TaggerClient
     from photo_store import open_store
     from tagger.image import DEFAULT_MAX_BYTES
     from tagger.labels import load_labels
@@ -62,9 +74,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         TS_STATE_FILE=None,  # default: DATA_DIR/run/torchserve/deployed.json (rewritten by make deploy/rollback)
         VERSION_TTL=30.0,  # seconds between asking TorchServe which version it serves
         PREFETCH_WORKERS=2,
-        DECODE_CHECK_THREADS=8,
+        DECODE_CHECK_THREADS=8,  # per worker: each upload checks its pixels and reads its EXIF beside its file write
         GATEWAY_AUTH=os.environ.get("GATEWAY_AUTH", "auto"),  # auto: tokens for other machines; required; off
-        SESSION_HOURS=12.0,  # how long the annotation page's sign-in lasts  # per worker: each upload checks its pixels and reads its EXIF beside its file write
+        SESSION_HOURS=12.0,  # how long the annotation page's sign-in lasts
     )
     if test_config is None:
         app.config.from_prefixed_env("TAGGER")
@@ -76,19 +88,11 @@ def create_app(test_config: dict | None = None) -> Flask:
                                           timeout=float(app.config["DATABASE_TIMEOUT"]))
     app.extensions["labels"] = load_labels()  # the vocabulary the annotation page offers
     protocol = str(app.config["TS_PROTOCOL"]).strip().lower()
-    if protocol == "kserve-v1":
-        from gateway.kserve_client import KServeClient
-
-        client = KServeClient(app.config["TS_INFERENCE_URL"], model_name=app.config["MODEL_NAME"],
-                              timeout=float(app.config["TS_TIMEOUT"]))
-    elif protocol == "torchserve":
-        client = TaggerClient(app.config["TS_INFERENCE_URL"], app.config["TS_MANAGEMENT_URL"],
-                              app.config["TS_KEY_FILE"], model_name=app.config["MODEL_NAME"],
-                              timeout=float(app.config["TS_TIMEOUT"]))
-    else:
+    if protocol not in ("torchserve", "kserve-v1"):
         raise ValueError(f"TS_PROTOCOL={app.config['TS_PROTOCOL']!r}: use torchserve (TorchServe's own API, "
                          "make serve) or kserve-v1 (an InferenceService, deploy/kserve/gateway.yaml)")
-    app.extensions["tagger"] = app.config["TAGGER_CLIENT"] or client
+    app.config["TS_PROTOCOL"] = protocol  # the annotation page reads it: no deploys through KServe
+    app.extensions["tagger"] = app.config["TAGGER_CLIENT"] or model_client(app.config)
 
     from concurrent.futures import ThreadPoolExecutor
 
@@ -112,7 +116,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     install_same_origin(app)
     from gateway.auth import install as install_auth
 
-    install_auth(app)  # after the same-origin check, before the body is read: a refused request's body is not
+    install_auth(app)  # after the same-origin check, before the body is read: a refused request's body is never read
     from gateway.body import install as install_body_reader
 
     install_body_reader(app)  # after the same-origin check: a refused request's body is never read

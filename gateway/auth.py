@@ -20,16 +20,17 @@ Tokens are never written to a log: they travel only in the Authorization header 
 """
 from __future__ import annotations
 
-import ipaddress
-
 from flask import Blueprint, Flask, current_app, jsonify, request
+
+from gateway.same_origin import SAFE
+from tagger.net import is_loopback
 
 MODES = ("auto", "required", "off")
 COOKIE = "tagger_session"
 PUBLIC = frozenset({"static", "api.healthz", "api.readyz", "api.openapi", "annotation_ui.page",
                     "annotation_ui.static", "auth.session_view", "auth.sign_in", "auth.sign_out"})
 READ_POSTS = frozenset({"api.imginfo"})  # a lookup, also accepted as a form POST
-SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+UNKNOWN_TOKEN = "the token is unknown or revoked: ask the operator for a new one (make token NAME=... SCOPE=read|write)"
 
 bp = Blueprint("auth", __name__)
 
@@ -45,20 +46,12 @@ def grants(scope: str, need: str) -> bool:
     return scope == "write" or scope == need
 
 
-def _loopback(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.strip().strip("[]"))
-    except ValueError:
-        return False
-    return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
-
-
 def is_local(remote_addr: str | None, real_ip: str | None, forwarded_for: str | None) -> bool:
     """Whether the peer and every address its proxies name are loopback (a header can only make it less local).
     No peer address is a Unix socket's peer (gunicorn bound to one), on this machine too."""
     named = ([remote_addr] if remote_addr else []) + ([real_ip] if real_ip is not None else []) \
         + (forwarded_for.split(",") if forwarded_for is not None else [])
-    return all(_loopback(a) for a in named)
+    return all(is_loopback(a) for a in named)
 
 
 def token_required(mode: str) -> bool:
@@ -94,8 +87,7 @@ def grant_of_request(store) -> tuple[dict | None, tuple | None]:
             return None, ("invalid_request", "send the token as 'Authorization: Bearer TOKEN'")
         grant = store.token_grant(token)
         if grant is None:
-            return None, ("invalid_token", "the token is unknown or revoked: ask the operator for a new one "
-                                           "(make token NAME=... SCOPE=read|write)")
+            return None, ("invalid_token", UNKNOWN_TOKEN)
         return grant, None
     cookie = request.cookies.get(COOKIE)
     if cookie:
@@ -155,12 +147,12 @@ def sign_in():
     store = current_app.extensions["store"]
     grant = store.token_grant(token.strip())
     if grant is None:
-        return _refuse(401, "invalid_token", "the token is unknown or revoked: ask the operator for a new one")
+        return _refuse(401, "invalid_token", UNKNOWN_TOKEN)
     hours = float(current_app.config["SESSION_HOURS"])
     value = store.start_session(grant["id"], hours=hours)
     response = jsonify(_session_answer(grant))
     secure = request.is_secure or (request.headers.get("X-Forwarded-Proto") == "https"
-                                   and _loopback(request.remote_addr or ""))
+                                   and is_loopback(request.remote_addr or ""))
     response.set_cookie(COOKIE, value, max_age=int(hours * 3600), path="/", httponly=True, samesite="Strict",
                         secure=secure)
     return response

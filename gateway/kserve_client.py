@@ -38,8 +38,6 @@ def probe_image() -> bytes:
 
 
 class KServeClient:
-    protocol = "kserve-v1"
-
     def __init__(self, url: str, *, model_name: str = "tagger", timeout: float = 30.0, retries: int = 2,
                  backoff: float = 0.2, pool_size: int = 8):
         self.url, self.model_name, self.timeout = url.rstrip("/"), model_name, timeout

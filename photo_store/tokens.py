@@ -10,7 +10,6 @@ is 32 random bytes (``secrets``), so a plain SHA-256 is a sufficient, constant-c
 """
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import secrets
 
@@ -22,10 +21,6 @@ PREFIX = "tg_"
 
 def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _later(hours: float) -> str:
-    return (_dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class TokenStore:
@@ -80,7 +75,7 @@ class TokenStore:
         with self._connect() as db:
             self._run(db, "DELETE FROM sessions WHERE expires_at < ?", (now,))  # the expired ones, in passing
             self._run(db, "INSERT INTO sessions (hash, token_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
-                      (digest(value), token_id, now, _later(hours)))
+                      (digest(value), token_id, now, utc_now(micro=True, hours=hours)))
         return value
 
     def session_grant(self, value: str) -> dict | None:

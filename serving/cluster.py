@@ -7,8 +7,8 @@ nginx in front (``make serve-cluster``; ``make status``, ``make stop``).
                                    \\-> PostgreSQL 127.0.0.1:5433 (var/run/postgres), photos in var/images
 
 Running it again starts only what is missing (a killed replica comes back; nginx's upstream list follows
-``--replicas``; a new ``--listen`` restarts the replicas when it changes whether a token is asked). Each replica is one gunicorn (its run folder ``var/run/gateway-<port>``); every replica opens
-the same database, so on several machines the same command line with a shared ``--var`` photo folder (NFS) and
+``--replicas``; a new ``--listen`` restarts the replicas when it changes whether a token is asked). Each replica
+is one gunicorn (its run folder ``var/run/gateway-<port>``); every replica opens the same database, so on several machines the same command line with a shared ``--var`` photo folder (NFS) and
 one database works the same way.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ from serving.stack import Stack, gateway_pid, serve, start_gateway, stop_gateway
 from serving.torchserve import Ports
 from tagger import REPO
 from tagger.layout import DataDir
+from tagger.net import is_loopback
 
 FIRST_REPLICA_PORT = 7781
 PROXY_PORT = 7777
@@ -87,12 +88,7 @@ class Cluster:
 
     @property
     def on_loopback(self) -> bool:
-        import ipaddress
-
-        try:
-            return ipaddress.ip_address(self.proxy_host).is_loopback
-        except ValueError:
-            return self.proxy_host == "localhost"
+        return is_loopback(self.proxy_host)
 
     @property
     def url(self) -> str:

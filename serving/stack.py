@@ -153,15 +153,22 @@ def start_gateway(stack: Stack, *, timeout: float = 30) -> int:
     raise RuntimeError(f"gateway did not answer on {stack.gateway_url}; see {stack.gateway_dir / 'error.log'}")
 
 
-def open_checked(stack: Stack) -> None:
-    """Open (and migrate) the stack's store once before its workers do; RuntimeError in one line if it cannot."""
-    from photo_store import StoreUnavailable, open_store
+def open_stack_store(stack: Stack):
+    """The store the stack's gateway opens (its DATABASE_URL with the password file, or SQLite in its var/)."""
+    from photo_store import open_store
 
     url = stack.database_url
     if stack.pgpass_file is not None and url:
         url += ("&" if "?" in url else "?") + f"passfile={stack.pgpass_file}"
+    return open_store(stack.var_dir, url, photo_dir=stack.photo_dir)
+
+
+def open_checked(stack: Stack) -> None:
+    """Open (and migrate) the stack's store once before its workers do; RuntimeError in one line if it cannot."""
+    from photo_store import StoreUnavailable
+
     try:
-        store = open_store(stack.var_dir, url, photo_dir=stack.photo_dir)
+        store = open_stack_store(stack)
     except (StoreUnavailable, ValueError) as exc:
         raise RuntimeError(str(exc)) from None
     getattr(store, "close", lambda: None)()

@@ -9,18 +9,13 @@ else the SQLite store in ``var/`` (``make serve``).
 """
 from __future__ import annotations
 
-
 from serving.cluster import Cluster, is_cluster
-from serving.stack import Stack
+from serving.stack import Stack, open_stack_store
 
 
 def open_setup_store(stack: Stack):
-    from photo_store import open_store
-
-    if is_cluster(stack.var_dir):
-        cluster = Cluster.load(stack.var_dir)
-        return open_store(stack.var_dir, cluster.postgres.connect_url, photo_dir=stack.var_dir)
-    return open_store(stack.var_dir, stack.database_url, photo_dir=stack.photo_dir)
+    """The store of the cluster in ``stack.var_dir`` (its replicas'), or else of ``stack`` itself."""
+    return open_stack_store(Cluster.load(stack.var_dir).stacks[0] if is_cluster(stack.var_dir) else stack)
 
 
 def run(command: str, stack: Stack, *, name: str | None, scope: str | None) -> tuple[int, str]:

@@ -24,9 +24,11 @@ import tempfile
 from pathlib import Path
 
 
-def utc_now(*, micro: bool = False) -> str:
-    """The time now in UTC as ISO 8601 with a Z (``2026-12-03T14:41:24Z``; ``micro``: with microseconds)."""
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
+def utc_now(*, micro: bool = False, hours: float = 0) -> str:
+    """The time now (or ``hours`` from now) in UTC as ISO 8601 with a Z (``2026-12-03T14:41:24Z``; ``micro``: with
+    microseconds)."""
+    at = _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(hours=hours)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
 
 
 META_FORMAT = 1

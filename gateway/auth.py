@@ -30,7 +30,8 @@ COOKIE = "tagger_session"
 PUBLIC = frozenset({"static", "api.healthz", "api.readyz", "api.openapi", "annotation_ui.page",
                     "annotation_ui.static", "auth.session_view", "auth.sign_in", "auth.sign_out"})
 READ_POSTS = frozenset({"api.imginfo"})  # a lookup, also accepted as a form POST
-UNKNOWN_TOKEN = "the token is unknown or revoked: ask the operator for a new one (make token NAME=... SCOPE=read|write)"
+UNKNOWN_TOKEN = ("the token is unknown or revoked: ask the operator for a new one "
+                 "(make token NAME=... SCOPE=read|write)")
 
 bp = Blueprint("auth", __name__)
 

@@ -210,7 +210,8 @@ SPEC = {
 }
 
 _UNAUTHORIZED = {**_ERROR, "description": "a token is needed (from another machine, or GATEWAY_AUTH=required) and "
-                                          "none usable was sent", "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}}
+                                          "none usable was sent",
+                 "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}}
 _FORBIDDEN = {**_ERROR, "description": "the token lacks the scope (read tokens cannot write), or a browser sent "
                                        "this from another site"}
 for _path in SPEC["paths"].values():

@@ -8,8 +8,8 @@ nginx in front (``make serve-cluster``; ``make status``, ``make stop``).
 
 Running it again starts only what is missing (a killed replica comes back; nginx's upstream list follows
 ``--replicas``; a new ``--listen`` restarts the replicas when it changes whether a token is asked). Each replica
-is one gunicorn (its run folder ``var/run/gateway-<port>``); every replica opens the same database, so on several machines the same command line with a shared ``--var`` photo folder (NFS) and
-one database works the same way.
+is one gunicorn (its run folder ``var/run/gateway-<port>``); every replica opens the same database, so on several
+machines the same command line with a shared ``--var`` photo folder (NFS) and one database works the same way.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Shared fixtures: sample data paths, a tiny saved model, and the gateway app with a fake model client."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -190,6 +191,24 @@ def served_stack(tmp_path_factory, **stack_args):
             pytest.fail(f"the gateway on {st.gateway_url} died during the tests; its error.log ends:\n{tail}")
     finally:
         stop(st)
+
+
+@contextlib.contextmanager
+def secured_gateway(stack):
+    """A second gateway of ``stack`` (same store, same TorchServe) started with GATEWAY_AUTH=required, as serving a
+    cluster beyond loopback starts its replicas; stopped at the end."""
+    import dataclasses
+
+    from serving.stack import start_gateway, stop_gateway
+    from serving.torchserve import free_ports
+
+    secured = dataclasses.replace(stack, gateway_port=free_ports(1)[0], gateway_auth="required",
+                                  gateway_name="gateway-secured")
+    start_gateway(secured)
+    try:
+        yield secured
+    finally:
+        stop_gateway(secured)
 
 
 # Tests that start real components (TorchServe, gunicorn, Chromium) or build a model are marked ``stack`` by the

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from benchmarks.load import synthetic_jpeg
-from tests.conftest import COCO, REPO, private_model_store, served_stack
+from tests.conftest import COCO, REPO, private_model_store, secured_gateway, served_stack
 
 CHROMIUM = "/usr/bin/chromium"
 HOSTILE = '<img src=x onerror="window.__xss=1">.jpg'
@@ -222,52 +222,46 @@ def test_the_page_signs_in_with_a_token_when_the_gateway_asks_for_one(stack, bro
     """A second gateway on the same store and TorchServe with GATEWAY_AUTH=required (what serving a cluster beyond
     loopback sets): the page asks for a token, keeps only an HttpOnly SameSite=Strict cookie, asks again once the
     token is revoked; no log line holds the token."""
-    import dataclasses
-
     from photo_store import open_store
-    from serving.stack import start_gateway, stop_gateway
-    from serving.torchserve import free_ports
 
-    secured = dataclasses.replace(stack, gateway_port=free_ports(1)[0], gateway_auth="required",
-                                  gateway_name="gateway-secured")
     store = open_store(stack.var_dir)
     token = store.create_token("labeller-ann", "write")["token"]
-    start_gateway(secured)
-    try:
-        url = secured.gateway_url
-        assert requests.get(f"{url}/annotate/api/labels", timeout=10).status_code == 401
-        page = browser.new_page(viewport={"width": 1500, "height": 1000})
-        page.goto(f"{url}/annotate/")
-        page.wait_for_selector("#sign-in[open]", timeout=30_000)
-        assert page.get_attribute("body", "data-ready") is None  # nothing loaded behind the dialog
-        page.fill("#token", "tg_00000000_wrong")
-        page.click("#sign-in-button")
-        page.wait_for_function("document.querySelector('#sign-in-error').textContent.includes('unknown or revoked')")
-        page.fill("#token", token)
-        page.click("#sign-in-button")
-        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
-        served = requests.get(f"{stack.gateway_url}/annotate/api/model", timeout=10).json()["version"]
-        assert page.text_content("#model-version") == f"model {served}"  # (1.1 once the loop test deployed)
-        assert page.is_visible("#sign-out") and "labeller-ann, write" in page.text_content("#signed-in-as")
-        cookie, = [c for c in page.context.cookies() if c["name"] == "tagger_session"]
-        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["value"] != token
-        assert "tagger_session" not in page.evaluate("document.cookie")  # the page's scripts cannot read it
-        assert token not in page.evaluate("JSON.stringify(localStorage) + JSON.stringify(sessionStorage)")
-        photo = (COCO / "images" / PHOTOS[1]).read_bytes()
-        page.set_input_files("#files", [{"name": "signed-in.jpg", "mimeType": "image/jpeg", "buffer": photo}])
-        page.wait_for_function("[...document.querySelectorAll('#uploads li')].some(li => li.className === 'ok')",
-                               timeout=60_000)
-        assert store.get("signed-in.jpg") is not None  # uploaded with the session cookie
-        # revoked: the next load asks for a token again
-        store.revoke_tokens("labeller-ann")
-        page.reload()
-        page.wait_for_selector("#sign-in[open]", timeout=30_000)
-        page.close()
-        logs = [p for d in (secured.gateway_dir, stack.gateway_dir) for p in d.glob("*.log")]
-        assert logs and not [p for p in logs if token in p.read_text(errors="replace")]
-    finally:
-        stop_gateway(secured)
-        store.delete("signed-in.jpg")
+    with secured_gateway(stack) as secured:
+        try:
+            url = secured.gateway_url
+            assert requests.get(f"{url}/annotate/api/labels", timeout=10).status_code == 401
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.goto(f"{url}/annotate/")
+            page.wait_for_selector("#sign-in[open]", timeout=30_000)
+            assert page.get_attribute("body", "data-ready") is None  # nothing loaded behind the dialog
+            page.fill("#token", "tg_00000000_wrong")
+            page.click("#sign-in-button")
+            page.wait_for_function(
+                "document.querySelector('#sign-in-error').textContent.includes('unknown or revoked')")
+            page.fill("#token", token)
+            page.click("#sign-in-button")
+            page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+            served = requests.get(f"{stack.gateway_url}/annotate/api/model", timeout=10).json()["version"]
+            assert page.text_content("#model-version") == f"model {served}"  # (1.1 once the loop test deployed)
+            assert page.is_visible("#sign-out") and "labeller-ann, write" in page.text_content("#signed-in-as")
+            cookie, = [c for c in page.context.cookies() if c["name"] == "tagger_session"]
+            assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["value"] != token
+            assert "tagger_session" not in page.evaluate("document.cookie")  # the page's scripts cannot read it
+            assert token not in page.evaluate("JSON.stringify(localStorage) + JSON.stringify(sessionStorage)")
+            photo = (COCO / "images" / PHOTOS[1]).read_bytes()
+            page.set_input_files("#files", [{"name": "signed-in.jpg", "mimeType": "image/jpeg", "buffer": photo}])
+            page.wait_for_function("[...document.querySelectorAll('#uploads li')].some(li => li.className === 'ok')",
+                                   timeout=60_000)
+            assert store.get("signed-in.jpg") is not None  # uploaded with the session cookie
+            # revoked: the next load asks for a token again
+            store.revoke_tokens("labeller-ann")
+            page.reload()
+            page.wait_for_selector("#sign-in[open]", timeout=30_000)
+            page.close()
+            logs = [p for d in (secured.gateway_dir, stack.gateway_dir) for p in d.glob("*.log")]
+            assert logs and not [p for p in logs if token in p.read_text(errors="replace")]
+        finally:
+            store.delete("signed-in.jpg")
 
 
 def test_timings_with_1000_photos_in_the_store(stack, browser):

@@ -12,7 +12,7 @@ from photo_library.cli import main
 from photo_library.files import id_name, photos_in, sidecar_path
 from photo_library.keywords import load_synonyms, user_keywords
 from photo_library.xmp import HIERARCHICAL, MODEL_VERSION, SUBJECT, TAGGER_SUBJECTS, TAGS_LIST, merge_tags
-from tests.conftest import COCO, EXIF, served_stack
+from tests.conftest import COCO, EXIF, secured_gateway, served_stack
 
 EXIFTOOL = shutil.which("exiftool") or "/usr/bin/exiftool"
 
@@ -204,19 +204,12 @@ def test_make_tag_on_the_samples(stack, tmp_path):
 def test_a_gateway_that_asks_for_a_token_gets_the_one_in_tagger_token(stack, tmp_path, capsys, monkeypatch):
     """Against a gateway with GATEWAY_AUTH=required: no token is one clear line and nothing written; a read token
     the same; TAGGER_TOKEN with a write token tags."""
-    import dataclasses
-
     from photo_store import open_store
-    from serving.stack import start_gateway, stop_gateway
-    from serving.torchserve import free_ports
 
-    secured = dataclasses.replace(stack, gateway_port=free_ports(1)[0], gateway_auth="required",
-                                  gateway_name="gateway-secured")
     store = open_store(stack.var_dir)
     write, read = store.create_token("library", "write")["token"], store.create_token("peek", "read")["token"]
     shutil.copy(COCO / "images/000000000471.jpg", tmp_path / "a.jpg")
-    start_gateway(secured)
-    try:
+    with secured_gateway(stack) as secured:
         args = ["tag", str(tmp_path), "--gateway", secured.gateway_url, "--no-progress"]
         monkeypatch.delenv("TAGGER_TOKEN", raising=False)
         assert main(args) == 2
@@ -230,8 +223,6 @@ def test_a_gateway_that_asks_for_a_token_gets_the_one_in_tagger_token(stack, tmp
         monkeypatch.setenv("TAGGER_TOKEN", write)
         assert main(args) == 0
         assert "tagged 1," in capsys.readouterr().out and (tmp_path / "a.jpg.xmp").is_file()
-    finally:
-        stop_gateway(secured)
 
 
 def test_a_503_is_retried_after_its_retry_after():

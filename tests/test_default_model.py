@@ -95,6 +95,21 @@ def test_an_archive_with_older_handler_code_is_re_packed(archive, tmp_path):
     assert archive_code_hash(stale) == code_hash()
 
 
+def test_archives_built_at_once_keep_their_own_files(archive, tmp_path):
+    """torch-model-archiver stages every archive in one fixed folder ($TMPDIR/tagger): two builds at once (make
+    archive beside a deploy job) must not take each other's files."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tagger.archive import read_archive
+    from training.archive import build_archive
+
+    ckpt = REPO / "checkpoints/default/best.pt"
+    versions = [f"5.{i}" for i in range(4)]
+    with ThreadPoolExecutor(len(versions)) as pool:
+        built = list(pool.map(lambda v: build_archive(ckpt, tmp_path / f"tagger-{v}.mar", version=v), versions))
+    assert [read_archive(mar).meta["version"] for mar in built] == versions
+
+
 def test_evaluate_scores_the_default_model_as_the_handler_answers(archive, tmp_path):
     """training.evaluate fuses the detector in as the handler does: its CSV row is the handler's answer."""
     import csv

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -86,12 +87,16 @@ def build_archive(checkpoint: str | Path, out: str | Path, *, version: str | Non
         (payload / CODE_HASH).write_text(code_hash() + "\n")
         torch.save(ckpt["model"], stage / "model.pt")
         archiver = Path(sys.executable).with_name("torch-model-archiver")
+        # the archiver stages its files in $TMPDIR/<model name>, one fixed folder: a private TMPDIR keeps two
+        # archives built at once (make archive beside a deploy job, parallel tests) from mixing their files
+        (stage / "tmp").mkdir()
         subprocess.run([str(archiver), "--model-name", MODEL_NAME, "--version", meta["version"],
                         "--serialized-file", str(stage / "model.pt"),
                         "--handler", str(HANDLER_FILE),
                         "--extra-files", str(payload),
                         "--config-file", str(config_file),
-                        "--export-path", str(stage), "--force"], check=True)
+                        "--export-path", str(stage), "--force"], check=True,
+                       env={**os.environ, "TMPDIR": str(stage / "tmp")})
         tmp_out = out.with_name(f".{out.name}.tmp")
         shutil.move(stage / f"{MODEL_NAME}.mar", tmp_out)
         tmp_out.replace(out)

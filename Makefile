@@ -111,8 +111,11 @@ migrate-store: setup
 status: setup
 	$(PY) -m serving status
 
+# Every test, in parallel workers: most of the suite waits on servers it started (TorchServe, gunicorn, Chromium,
+# PostgreSQL, nginx), so one worker more than there are cores keeps the cores busy (at most 6: memory)
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min((os.cpu_count() or 1) + 1, 6))")
 test: setup chromium exiftool postgres nginx
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The unit tests only (no TorchServe, gunicorn or Chromium started, no model trained): seconds, for a quick check
 test-fast: setup exiftool

@@ -9,6 +9,7 @@ directory is then ``/tmp/torchserve-<uid>-<hash of the folder>`` (mode 700, remo
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import shutil
@@ -29,16 +30,39 @@ PID_FILE = ".model_server.pid"  # TorchServe's own name, written under $TEMP
 
 
 def free_ports(n: int) -> list[int]:
-    """``n`` loopback ports free right now (for tests and benchmarks that start their own servers)."""
+    """``n`` loopback ports free right now (for tests and benchmarks that start their own servers).
+
+    With ``TAGGER_PORT_RANGE=LOW-HIGH`` (each parallel test worker has its own, below the kernel's ephemeral range)
+    they come from that range, never twice from one process: two workers choosing ports at the same moment can
+    then never choose the same one before their servers bind it. Otherwise the kernel picks them.
+    """
     import socket
 
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+    span = os.environ.get("TAGGER_PORT_RANGE")
+    if not span:
+        socks = [socket.socket() for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        ports = [s.getsockname()[1] for s in socks]
+        for s in socks:
+            s.close()
+        return ports
+    low, high = (int(p) for p in span.split("-"))
+    ports = []
+    for _ in range(high - low + 1):
+        port = low + next(_handed_out) % (high - low + 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (or not yet free after an earlier server): the next one
+        ports.append(port)
+        if len(ports) == n:
+            return ports
+    raise RuntimeError(f"no {n} free loopback ports left in TAGGER_PORT_RANGE={span}")
+
+
+_handed_out = itertools.count()
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -215,8 +216,46 @@ def secured_gateway(stack):
 # fixtures they use, or by a module's own ``pytestmark``; ``make test-fast`` runs the rest in seconds.
 STACK_FIXTURES = {"stack", "browser", "gateway", "archive", "server", "detector_model_dir", "postgres"}
 
+# ``make test`` runs the tests in parallel workers (pytest-xdist, ``--dist loadfile``: a module's tests share its
+# served stack or cache, so a module runs whole on one worker). The costliest modules start first, so that no
+# worker is left with a long one at the end: seconds of one warm serial run (``--durations=0`` summed per module,
+# 2 cores, BENCHMARKS.md); a module not listed counts as cheap and keeps its place.
+MODULE_SECONDS = {
+    "test_annotation_browser": 50, "test_e2e": 47, "test_training": 41, "test_versions": 37, "test_cluster": 35,
+    "test_photo_library": 34, "test_chaos": 32, "test_load": 25, "test_fuzz": 19, "test_hostile": 19,
+    "test_train_serve": 16, "test_gateway": 9, "test_decode": 7, "test_default_model": 7, "test_detector": 6,
+}
+
 
 def pytest_collection_modifyitems(items):
     for item in items:
         if STACK_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.stack)
+    _ids_from_names(items)
+    items.sort(key=lambda item: -MODULE_SECONDS.get(item.module.__name__.rpartition(".")[2], 0))  # stable
+
+
+def _ids_from_names(items) -> None:
+    """Every test has an id of its own: pytest-xdist schedules by id and runs only the first of tests sharing one.
+
+    pytest 9.2 builds a test's id from its original name and its parametrization; schemathesis 4.32 makes one test
+    per API operation, named ``test_x[GET /imginfo]`` but not parametrized, so all of them had the id ``test_x``.
+    Their names carry the operation, and become their ids again.
+    """
+    for item in items:
+        name, original = item.name, getattr(item, "originalname", item.name)
+        if name != original and name.startswith(original + "[") and item.id.params is None:
+            item._id = item.parent.id.child(original).with_params(name[len(original) + 1:-1])
+    seen = {}
+    for item in items:
+        if seen.setdefault(item.nodeid, item) is not item:
+            raise pytest.UsageError(f"two tests share the id {item.nodeid}: give each its own (parametrize ids)")
+
+
+def pytest_configure(config):
+    """Servers the tests start take loopback ports below the kernel's ephemeral range (32768-60999 by default), each
+    parallel worker from a range of its own (``serving.torchserve.free_ports``): a port that a killed server left
+    free cannot be taken meanwhile by the source port of some connection, nor chosen by two workers at once."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    low = 20000 + 1500 * (int(worker[2:]) % 8)
+    os.environ["TAGGER_PORT_RANGE"] = f"{low}-{low + 1499}"

@@ -307,8 +307,12 @@ def test_timings_with_1000_photos_in_the_store(stack, browser):
     page.evaluate("window.__prefetch = false")  # the baseline, side by side: the next photo fetched on Enter
     label_steps(1)  # the one prefetched before the switch
     cold = label_steps(10)
-    page.wait_for_function("Number(document.querySelector('#progress-summary').dataset.labelled) === 31",
-                           timeout=10_000)
+    try:
+        page.wait_for_function("Number(document.querySelector('#progress-summary').dataset.labelled) === 31",
+                               timeout=10_000)
+    except Exception as exc:  # say what the page says (a save refused, a stale count)
+        raise AssertionError(f"{page.text_content('#progress-summary')!r}; last message "
+                             f"{page.text_content('#progress-line')!r}") from exc
     page.close()
     figures = {"photos": 1000 + len(PHOTOS) + 1, "interactive_ms": round(interactive, 1),
                "step_ms_median": round(statistics.median(steps), 1), "step_ms_max": round(max(steps), 1),

@@ -14,8 +14,8 @@ import os
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
-from handler.core import (load_model, load_model_detector, optimize_for_inference, postprocess,
-                          release_free_memory, request_bytes, runtime_name, serialize, with_detector)
+from handler.core import (load_for_serving, load_model_detector, postprocess, release_free_memory, request_bytes,
+                          runtime_name, serialize, with_detector)
 from tagger.image import ImageError, decode_image
 from tagger.presets import eval_transform
 
@@ -31,10 +31,9 @@ class TaggerHandler(BaseHandler):
         gpu = properties.get("gpu_id")
         self.device = torch.device(f"cuda:{gpu}" if torch.cuda.is_available() and gpu is not None else "cpu")
         self.manifest = context.manifest
-        self.model, self.meta = load_model(properties["model_dir"], self.device)
         settings = (getattr(context, "model_yaml_config", None) or {}).get("handler", {}) or {}
         runtime = str(settings.get("runtime", "onnxruntime")) if settings.get("optimize", True) else "eager"
-        self.model = optimize_for_inference(self.model, self.meta, runtime=runtime)
+        self.model, self.meta = load_for_serving(properties["model_dir"], self.device, runtime=runtime)
         self.detector = load_model_detector(self.meta)  # a missing or altered detector file fails here, named
         self.transform = eval_transform(self.meta["preprocessing"])
         release_free_memory()

@@ -171,8 +171,8 @@ def test_a_12_megapixel_photo_is_decoded_once_and_tagged_as_torchserve_tags_it(s
 
 
 def test_workers_serve_onnx_runtime_and_agree_with_the_eager_model(stack):
-    """The archive's workers run ONNX Runtime (handler.core.optimize_for_inference) and the detector, and answer
-    what PyTorch and the detector do in this process."""
+    """The archive's workers run its own ONNX graph in ONNX Runtime (handler.core.load_for_serving: the network is
+    not built) and the detector, and answer what PyTorch and the detector do in this process."""
     import torch
 
     from handler.core import load_model_detector, postprocess, with_detector
@@ -182,7 +182,8 @@ def test_workers_serve_onnx_runtime_and_agree_with_the_eager_model(stack):
     from training.resume import load_for_inference
 
     log = (stack.torchserve.run_dir / "logs/model_log.log").read_text()
-    assert log.count("onnxruntime (1 thread), detector ssd_mobilenet_v2_coco_2018_03_29") >= model_workers()
+    assert log.count("onnxruntime (1 thread, the archive's graph), detector ssd_mobilenet_v2_coco_2018_03_29") \
+        >= model_workers()
     data = (COCO / "images/000000000471.jpg").read_bytes()
     served = ts_post(stack, data=data, headers={"Content-Type": "application/octet-stream"}).json()
     model, meta, _ = load_for_inference(REPO / "checkpoints/default/best.pt")

@@ -149,3 +149,46 @@ def test_a_runtime_that_fails_falls_back_to_the_next(tiny_model_dir, monkeypatch
     assert isinstance(core.optimize_for_inference(model, meta), torch.jit.ScriptModule)
     with pytest.raises(ValueError, match="choose one of"):
         core.optimize_for_inference(model, meta, runtime="tensorrt")
+
+
+def _with_archived_onnx(tiny_model_dir, tmp_path):
+    """A copy of the tiny model's folder with the ONNX graph an archive packs (``training.archive.pack_onnx``)."""
+    import shutil
+
+    from training.archive import pack_onnx
+
+    d = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, d)
+    model, meta = load_model(d)
+    pack_onnx(d, model.state_dict(), meta)
+    return d, model
+
+
+def test_a_worker_serves_the_archives_own_onnx_graph_without_building_the_network(tiny_model_dir, tmp_path,
+                                                                                   monkeypatch):
+    import handler.core as core
+
+    d, eager = _with_archived_onnx(tiny_model_dir, tmp_path)
+    monkeypatch.setattr(core, "model_from_meta", lambda *a: pytest.fail("the network was built"))
+    fast, meta = core.load_for_serving(d)
+    assert fast.archived and core.runtime_name(fast).endswith("the archive's graph)")
+    x = torch.randn(3, 3, 64, 64)
+    with torch.inference_mode():
+        assert float((fast(x) - eager(x)).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("damage", ["other logits", "not a graph"])
+def test_an_archived_graph_that_differs_or_breaks_gives_way_to_the_network(tiny_model_dir, tmp_path, damage):
+    import handler.core as core
+    from training.model import ONNX_CHECK_FILE, ONNX_FILE
+
+    d, eager = _with_archived_onnx(tiny_model_dir, tmp_path)
+    if damage == "other logits":  # as if this ONNX Runtime computed the graph otherwise than the network
+        check = json.loads((d / ONNX_CHECK_FILE).read_text())
+        check["logits"][0][0] += 0.01
+        (d / ONNX_CHECK_FILE).write_text(json.dumps(check))
+    else:
+        (d / ONNX_FILE).write_bytes(b"not an onnx graph")
+    fast, _ = core.load_for_serving(d)
+    assert isinstance(fast, core.OnnxRuntimeModel) and not fast.archived  # exported from the rebuilt network
+    assert core.load_for_serving(d, runtime="eager")[0].__class__.__name__ == "Tagger"

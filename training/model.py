@@ -216,6 +216,35 @@ def model_from_meta(meta: dict, state_dict: dict) -> nn.Module:
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
 
+# ---- the network as ONNX: exported once into the archive, so TorchServe's workers need not build it
+
+ONNX_FILE = "model.onnx"  # in the archive, beside model.pt
+ONNX_CHECK_FILE = "model.onnx.check.json"  # the network's logits of probe_batch, which the graph must reproduce
+
+def export_onnx(model: nn.Module, crop: int) -> bytes:
+    """``model`` as an ONNX graph: input ``images`` (N, 3, crop, crop) float, output ``logits`` (N, labels), the
+    batch size left free."""
+    import io
+    import warnings
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
+        torch.onnx.export(model.eval(), (torch.zeros(1, 3, crop, crop),), buf, input_names=["images"],
+                          output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+    return buf.getvalue()
+
+
+def probe_batch(crop: int) -> torch.Tensor:
+    """A fixed input batch (2, 3, crop, crop) spread over [-2, 2), computed without a random generator (so every
+    torch version gives the same one): what an exported model must answer as the network it came from."""
+    n = 2 * 3 * crop * crop
+    golden = 0.7548776662466927  # the plastic number's fractional part: evenly spread, never repeating
+    spread = (torch.arange(n, dtype=torch.float64) * golden).remainder(1.0) * 4 - 2
+    return spread.float().reshape(2, 3, crop, crop)
+
+
 # ---- the training tool's --pretrained and --arch
 
 def resolve_pretrained(args, arch: str) -> dict:

@@ -75,6 +75,7 @@ def run(seconds: float, clients: int, key_minutes: float, warmup: float, workers
         gunicorn_threads: int | None = None) -> dict:
     from serving.stack import Stack, ensure_default_archive, serve, stop
     from serving.torchserve import Ports, free_ports
+    from tagger.ts_keys import read_keys
 
     ensure_default_archive()
     p = free_ports(6)
@@ -121,9 +122,14 @@ def run(seconds: float, clients: int, key_minutes: float, warmup: float, workers
                     timed("photos", lambda: s.get(f"{url}/photos", params={"limit": 20}, timeout=60))
 
     series: list[tuple[float, dict]] = []  # (seconds since the start, role -> RSS in MB)
+    keys_seen: set[str] = set()  # the inference keys TorchServe's key file held: renewed ones add to it
 
     def sampler():
-        while not done.wait(2.0):
+        while not done.wait(1.0):
+            try:
+                keys_seen.add(read_keys(stack.torchserve.key_file)["inference"])
+            except (OSError, ValueError, KeyError):
+                pass  # caught while TorchServe rewrites it
             try:
                 roles = {}
                 for name, pid in _processes(stack).items():
@@ -176,7 +182,7 @@ def run(seconds: float, clients: int, key_minutes: float, warmup: float, workers
     return {
         "seconds": round(elapsed, 1), "clients": clients, "gateway_workers": workers,
         "gateway_threads": gunicorn_threads or "gunicorn.conf.py", "token_expiration_min": key_minutes,
-        "key_expiries_crossed": int(elapsed // (key_minutes * 60)),
+        "key_expiries_crossed": int(elapsed // (key_minutes * 60)), "inference_keys_seen": len(keys_seen),
         "requests": total, "requests_per_s": round(total / elapsed, 1),
         "requests_after_warmup": total - requests_at_warmup, "failed": len(failures), "failures": failures[:20],
         "latency_ms": {k: {"n": len(v), "p50": round(statistics.median(v), 1),
@@ -184,7 +190,7 @@ def run(seconds: float, clients: int, key_minutes: float, warmup: float, workers
         "rss_mb_peak_in_warmup": {n: round(v, 1) for n, v in peak_before.items() if v},
         "rss_mb_peak_after_warmup": {n: round(v, 1) for n, v in peak.items() if v},
         "rss_growth_percent": growth, "memory_samples": len(later),
-        "rss_mb_every_20s": [[round(t), {n: round(v, 1) for n, v in m.items()}] for t, m in series[::10]],
+        "rss_mb_every_20s": [[round(t), {n: round(v, 1) for n, v in m.items()}] for t, m in series[::20]],
         "processes_replaced": len(replaced), "gateway_workers_recycled_by_max_requests": recycled,
     }
 

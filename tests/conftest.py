@@ -259,3 +259,9 @@ def pytest_configure(config):
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     low = 20000 + 1500 * (int(worker[2:]) % 8)
     os.environ["TAGGER_PORT_RANGE"] = f"{low}-{low + 1499}"
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        # Parallel workers share the cores with each other and with the servers they start: one thread per torch
+        # (and training subprocess) each, or OpenMP's threads spin at their barriers waiting for a thread that has
+        # no core (a training test ran 5x slower). Set before anything imports torch; TorchServe's workers get
+        # their own count from serving.
+        os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -14,67 +14,25 @@ CHECKPOINT ?= checkpoints/default/best.pt
 VERSION ?=
 DATA_FLAGS = $(foreach d,$(DATA),--data $(d)) $(foreach a,$(ANN),--ann $(a))
 
-.PHONY: setup java chromium exiftool postgres nginx serve-cluster migrate-store token revoke tokens test-fast tag export fuzz fuzz-api chaos load serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
+.PHONY: setup java chromium exiftool postgres nginx test-packages default-archive serve-cluster migrate-store token revoke tokens test-fast tag export fuzz fuzz-api chaos load serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
 
 setup: java $(STAMP)
 
-java:
-	@if java -XX:-UsePerfData -version 2>&1 | grep -q 'version "17'; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing OpenJDK 17 (TorchServe needs Java 17)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; \
-	else \
-		echo "TorchServe needs Java 17 and none was found. Install it, e.g.: sudo apt-get install openjdk-17-jre-headless" >&2; \
-		exit 1; \
-	fi
-
-# The annotation page's browser tests drive Debian's headless Chromium (through Playwright, no browser download).
-chromium:
-	@if [ -x /usr/bin/chromium ]; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing Chromium (the annotation page's browser tests)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
-	else \
-		echo "the browser tests need Debian's chromium: sudo apt-get install chromium chromium-driver" >&2; \
-		exit 1; \
-	fi
-
-# The PostgreSQL store's tests and `make serve-cluster` start Debian's PostgreSQL 15 (initdb into a folder of theirs).
-postgres:
-	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing PostgreSQL 15 (the cluster's store)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; \
-	else \
-		echo "the PostgreSQL store needs PostgreSQL: sudo apt-get install postgresql-15" >&2; \
-		exit 1; \
-	fi
-
-# make serve-cluster puts Debian's nginx in front of the gateway replicas.
-nginx:
-	@if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing nginx (the cluster's proxy)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
-	else \
-		echo "make serve-cluster needs nginx: sudo apt-get install nginx" >&2; \
-		exit 1; \
-	fi
-
-# The photo library writes and reads XMP sidecars through ExifTool (Debian's libimage-exiftool-perl).
-exiftool:
-	@if command -v exiftool >/dev/null; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing ExifTool (XMP sidecars of the photo library)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libimage-exiftool-perl >/dev/null; \
-	else \
-		echo "the photo library needs ExifTool: sudo apt-get install libimage-exiftool-perl" >&2; \
-		exit 1; \
-	fi
+# Debian packages (serving/debian.py: installed with apt-get when missing, one apt-get at a time, else named)
+java:  # TorchServe needs Java 17
+	@$(PYTHON) -m serving.debian java
+chromium:  # the annotation page's browser tests drive Debian's headless Chromium (through Playwright, no download)
+	@$(PYTHON) -m serving.debian chromium
+postgres:  # the PostgreSQL store's tests and make serve-cluster start Debian's PostgreSQL 15
+	@$(PYTHON) -m serving.debian postgres
+nginx:  # make serve-cluster puts nginx in front of the gateway replicas
+	@$(PYTHON) -m serving.debian nginx
+exiftool:  # the photo library writes and reads XMP sidecars through ExifTool
+	@$(PYTHON) -m serving.debian exiftool
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt
 	@rm -f $(VENV)/.installed-*; touch $@
 
 serve: setup
@@ -114,8 +72,18 @@ status: setup
 # Every test, in parallel workers: most of the suite waits on servers it started (TorchServe, gunicorn, Chromium,
 # PostgreSQL, nginx), so one worker more than there are cores keeps the cores busy (at most 6: memory)
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min((os.cpu_count() or 1) + 1, 6))")
-test: setup chromium exiftool postgres nginx
+# Side by side first: pip (then the default model, built when missing) and apt-get (what the tests start)
+test:
+	@$(MAKE) --no-print-directory -j3 setup test-packages default-archive
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+test-packages:
+	@$(PYTHON) -m serving.debian java chromium exiftool postgres nginx
+
+# model_store/tagger.mar from the default model (built from the bundled samples when missing), re-packed when the
+# handler code it carries is older than the repository's
+default-archive: setup
+	@$(PY) -c "from serving.stack import ensure_default_archive; ensure_default_archive()"
 
 # The unit tests only (no TorchServe, gunicorn or Chromium started, no model trained): seconds, for a quick check
 test-fast: setup exiftool

@@ -33,6 +33,9 @@ exiftool:  # the photo library writes and reads XMP sidecars through ExifTool
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt
+	@# compiled on every core (pip compiles on one, twice as long); what does not compile under this Python is
+	@# skipped, as pip skips it (torch's tests for 3.12 syntax)
+	@$(PY) -m compileall -q -j 0 $(VENV)/lib >/dev/null 2>&1 || true
 	@rm -f $(VENV)/.installed-*; touch $@
 
 serve: setup

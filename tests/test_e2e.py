@@ -1,7 +1,7 @@
 """End to end: the real TorchServe and gateway started on loopback the way `make serve` does, then stopped.
 
 Uses its own ports and data directory, so it runs beside a `make serve` stack. Inference keys expire after
-12 seconds here, so the gateway's key renewal is exercised against the real TorchServe. The data directory is
+6 seconds here, so the gateway's key renewal is exercised against the real TorchServe. The data directory is
 deeper than a Unix socket path may be long, as a user's can be.
 """
 import os
@@ -17,7 +17,7 @@ from serving.stack import Stack, gateway_pid, ensure_default_archive, serve, sto
 from serving.torchserve import Ports, free_ports
 from tests.conftest import COCO, EXIF
 
-KEY_MINUTES = 0.2
+KEY_MINUTES = 0.1
 PIDS = []  # TorchServe frontend, gunicorn master
 
 
@@ -46,7 +46,7 @@ def stack(tmp_path_factory):
 
 
 def ts_post(stack, **kwargs):
-    """A direct TorchServe prediction; keys expire every 12 s here, so a rejected one is renewed with the API key."""
+    """A direct TorchServe prediction; keys expire every 6 s here, so a rejected one is renewed with the API key."""
     from tagger.ts_keys import key_rejected, read_keys, renew_key
 
     headers = kwargs.pop("headers", {})

@@ -121,6 +121,9 @@ def start_gateway(stack: Stack, *, timeout: float = 30) -> int:
     pid = gateway_pid(stack)
     if pid is None:
         stack.gateway_dir.mkdir(parents=True, exist_ok=True)
+        # a killed master's pid file is stale; gunicorn would refuse to start ("Already running") while that
+        # master is still a zombie that init has not reaped yet
+        (stack.gateway_dir / "gunicorn.pid").unlink(missing_ok=True)
         ts = stack.torchserve
         env = dict(os.environ, TAGGER_DATA_DIR=str(stack.var_dir), TAGGER_TS_INFERENCE_URL=ts.inference_url,
                    TAGGER_TS_MANAGEMENT_URL=ts.management_url, TAGGER_TS_KEY_FILE=str(ts.key_file),
@@ -150,7 +153,9 @@ def start_gateway(stack: Stack, *, timeout: float = 30) -> int:
         except requests.RequestException:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"gateway did not answer on {stack.gateway_url}; see {stack.gateway_dir / 'error.log'}")
+    log = stack.gateway_dir / "error.log"
+    tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.is_file() else []
+    raise RuntimeError(f"gateway did not answer on {stack.gateway_url}; {log} ends:\n" + "\n".join(tail))
 
 
 def open_stack_store(stack: Stack):

@@ -244,6 +244,29 @@ def test_a_data_folder_deeper_than_a_socket_path_serves_from_a_short_private_fol
     assert requests.get(f"{stack.gateway_url}/readyz", timeout=10).status_code == 200
 
 
+def test_a_gateway_whose_killed_master_is_still_a_zombie_starts_again(stack):
+    """A SIGKILLed gunicorn master stays a zombie until init reaps it; its pid file then names a PID that still
+    "exists", and gunicorn would refuse to start ("Already running"). Starting the gateway again must work."""
+    import dataclasses
+
+    from serving.stack import start_gateway, stop_gateway
+
+    again = dataclasses.replace(stack, gateway_port=free_ports(1)[0], gateway_name="gateway-after-a-kill")
+    zombie = os.fork()
+    if zombie == 0:
+        os._exit(0)
+    try:
+        time.sleep(0.2)
+        again.gateway_dir.mkdir(parents=True, exist_ok=True)
+        (again.gateway_dir / "gunicorn.pid").write_text(f"{zombie}\n")
+        assert gateway_pid(again) is None  # a zombie counts as gone
+        assert start_gateway(again, timeout=15) != zombie
+        assert requests.get(f"{again.gateway_url}/healthz", timeout=5).status_code == 200
+    finally:
+        stop_gateway(again)
+        os.waitpid(zombie, 0)
+
+
 def test_serve_twice_starts_no_second_copy_and_stop_leaves_nothing(stack):
     serve(stack)
     assert [torchserve.running_pid(stack.torchserve), gateway_pid(stack)] == PIDS

@@ -5,6 +5,7 @@ import base64
 import hashlib
 import re
 import time
+from concurrent.futures import Future
 
 from flask import Blueprint, current_app, jsonify, request
 
@@ -69,6 +70,10 @@ def imgup():
         id_name = _id_name(request.form.get("id_name"))
     except ValueError as exc:
         return error(400, str(exc))
+    flag = request.form.get("if_absent", "0").strip().lower()
+    if flag not in ("0", "1", "true", "false"):
+        return error(400, "if_absent must be 1 (refuse to replace an existing id_name) or 0")
+    if_absent = flag in ("1", "true")
     data = upload.read()
     try:  # the header gives format and size (the pixels are proved to decode below)
         with timed("header"):
@@ -80,20 +85,20 @@ def imgup():
     # refused below costs one wasted TorchServe call). The pixels are proved to decode in a thread while EXIF is
     # read and the file written and fsynced; the row that acknowledges the upload is written once that passed.
     # A photo the model decodes reduced (a 12 MP one) is decoded once, here, and TorchServe gets its pixels.
-    predictions, sha = current_app.extensions["predictions"], hashlib.sha256(data).hexdigest()
+    predictions, threads = current_app.extensions["predictions"], current_app.extensions["decode_checks"]
     side = predictions.input_side()
     if side is not None and shrinks((width, height), side):
-        checking = current_app.extensions["decode_checks"].submit(_decode_check, data, side, predictions, sha)
+        digest = Future()  # the decode starts now; the SHA-256 its prefetch is keyed by is computed meanwhile
+        checking = threads.submit(_decode_check, data, side, predictions, digest)
+        with timed("sha256"):  # beside the decode: hashlib lets go of the GIL
+            sha = hashlib.sha256(data).hexdigest()
+        digest.set_result(sha)
     else:
+        sha = hashlib.sha256(data).hexdigest()
         with timed("prefetch"):
             predictions.prefetch(sha, data)
-        checking = current_app.extensions["decode_checks"].submit(_decode_check, data, UPLOAD_CHECK_SIDE)
-    flag = request.form.get("if_absent", "0").strip().lower()
-    if flag not in ("0", "1", "true", "false"):
-        checking.cancel()
-        return error(400, "if_absent must be 1 (refuse to replace an existing id_name) or 0")
-    if_absent = flag in ("1", "true")
-    exif = current_app.extensions["decode_checks"].submit(read_exif, data)  # beside the file write too
+        checking = threads.submit(_decode_check, data, UPLOAD_CHECK_SIDE)
+    exif = threads.submit(read_exif, data)  # beside the file write too
     try:
         with timed("store"):
             record = current_app.extensions["store"].put(id_name, data, sha256=sha, exif=lambda: _exif(exif),
@@ -107,13 +112,14 @@ def imgup():
                    replaced=record["replaced"])
 
 
-def _decode_check(data: bytes, side: int, predictions=None, sha: str | None = None) -> float:
+def _decode_check(data: bytes, side: int, predictions=None, sha: Future | None = None) -> float:
     """Decode ``data`` reduced to ``side`` (raises ``ImageError``), then, given ``predictions``, have the decoded
-    pixels tagged (the same pixels TorchServe's own decode of ``data`` gives); returns the milliseconds taken."""
+    pixels tagged (the same pixels TorchServe's own decode of ``data`` gives) under the SHA-256 ``sha`` will hold;
+    returns the milliseconds taken."""
     t = time.perf_counter()
     image = decode_image(data, min_side=side)
     if predictions is not None:
-        predictions.prefetch(sha, decoded_bytes(image))
+        predictions.prefetch(sha.result(), decoded_bytes(image))
     return (time.perf_counter() - t) * 1000
 
 

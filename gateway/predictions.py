@@ -78,7 +78,7 @@ class Predictions:
         self.workers, self._slots = workers, threading.BoundedSemaphore(max_pending)
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
-        self._inflight: dict[str, Future] = {}
+        self._inflight: dict[str, tuple[Future, Future]] = {}  # sha -> (its answer, the task storing it)
 
     def input_side(self) -> int | None:
         """The shorter side the served model decodes photos to (its archive's ``preprocessing.resize``), or
@@ -98,10 +98,14 @@ class Predictions:
         version = self.version.get()
         return self.store.cached_prediction(sha, version) if version else None
 
-    def _compute(self, sha: str, data: bytes) -> dict:
+    def _compute(self, sha: str, data: bytes, answered: Future | None = None) -> dict:
+        """TorchServe's answer for ``data``, stored in the cache; ``answered`` (this process's waiters) gets it
+        before it is written there: the cache is for later requests and other workers."""
         answer = self.tagger.predict(data)
-        self.store.save_prediction(sha, answer["model_version"], answer)
         self.version.learn(answer["model_version"])
+        if answered is not None:
+            answered.set_result(answer)
+        self.store.save_prediction(sha, answer["model_version"], answer)
         return answer
 
     def prefetch(self, sha: str, data: bytes) -> bool:
@@ -117,9 +121,10 @@ class Predictions:
             if sha in self._inflight:
                 self._slots.release()
                 return True
-            future = self._pool.submit(self._prefetch, sha, data)
-            self._inflight[sha] = future
-        future.add_done_callback(lambda _f, sha=sha: self._done(sha))
+            answered = Future()  # the answer, as soon as TorchServe gave it (None when there is none)
+            task = self._pool.submit(self._prefetch, sha, data, answered)
+            self._inflight[sha] = (answered, task)
+        task.add_done_callback(lambda _f, sha=sha: self._done(sha))
         return True
 
     def _mark(self, sha: str) -> int | None:
@@ -177,19 +182,20 @@ class Predictions:
         finally:
             os.close(fd)
 
-    def _prefetch(self, sha: str, data: bytes) -> dict | None:
+    def _prefetch(self, sha: str, data: bytes, answered: Future) -> None:
         fd = self._mark(sha)
         try:
             with self._across_replicas(sha) as ours:
                 if ours and self._cached(sha) is None:
-                    return self._compute(sha, data)
+                    self._compute(sha, data, answered)
         except TaggerError as exc:  # TorchServe down or busy: /imginfo will try again and say so
             logger.info("background prediction of %s failed: %s", sha[:12], exc)
         except Exception:  # noqa: BLE001 - a background task must never take the gateway down
             logger.exception("background prediction of %s failed", sha[:12])
         finally:
+            if not answered.done():  # no answer of ours: a waiter looks in the store, or asks TorchServe itself
+                answered.set_result(None)
             self._unmark(sha, fd)
-        return None
 
     def _done(self, sha: str) -> None:
         with self._lock:
@@ -204,14 +210,14 @@ class Predictions:
         if hit is not None:
             return hit
         with self._lock:
-            future = self._inflight.get(sha)
-        if future is not None:
+            answered, _ = self._inflight.get(sha, (None, None))
+        if answered is not None:
             try:
-                answer = future.result(timeout=wait)
+                answer = answered.result(timeout=wait)
             except Exception:  # noqa: BLE001 - the prefetch logs its own failure; we ask again below
                 answer = None
             if answer is not None and answer["model_version"] == self.version.get():
-                return answer  # just computed and stored: no need to read it back
+                return answer  # just computed (and being stored): no need to read it back
         else:
             self._wait_other_worker(sha, wait)
         hit = self._cached(sha)
@@ -224,7 +230,7 @@ class Predictions:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                futures = list(self._inflight.values())
+                futures = [task for _, task in self._inflight.values()]
             if not futures:
                 return
             for f in futures:

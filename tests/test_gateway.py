@@ -406,7 +406,7 @@ def test_an_id_name_with_slashes_is_deleted_and_labelled_by_its_path(client):
 def test_server_timing_says_where_an_upload_spent_its_time(client):
     r = upload(client)
     names = [part.split(";")[0].strip() for part in r.headers["Server-Timing"].split(",")]
-    assert names == ["form", "header", "prefetch", "decode-wait", "decode", "exif-wait", "store", "total"]
+    assert names == ["body", "form", "header", "prefetch", "decode-wait", "decode", "exif-wait", "store", "total"]
     assert all(float(part.split("dur=")[1]) >= 0 for part in r.headers["Server-Timing"].split(","))
     names = [p.split(";")[0].strip() for p in client.get("/imginfo?id_name=tuscany").headers["Server-Timing"].split(",")]
     assert names == ["lookup", "tags", "total"]

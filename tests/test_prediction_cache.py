@@ -130,3 +130,26 @@ def test_imginfo_on_another_machine_waits_for_its_running_prefetch_through_postg
     replicas[0].extensions["predictions"].wait_idle()
     for app in replicas:
         app.extensions["store"].close()
+
+
+def test_imginfo_gets_the_answer_before_it_is_written_to_the_cache(tmp_path):
+    """The /imginfo that waits on this worker's prefetch answers as soon as TorchServe has answered: writing the
+    cache (a commit and an fsync) is for later requests and other workers, and follows."""
+    tagger = FakeTagger()
+    app = _app(tmp_path, tagger)
+    store, release = app.extensions["store"], threading.Event()
+    save = store.save_prediction
+
+    def held_save(*args):
+        assert release.wait(10), "the cache write was never released"
+        save(*args)
+
+    store.save_prediction = held_save
+    client = app.test_client()
+    assert _upload(client).status_code == 200
+    r = client.get("/imginfo?id_name=bus")  # the cache write is still held
+    assert r.status_code == 200 and r.json["predict_tags"] == ["sea", "boat"] and tagger.calls == 1
+    assert store.cached_prediction(store.get("bus")["sha256"], "fake") is None
+    release.set()
+    app.extensions["predictions"].wait_idle()
+    assert store.cached_prediction(store.get("bus")["sha256"], "fake")["tags"] == ["sea", "boat"]

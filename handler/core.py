@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from training.model import ONNX_CHECK_FILE, ONNX_FILE, export_onnx, model_from_m
 
 META_FILE = "meta.json"
 WEIGHTS_FILE = "model.pt"
+logger = logging.getLogger(__name__)
 
 
 def load_meta(model_dir: str | Path) -> dict:
@@ -36,9 +38,9 @@ RUNTIMES = ("onnxruntime", "torchscript", "eager")
 class OnnxRuntimeModel:
     """An ONNX Runtime session called like the module it was exported from: float (N, 3, H, W) -> logits."""
 
-    def __init__(self, session, threads: int, *, archived: bool = False):
+    def __init__(self, session, threads: int):
         self.session, self.threads = session, threads
-        self.archived = archived  # the graph packed in the archive (else exported when the worker started)
+        self.archived = False  # True: the graph packed in the archive (else exported when the worker started)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.session.run(None, {"images": x.detach().cpu().contiguous().numpy()})[0])
@@ -90,9 +92,6 @@ def optimize_for_inference(model: torch.nn.Module, meta: dict, *, runtime: str =
     ``torch.compile`` is about as fast as TorchScript here but compiles for 13-36 s per worker on 2 cores, which
     would miss the 20 s start-up goal.
     """
-    import logging
-
-    log = logging.getLogger(__name__)
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     crop = meta["preprocessing"]["crop"]
@@ -106,10 +105,10 @@ def optimize_for_inference(model: torch.nn.Module, meta: dict, *, runtime: str =
             with torch.inference_mode():
                 diff = float((fast(check) - model(check)).abs().max())
         except Exception:  # noqa: BLE001 - any export or tracing problem means: try the next runtime
-            log.warning("%s failed; trying the next runtime", name, exc_info=True)
+            logger.warning("%s failed; trying the next runtime", name, exc_info=True)
             continue
         if diff > tolerance:
-            log.warning("%s differs from eager by %.2e; trying the next runtime", name, diff)
+            logger.warning("%s differs from eager by %.2e; trying the next runtime", name, diff)
             continue
         warm_up(fast, crop, warm_batches, warm_runs)
         return fast
@@ -130,8 +129,6 @@ def archived_onnx(model_dir: str | Path, meta: dict, *, tolerance: float = 1e-4,
     """The archive's ONNX graph in ONNX Runtime, warmed up, when it reproduces the network's logits of the probe
     batch within ``tolerance`` (recorded when the archive was made); ``None`` when the archive has none (made
     before) or it fails or differs, which the worker's log says."""
-    import logging
-
     graph, check = Path(model_dir) / ONNX_FILE, Path(model_dir) / ONNX_CHECK_FILE
     if not graph.is_file() or not check.is_file():
         return None
@@ -142,12 +139,10 @@ def archived_onnx(model_dir: str | Path, meta: dict, *, tolerance: float = 1e-4,
         with torch.inference_mode():
             diff = float((fast(probe_batch(crop)) - expected).abs().max())
     except Exception:  # noqa: BLE001 - a graph this ONNX Runtime cannot run: the network is built instead
-        logging.getLogger(__name__).warning("the archive's %s does not load; building the network", ONNX_FILE,
-                                            exc_info=True)
+        logger.warning("the archive's %s does not load; building the network", ONNX_FILE, exc_info=True)
         return None
     if diff > tolerance:
-        logging.getLogger(__name__).warning("the archive's %s differs from its network by %.2e; building the "
-                                            "network", ONNX_FILE, diff)
+        logger.warning("the archive's %s differs from its network by %.2e; building the network", ONNX_FILE, diff)
         return None
     fast.archived = True
     warm_up(fast, crop)

@@ -125,7 +125,8 @@ def test_64_trickling_clients_hold_no_gateway_thread(cluster):
 def test_a_killed_replica_and_a_crash_restarted_database_lose_no_acknowledged_upload_or_label(cluster):
     """Chaos under 4 uploaders through nginx: SIGKILL one whole replica, then restart PostgreSQL itself with
     ``pg_ctl restart -m immediate``. Every answer meanwhile is a 200, or a 503 or nginx's 429 with Retry-After (never
-    a 500); the gateway reconnects by itself; every acknowledged upload and label is there afterwards, byte-identical."""
+    a 500); the gateway reconnects by itself; every acknowledged upload and label is there afterwards,
+    byte-identical."""
     import hashlib
     import threading
 

@@ -21,14 +21,15 @@ from flask import Blueprint, current_app, jsonify, render_template, request, sen
 from annotation_ui.export import build_export
 from annotation_ui.jobs import JobBusy, Jobs
 from annotation_ui.labelling import label_detail, progress, select
+from annotation_ui.thumbs import cached_jpeg
 from annotation_ui.vocabulary import next_version, served_model
 from tagger.archive import archive_of
+from tagger.image import ImageError
 from tagger.layout import DataDir
 from tagger.meta import utc_now
 
 bp = Blueprint("annotation_ui", __name__, url_prefix="/annotate", template_folder="templates",
                static_folder="static")
-
 
 
 def error(status: int, message: str):
@@ -178,9 +179,6 @@ def progress_view():
 
 
 def _image(size: str):
-    from annotation_ui.thumbs import cached_jpeg
-    from tagger.image import ImageError
-
     record, bad = _record_or_404(request.args.get("id_name"))
     if bad:
         return bad

@@ -17,9 +17,12 @@ import sys
 from pathlib import Path
 
 from annotation_ui.labelling import reviewed
-from photo_store import StoreUnavailable
+from annotation_ui.vocabulary import served_model
+from photo_store import StoreUnavailable, open_store
+from tagger import REPO
+from tagger.labels import load_labels
 from tagger.layout import DataDir
-from tagger.meta import utc_now
+from tagger.meta import save_json, utc_now
 
 
 def build_export(records: list[dict], vocabulary: list[dict], *, source: str = "") -> dict:
@@ -53,8 +56,6 @@ def build_export(records: list[dict], vocabulary: list[dict], *, source: str = "
 def export_store(data_dir: str | Path, vocabulary: list[dict], *, source: str = "", database_url: str = "",
                  photo_dir: str | Path | None = None) -> dict:
     """The export of the store in ``data_dir`` (or the one ``database_url`` names, its files in ``photo_dir``)."""
-    from photo_store import open_store
-
     store = open_store(data_dir, database_url, photo_dir=photo_dir)
     try:
         return build_export(store.list(limit=10_000_000), vocabulary, source=source)
@@ -73,16 +74,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="the store's database (default: $DATABASE_URL; empty: SQLite in --data-dir)")
     p.add_argument("--photo-dir", default=None, help="where the store's photo files are (default: --data-dir)")
     args = p.parse_args(argv)
-    from tagger.meta import save_json
 
     if args.labels:
-        from tagger.labels import load_labels
-
         vocabulary, source = load_labels(args.labels), args.labels
     else:
-        from annotation_ui.vocabulary import served_model
-        from tagger import REPO
-
         state = DataDir(args.data_dir).deployed
         version = json.loads(state.read_text()).get("default") if state.is_file() else "1.0"
         model = served_model(Path(args.model_store or REPO / "model_store"), version)

@@ -8,6 +8,8 @@ to ``job.json``; an error fails the job with its message and leaves what is serv
 """
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import os
 import random
@@ -17,6 +19,11 @@ import traceback
 from pathlib import Path
 from urllib.parse import urlparse
 
+from annotation_ui.export import export_store
+from photo_store.postgres import hold_job_lock, release_job_lock
+from serving.stack import model_workers
+from serving.torchserve import Ports, TorchServeRun
+from serving.versions import Versions
 from tagger import REPO
 from tagger.archive import read_archive
 from tagger.layout import DataDir
@@ -66,8 +73,6 @@ def _summary(s: dict) -> dict:
 
 
 def evaluate(checkpoint: Path, data_dir: Path, ann: Path, out: Path) -> dict:
-    import argparse
-
     from training.evaluate import main as evaluate_main
 
     return _summary(evaluate_main(argparse.Namespace(checkpoint=str(checkpoint), data=[str(data_dir)], ann=[str(ann)],
@@ -77,8 +82,6 @@ def evaluate(checkpoint: Path, data_dir: Path, ann: Path, out: Path) -> dict:
 
 def archive_checkpoint(mar: Path, out: Path) -> Path:
     """A checkpoint file (model + meta) from a served archive, so the training tool's evaluation reads it."""
-    import io
-
     import torch
 
     archive = read_archive(mar)
@@ -88,8 +91,6 @@ def archive_checkpoint(mar: Path, out: Path) -> Path:
 
 
 def run_train(job: Job) -> dict:
-    from annotation_ui.export import export_store
-
     cfg, opt = job.data["config"], job.data["options"]
     data_dir = Path(cfg["data_dir"])
     photo_dir = Path(cfg.get("photo_dir") or data_dir)  # where the store keeps the files the export names
@@ -137,9 +138,6 @@ def run_train(job: Job) -> dict:
 
 
 def run_deploy(job: Job) -> dict:
-    from serving.stack import model_workers
-    from serving.torchserve import Ports, TorchServeRun
-    from serving.versions import Versions
     from training.archive import build_archive
 
     cfg, opt = job.data["config"], job.data["options"]
@@ -178,8 +176,6 @@ def _release_lock() -> None:
         except OSError:
             pass
     if _CLUSTER_LOCK is not None:
-        from photo_store.postgres import release_job_lock
-
         release_job_lock(_CLUSTER_LOCK)
         _CLUSTER_LOCK = None
 
@@ -192,8 +188,6 @@ def _cluster_lock() -> None:
     global _CLUSTER_LOCK
     url = os.environ.get("DATABASE_URL", "")
     if url.startswith(("postgresql://", "postgres://")):
-        from photo_store.postgres import hold_job_lock
-
         _CLUSTER_LOCK = hold_job_lock(url)
         if _CLUSTER_LOCK is None:
             raise JobError("a job runs on another gateway replica; wait for it to finish")

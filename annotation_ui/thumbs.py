@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from tagger.image import decode_image, open_image, oriented_size
 from tagger.layout import DataDir
 from tagger.meta import atomic_write
 
@@ -18,8 +19,6 @@ SIZES = {"thumb": 256, "view": 1024}  # longest side in pixels
 
 
 def render_jpeg(data: bytes, longest: int) -> bytes:
-    from tagger.image import decode_image, open_image, oriented_size
-
     width, height = oriented_size(open_image(data))
     short_target = max(1, round(longest * min(width, height) / max(width, height)))
     image = decode_image(data, min_side=min(short_target, min(width, height)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tagger.archive import archive_of, cached_archive
+from tagger.labels import load_labels
 
 
 def served_model(model_store: Path, version: str | None, model_name: str = "tagger") -> dict:
@@ -22,7 +23,6 @@ def served_model(model_store: Path, version: str | None, model_name: str = "tagg
                    "isthing": lab.get("isthing", 0), "threshold": round(float(t), 4)}
                   for lab, t in zip(meta["labels"], meta["thresholds"])]
         return {"version": version, "labels": labels, "source": f"archive {path.name}"}
-    from tagger.labels import load_labels
 
     return {"version": version, "source": "default list (no archive of the served version found)" if version
             else "default list (the model server is not answering)",

@@ -13,6 +13,7 @@ lookups of stored photos. Prints one JSON line per setup and the ratios.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import statistics
@@ -28,6 +29,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.load import synthetic_jpeg  # noqa: E402
+from serving.cluster import Cluster, serve_cluster, stop_cluster  # noqa: E402
+from serving.stack import Stack, ensure_default_archive, serve, stop  # noqa: E402
+from serving.tokens import open_setup_store  # noqa: E402
 from serving.torchserve import Ports, free_ports  # noqa: E402
 
 
@@ -81,9 +85,6 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=30)
     p.add_argument("--clients", type=int, default=8)
     args = p.parse_args(argv)
-    from serving.cluster import Cluster, serve_cluster, stop_cluster
-    from serving.stack import Stack, ensure_default_archive, serve, stop
-
     ensure_default_archive()
     root = Path(tempfile.mkdtemp(prefix="tagger-bench-cluster-"))
     root.chmod(0o711)  # PostgreSQL's and nginx's users pass through
@@ -104,10 +105,6 @@ def main(argv=None) -> int:
             results["2 replicas, PostgreSQL, nginx"] = load(cluster.url, args.seconds, args.clients, 10_000_000)
             # the same replicas asking every request for a token (what LISTEN beyond loopback sets): the price of
             # looking the token up in PostgreSQL on each request, measured on the same photos right after
-            import dataclasses
-
-            from serving.tokens import open_setup_store
-
             wide = dataclasses.replace(cluster, proxy_host="0.0.0.0")
             serve_cluster(wide)  # restarts the replicas asking for tokens
             store = open_setup_store(wide.stacks[0])

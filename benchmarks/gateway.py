@@ -22,6 +22,10 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from serving.stack import Stack, ensure_default_archive, serve, stop  # noqa: E402
+from serving.torchserve import Ports, free_ports  # noqa: E402
+from tagger.ts_keys import key_rejected, read_keys, renew_key  # noqa: E402
+
 
 def variants(base: Image.Image, size, n):
     """``n`` JPEGs of ``base`` at ``size`` that differ in one pixel each (distinct bytes, same content)."""
@@ -46,10 +50,6 @@ def server_timing(r: requests.Response) -> dict[str, float]:
 
 
 def main() -> None:
-    from serving.stack import Stack, ensure_default_archive, serve, stop
-    from serving.torchserve import Ports, free_ports
-    from tagger.ts_keys import key_rejected, read_keys, renew_key
-
     ensure_default_archive()
     base = Image.open(REPO / "samples/coco_subset/images/000000000471.jpg")
     with tempfile.TemporaryDirectory(prefix="bench-gw-", dir=REPO / "var") as tmp:

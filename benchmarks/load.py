@@ -16,6 +16,7 @@ import argparse
 import io
 import json
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -25,14 +26,18 @@ from pathlib import Path
 
 import psutil
 import requests
+from PIL import Image
+
+from serving import torchserve
+from serving.stack import Stack, ensure_default_archive, gateway_pid, serve, stop
+from serving.torchserve import Ports, free_ports
+from tagger.ts_keys import read_keys
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def synthetic_jpeg(i: int, size: tuple[int, int] = (320, 240)) -> bytes:
     """A small JPEG whose bytes differ for every ``i`` (a colour and a rectangle): distinct uploads at will."""
-    from PIL import Image
-
     w, h = size
     im = Image.new("RGB", size, ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256))
     x, y = i % (w - 60), (i * 3) % (h - 50)
@@ -43,9 +48,6 @@ def synthetic_jpeg(i: int, size: tuple[int, int] = (320, 240)) -> bytes:
 
 
 def _processes(stack) -> dict[str, int]:
-    from serving import torchserve
-    from serving.stack import gateway_pid
-
     def children(pid):
         try:
             return sorted(c.pid for c in psutil.Process(pid).children())
@@ -73,10 +75,6 @@ def _rss_mb(pid: int) -> float | None:
 
 def run(seconds: float, clients: int, key_minutes: float, warmup: float, workers: int = 2,
         gunicorn_threads: int | None = None) -> dict:
-    from serving.stack import Stack, ensure_default_archive, serve, stop
-    from serving.torchserve import Ports, free_ports
-    from tagger.ts_keys import read_keys
-
     ensure_default_archive()
     p = free_ports(6)
     var = Path(tempfile.mkdtemp(prefix="tagger-load-"))
@@ -164,7 +162,6 @@ def run(seconds: float, clients: int, key_minutes: float, warmup: float, workers
     finally:
         done.set()
         stop(stack)
-        import shutil
 
         shutil.rmtree(var, ignore_errors=True)
     # the peak of each process in the second part of the run against its peak during warm-up: memory that keeps

@@ -24,12 +24,14 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tagger.labels import label_names, load_labels  # noqa: E402
+from tagger.presets import default_preprocessing, eval_transform  # noqa: E402
 from training.datasets import LabelledImages  # noqa: E402
+from training.detector import detector_spec  # noqa: E402
+from training.detector_fit import detector_inputs  # noqa: E402
 from training.features import cached_features  # noqa: E402
 from training.head import (blend_weights, fit_linear, fit_prior_calibration, fit_sibling_prior,  # noqa: E402
                            set_prior_structure)
-from tagger.labels import label_names, load_labels  # noqa: E402
-from tagger.presets import default_preprocessing, eval_transform  # noqa: E402
 from training.metrics import calibrate_thresholds, decision_metrics, mean_average_precision, per_label_ap  # noqa: E402
 from training.model import build_model  # noqa: E402
 from training.prior_recipe import fold_indices  # noqa: E402
@@ -107,9 +109,6 @@ def score(runs, targets, known) -> dict:
 
 def detections_of(cache: Path, *, tiles: bool = False):
     """The detector's label scores (N, L) of the bundled photos and which of them it saw in its own training."""
-    from training.detector import detector_spec
-    from training.detector_fit import detector_inputs
-
     labels = load_labels()
     names = label_names(labels)
     pre = default_preprocessing("efficientnet_lite0")

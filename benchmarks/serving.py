@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import psutil
 import requests
 import torch
 
@@ -27,8 +29,12 @@ sys.path.insert(0, str(REPO))
 
 from handler.core import (load_model_detector, onnxruntime_model, optimize_for_inference, postprocess,  # noqa: E402
                           runtime_name, serialize, with_detector)
+from serving import torchserve  # noqa: E402
+from serving.torchserve import Ports, TorchServeRun, free_ports  # noqa: E402
 from tagger.image import decode_image  # noqa: E402
 from tagger.presets import eval_transform  # noqa: E402
+from tagger.ts_keys import read_keys  # noqa: E402
+from training.archive import build_archive  # noqa: E402
 from training.resume import load_for_inference  # noqa: E402
 
 PHOTO = REPO / "samples/coco_subset/images/000000000471.jpg"
@@ -98,13 +104,6 @@ def in_process(ckpt: Path, data: bytes) -> dict:
 def torchserve_run(ckpt: Path | None, data: bytes, config: str, label: str, threads: int | None = None) -> dict:
     """Round trips of one TorchServe started with ``config``; ``ckpt=None`` serves ``ts_floor_handler.py``
     (answers without reading the bytes: what TorchServe itself costs)."""
-    import subprocess
-
-    from serving import torchserve
-    from serving.torchserve import Ports, TorchServeRun, free_ports
-    from tagger.ts_keys import read_keys
-    from training.archive import build_archive
-
     with tempfile.TemporaryDirectory(prefix="bench-ts-", dir=REPO / "var") as tmp:
         tmp = Path(tmp)
         (tmp / "model-config.yaml").write_text(config)
@@ -154,8 +153,6 @@ def torchserve_run(ckpt: Path | None, data: bytes, config: str, label: str, thre
 
 def worker_rss_mb(frontend_pid: int | None) -> list[float]:
     """Resident memory of each Python model worker under the TorchServe frontend, in MiB."""
-    import psutil
-
     if frontend_pid is None:
         return []
     out = []

@@ -11,6 +11,8 @@ import schemathesis
 from hypothesis import strategies as st
 from PIL import Image
 
+from gateway.openapi import SPEC
+
 FORMATS = (("image/jpeg", "JPEG"), ("image/png", "PNG"), ("image/webp", "WEBP"), ("image/gif", "GIF"),
            ("image/tiff", "TIFF"), ("image/bmp", "BMP"))
 
@@ -28,8 +30,6 @@ def photo(draw, fmt: str) -> bytes:
 def id_name_is_valid(body) -> bool:
     """The form's id_name against the spec's own id_name schema (jsonschema_rs, the validator schemathesis uses)."""
     import jsonschema_rs
-
-    from gateway.openapi import SPEC
 
     schema = SPEC["paths"]["/imgup"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     if not isinstance(body, dict):

@@ -8,13 +8,12 @@ from __future__ import annotations
 import hashlib
 import sys
 from pathlib import Path
-from tagger import REPO
 
+from tagger import REPO
+from tests.hostile import image_cases, small_heic, small_png
 
 
 def write_seeds(out: Path) -> int:
-    from tests.hostile import image_cases, small_heic, small_png
-
     out.mkdir(parents=True, exist_ok=True)
     blobs = [p.read_bytes() for p in sorted((REPO / "samples/exif").iterdir()) if p.suffix.lower() in
              (".jpg", ".jpeg", ".tiff", ".png", ".heic")]

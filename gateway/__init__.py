@@ -12,13 +12,26 @@ import errno
 import logging
 import os
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
-from photo_store import StoreUnavailable
+from annotation_ui import bp as annotation_bp
+from gateway.api import bp as api_bp
+from gateway.auth import install as install_auth
+from gateway.body import install as install_body_reader
+from gateway.kserve_client import KServeClient
+from gateway.predictions import Predictions
+from gateway.request_id import install as install_request_id
+from gateway.same_origin import install as install_same_origin
+from gateway.server_timing import install as install_server_timing
+from gateway.tagger_client import TaggerClient
+from photo_store import StoreUnavailable, open_store
 from tagger import REPO
+from tagger.image import DEFAULT_MAX_BYTES
+from tagger.labels import load_labels
 from tagger.layout import DataDir
 
 logger = logging.getLogger(__name__)
@@ -35,22 +48,13 @@ class IdNameConverter(PathConverter):
 def model_client(config):
     """The client of the model server ``TS_PROTOCOL`` names: TorchServe's own API, or a KServe InferenceService."""
     if config["TS_PROTOCOL"] == "kserve-v1":
-        from gateway.kserve_client import KServeClient
-
         return KServeClient(config["TS_INFERENCE_URL"], model_name=config["MODEL_NAME"],
                             timeout=float(config["TS_TIMEOUT"]))
-    from gateway.tagger_client import TaggerClient
-
     return TaggerClient(config["TS_INFERENCE_URL"], config["TS_MANAGEMENT_URL"], config["TS_KEY_FILE"],
                         model_name=config["MODEL_NAME"], timeout=float(config["TS_TIMEOUT"]))
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    from gateway.api import bp as api_bp
-    from photo_store import open_store
-    from tagger.image import DEFAULT_MAX_BYTES
-    from tagger.labels import load_labels
-
     app = Flask(__name__)
     # An id_name in a URL path (DELETE /photos/<id_name>, the page's labels) may start with "/" or hold "//": it is
     # data, so it is matched whole and never merged or redirected to another photo's path.
@@ -93,40 +97,23 @@ def create_app(test_config: dict | None = None) -> Flask:
                          "make serve) or kserve-v1 (an InferenceService, deploy/kserve/gateway.yaml)")
     app.config["TS_PROTOCOL"] = protocol  # the annotation page reads it: no deploys through KServe
     app.extensions["tagger"] = app.config["TAGGER_CLIENT"] or model_client(app.config)
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    from gateway.predictions import Predictions
-
     app.extensions["decode_checks"] = ThreadPoolExecutor(int(app.config["DECODE_CHECK_THREADS"]),
                                                          thread_name_prefix="decode-check")
-
     app.extensions["predictions"] = Predictions(
         app.extensions["store"], app.extensions["tagger"],
         app.config["TS_STATE_FILE"] or data_dir.deployed,
         workers=int(app.config["PREFETCH_WORKERS"]), ttl=float(app.config["VERSION_TTL"]),
         inflight_dir=data_dir.prefetch, model_store=app.config["MODEL_STORE"], model_name=app.config["MODEL_NAME"])
-    from gateway.request_id import install as install_request_id
-    from gateway.server_timing import install as install_server_timing
-
     install_request_id(app)
     install_server_timing(app)
-    from gateway.same_origin import install as install_same_origin
-
     install_same_origin(app)
-    from gateway.auth import install as install_auth
-
     install_auth(app)  # after the same-origin check, before the body is read: a refused request's body is never read
-    from gateway.body import install as install_body_reader
-
     install_body_reader(app)  # after the same-origin check: a refused request's body is never read
     app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_CONTENT_LENGTH"])
 
     @app.before_request
     def _limit_form_parts():
         """Refuse a multipart form with more parts than FORM_PARTS before it is parsed."""
-        from flask import request
-
         if request.mimetype != "multipart/form-data":
             return None
         boundary = request.mimetype_params.get("boundary")
@@ -139,9 +126,8 @@ def create_app(test_config: dict | None = None) -> Flask:
             return jsonify(error=f"the form has {parts} parts; send at most {app.config['FORM_PARTS']} "
                                  "(file, id_name, if_absent)"), 400
         return None
-    app.register_blueprint(api_bp)
-    from annotation_ui import bp as annotation_bp
 
+    app.register_blueprint(api_bp)
     app.register_blueprint(annotation_bp)
 
     @app.errorhandler(HTTPException)

@@ -27,6 +27,8 @@ import os
 import re
 import threading
 
+import exifread
+
 logger = logging.getLogger(__name__)
 
 _DATETIME = re.compile(r"^(\d{4}):(\d{2}):(\d{2}) (\d{2}):(\d{2}):(\d{2})$")
@@ -137,8 +139,6 @@ def webp_exif_block(data: bytes) -> bytes | None:
 
 def parse_exif(data: bytes) -> dict:
     """The EXIF fields of ``data``, parsed in this process (``read_exif`` runs it in the bounded one)."""
-    import exifread
-
     if data[:2] == b"\xff\xd8":
         data = jpeg_exif_block(data) or b""
     elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":

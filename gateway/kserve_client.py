@@ -21,6 +21,7 @@ import logging
 import time
 
 import requests
+from PIL import Image
 
 from gateway.tagger_client import TaggerError
 
@@ -30,8 +31,6 @@ logger = logging.getLogger(__name__)
 @functools.lru_cache(maxsize=1)
 def probe_image() -> bytes:
     """A 64x64 grey JPEG: enough for the model to answer with its version."""
-    from PIL import Image
-
     out = io.BytesIO()
     Image.new("RGB", (64, 64), (128, 128, 128)).save(out, "JPEG", quality=80)
     return out.getvalue()

@@ -1,4 +1,5 @@
 """OpenAPI 3.1 description of the gateway's API, served at ``/openapi.json``."""
+import unicodedata
 
 # Characters refused in an id_name: in the Basic Multilingual Plane, the Unicode categories control, format
 # (zero-width, bidi overrides), surrogates and line/paragraph separators. Everything else is allowed: an id_name is
@@ -8,8 +9,6 @@ REFUSED_ID_NAME_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 def refused_id_name_categories(value: str) -> set[str]:
     """The refused categories present in ``value`` (empty when it is acceptable)."""
-    import unicodedata
-
     return {cat for c in value if ord(c) <= 0xFFFF and (cat := unicodedata.category(c)) in REFUSED_ID_NAME_CATEGORIES}
 
 
@@ -26,8 +25,6 @@ PHOTO_MEDIA_TYPES = ("image/jpeg", "image/png", "image/heic", "image/heif", "ima
 
 def _id_name_pattern() -> str:
     """A regex admitting exactly what ``gateway.api._id_name`` admits: no refused character, one non-space."""
-    import unicodedata
-
     ranges, start = [], None
     for cp in range(0x10000):
         refused = unicodedata.category(chr(cp)) in REFUSED_ID_NAME_CATEGORIES

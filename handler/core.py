@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ctypes
+import gc
 import json
 import logging
+import os
+import warnings
 from pathlib import Path
 
 import torch
 
 from tagger.meta import validate_meta
 from tagger.tags import tags_above
+from training.detector import detect, label_scores, load_detector
 from training.model import ONNX_CHECK_FILE, ONNX_FILE, export_onnx, model_from_meta, probe_batch
 
 META_FILE = "meta.json"
@@ -72,8 +77,6 @@ def onnxruntime_model(model: torch.nn.Module, meta: dict, *, threads: int | None
 def torchscript_model(model: torch.nn.Module, meta: dict) -> torch.nn.Module:
     """The model traced with TorchScript and fused by oneDNN (BatchNorm folded into convolutions, fused
     activations). TorchScript is deprecated in favour of ``torch.compile``, hence the FutureWarning silenced."""
-    import warnings
-
     crop = meta["preprocessing"]["crop"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -181,9 +184,6 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tup
 def release_free_memory() -> None:
     """Hand the memory freed after loading (the eager model once ONNX Runtime has its copy, the detector's file
     buffer) back to the system: glibc keeps freed heap otherwise, about 90 MB of each worker's RSS here."""
-    import ctypes
-    import gc
-
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -199,7 +199,6 @@ def load_model_detector(meta: dict, *, threads: int | None = None):
     """
     if not meta.get("detector"):
         return None
-    from training.detector import load_detector
 
     return load_detector(meta["detector"], threads=threads or torch.get_num_threads())
 
@@ -209,7 +208,6 @@ def with_detector(logits: torch.Tensor, images: list, detector, meta: dict) -> t
     (``training.fusion``); unchanged without a detector."""
     if detector is None:
         return logits
-    from training.detector import detect, label_scores
     from training.fusion import fuse
 
     names = [lab["name"] for lab in meta["labels"]]
@@ -252,8 +250,6 @@ def request_bytes(row) -> bytes:
 def serialize(answer: dict) -> str | dict:
     """One answer as compact JSON text (TorchServe would re-encode a dict with ``indent=2``), or the dict itself
     when ``TAGGER_JSON_OBJECTS=1`` (under KServe, whose envelope wraps the answers in ``{"predictions": [...]}``)."""
-    import os
-
     if os.environ.get("TAGGER_JSON_OBJECTS") == "1":
         return answer
     return json.dumps(answer, separators=(",", ":"))

@@ -5,8 +5,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from photo_library.export import export_rows, render
 from photo_library.gateway_client import GatewayDown
+from photo_library.keywords import import_keywords, load_synonyms
+from photo_library.tagging import tag_folder
 from photo_library.xmp import XmpError
+from tagger.labels import load_labels
+from tagger.meta import atomic_write, save_json
 
 DEFAULT_GATEWAY = "http://127.0.0.1:7777"
 
@@ -61,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _tag(args, root: Path) -> int:
-    from photo_library.tagging import tag_folder
-
     s = tag_folder(root, gateway=args.gateway, naming=args.sidecar_name, parent=args.parent,
                    concurrency=args.concurrency, dry_run=args.dry_run, progress=not args.no_progress)
     for path in s.planned:
@@ -74,10 +77,6 @@ def _tag(args, root: Path) -> int:
 
 
 def _import(args, root: Path) -> int:
-    from photo_library.keywords import import_keywords, load_synonyms
-    from tagger.labels import load_labels
-    from tagger.meta import save_json
-
     labels = load_labels(args.labels)
     try:
         synonyms = load_synonyms(args.map, labels)
@@ -96,13 +95,9 @@ def _import(args, root: Path) -> int:
 
 
 def _export(args, root: Path) -> int:
-    from photo_library.export import export_rows, render
-
     rows, failed = export_rows(root, gateway=args.gateway)
     text = render(rows, args.format)
     if args.output:
-        from tagger.meta import atomic_write
-
         atomic_write(args.output, lambda f: f.write(text.encode()))
     else:
         sys.stdout.write(text)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from PIL import Image
+
 from photo_library.files import SIDECAR_NAMES, photos_in, sidecar_path
 from photo_library.xmp import (HIERARCHICAL, MODEL_VERSION, SUBJECT, TAGGER_SUBJECTS, TAGS_LIST, ExifTools, XmpError,
                                read_tags)
@@ -58,8 +60,6 @@ def import_keywords(root: Path, labels: list[dict], *, synonyms: dict[str, str] 
                     parent: str = "Tagger") -> tuple[dict, dict]:
     """``(coco, report)`` for the photos under ``root`` that have at least one keyword naming a label; photos that
     do not decode are reported in ``report["failed"]``."""
-    from PIL import Image
-
     from training.datasets import check_image
 
     by_word = {lab["name"].lower(): lab for lab in labels}

@@ -17,6 +17,7 @@ Lightroom do, with their namespaces, and reads IPTC keywords too.
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import uuid
 from contextlib import contextmanager
@@ -44,8 +45,6 @@ class ExifTools:
     """
 
     def __init__(self, size: int = 1):
-        import queue
-
         import exiftool
 
         self._free, self._all = queue.Queue(), []

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from photo_store.base import Conflict, SqlStore, StoreUnavailable
+from photo_store.postgres import PostgresStore, redact
 from photo_store.sqlite import PhotoStore, SQLiteStore
 
 __all__ = ["Conflict", "PhotoStore", "SQLiteStore", "SqlStore", "StoreUnavailable", "open_store"]
@@ -28,10 +29,7 @@ def open_store(data_dir: str | Path, database_url: str | None = None, *,
     if not url or url == "sqlite:" or url == "sqlite://":
         return SQLiteStore(data_dir, photo_dir=photo_dir)
     if url.startswith(("postgresql://", "postgres://")):
-        from photo_store.postgres import PostgresStore
-
         return PostgresStore(url, photo_dir=photo_dir or data_dir, connect_timeout=timeout)
-    from photo_store.postgres import redact
 
     raise ValueError(f"DATABASE_URL {redact(url)!r} is neither empty (SQLite in the data folder) nor "
                      "postgresql://USER@HOST:PORT/DB")

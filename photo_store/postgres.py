@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from photo_store.base import SqlStore, StoreUnavailable
+from photo_store.migrate import upgrade
 
 ID_LOCKS, FILE_LOCKS, PREDICTING = 1, 2, 3  # seeds of hashtextextended: kinds of advisory lock never share a key
 JOBS_LOCK = 0x7461676765720002  # held by the one retrain / deploy job running in the whole cluster
@@ -33,8 +34,6 @@ class PostgresStore(SqlStore):
 
     def __init__(self, url: str, *, photo_dir: str | Path, pool_size: int = 8, connect_timeout: float = 3.0):
         import psycopg
-
-        from photo_store.migrate import upgrade
 
         super().__init__(photo_dir)
         self.url, self.pool_size, self.connect_timeout = url, pool_size, connect_timeout
@@ -93,7 +92,6 @@ class PostgresStore(SqlStore):
             except self._errors:
                 pass  # the connection is gone, and its session's locks with it
 
-
     # ---- the prediction being computed, across replicas (what a flock file in run/prefetch is on one machine)
     @contextmanager
     def predicting(self, sha: str):
@@ -121,7 +119,6 @@ class PostgresStore(SqlStore):
                     db.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, %s))", (sha, PREDICTING))
             except psycopg.errors.LockNotAvailable:
                 pass
-
 
     def job_running_elsewhere(self) -> bool:
         """Whether a job runner on any replica holds the cluster's job lock now."""

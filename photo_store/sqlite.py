@@ -22,6 +22,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 from photo_store.base import Conflict, SqlStore
+from photo_store.migrate import head, upgrade
 from tagger.layout import DataDir
 
 __all__ = ["Conflict", "PhotoStore", "SQLiteStore"]
@@ -43,8 +44,6 @@ class SQLiteStore(SqlStore):
             self._migrate()
 
     def _migrate(self) -> None:
-        from photo_store.migrate import head, upgrade
-
         with closing(self._open()) as db:
             db.execute("PRAGMA journal_mode=WAL")
             try:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from photo_store import StoreUnavailable, open_store
 from tagger.meta import atomic_write
 
 # Each table's rows in a stable order, and what says a row is already there (history has no key of its own).
@@ -111,10 +113,6 @@ def verify(src, dst) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
-
-    from photo_store import StoreUnavailable, open_store
-
     p = argparse.ArgumentParser(prog="python -m photo_store.transfer", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default="var", help="the source: the SQLite store's data folder (default var)")
     p.add_argument("--to", default=os.environ.get("DATABASE_URL", ""),

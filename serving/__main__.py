@@ -14,6 +14,7 @@ from pathlib import Path
 from serving import torchserve
 from serving.cluster import Cluster, cluster_status, is_cluster, serve_cluster, stop_cluster
 from serving.stack import Stack, gateway_pid, serve, stop, versions
+from serving.tokens import run
 from serving.versions import DeployError
 
 
@@ -33,8 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     stack = Stack(var_dir=Path(args.var).resolve()) if args.var else Stack()
     if args.command in ("token", "revoke", "tokens"):
-        from serving.tokens import run
-
         status, text = run(args.command, stack, name=args.name, scope=args.scope)
         print(text, file=sys.stdout if status == 0 else sys.stderr)
         return status

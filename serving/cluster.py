@@ -13,8 +13,9 @@ machines the same command line with a shared ``--var`` photo folder (NFS) and on
 """
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 from serving import torchserve
@@ -24,6 +25,7 @@ from serving.stack import Stack, gateway_pid, serve, start_gateway, stop_gateway
 from serving.torchserve import Ports
 from tagger import REPO
 from tagger.layout import DataDir
+from tagger.meta import save_json
 from tagger.net import is_loopback
 
 FIRST_REPLICA_PORT = 7781
@@ -54,8 +56,6 @@ class Cluster:
     @classmethod
     def load(cls, var_dir: Path, **overrides) -> Cluster:
         """The cluster last started in ``var_dir`` (its replica count and ports), with ``overrides``."""
-        import json
-
         saved = DataDir(var_dir).run / "cluster.json"
         settings = json.loads(saved.read_text()) if saved.is_file() else {}
         settings = {k: v for k, v in settings.items() if k in ("replicas", "replica_ports", "proxy_port",
@@ -69,10 +69,6 @@ class Cluster:
         return cls(var_dir=var_dir, **{**settings, **overrides})
 
     def save(self) -> None:
-        from tagger.meta import save_json
-
-        from dataclasses import astuple
-
         save_json(DataDir(self.var_dir).run / "cluster.json", {
             "replicas": self.replicas, "replica_ports": list(self.replica_ports), "proxy_port": self.proxy_port,
             "proxy_host": self.proxy_host, "postgres_port": self.postgres_port, "ports": list(astuple(self.ports))})

@@ -16,6 +16,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -170,8 +171,6 @@ http {{
         return pid
 
     def _wait_listening(self, timeout: float) -> None:
-        import socket
-
         host = "127.0.0.1" if self.host in ("0.0.0.0", "*") else "::1" if self.host in ("::", "[::]") else self.host
         deadline = time.monotonic() + timeout
         while True:

@@ -9,7 +9,9 @@
 """
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,9 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+import yaml
 
+from photo_store import StoreUnavailable, open_store
 from serving import torchserve
 from serving.torchserve import Ports, TorchServeRun
+from serving.versions import DeployError, Versions, deployed_mar
 from tagger import REPO
 from tagger.layout import DataDir
 
@@ -61,8 +66,6 @@ class Stack:
 def ensure_default_archive(model_store: Path = REPO / "model_store") -> Path:
     """Build ``model_store/tagger.mar`` from the bundled samples when it is missing, and re-pack it (from the same
     checkpoint) when the handler code or settings it carries are older than the repository's."""
-    import fcntl
-
     from training.archive import archive_code_hash, code_hash
 
     mar = model_store / DEFAULT_MAR
@@ -90,8 +93,6 @@ def _build_default_archive(mar: Path) -> Path:
 
 def kserve_bundle(model_store: Path = REPO / "model_store") -> Path:
     """Fill ``deploy/kserve/model-store/`` with the default archive; returns ``deploy/kserve``."""
-    import shutil
-
     bundle = REPO / "deploy/kserve"
     (bundle / "model-store").mkdir(parents=True, exist_ok=True)
     shutil.copy2(ensure_default_archive(model_store), bundle / "model-store" / DEFAULT_MAR)
@@ -100,8 +101,6 @@ def kserve_bundle(model_store: Path = REPO / "model_store") -> Path:
 
 def model_workers() -> int:
     """Workers per model, from the settings packed into the archive (``handler/model-config.yaml``)."""
-    import yaml
-
     return int(yaml.safe_load((REPO / "handler/model-config.yaml").read_text())["minWorkers"])
 
 
@@ -160,8 +159,6 @@ def start_gateway(stack: Stack, *, timeout: float = 30) -> int:
 
 def open_stack_store(stack: Stack):
     """The store the stack's gateway opens (its DATABASE_URL with the password file, or SQLite in its var/)."""
-    from photo_store import open_store
-
     url = stack.database_url
     if stack.pgpass_file is not None and url:
         url += ("&" if "?" in url else "?") + f"passfile={stack.pgpass_file}"
@@ -170,8 +167,6 @@ def open_stack_store(stack: Stack):
 
 def open_checked(stack: Stack) -> None:
     """Open (and migrate) the stack's store once before its workers do; RuntimeError in one line if it cannot."""
-    from photo_store import StoreUnavailable
-
     try:
         store = open_stack_store(stack)
     except (StoreUnavailable, ValueError) as exc:
@@ -193,8 +188,6 @@ def serve(stack: Stack, *, mar: str | None = None) -> dict:
 
     TorchServe serves ``mar``, else the version last deployed (``make deploy``), else the default archive.
     """
-    from serving.versions import deployed_mar
-
     t0 = time.monotonic()
     if gateway_pid(stack) is None:
         open_checked(stack)  # before TorchServe: a store that cannot open stops everything at once, in one line
@@ -211,11 +204,7 @@ def serve(stack: Stack, *, mar: str | None = None) -> dict:
 
 def versions(stack: Stack):
     """The version operations (deploy, rollback, listing) on this stack's TorchServe."""
-    from serving.versions import Versions
-
     if torchserve.running_pid(stack.torchserve) is None:
-        from serving.versions import DeployError
-
         raise DeployError("TorchServe is not running: `make serve` first")
     return Versions(stack.torchserve, workers=model_workers())
 

@@ -9,6 +9,7 @@ else the SQLite store in ``var/`` (``make serve``).
 """
 from __future__ import annotations
 
+from photo_store import StoreUnavailable
 from serving.cluster import Cluster, is_cluster
 from serving.stack import Stack, open_stack_store
 
@@ -20,8 +21,6 @@ def open_setup_store(stack: Stack):
 
 def run(command: str, stack: Stack, *, name: str | None, scope: str | None) -> tuple[int, str]:
     """(exit status, what to print) for token, revoke or tokens."""
-    from photo_store import StoreUnavailable
-
     try:
         store = open_setup_store(stack)
     except (StoreUnavailable, ValueError) as exc:

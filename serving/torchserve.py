@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,8 +37,6 @@ def free_ports(n: int) -> list[int]:
     they come from that range, never twice from one process: two workers choosing ports at the same moment can
     then never choose the same one before their servers bind it. Otherwise the kernel picks them.
     """
-    import socket
-
     span = os.environ.get("TAGGER_PORT_RANGE")
     if not span:
         socks = [socket.socket() for _ in range(n)]

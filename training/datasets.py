@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from tagger.image import decode_image
 from training.errors import UsageError
 
 # COCO panoptic merges these COCO-Stuff classes into others (fog into sky, hill into mountain, branch/bush/leaves
@@ -220,8 +221,6 @@ class LabelledImages(torch.utils.data.Dataset):
         return self._targets, self._known
 
     def __getitem__(self, index: int):
-        from tagger.image import decode_image
-
         image = decode_image(self.paths[index].read_bytes(), min_side=self.min_side, max_pixels=10**9,
                              max_bytes=1 << 31)
         if self.transform is not None:

@@ -17,6 +17,8 @@ best score over the whole photo and the tiles, which finds smaller objects at 5x
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import re
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +62,6 @@ def graph_files(spec: dict) -> tuple[Path, Path]:
     Raises:
         DetectorError: the package is not installed (run ``make setup``).
     """
-    import importlib.util
-
     found = importlib.util.find_spec(spec["module"])
     if found is None or not found.submodule_search_locations:
         raise DetectorError(f"the detector package {spec['package']} is not installed: run `make setup` "
@@ -113,8 +113,6 @@ class Detector:
 
 def _strip_box_nodes(text: str) -> str:
     """The text graph without the nodes that only boxes need (see ``_BOX_NODES``)."""
-    import re
-
     head, *nodes = re.split(r"(?m)^node \{\n", text)
     kept = [n for n in nodes if not re.search(r'name: "([^"]+)"', n).group(1).startswith(_BOX_NODES)]
     return head + "".join("node {\n" + n for n in kept)

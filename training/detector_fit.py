@@ -15,6 +15,7 @@ from tagger import REPO
 from tagger.meta import save_json
 from training.checkpoint import save_checkpoint
 from training.detector import detector_spec, label_scores, load_minival_ids, seen_by_detector
+from training.features import cached_detections
 from training.metrics import calibrate_thresholds, summarize
 
 # COCO photos the detector never saw in its own training (Google's minival): the fusion is judged on those.
@@ -23,8 +24,6 @@ MINIVAL_IDS = REPO / "samples/mscoco_minival_ids.txt"
 
 def label_detections(spec: dict, dataset, names: list[str], cache_dir) -> tuple[torch.Tensor, dict]:
     """The detector's scores of ``dataset``'s photos as ``(N, L)`` label columns (NaN: no detector class)."""
-    from training.features import cached_detections
-
     raw, stats = cached_detections(spec, dataset, cache_dir, progress=True)
     return torch.from_numpy(label_scores(raw.numpy(), list(spec["classes"]), names)), stats
 
@@ -42,7 +41,7 @@ def fuse_best_checkpoint(args, labels, names, val, probs: torch.Tensor, out: Pat
     """The SGD recipe with a detector: the best epoch's validation logits fused with the detector's scores
     (``prior_recipe.choose_fusion``, out of fold over the validation photos), thresholds calibrated again on the
     fused scores, and ``best.pt`` / ``meta.json`` rewritten with the detector. Returns what ``best`` changes."""
-    from training import prior_recipe
+    from training import prior_recipe  # here, not at the top: prior_recipe imports this module
 
     spec = detector_spec(labels, args.detector, tiles=args.detector_tiles)
     detections, seen, _ = detector_inputs(spec, val, names, args.cache_dir)

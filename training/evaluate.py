@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 from pathlib import Path
 
 import torch
 
-from tagger.meta import save_json
+from tagger.meta import atomic_write, save_json
+from tagger.presets import eval_transform
 from tagger.tags import tags_above
 from training.datasets import DatasetError, LabelledImages, pair_sources
+from training.detector_fit import label_detections
+from training.fusion import fuse
 from training.metrics import METRIC_NAMES, summarize
+from training.resume import load_for_inference
 
 DEFAULT_CACHE = Path(__file__).resolve().parent.parent / "var/cache"
 
@@ -39,9 +44,6 @@ def model_probs(model, meta: dict, dataset, *, batch_size: int = 32, workers: in
     detector's scores when ``meta`` has one (as the handler does), as probabilities (N, L)."""
     logits = predict_logits(model, dataset, batch_size=batch_size, workers=workers)
     if meta.get("detector"):
-        from training.detector_fit import label_detections
-        from training.fusion import fuse
-
         names = [lab["name"] for lab in meta["labels"]]
         scores, _ = label_detections(meta["detector"], dataset, names, cache_dir or DEFAULT_CACHE)
         logits = fuse(logits, scores, meta["detector"]["fusion"])
@@ -50,11 +52,7 @@ def model_probs(model, meta: dict, dataset, *, batch_size: int = 32, workers: in
 
 def write_result_csv(path: str | Path, image_paths, probs: torch.Tensor, names: list[str], thresholds) -> None:
     """One row per image: its path, every label's score, and the predicted tags (``;``-separated, best first)."""
-    from tagger.meta import atomic_write
-
     def write(f):
-        import io
-
         text = io.StringIO()
         w = csv.writer(text)
         w.writerow(["image", *names, "tags"])
@@ -89,9 +87,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
-    from tagger.presets import eval_transform
-    from training.resume import load_for_inference
-
     model, meta, note = load_for_inference(args.checkpoint, args.labels)
     print(note)
     names = [lab["name"] for lab in meta["labels"]]

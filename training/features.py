@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 
+from tagger.image import DECODER_VERSION, decode_image
 from tagger.meta import atomic_write
+from training.detector import DETECT_VERSION, detect, load_detector
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
@@ -32,8 +34,6 @@ def image_key(path: str | Path) -> str:
 
 
 def cache_path(model, preprocessing: dict, cache_dir: str | Path) -> Path:
-    from tagger.image import DECODER_VERSION
-
     record = {**preprocessing, "decoder": DECODER_VERSION}
     pre = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
     return Path(cache_dir) / f"features-{weights_fingerprint(model.backbone)[:20]}-{pre}.pt"
@@ -88,9 +88,6 @@ def cached_features(model, dataset, preprocessing: dict, cache_dir: str | Path, 
 
 
 def detections_path(spec: dict, min_side: int | None, cache_dir: str | Path) -> Path:
-    from tagger.image import DECODER_VERSION
-    from training.detector import DETECT_VERSION
-
     record = {"graph": spec["graph_sha1"], "tiles": bool(spec.get("tiles")), "classes": spec["classes"],
               "input": spec["input"], "min_side": min_side, "decoder": DECODER_VERSION, "detect": DETECT_VERSION}
     key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
@@ -101,9 +98,6 @@ def cached_detections(spec: dict, dataset, cache_dir: str | Path, *, batch_size:
                       progress: bool = False) -> tuple[torch.Tensor, dict]:
     """The detector's scores ``(N, C)`` (columns: ``spec["classes"]`` in order) of every photo of ``dataset``,
     decoded as the handler decodes them (``dataset.min_side``); cached per photo like ``cached_features``."""
-    from tagger.image import decode_image
-    from training.detector import detect, load_detector
-
     def compute(missing):
         detector = load_detector(spec, threads=torch.get_num_threads())
         batches = range(0, len(missing), batch_size)

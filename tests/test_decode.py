@@ -5,8 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from tagger.image import ImageError, decode_image, open_image, oriented_size
-from tests.conftest import COCO, EXIF
+from serving.stack import ensure_default_archive
+
+from tagger.image import ImageError, decode_image, decoded_bytes, open_image, oriented_size, shrinks
+from tests.conftest import COCO, EXIF, REPO
 
 LARGE_CAMERA_FILES = ["30-type_error.jpg", "67-0_length_string.jpg", "87_OSError.jpg", "iphone_hdr_YES.jpg",
                       "IMG_5195.HEIC"]
@@ -63,8 +65,6 @@ def test_truncated_and_non_images_still_fail_at_reduced_size(phone_photos):
 @pytest.mark.slow
 def test_fast_decoding_keeps_the_default_models_tags(phone_photos):
     """At least 98% of image-label decisions identical to full decoding, on phone-size and camera photos."""
-    from serving.stack import ensure_default_archive
-    from serving.torchserve import REPO
     from tagger.presets import eval_transform
     from training.resume import load_for_inference
 
@@ -90,8 +90,6 @@ def test_fast_decoding_keeps_the_default_models_tags(phone_photos):
 def test_decoded_pixels_decode_again_to_the_same_pixels(phone_photos, side):
     """What the gateway sends TorchServe for a photo the model decodes reduced (tagger.image.decoded_bytes) gives,
     decoded again as the handler does, exactly the pixels the handler gets from the photo itself."""
-    from tagger.image import decoded_bytes, shrinks
-
     png = io.BytesIO()
     Image.new("RGB", (2000, 1201), (10, 200, 30)).save(png, "PNG")
     photos = [phone_photos[0], phone_photos[1], png.getvalue()] + [

@@ -1,12 +1,17 @@
 """The default model built offline from the bundled samples, and the archive that carries it."""
+import csv
 import json
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
-from serving.stack import REPO, ensure_default_archive
+from serving.stack import ensure_default_archive
+from tagger.archive import read_archive
+from tagger.image import decode_image
 from tagger.labels import load_labels
+from tests.conftest import REPO
 from training.checkpoint import load_checkpoint
 
 
@@ -98,9 +103,6 @@ def test_an_archive_with_older_handler_code_is_re_packed(archive, tmp_path):
 def test_archives_built_at_once_keep_their_own_files(archive, tmp_path):
     """torch-model-archiver stages every archive in one fixed folder ($TMPDIR/tagger): two builds at once (make
     archive beside a deploy job) must not take each other's files."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tagger.archive import read_archive
     from training.archive import build_archive
 
     ckpt = REPO / "checkpoints/default/best.pt"
@@ -112,10 +114,7 @@ def test_archives_built_at_once_keep_their_own_files(archive, tmp_path):
 
 def test_evaluate_scores_the_default_model_as_the_handler_answers(archive, tmp_path):
     """training.evaluate fuses the detector in as the handler does: its CSV row is the handler's answer."""
-    import csv
-
     from handler.core import load_model_detector, postprocess, with_detector
-    from tagger.image import decode_image
     from tagger.presets import eval_transform
     from training.evaluate import get_args_parser, main as evaluate_main
     from training.resume import load_for_inference

@@ -4,6 +4,10 @@ Uses its own ports and data directory, so it runs beside a `make serve` stack. I
 6 seconds here, so the gateway's key renewal is exercised against the real TorchServe. The data directory is
 deeper than a Unix socket path may be long, as a user's can be.
 """
+import base64
+import dataclasses
+import io
+import json
 import os
 import subprocess
 import time
@@ -11,11 +15,15 @@ from pathlib import Path
 
 import pytest
 import requests
+from PIL import Image
 
 from serving import torchserve
-from serving.stack import Stack, gateway_pid, ensure_default_archive, serve, stop
-from serving.torchserve import Ports, free_ports
-from tests.conftest import COCO, EXIF
+from serving.stack import (Stack, ensure_default_archive, gateway_pid, model_workers, serve, start_gateway, stop,
+                           stop_gateway)
+from serving.torchserve import SOCKET_NAME, SOCKET_PATH_MAX, Ports, free_ports
+from tagger.image import DEFAULT_MAX_BYTES, decode_image
+from tagger.ts_keys import key_rejected, read_keys, renew_key
+from tests.conftest import COCO, EXIF, REPO
 
 KEY_MINUTES = 0.1
 PIDS = []  # TorchServe frontend, gunicorn master
@@ -47,8 +55,6 @@ def stack(tmp_path_factory):
 
 def ts_post(stack, **kwargs):
     """A direct TorchServe prediction; keys expire every 6 s here, so a rejected one is renewed with the API key."""
-    from tagger.ts_keys import key_rejected, read_keys, renew_key
-
     headers = kwargs.pop("headers", {})
     for _ in range(2):
         key = read_keys(stack.torchserve.key_file)["inference"]
@@ -71,12 +77,6 @@ def test_bind_addresses_are_loopback(stack):
 
 
 def test_torchserve_accepts_raw_multipart_and_base64_json_and_survives_bad_bodies(stack):
-    import base64
-    import io
-    import json
-
-    from PIL import Image
-
     def post(**kwargs):
         return ts_post(stack, **kwargs)
 
@@ -113,8 +113,6 @@ def test_prometheus_metrics_on_loopback_name_the_model(stack):
 
 
 def test_a_chunked_body_without_length_over_the_limit_is_a_413_json(stack):
-    from tagger.image import DEFAULT_MAX_BYTES
-
     boundary = "xyzzy"
 
     def body():
@@ -176,8 +174,6 @@ def test_workers_serve_onnx_runtime_and_agree_with_the_eager_model(stack):
     import torch
 
     from handler.core import load_model_detector, postprocess, with_detector
-    from serving.stack import REPO, model_workers
-    from tagger.image import decode_image
     from tagger.presets import eval_transform
     from training.resume import load_for_inference
 
@@ -235,8 +231,6 @@ def test_upload_while_torchserve_is_down_is_served_once_it_is_back(stack):
 
 
 def test_a_data_folder_deeper_than_a_socket_path_serves_from_a_short_private_folder(stack):
-    from serving.torchserve import SOCKET_NAME, SOCKET_PATH_MAX
-
     run = stack.torchserve
     assert len(f"{run.run_dir}/tmp{SOCKET_NAME}") > SOCKET_PATH_MAX  # TorchServe's workers could not bind there
     assert run.tmp_dir.parent == Path("/tmp") and (run.tmp_dir.stat().st_mode & 0o777) == 0o700
@@ -247,10 +241,6 @@ def test_a_data_folder_deeper_than_a_socket_path_serves_from_a_short_private_fol
 def test_a_gateway_whose_killed_master_is_still_a_zombie_starts_again(stack):
     """A SIGKILLed gunicorn master stays a zombie until init reaps it; its pid file then names a PID that still
     "exists", and gunicorn would refuse to start ("Already running"). Starting the gateway again must work."""
-    import dataclasses
-
-    from serving.stack import start_gateway, stop_gateway
-
     again = dataclasses.replace(stack, gateway_port=free_ports(1)[0], gateway_name="gateway-after-a-kill")
     zombie = os.fork()
     if zombie == 0:
@@ -279,4 +269,3 @@ def test_serve_twice_starts_no_second_copy_and_stop_leaves_nothing(stack):
     assert not stack.torchserve.tmp_dir.exists()  # the short stand-in folder under /tmp went with it
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{stack.gateway_url}/healthz", timeout=2)
-

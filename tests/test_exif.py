@@ -2,13 +2,16 @@
 made by code: nothing hangs, nothing crashes, garbage gives None."""
 import io
 import json
+import os
+import socket
 import struct
 import time
 
 import pytest
 from PIL import Image
 
-from gateway.exif import EMPTY, gps_information, read_exif
+from gateway import exif
+from gateway.exif import _BOUNDED, EMPTY, gps_information, jpeg_exif_block, read_exif
 from tests.conftest import EXIF
 
 FILES = sorted(json.loads((EXIF / "expected.json").read_text())["files"])
@@ -110,8 +113,6 @@ def test_hostile_exif_gives_none_quickly_and_never_raises(name, tiff):
 
 
 def test_a_parse_that_overruns_is_killed_and_the_parser_replaced():
-    from gateway.exif import _BOUNDED
-
     data = (EXIF / "DSCN0010.jpg").read_bytes()
     _BOUNDED._get().submit(time.sleep, 5)  # the one parser process is busy: this parse cannot finish in time
     assert read_exif(data, timeout=0.2) == EMPTY  # overran: killed, nothing read
@@ -124,8 +125,6 @@ def test_garbage_never_raises():
 
 @pytest.mark.parametrize("fmt", ["WEBP", "PNG"])
 def test_webp_and_png_exif_read_like_the_jpeg(fmt):
-    from gateway.exif import jpeg_exif_block
-
     jpeg = (EXIF / "DSCN0010.jpg").read_bytes()
     block = jpeg_exif_block(jpeg)
     buf = io.BytesIO()
@@ -138,11 +137,6 @@ def test_webp_and_png_exif_read_like_the_jpeg(fmt):
 def test_the_parser_process_holds_none_of_the_callers_sockets():
     """A forked parser would inherit a gunicorn worker's client connections and keep a closed keep-alive
     connection open, so a browser reusing it would hang; the parser comes from a fork server instead."""
-    import os
-    import socket
-
-    from gateway import exif
-
     exif._BOUNDED.close()
     a, b = socket.socketpair()
     try:

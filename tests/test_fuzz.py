@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from fuzz.seeds import write_seeds
+from tests.conftest import REPO
+
 FINDINGS = Path(__file__).parent / "fuzz_findings"
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
 def test_fuzzing_smoke_finds_nothing(tmp_path):
-    from fuzz.seeds import write_seeds
-
     assert write_seeds(tmp_path / "seeds") > 40
     (tmp_path / "corpus").mkdir()
     r = subprocess.run([sys.executable, "-m", "fuzz.decode_exif", "-max_total_time=8", "-timeout=10",

@@ -2,11 +2,20 @@
 import hashlib
 import io
 import json
+import multiprocessing
+import socket
 import sqlite3
+import subprocess
+import sys
+from io import BytesIO
 
 import pytest
 
+from gateway import create_app
 from gateway.tagger_client import TaggerError
+from photo_store import PhotoStore, base
+from photo_store import sqlite as store_module
+from tagger.labels import label_names
 from tests.conftest import COCO, EXIF, REPO
 
 PHOTO = (EXIF / "DSCN0010.jpg").read_bytes()
@@ -55,8 +64,6 @@ def test_bad_uploads_get_a_json_4xx(client, form, status, words):
 
 
 def test_oversized_body_is_413_json(tmp_path, fake_tagger):
-    from gateway import create_app
-
     app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "TAGGER_CLIENT": fake_tagger,
                       "MAX_CONTENT_LENGTH": 50_000})
     r = upload(app.test_client(), PHOTO)  # 161 kB
@@ -108,7 +115,6 @@ def test_reuploads_lose_nothing(client, app):
     assert store.get("bus")["labels"] == ["bus", "person"] and store.get("bus")["file"] == first["file"]
     # if_absent: 409, nothing changes
     other = (COCO / "images/000000000382.jpg").read_bytes()
-    from io import BytesIO
 
     r = client.post("/imgup", data={"file": (BytesIO(other), "x.jpg"), "id_name": "bus", "if_absent": "1"})
     assert r.status_code == 409 and "if_absent" in r.json["error"] and store.get("bus")["sha256"] == first["sha256"]
@@ -134,8 +140,6 @@ def test_printable_id_names_are_data_never_paths(client, app, id_name):
 
 def test_acknowledged_upload_is_committed_to_disk(client, app, backend, store_url):
     """After the 200, a fresh connection (another process after a crash) sees the record and the file."""
-    import hashlib
-
     upload(client)
     store = app.extensions["store"]
     if backend == "sqlite":
@@ -160,7 +164,6 @@ def test_openapi_describes_the_routes(client):
 
 
 def test_annotation_labels_and_export_readable_by_training(client, app):
-    from tagger.labels import label_names
     from training.datasets import CocoMultiLabel
 
     assert client.get("/annotate/").status_code == 200
@@ -202,8 +205,6 @@ def test_readyz_says_what_is_not_ready(client, fake_tagger, app, tmp_path):
 
 
 def test_photos_search_by_tag_is_paged_newest_first_and_labels_win(client, app, fake_tagger):
-    from io import BytesIO
-
     for i in range(7):
         data = (COCO / "images" / sorted(p.name for p in (COCO / "images").iterdir())[i]).read_bytes()
         assert client.post("/imgup", data={"file": (BytesIO(data), "p.jpg"), "id_name": f"p{i}"}).status_code == 200
@@ -229,8 +230,6 @@ def test_photos_search_by_tag_is_paged_newest_first_and_labels_win(client, app, 
 
 
 def test_delete_removes_photo_file_history_and_predictions(client, app):
-    from io import BytesIO
-
     store = app.extensions["store"]
     a = (COCO / "images/000000000471.jpg").read_bytes()
     b = (COCO / "images/000000000382.jpg").read_bytes()
@@ -248,8 +247,6 @@ def test_delete_removes_photo_file_history_and_predictions(client, app):
 
 
 def test_place_names_come_offline_from_geonames(client, monkeypatch):
-    import socket
-
     def no_network(*args, **kwargs):
         raise AssertionError("no network at run time")
 
@@ -264,8 +261,6 @@ def test_place_names_come_offline_from_geonames(client, monkeypatch):
 
 
 def test_more_than_a_few_form_parts_is_a_400(client):
-    from io import BytesIO
-
     fields = {f"f{i}": "x" for i in range(1001)}
     r = client.post("/imgup", data={"file": (BytesIO(PHOTO), "p.jpg"), "id_name": "many", **fields})
     assert r.status_code == 400 and "parts" in r.json["error"]
@@ -285,8 +280,6 @@ def test_a_form_part_without_a_name_gets_a_400(client):
                                            (OSError(30, "Read-only file system"), 503)])
 def test_a_full_or_read_only_photo_folder_answers_507_or_503_and_loses_nothing(client, app, monkeypatch, fault,
                                                                                 status):
-    from photo_store import base
-
     jpeg = (COCO / "images/000000000471.jpg").read_bytes()
     assert upload(client, jpeg, "kept").status_code == 200
     store = app.extensions["store"]
@@ -305,11 +298,6 @@ def test_a_full_or_read_only_photo_folder_answers_507_or_503_and_loses_nothing(c
                                              ("attempt to write a readonly database", 503)])
 def test_a_full_or_read_only_sqlite_database_answers_507_or_503_and_loses_nothing(tmp_path, fake_tagger,
                                                                                   monkeypatch, message, status):
-    import sqlite3
-
-    from gateway import create_app
-    from photo_store import sqlite as store_module
-
     client = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "TAGGER_CLIENT": fake_tagger}).test_client()
     jpeg = (COCO / "images/000000000471.jpg").read_bytes()
     assert upload(client, jpeg, "kept").status_code == 200
@@ -329,8 +317,6 @@ def test_a_postgresql_outage_is_503_with_retry_after_and_the_gateway_reconnects(
     """The database refuses connections and drops the open ones (as a restart does): 503, never a 500; once it
     is back, the same app answers again without being restarted, and the acknowledged photo is intact."""
     import psycopg
-
-    from gateway import create_app
 
     client = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "TAGGER_CLIENT": fake_tagger,
                          "DATABASE_URL": database_url, "DATABASE_TIMEOUT": 1.0}).test_client()
@@ -355,17 +341,12 @@ def test_a_postgresql_outage_is_503_with_retry_after_and_the_gateway_reconnects(
 def test_the_gateway_loads_without_torch():
     """The gateway and its annotation page import no torch: a worker boots in a fraction of a second and stays
     small (retraining runs in its own process)."""
-    import subprocess
-    import sys
-
     out = subprocess.run([sys.executable, "-c", "import sys, gateway; gateway.create_app(); print('torch' in "
                           "sys.modules)"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
 
 
 def _open_store(path, barrier, errors):
-    from photo_store import PhotoStore
-
     barrier.wait()
     try:
         PhotoStore(path)
@@ -377,8 +358,6 @@ def _open_store(path, barrier, errors):
 def test_workers_booting_at_once_all_open_a_new_store(tmp_path):
     """gunicorn boots its workers together on a fresh data folder; one failing to open the store ("database is
     locked") would halt gunicorn altogether. Before the schema lock, about one try in five failed."""
-    import multiprocessing
-
     ctx = multiprocessing.get_context("fork")
     errors = ctx.Queue()
     for i in range(25):

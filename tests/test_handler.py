@@ -2,6 +2,7 @@
 import base64
 import io
 import json
+import shutil
 
 import pytest
 import torch
@@ -153,8 +154,6 @@ def test_a_runtime_that_fails_falls_back_to_the_next(tiny_model_dir, monkeypatch
 
 def _with_archived_onnx(tiny_model_dir, tmp_path):
     """A copy of the tiny model's folder with the ONNX graph an archive packs (``training.archive.pack_onnx``)."""
-    import shutil
-
     from training.archive import pack_onnx
 
     d = tmp_path / "model"

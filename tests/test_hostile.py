@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import time
 
 import psutil
 import pytest
 import requests
 
+from photo_store import PhotoStore
 from serving.stack import Stack, gateway_pid, start_gateway, stop_gateway
 from serving.torchserve import Ports, free_ports
 from tests.hostile import PHOTO, id_name_cases, image_cases
@@ -144,7 +146,6 @@ def test_afterwards_every_process_lives_memory_is_bounded_and_nothing_left_the_s
     for p in var.rglob("*"):  # only the store's own files
         rel = p.relative_to(var).parts
         assert rel[0] in ("images", "thumbs", "run", "jobs", "cache") or rel[0].startswith("photos.db"), p
-    from photo_store import PhotoStore
 
     store = PhotoStore(var)
     names = {r["id_name"] for r in store.list(limit=10_000)}
@@ -153,7 +154,6 @@ def test_afterwards_every_process_lives_memory_is_bounded_and_nothing_left_the_s
         assert store.image_path(record).is_file()
         assert len(store.read_image(record)) == record["bytes"]
     assert not [p for p in var.rglob("*.tmp")]
-    import sqlite3
 
     with sqlite3.connect(var / "photos.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

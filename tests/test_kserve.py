@@ -1,11 +1,16 @@
 """deploy/kserve: the InferenceService and TorchServe config that KServe's kserve-torchserve runtime expects."""
 import base64
+import http.server
 import io
 import json
+import threading
 
 import pytest
 import yaml
 
+from gateway import create_app
+from gateway.auth import needed_scope
+from serving.stack import kserve_bundle
 from tests.conftest import COCO, REPO, send_json
 
 KSERVE = REPO / "deploy/kserve"
@@ -21,8 +26,6 @@ def _properties(path):
 
 
 def test_bundle_layout_and_every_referenced_file_exists():
-    from serving.stack import kserve_bundle
-
     bundle = kserve_bundle()
     isvc = yaml.safe_load((KSERVE / "inferenceservice.yaml").read_text())
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["kind"] == "InferenceService"
@@ -69,9 +72,6 @@ def _manifests():
 def test_gateway_manifests_replicas_on_one_claim_and_a_secret_database_url(tmp_path):
     """deploy/kserve/gateway.yaml on paper: a Deployment of N replicas, its Service, a ReadWriteMany claim for the
     photo folder and the database URL from a Secret; every setting it gives is one the gateway reads."""
-    from gateway import create_app
-    from gateway.auth import needed_scope
-
     docs = _manifests()
     assert set(docs) == {("Secret", "tagger-database"), ("PersistentVolumeClaim", "tagger-photos"),
                          ("Deployment", "tagger-gateway"), ("Service", "tagger-gateway")}
@@ -135,9 +135,6 @@ class _Predictor:
     behind an HTTP server (what the kserve-torchserve runtime does in a pod)."""
 
     def __init__(self, model_dir, monkeypatch):
-        import http.server
-        import threading
-
         from ts.torch_handler.request_envelope.kserve import KServeEnvelope
 
         from handler.tagger_handler import TaggerHandler
@@ -176,8 +173,6 @@ class _Predictor:
 
 
 def test_the_gateway_tags_through_an_inference_service_over_kserve_v1(tiny_model_dir, monkeypatch, tmp_path):
-    from gateway import create_app
-
     predictor = _Predictor(tiny_model_dir, monkeypatch)
     try:
         app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "TS_PROTOCOL": "kserve-v1",
@@ -206,7 +201,5 @@ def test_the_gateway_tags_through_an_inference_service_over_kserve_v1(tiny_model
 
 
 def test_an_unknown_ts_protocol_is_refused_at_start(tmp_path):
-    from gateway import create_app
-
     with pytest.raises(ValueError, match="TS_PROTOCOL='grpc'"):
         create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "TS_PROTOCOL": "grpc"})

@@ -1,6 +1,8 @@
 """schemathesis against /openapi.json: every operation with positive and negative data and all checks (fixed seed,
 a bounded number of examples), then the stateful phase along the spec's links (imgup -> imginfo, delete). No
 5xx, no response that breaks the schema, no schema-valid request refused but for what a schema cannot say."""
+import tempfile
+
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
@@ -11,8 +13,6 @@ from tests.conftest import COCO, FakeTagger
 
 
 def _app():
-    import tempfile
-
     app = create_app({"TESTING": True, "DATA_DIR": tempfile.mkdtemp(prefix="fuzz-"), "TAGGER_CLIENT": FakeTagger()})
     with app.test_client() as c:  # one real photo, so that some generated id_names hit
         c.post("/imgup", data={"file": ((COCO / "images/000000000471.jpg").open("rb"), "bus.jpg"), "id_name": "bus"})

@@ -1,17 +1,26 @@
 """The photo library: a folder tagged into XMP sidecars through the real gateway and TorchServe, read back with
 the ExifTool command line; keywords imported as training labels; export; errors."""
 import hashlib
+import http.server
 import json
+import os
 import shutil
+import signal
 import subprocess
+import sys
+import threading
+import time
 
 import pytest
 import requests
 
 from photo_library.cli import main
 from photo_library.files import id_name, photos_in, sidecar_path
+from photo_library.gateway_client import GatewayClient, GatewayDown
 from photo_library.keywords import load_synonyms, user_keywords
 from photo_library.xmp import HIERARCHICAL, MODEL_VERSION, SUBJECT, TAGGER_SUBJECTS, TAGS_LIST, merge_tags
+from photo_store import open_store
+from serving.torchserve import free_ports
 from tests.conftest import COCO, EXIF, secured_gateway, served_stack
 
 EXIFTOOL = shutil.which("exiftool") or "/usr/bin/exiftool"
@@ -61,8 +70,6 @@ def test_names_and_synonyms(tmp_path, labels):
 
 
 def test_a_gateway_that_is_down_is_one_clear_line(tmp_path, capsys):
-    from serving.torchserve import free_ports
-
     (tmp_path / "a.jpg").write_bytes((COCO / "images/000000000471.jpg").read_bytes())
     assert main(["tag", str(tmp_path), "--gateway", f"http://127.0.0.1:{free_ports(1)[0]}", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
@@ -204,8 +211,6 @@ def test_make_tag_on_the_samples(stack, tmp_path):
 def test_a_gateway_that_asks_for_a_token_gets_the_one_in_tagger_token(stack, tmp_path, capsys, monkeypatch):
     """Against a gateway with GATEWAY_AUTH=required: no token is one clear line and nothing written; a read token
     the same; TAGGER_TOKEN with a write token tags."""
-    from photo_store import open_store
-
     store = open_store(stack.var_dir)
     write, read = store.create_token("library", "write")["token"], store.create_token("peek", "read")["token"]
     shutil.copy(COCO / "images/000000000471.jpg", tmp_path / "a.jpg")
@@ -226,11 +231,6 @@ def test_a_gateway_that_asks_for_a_token_gets_the_one_in_tagger_token(stack, tmp
 
 
 def test_a_503_is_retried_after_its_retry_after():
-    import http.server
-    import threading
-
-    from photo_library.gateway_client import GatewayClient, GatewayDown
-
     answers = [503, 503, 200]
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -259,11 +259,6 @@ def test_a_503_is_retried_after_its_retry_after():
 
 
 def test_a_killed_run_costs_only_what_it_had_left(stack, tmp_path):
-    import os
-    import signal
-    import sys
-    import time
-
     root = tmp_path / "many"
     root.mkdir()
     photos = sorted((COCO.parent / "coco_more/images").glob("*.jpg"))[:40]

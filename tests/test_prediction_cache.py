@@ -1,8 +1,10 @@
 """Predictions cached per image content and model version, prefetched after upload, surviving a restart."""
 import threading
 import time
+from io import BytesIO
 
 from gateway import create_app
+from gateway.tagger_client import TaggerError
 from tests.conftest import COCO, FakeTagger
 
 PHOTO = (COCO / "images/000000000471.jpg").read_bytes()
@@ -27,8 +29,6 @@ class SlowTagger(FakeTagger):
 
 
 def _upload(client, data=PHOTO, id_name="bus"):
-    from io import BytesIO
-
     return client.post("/imgup", data={"file": (BytesIO(data), "bus.jpg"), "id_name": id_name})
 
 
@@ -85,8 +85,6 @@ def test_cached_answers_survive_a_gateway_restart(tmp_path):
 
 
 def test_upload_while_torchserve_is_down_is_stored_and_served_once_it_is_back(tmp_path):
-    from gateway.tagger_client import TaggerError
-
     tagger = FakeTagger()
     tagger.error = TaggerError("model server is not reachable (make serve starts it)")
     app = _app(tmp_path, tagger, VERSION_TTL=0)
@@ -117,8 +115,6 @@ def test_imginfo_on_another_worker_waits_for_the_running_prefetch_instead_of_ask
 def test_imginfo_on_another_machine_waits_for_its_running_prefetch_through_postgresql(tmp_path, database_url):
     """Two replicas on two machines: one PostgreSQL, one shared photo folder, each its own data folder (so no
     flock is shared): B's /imginfo waits on A's advisory lock instead of asking TorchServe a second time."""
-    from gateway import create_app
-
     tagger = SlowTagger()
     replicas = [create_app({"TESTING": True, "DATA_DIR": str(tmp_path / f"machine-{m}"), "TAGGER_CLIENT": tagger,
                             "DATABASE_URL": database_url, "PHOTO_DIR": str(tmp_path / "nas")}) for m in "ab"]

@@ -3,9 +3,9 @@ test_chaos and test_hostile): no unrestricted unpickling anywhere, and the servi
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
+
 CODE = [p for d in ("annotation_ui", "benchmarks", "fuzz", "gateway", "handler", "serving", "training")
         for p in (REPO / d).rglob("*.py")]
 

@@ -5,11 +5,19 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import sqlite3
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from photo_store import Conflict, open_store
+from gateway.exif import _BOUNDED, read_exif
+from photo_store import Conflict, StoreUnavailable, open_store
+from photo_store.migrate import current, head
+from photo_store.postgres import PostgresStore
+from photo_store.transfer import main, transfer, verify
+from serving.torchserve import free_ports
 
 PROCESSES, THREADS = 2, 4  # 8 threads across two processes, each process with its own store (as two replicas)
 
@@ -113,8 +121,6 @@ def test_the_same_bytes_under_two_names_share_one_file_until_both_are_deleted(st
 def test_a_store_made_before_migrations_is_brought_to_the_newest_schema_in_place(tmp_path):
     """A var/photos.db from before Alembic (created by the old CREATE TABLE IF NOT EXISTS, without the later
     columns) keeps its rows and gains the columns and indexes."""
-    from photo_store.migrate import current, head
-
     (tmp_path / "images").mkdir()
     (tmp_path / "images/old.jpg").write_bytes(photo(0))
     db = sqlite3.connect(tmp_path / "photos.db")
@@ -137,9 +143,6 @@ def test_a_store_made_before_migrations_is_brought_to_the_newest_schema_in_place
 
 
 def test_a_database_url_of_an_unknown_kind_or_an_unreachable_server_is_one_clear_line(tmp_path):
-    from photo_store import StoreUnavailable
-    from serving.torchserve import free_ports
-
     with pytest.raises(ValueError, match="neither empty .* nor postgresql://"):
         open_store(tmp_path, "mysql://someone:secret@db/photos")
     port = free_ports(1)[0]
@@ -152,9 +155,6 @@ def test_a_database_url_of_an_unknown_kind_or_an_unreachable_server_is_one_clear
 def test_migrate_store_copies_sqlite_into_postgresql_resumably_and_verifies_it(tmp_path, database_url):
     """make migrate-store: photos, history, labels and cached predictions; a run killed half way is run again and
     finishes; counts and every file's sha256 are checked; the CLI says so in its exit status."""
-    from photo_store.postgres import PostgresStore
-    from photo_store.transfer import main, transfer, verify
-
     src = open_store(tmp_path)
     for i in range(7):
         src.put(f"p{i}", photo(i), exif={"datetime": f"2026:01:0{i + 1} 10:00:00"}, fmt="JPEG", width=4, height=3)
@@ -193,12 +193,6 @@ def test_the_exif_parser_forked_while_a_photo_file_is_locked_does_not_keep_the_l
     """The gateway forks its EXIF parser at any moment; a lock file's descriptor it inherited would hold the flock
     after the upload that took it, and stall every later upload of that file (the hostile tests found it): the
     parser closes what it inherited at once."""
-    import subprocess
-    import sys
-    import time
-
-    from gateway.exif import _BOUNDED, read_exif
-
     store = open_store(tmp_path)
     sha = hashlib.sha256(b"x").hexdigest()
     _BOUNDED.close()

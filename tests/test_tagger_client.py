@@ -1,7 +1,10 @@
 """The TorchServe client's retries, against a small real HTTP server on loopback that misbehaves on purpose."""
 import http.server
 import json
+import os
+import socket
 import threading
+import time
 
 import pytest
 
@@ -57,8 +60,6 @@ def test_a_bad_image_is_not_retried(server):
 
 
 def test_connection_refused_is_retried_then_a_503(tmp_path):
-    import socket
-
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -74,9 +75,6 @@ def test_connection_refused_is_retried_then_a_503(tmp_path):
 def test_a_key_file_caught_half_rewritten_is_read_again(tmp_path):
     """Found by `make load`: TorchServe rewrites key_file.json in place when it renews a key, and a read in that
     instant got half a file (one 503 among 23,077 requests). The client reads again, or keeps the keys it has."""
-    import os
-    import time
-
     keys = tmp_path / "key_file.json"
     keys.write_text(json.dumps({"management": {"key": "m1"}, "inference": {"key": "i1"}, "API": {"key": "a1"}}))
     client = TaggerClient("http://127.0.0.1:9", "http://127.0.0.1:9", keys)

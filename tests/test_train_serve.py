@@ -7,6 +7,7 @@ import torch
 
 from serving import torchserve
 from serving.torchserve import Ports, TorchServeRun, free_ports
+from tagger.image import decode_image
 from tagger.ts_keys import read_keys
 from tests.conftest import COCO
 from training.cli import cli
@@ -37,7 +38,6 @@ def test_a_trained_checkpoint_archives_and_torchserve_serves_it(tmp_path):
     # the same scores as the checkpoint in-process (classifier and detector), and tags exactly the labels at or
     # above their thresholds
     from handler.core import load_model_detector, with_detector
-    from tagger.image import decode_image
     from tagger.presets import eval_transform
     from training.resume import load_for_inference
 

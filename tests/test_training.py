@@ -1,17 +1,21 @@
 """The training tool, `python -m training`: flags, both recipes, checkpoints, resume, legacy data, errors."""
 from __future__ import annotations
 
+import collections
 import json
 import os
 import pickle
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import torch
 
+from tagger.labels import label_names, load_labels
 from tests.conftest import COCO, REPO
+from training import import_legacy
 from training.cli import cli, parse_args
 
 ORIGINAL_FLAGS = ["--workers", "--epochs", "--epoch_step", "--device_ids", "--start-epoch", "-b", "--batch-size",
@@ -100,7 +104,6 @@ def test_head_only_training_writes_everything_and_the_archive_serves_it(tmp_path
     from training.archive import build_archive
 
     mar = build_archive(out / "best.pt", tmp_path / "tagger-7.7.mar", version="7.7")
-    import zipfile
 
     with zipfile.ZipFile(mar) as z:
         assert json.loads(z.read("meta.json"))["thresholds"] == meta["thresholds"]
@@ -160,7 +163,6 @@ def test_resnet18_fine_tuning_with_train_preset(tmp_path, tiny_coco):
 
 def test_frozen_backbone_keeps_batchnorm_in_eval_mode(tiny_coco):
     """With --lrp 0 --no-cache the backbone runs every epoch; its BatchNorm statistics must not move."""
-    from tagger.labels import load_labels
     from training.model import build
 
     args = parse_args(["--arch", "resnet18", "--pretrained", "none"])
@@ -236,15 +238,12 @@ def _newdata(tmp_path):
 
 
 def test_import_legacy_newdata_trains(tmp_path, capsys):
-    from training import import_legacy
-
     nd, files = _newdata(tmp_path)
     out = tmp_path / "newdata.json"
     report = import_legacy.main(import_legacy.get_args_parser().parse_args([str(nd), "--out", str(out)]))
     assert report["images"] == 5 and report["unlabelled"] == [files[5].name]
     assert report["labels_outside_vocabulary"] == ["umbrella"]
 
-    from tagger.labels import label_names
     from training.datasets import LabelledImages
 
     names = label_names()
@@ -273,7 +272,6 @@ def test_a_pickle_that_asks_for_code_is_refused_and_nothing_runs(tmp_path, capsy
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 2 and evil.name in r.stderr and "refused" in r.stderr
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "x.json").exists()
-    import collections
 
     (tmp_path / "od.pkl").write_bytes(pickle.dumps(collections.OrderedDict(a=1)))
     with pytest.raises(LegacyError, match="collections.OrderedDict"):
@@ -284,7 +282,6 @@ def test_a_pickle_that_asks_for_code_is_refused_and_nothing_runs(tmp_path, capsy
 
 
 def test_instances_and_stuff_files_merge_per_image_and_unknowns_stay_masked(tmp_path):
-    from tagger.labels import label_names
     from training.datasets import LabelledImages
     from training.engine import masked_bce
 
@@ -342,7 +339,6 @@ def test_bad_data_is_reported_clearly(tmp_path, capsys):
 
 
 def test_feature_cache_recomputes_only_what_changed(tmp_path):
-    from tagger.labels import label_names
     from tagger.presets import default_preprocessing, eval_transform
     from training.datasets import LabelledImages
     from training.features import cached_features
@@ -397,7 +393,6 @@ def test_two_processes_match_one(tmp_path, cache_dir, tiny_coco):
 @pytest.mark.slow
 def test_cv_never_lets_a_photos_own_label_reach_its_out_of_fold_prediction():
     """Flip one photo's labels: its out-of-fold predictions (every repeat) must not move."""
-    from tagger.labels import load_labels
     from training.head import set_prior_structure
     from training.model import build_model
     from training.prior_recipe import cross_validate, fold_indices
@@ -424,7 +419,6 @@ def test_cv_never_lets_a_photos_own_label_reach_its_out_of_fold_prediction():
 
 def test_supercategory_back_off_and_checkpoints_made_before_it():
     """A label without ImageNet classes leans on its supercategory siblings; older state dicts still load."""
-    from tagger.labels import label_names, load_labels
     from training.head import fit_head, set_prior_structure, sibling_matrix
     from training.model import build_model
 

@@ -6,10 +6,10 @@ import time
 import pytest
 import requests
 
-from serving.stack import REPO, versions
+from serving.stack import versions
 from serving.versions import DeployError
 from tagger.ts_keys import read_keys
-from tests.conftest import COCO, private_model_store, served_stack
+from tests.conftest import COCO, REPO, private_model_store, served_stack
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ from serving.torchserve import Ports, free_ports
 from tagger.ts_keys import read_keys
 
 REPO = Path(__file__).resolve().parent.parent
+SAMPLE_SECONDS = 1.0  # how often the key file and every process's RSS are read
 
 
 def synthetic_jpeg(i: int, size: tuple[int, int] = (320, 240)) -> bytes:
@@ -123,7 +124,7 @@ def run(seconds: float, clients: int, key_minutes: float, warmup: float, workers
     keys_seen: set[str] = set()  # the inference keys TorchServe's key file held: renewed ones add to it
 
     def sampler():
-        while not done.wait(1.0):
+        while not done.wait(SAMPLE_SECONDS):
             try:
                 keys_seen.add(read_keys(stack.torchserve.key_file)["inference"])
             except (OSError, ValueError, KeyError):
@@ -187,7 +188,8 @@ def run(seconds: float, clients: int, key_minutes: float, warmup: float, workers
         "rss_mb_peak_in_warmup": {n: round(v, 1) for n, v in peak_before.items() if v},
         "rss_mb_peak_after_warmup": {n: round(v, 1) for n, v in peak.items() if v},
         "rss_growth_percent": growth, "memory_samples": len(later),
-        "rss_mb_every_20s": [[round(t), {n: round(v, 1) for n, v in m.items()}] for t, m in series[::20]],
+        "rss_mb_every_20s": [[round(t), {n: round(v, 1) for n, v in m.items()}]
+                             for t, m in series[::round(20 / SAMPLE_SECONDS)]],
         "processes_replaced": len(replaced), "gateway_workers_recycled_by_max_requests": recycled,
     }
 

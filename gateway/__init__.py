@@ -22,6 +22,7 @@ from annotation_ui import bp as annotation_bp
 from gateway.api import bp as api_bp
 from gateway.auth import install as install_auth
 from gateway.body import install as install_body_reader
+from gateway.hosts import install as install_hosts
 from gateway.kserve_client import KServeClient
 from gateway.predictions import Predictions
 from gateway.request_id import install as install_request_id
@@ -80,6 +81,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         PREFETCH_WORKERS=2,
         DECODE_CHECK_THREADS=8,  # per worker: each upload checks its pixels and reads its EXIF beside its file write
         GATEWAY_AUTH=os.environ.get("GATEWAY_AUTH", "auto"),  # auto: tokens for other machines; required; off
+        HOSTS="",  # host names answered beyond loopback ones (TAGGER_HOSTS="nas.local 192.168.1.5"; "*": any)
         SESSION_HOURS=12.0,  # how long the annotation page's sign-in lasts
     )
     if test_config is None:
@@ -105,6 +107,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         workers=int(app.config["PREFETCH_WORKERS"]), ttl=float(app.config["VERSION_TTL"]),
         inflight_dir=data_dir.prefetch, model_store=app.config["MODEL_STORE"], model_name=app.config["MODEL_NAME"])
     install_request_id(app)
+    install_hosts(app)  # first of the checks: a request naming another host (DNS rebinding) goes no further
     install_server_timing(app)
     install_same_origin(app)
     install_auth(app)  # after the same-origin check, before the body is read: a refused request's body is never read

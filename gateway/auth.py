@@ -6,8 +6,11 @@
 
 ``GATEWAY_AUTH`` says when a token is asked for:
 - ``auto`` (the default): for requests from other machines. A request is local when its peer and every address
-  a proxy names for it (``X-Real-IP``, which our nginx sets, and ``X-Forwarded-For``) are loopback, so
-  ``make serve`` and ``make serve-cluster`` on loopback need no login.
+  a proxy names for it (``X-Real-IP``, which our nginx sets, and ``X-Forwarded-For``) are loopback, its ``Host``
+  is a loopback name (a page that rebound its own name to 127.0.0.1 is not local) and the gateway listens on a
+  loopback address, so ``make serve`` and ``make serve-cluster`` on loopback need no login. A forwarder on this
+  machine that adds no ``X-Real-IP`` (``ssh -L``, socat) looks local: expose the gateway through one only with
+  ``required``.
 - ``required``: for every request (what ``make serve-cluster --listen`` beyond loopback sets).
 - ``off``: never (a gateway behind a proxy of yours that authenticates).
 
@@ -23,7 +26,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask, current_app, jsonify, request
 
 from gateway.same_origin import SAFE
-from tagger.net import is_loopback
+from tagger.net import host_name, is_ip, is_loopback
 
 MODES = ("auto", "required", "off")
 COOKIE = "tagger_session"
@@ -47,12 +50,17 @@ def grants(scope: str, need: str) -> bool:
     return scope == "write" or scope == need
 
 
-def is_local(remote_addr: str | None, real_ip: str | None, forwarded_for: str | None) -> bool:
-    """Whether the peer and every address its proxies name are loopback (a header can only make it less local).
-    No peer address is a Unix socket's peer (gunicorn bound to one), on this machine too."""
+def is_local(remote_addr: str | None, real_ip: str | None, forwarded_for: str | None, *, host: str = "localhost",
+             listen: str | None = None) -> bool:
+    """Whether the peer and every address its proxies name are loopback (a header can only make it less local),
+    the ``Host`` the client asked for is a loopback name, and the address the request arrived on (``listen``,
+    gunicorn's ``SERVER_NAME``; ignored unless it is an IP address) is loopback. No peer address is a Unix socket's
+    peer (gunicorn bound to one), on this machine too."""
     named = ([remote_addr] if remote_addr else []) + ([real_ip] if real_ip is not None else []) \
         + (forwarded_for.split(",") if forwarded_for is not None else [])
-    return all(is_loopback(a) for a in named)
+    if listen and is_ip(listen) and not is_loopback(listen):  # bound to 0.0.0.0 or a LAN address
+        return False
+    return is_loopback(host_name(host)) and all(is_loopback(a) for a in named)
 
 
 def token_required(mode: str) -> bool:
@@ -61,7 +69,8 @@ def token_required(mode: str) -> bool:
     if mode == "off":
         return False
     return not is_local(request.remote_addr, request.headers.get("X-Real-IP"),
-                        request.headers.get("X-Forwarded-For"))
+                        request.headers.get("X-Forwarded-For"), host=request.host,
+                        listen=request.environ.get("SERVER_NAME"))
 
 
 def _refuse(status: int, error: str | None, message: str):

@@ -2,7 +2,7 @@
 
     python -m serving {serve,stop,status,versions,rollback} [--var DIR]
     python -m serving deploy VERSION [--var DIR]       # model_store/tagger-VERSION.mar becomes the default
-    python -m serving serve-cluster [--replicas N] [--listen HOST]   # PostgreSQL, TorchServe, N gateways, nginx
+    python -m serving serve-cluster [--replicas N] [--listen HOST] [--hosts NAMES]   # PostgreSQL, TorchServe, ...
     python -m serving {token,revoke,tokens} [--name NAME] [--scope read|write]   # API tokens (serving/tokens.py)
 """
 from __future__ import annotations
@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
                    "or as many as last time)")
     p.add_argument("--listen", default=None, help="with serve-cluster: the address nginx listens on (default "
                    "127.0.0.1; beyond loopback every request then needs a token)")
+    p.add_argument("--hosts", default=None, help="with serve-cluster: more host names clients use to reach it (a "
+                   "DNS alias, a NAT address), comma-separated (default: this machine's own names and addresses)")
     p.add_argument("--name", default=None, help="with token: who holds it; with revoke: its name or id")
     p.add_argument("--scope", default=None, choices=["read", "write"], help="with token (write includes read)")
     args = p.parse_args(argv)
@@ -37,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         status, text = run(args.command, stack, name=args.name, scope=args.scope)
         print(text, file=sys.stdout if status == 0 else sys.stderr)
         return status
-    cluster = Cluster.load(stack.var_dir, replicas=args.replicas, proxy_host=args.listen)
+    cluster = Cluster.load(stack.var_dir, replicas=args.replicas, proxy_host=args.listen,
+                           hosts=None if args.hosts is None else tuple(args.hosts.replace(",", " ").split()))
     if args.command == "serve-cluster":
         if cluster.replicas < 1:
             p.error("--replicas must be at least 1")

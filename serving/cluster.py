@@ -7,16 +7,21 @@ nginx in front (``make serve-cluster``; ``make status``, ``make stop``).
                                    \\-> PostgreSQL 127.0.0.1:5433 (var/run/postgres), photos in var/images
 
 Running it again starts only what is missing (a killed replica comes back; nginx's upstream list follows
-``--replicas``; a new ``--listen`` restarts the replicas when it changes whether a token is asked). Each replica
+``--replicas``; a new ``--listen`` or ``--hosts`` restarts the replicas when it changes who may call them).
+Beyond loopback, nginx and the replicas answer only to the host names of this machine (its name, and with
+``--listen 0.0.0.0`` its addresses) and those ``--hosts`` adds; a request naming another host is refused (421). Each replica
 is one gunicorn (its run folder ``var/run/gateway-<port>``); every replica opens the same database, so on several
 machines the same command line with a shared ``--var`` photo folder (NFS) and one database works the same way.
 """
 from __future__ import annotations
 
 import json
+import socket
 import time
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
+
+import psutil
 
 from serving import torchserve
 from serving.nginx import NginxRun
@@ -26,7 +31,7 @@ from serving.torchserve import Ports
 from tagger import REPO
 from tagger.layout import DataDir
 from tagger.meta import save_json
-from tagger.net import is_loopback
+from tagger.net import host_name, is_loopback, parse_hosts
 
 FIRST_REPLICA_PORT = 7781
 PROXY_PORT = 7777
@@ -44,9 +49,11 @@ class Cluster:
     ports: Ports = field(default_factory=Ports)  # TorchServe's
     model_store: Path = REPO / "model_store"
     gateway_workers: int = 2
+    hosts: tuple[str, ...] = ()  # host names answered beyond this machine's own (a DNS alias, a NAT address)
 
     def __post_init__(self):
         object.__setattr__(self, "var_dir", Path(self.var_dir).resolve())
+        object.__setattr__(self, "hosts", parse_hosts(self.hosts))
         if not self.replica_ports:
             object.__setattr__(self, "replica_ports",
                                tuple(FIRST_REPLICA_PORT + i for i in range(self.replicas)))
@@ -59,8 +66,9 @@ class Cluster:
         saved = DataDir(var_dir).run / "cluster.json"
         settings = json.loads(saved.read_text()) if saved.is_file() else {}
         settings = {k: v for k, v in settings.items() if k in ("replicas", "replica_ports", "proxy_port",
-                                                               "proxy_host", "postgres_port", "ports")}
+                                                               "proxy_host", "postgres_port", "ports", "hosts")}
         settings["replica_ports"] = tuple(settings.get("replica_ports", ()))
+        settings["hosts"] = tuple(settings.get("hosts", ()))
         if "ports" in settings:
             settings["ports"] = Ports(*settings["ports"])
         if overrides.get("replicas") is not None and overrides["replicas"] != settings.get("replicas"):
@@ -71,7 +79,8 @@ class Cluster:
     def save(self) -> None:
         save_json(DataDir(self.var_dir).run / "cluster.json", {
             "replicas": self.replicas, "replica_ports": list(self.replica_ports), "proxy_port": self.proxy_port,
-            "proxy_host": self.proxy_host, "postgres_port": self.postgres_port, "ports": list(astuple(self.ports))})
+            "proxy_host": self.proxy_host, "postgres_port": self.postgres_port, "ports": list(astuple(self.ports)),
+            "hosts": list(self.hosts)})
 
     @property
     def postgres(self) -> PostgresRun:
@@ -80,11 +89,24 @@ class Cluster:
     @property
     def proxy(self) -> NginxRun:
         return NginxRun(DataDir(self.var_dir).run / "nginx", host=self.proxy_host, listen=self.proxy_port,
-                        upstreams=self.replica_ports)
+                        upstreams=self.replica_ports, hosts=self.served_hosts)
 
     @property
     def on_loopback(self) -> bool:
         return is_loopback(self.proxy_host)
+
+    @property
+    def served_hosts(self) -> tuple[str, ...]:
+        """The host names answered beyond loopback ones: none on loopback; else the listen address, this
+        machine's names (and, listening on every address, its addresses), and ``hosts``."""
+        if self.on_loopback:
+            return self.hosts
+        names = [self.proxy_host, socket.gethostname(), socket.getfqdn()]
+        if host_name(self.proxy_host) in ("0.0.0.0", "::", "*"):
+            names = [socket.gethostname(), socket.getfqdn()] + [
+                a.address.split("%")[0] for addrs in psutil.net_if_addrs().values() for a in addrs
+                if a.family in (socket.AF_INET, socket.AF_INET6)]
+        return parse_hosts([n for n in names + list(self.hosts) if n and not is_loopback(n)])
 
     @property
     def url(self) -> str:
@@ -95,7 +117,7 @@ class Cluster:
         return Stack(var_dir=self.var_dir, ports=self.ports, gateway_port=port, gateway_workers=self.gateway_workers,
                      model_store=self.model_store, database_url=pg.url, pgpass_file=pg.passfile,
                      photo_dir=self.var_dir, gateway_name=f"gateway-{port}",
-                     gateway_auth="" if self.on_loopback else "required")
+                     gateway_auth="" if self.on_loopback else "required", hosts=self.served_hosts)
 
     @property
     def stacks(self) -> list[Stack]:
@@ -109,7 +131,7 @@ def serve_cluster(cluster: Cluster) -> dict:
     cluster.postgres.start()
     for stack in cluster.stacks:  # a replica started with another GATEWAY_AUTH (LISTEN changed) is restarted
         mode = stack.gateway_dir / "gateway_auth"
-        if gateway_pid(stack) and (mode.read_text() if mode.is_file() else "") != stack.gateway_auth:
+        if gateway_pid(stack) and (mode.read_text() if mode.is_file() else "") != stack.access_settings:
             stop_gateway(stack)
     first, *rest = cluster.stacks
     serve(first)  # TorchServe (shared by all) and the first replica, which migrates the schema

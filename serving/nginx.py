@@ -8,7 +8,9 @@ started and stopped by PID.
 What it does for the gateway: it reads a request's headers and body whole before a replica sees it (a slow or
 trickling client holds an nginx connection, never a gunicorn thread), limits requests per client address, and
 fails over: a replica that refuses connections or times out is skipped for ``FAIL_TIMEOUT`` seconds and the request
-goes to the next one (an upload is retried only when it never reached a replica, so none is stored twice).
+goes to the next one (an upload is retried only when it never reached a replica, so none is stored twice). It
+answers only to loopback names and ``hosts`` (DNS rebinding: a web page that rebinds its own name to this
+machine gets 421 from nginx's default server, before any replica sees the request).
 """
 from __future__ import annotations
 
@@ -42,10 +44,19 @@ class NginxRun:
     listen: int = 7777
     upstreams: tuple[int, ...] = field(default=(7781, 7782))
     host: str = "127.0.0.1"
+    hosts: tuple[str, ...] = ()  # host names answered beyond loopback ones ("*": any)
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root).resolve())
         object.__setattr__(self, "upstreams", tuple(self.upstreams))
+        object.__setattr__(self, "hosts", tuple(self.hosts))
+
+    def server_names(self) -> str:
+        """nginx's ``server_name`` list: loopback names and ``hosts`` (an IPv6 address in brackets)."""
+        if "*" in self.hosts:
+            return '""  ~.'
+        names = ["localhost", "*.localhost", "127.0.0.1", "[::1]"] + [f"[{h}]" if ":" in h else h for h in self.hosts]
+        return " ".join(dict.fromkeys(names))
 
     @property
     def conf(self) -> Path:
@@ -88,8 +99,16 @@ http {{
 {servers}
         keepalive 32;
     }}
+    server {{  # any other host name (a rebinding page): refused before a replica sees it
+        listen {self.host}:{self.listen} default_server;
+        location / {{
+            default_type application/json;
+            return 421 '{{"error": "this service does not answer to that host name; ask its operator which name to use (make serve-cluster HOSTS=...)"}}';
+        }}
+    }}
     server {{
         listen {self.host}:{self.listen};
+        server_name {self.server_names()};
         location / {{
             limit_req zone=per_client burst={BURST} nodelay;
             proxy_pass http://gateways;

@@ -47,12 +47,19 @@ class Stack:
     pgpass_file: Path | None = None
     photo_dir: Path | None = None  # default: var_dir
     gateway_auth: str = ""  # GATEWAY_AUTH for the gateway (empty: its default, auto)
+    hosts: tuple[str, ...] = ()  # TAGGER_HOSTS: host names it answers to beyond loopback ones (a cluster's LAN name)
     gateway_name: str = "gateway"  # its run folder under <var>/run (a cluster's replicas: gateway-7781, ...)
 
     @property
     def torchserve(self) -> TorchServeRun:
         return TorchServeRun(var_dir=self.var_dir, ports=self.ports, model_store=self.model_store,
                              overrides=self.ts_overrides)
+
+    @property
+    def access_settings(self) -> str:
+        """Who may call the gateway (``GATEWAY_AUTH`` and ``TAGGER_HOSTS``): a replica started with others is
+        restarted by ``serve_cluster``."""
+        return " ".join((self.gateway_auth or "auto", *self.hosts))
 
     @property
     def gateway_dir(self) -> Path:
@@ -133,8 +140,9 @@ def start_gateway(stack: Stack, *, timeout: float = 30) -> int:
             env["TAGGER_PHOTO_DIR"] = str(stack.photo_dir)
         if stack.gateway_auth:
             env["GATEWAY_AUTH"] = stack.gateway_auth
+        env["TAGGER_HOSTS"] = " ".join(stack.hosts)
         open_checked(stack)  # a wrong DATABASE_URL is one clear line here, not a traceback per gunicorn worker
-        (stack.gateway_dir / "gateway_auth").write_text(stack.gateway_auth)  # what serve_cluster compares
+        (stack.gateway_dir / "gateway_auth").write_text(stack.access_settings)  # what serve_cluster compares
         gunicorn = Path(sys.executable).with_name("gunicorn")
         subprocess.run(  # --daemon: gunicorn detaches into its own session, so no child is left for us to reap
             [str(gunicorn), "--daemon", "--chdir", str(REPO), "--config", str(REPO / "gateway/gunicorn.conf.py"),

@@ -108,7 +108,7 @@ def test_64_trickling_clients_hold_no_gateway_thread(cluster):
     try:
         for _ in range(64):
             s = socket.create_connection(("127.0.0.1", cluster.proxy_port), timeout=10)
-            s.sendall(b"POST /imgup HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            s.sendall(b"POST /imgup HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
                       b"Content-Length: 100000\r\n\r\n--b")
             socks.append(s)
         for _ in range(3):
@@ -196,7 +196,7 @@ def test_nginx_answers_its_own_refusals_as_json(cluster):
     """What nginx refuses itself (a body over its limit) is JSON like every gateway answer, never an HTML page."""
     s = socket.create_connection(("127.0.0.1", cluster.proxy_port), timeout=10)
     try:
-        s.sendall(b"POST /imgup HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        s.sendall(b"POST /imgup HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
                   b"Content-Length: 99999999999\r\nConnection: close\r\n\r\n")
         answer = b""
         while chunk := s.recv(65536):
@@ -206,6 +206,18 @@ def test_nginx_answers_its_own_refusals_as_json(cluster):
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413") and b"application/json" in head
     assert b'"error"' in body
+
+
+def test_a_page_that_rebinds_its_name_to_the_cluster_gets_nothing_from_nginx(cluster):
+    """DNS rebinding through the proxy: a request naming another host is answered 421 by nginx itself (JSON), so
+    no replica reads, deletes or deploys anything for it; the loopback names still work."""
+    url = f"http://127.0.0.1:{cluster.proxy_port}"
+    evil = {"Host": f"evil.example:{cluster.proxy_port}", "Origin": f"http://evil.example:{cluster.proxy_port}"}
+    for method, path in (("GET", "/photos"), ("DELETE", "/photos/anything"), ("GET", "/annotate/export.json")):
+        r = requests.request(method, url + path, headers=evil, timeout=30)
+        assert r.status_code == 421 and r.headers["Content-Type"].startswith("application/json"), (method, r.text)
+        assert "host name" in r.json()["error"]
+    assert requests.get(f"http://localhost:{cluster.proxy_port}/photos", timeout=30).status_code == 200
 
 
 def lan_address() -> str | None:

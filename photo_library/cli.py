@@ -9,7 +9,7 @@ from photo_library.export import export_rows, render
 from photo_library.gateway_client import GatewayDown
 from photo_library.keywords import import_keywords, load_synonyms
 from photo_library.tagging import tag_folder
-from photo_library.xmp import XmpError
+from photo_library.xmp import XmpError, unsafe
 from tagger.labels import load_labels
 from tagger.meta import atomic_write, save_json
 
@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.dir} is not a folder", file=sys.stderr)
         return 2
     root = args.dir.resolve()
+    if unsafe(str(root)) or unsafe(getattr(args, "parent", "")):
+        print("error: the folder or --parent holds a line break, which ExifTool's protocol cannot take", file=sys.stderr)
+        return 2
     try:
         if args.command == "tag":
             return _tag(args, root)

@@ -17,8 +17,8 @@ from pathlib import Path
 from PIL import Image
 
 from photo_library.files import SIDECAR_NAMES, photos_in, sidecar_path
-from photo_library.xmp import (HIERARCHICAL, MODEL_VERSION, SUBJECT, TAGGER_SUBJECTS, TAGS_LIST, ExifTools, XmpError,
-                               read_tags)
+from photo_library.xmp import (HIERARCHICAL, MODEL_VERSION, SUBJECT, TAGGER_SUBJECTS, TAGS_LIST, UNSAFE_NAME,
+                               ExifTools, XmpError, read_tags, unsafe)
 
 IPTC_KEYWORDS = "IPTC:Keywords"
 PHOTO_TAGS = (SUBJECT, IPTC_KEYWORDS, HIERARCHICAL, TAGS_LIST)
@@ -69,6 +69,9 @@ def import_keywords(root: Path, labels: list[dict], *, synonyms: dict[str, str] 
     images, annotations, unmatched, failed = [], [], {}, []
     with ExifTools() as tools, tools.use() as tool:
         for photo in photos_in(root):
+            if unsafe(str(photo)):
+                failed.append({"path": str(photo), "reason": UNSAFE_NAME})
+                continue
             reason = check_image(photo)  # what the training tool would skip
             if reason:
                 failed.append({"path": str(photo), "reason": reason})

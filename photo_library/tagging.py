@@ -15,7 +15,8 @@ from pathlib import Path
 
 from photo_library.files import id_name, photos_in, sha256_of, sidecar_path
 from photo_library.gateway_client import GatewayClient, PhotoRefused
-from photo_library.xmp import MODEL_VERSION, SOURCE_SHA256, ExifTools, XmpError, merge_tags, read_sidecar, write_sidecar
+from photo_library.xmp import (MODEL_VERSION, SOURCE_SHA256, UNSAFE_NAME, ExifTools, XmpError, read_sidecar,
+                               sidecar_changes, unsafe, write_sidecar)
 
 
 @dataclass
@@ -34,6 +35,8 @@ class Summary:
 def tag_one(photo: Path, root: Path, *, client: GatewayClient, tools: ExifTools, version: str | None,
             naming: str, parent: str, dry_run: bool) -> tuple[str, object]:
     """``("tagged", tags)``, ``("skipped", None)``, ``("planned", None)`` or ``("failed", reason)``."""
+    if unsafe(str(photo)):
+        return "failed", UNSAFE_NAME
     try:
         data = photo.read_bytes()
     except OSError as exc:
@@ -60,7 +63,8 @@ def _tag_one(photo, root, data, sha, side, tool, *, client, version, parent, dry
         return "failed", f"the gateway refused it: {exc}"
     tags = list(info["predict_tags"])
     try:
-        write_sidecar(tool, side, merge_tags(current, tags, parent, version=str(info["model_version"]), sha256=sha))
+        write_sidecar(tool, side, sidecar_changes(current, tags, parent, version=str(info["model_version"]),
+                                                  sha256=sha))
     except (XmpError, OSError) as exc:
         return "failed", f"cannot write {side.name}: {exc}"
     return "tagged", tags

@@ -2,14 +2,19 @@
 
     with ExifTools() as tools, tools.use() as tool:
         current = read_sidecar(tool, path)                             # {} when there is none
-        write_sidecar(tool, path, merge_tags(current, ["sea", "boat"], "Tagger", version="1.0", sha256=h))
+        write_sidecar(tool, path, sidecar_changes(current, ["sea", "boat"], "Tagger", version="1.0", sha256=h))
 
 A sidecar keeps everything it held: only the tagger's own entries change. Those are the ``Tagger|...``
 ``lr:hierarchicalSubject`` and ``Tagger/...`` ``digiKam:TagsList`` entries (the parent name is a setting), and
 the ``dc:subject`` keywords the tagger added, which it records, with the model version and the photo's SHA-256,
 in its own namespace (``XMP-phototagger``, defined in ``exiftool.config``). A keyword the user had already is
-never recorded as the tagger's, so it is never removed. Writes go to a temporary copy beside the sidecar, which is
-fsynced and renamed over it: a crash leaves the old sidecar or the new one, never half of one.
+never recorded as the tagger's, so it is never removed.
+
+Only the tagger's own entries are ever sent to ExifTool (``-TAG-=old``, ``-TAG+=new``): a user's keyword is never
+re-sent, so it stays byte for byte, and no argument may hold a line break (PyExifTool's stay-open protocol sends
+one argument a line and escapes nothing, so a keyword or file name holding ``\\n-if\\n<perl>`` would run code).
+Writes go to a temporary copy beside the sidecar, which is fsynced and renamed over it: a crash leaves the old
+sidecar or the new one, never half of one.
 
 ExifTool, not hand-written XML: it reads and writes every sidecar and photo format digiKam, darktable and
 Lightroom do, with their namespaces, and reads IPTC keywords too.
@@ -94,6 +99,7 @@ def read_tags(tool, path: Path, tags) -> dict:
     """
     import exiftool
 
+    check_args([str(path)])
     try:
         found = tool.get_tags([str(path)], list(tags))[0]
     except (exiftool.exceptions.ExifToolException, IndexError) as exc:
@@ -111,7 +117,8 @@ def read_sidecar(tool, path: Path) -> dict:
 
 
 def merge_tags(current: dict, tags: list[str], parent: str, *, version: str, sha256: str) -> dict:
-    """The fields to write: ``current`` with the tagger's old entries replaced by ``tags`` (see module doc)."""
+    """The sidecar's fields once the tagger's old entries are replaced by ``tags`` (see module doc): what
+    ``sidecar_changes`` makes ExifTool write, as the whole fields it leaves behind."""
     ours_before = set(current.get(TAGGER_SUBJECTS) or [])
     user_subject = [s for s in current.get(SUBJECT) or [] if s not in ours_before]
     added = [t for t in tags if t not in user_subject]
@@ -122,18 +129,55 @@ def merge_tags(current: dict, tags: list[str], parent: str, *, version: str, sha
             TAGGER_SUBJECTS: added, MODEL_VERSION: version, SOURCE_SHA256: sha256}
 
 
-def write_sidecar(tool, path: Path, fields: dict) -> None:
-    """Write ``fields`` into the sidecar ``path`` (created when missing), atomically; other fields stay.
-    Temporary copies a killed run left beside it are removed first."""
+def unsafe(value: str) -> bool:
+    """Whether ``value`` may not reach ExifTool: PyExifTool's stay-open protocol sends one argument a line, and
+    escapes nothing, so a line break in a keyword or a file name would be read as further arguments (``-if`` runs
+    Perl)."""
+    return any(c in value for c in "\n\r\0")
+
+
+UNSAFE_NAME = ("its path holds a line break, which ExifTool's protocol would read as further arguments: skipped, "
+               "nothing written (rename the file or folder)")
+
+
+def sidecar_changes(current: dict, tags: list[str], parent: str, *, version: str, sha256: str) -> list[str]:
+    """ExifTool's arguments that turn ``current`` into ``merge_tags``'s fields by touching the tagger's own entries
+    only: each list item the tagger no longer gives is removed (``-TAG-=item``), each new one added
+    (``-TAG+=item``); the user's entries are never sent, so they stay byte for byte whatever they hold. An old
+    entry of the tagger's that holds a line break (a hostile sidecar) is left where it is: it cannot be named
+    safely.
+
+    Raises:
+        XmpError: a new value (a tag name, the parent keyword) holds a line break.
+    """
+    new = merge_tags(current, tags, parent, version=version, sha256=sha256)
+    args = []
+    for tag in (SUBJECT, HIERARCHICAL, TAGS_LIST):
+        before, after = current.get(tag) or [], new[tag]
+        args += [f"-{tag}-={v}" for v in dict.fromkeys(before) if v not in after and not unsafe(v)]
+        args += [f"-{tag}+={v}" for v in dict.fromkeys(after) if v not in before]
+    # the tagger's own record, rewritten whole (assignments to a list tag in one command make the whole list)
+    args += [f"-{TAGGER_SUBJECTS}={v}" for v in new[TAGGER_SUBJECTS]] or [f"-{TAGGER_SUBJECTS}="]
+    args += [f"-{MODEL_VERSION}={version}", f"-{SOURCE_SHA256}={sha256}"]
+    bad = [a for a in args if unsafe(a)]
+    if bad:
+        raise XmpError(f"refusing to send ExifTool a value with a line break: {bad[0][:80]!r}")
+    return args
+
+
+def write_sidecar(tool, path: Path, args: list[str]) -> None:
+    """Apply ``args`` (``sidecar_changes``) to the sidecar ``path`` (created when missing), atomically; every other
+    field stays. Temporary copies a killed run left beside it are removed first.
+
+    Raises:
+        XmpError: ExifTool failed, or an argument or the path holds a line break (nothing is sent then).
+    """
     import exiftool
 
     for stale in path.parent.glob(f".{glob_escape(path.name)}.*.tmp.xmp"):
         stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.xmp")
-    args = []
-    for tag, value in fields.items():
-        values = value if isinstance(value, list) else [value]
-        args += [f"-{tag}={v}" for v in values] if values else [f"-{tag}="]
+    check_args([*args, str(tmp)])
     try:
         if path.exists():
             shutil.copyfile(path, tmp)
@@ -153,3 +197,10 @@ def write_sidecar(tool, path: Path, fields: dict) -> None:
             os.close(dir_fd)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_args(args) -> None:
+    """Raise ``XmpError`` unless every argument can go to ExifTool as one line (see ``unsafe``)."""
+    bad = [a for a in args if unsafe(str(a))]
+    if bad:
+        raise XmpError(f"refusing to give ExifTool an argument with a line break: {str(bad[0])[:80]!r}")

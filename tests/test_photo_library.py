@@ -18,7 +18,8 @@ from photo_library.cli import main
 from photo_library.files import id_name, photos_in, sidecar_path
 from photo_library.gateway_client import GatewayClient, GatewayDown
 from photo_library.keywords import load_synonyms, user_keywords
-from photo_library.xmp import HIERARCHICAL, MODEL_VERSION, SUBJECT, TAGGER_SUBJECTS, TAGS_LIST, merge_tags
+from photo_library.xmp import (HIERARCHICAL, MODEL_VERSION, SUBJECT, TAGGER_SUBJECTS, TAGS_LIST, ExifTools, XmpError,
+                               merge_tags, read_sidecar, sidecar_changes, write_sidecar)
 from photo_store import open_store
 from serving.torchserve import free_ports
 from tests.conftest import COCO, EXIF, secured_gateway, served_stack
@@ -67,6 +68,61 @@ def test_names_and_synonyms(tmp_path, labels):
     m.write_text('{"beach": "sand"}')
     with pytest.raises(ValueError, match="'sand' name no label"):
         load_synonyms(m, labels)
+
+
+def hostile_sidecar(path, payload: str) -> None:
+    """A sidecar as another program (or a person) on a shared folder could leave it: a user keyword and a tagger
+    entry that each hold ``payload``, line breaks included (XML character references)."""
+    esc = payload.replace("&", "&amp;").replace("<", "&lt;").replace("\n", "&#10;")
+    path.write_text(f"""<?xpacket begin='' id='W5M0MpCehiHzreSzNTczkc9d'?>
+<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF xmlns:rdf='http://www.w3.org/1999/02/22-rdf-syntax-ns#'>
+ <rdf:Description rdf:about='' xmlns:dc='http://purl.org/dc/elements/1.1/'
+   xmlns:lr='http://ns.adobe.com/lightroom/1.0/' xmlns:phototagger='http://ns.photo-tagger.invalid/1.0/'>
+  <dc:subject><rdf:Bag><rdf:li>Holiday {esc}</rdf:li><rdf:li>boat {esc}</rdf:li></rdf:Bag></dc:subject>
+  <lr:hierarchicalSubject><rdf:Bag><rdf:li>Tagger|boat {esc}</rdf:li></rdf:Bag></lr:hierarchicalSubject>
+  <phototagger:Subjects><rdf:Bag><rdf:li>boat {esc}</rdf:li></rdf:Bag></phototagger:Subjects>
+ </rdf:Description></rdf:RDF></x:xmpmeta>
+<?xpacket end='w'?>""")
+
+
+def test_a_keyword_holding_exiftool_arguments_runs_nothing_and_stays_byte_for_byte(tmp_path):
+    """PyExifTool sends one argument a line: a keyword read from a shared folder's sidecar holding
+    ``\\n-if\\n<perl>`` ran that Perl when the sidecar was rewritten. The user's entries are never re-sent now,
+    and the tagger's old entry that holds a line break is left alone rather than named."""
+    pwned = tmp_path / "PWNED"
+    payload = f"x\n-if\nsystem('touch {pwned}') || 1\n-XMP-dc:Title=pwned"
+    side = tmp_path / "a.jpg.xmp"
+    hostile_sidecar(side, payload)
+    with ExifTools() as tools, tools.use() as tool:
+        current = read_sidecar(tool, side)
+        assert current[SUBJECT] == [f"Holiday {payload}", f"boat {payload}"]  # read back as written
+        args = sidecar_changes(current, ["sea"], "Tagger", version="1.1", sha256="ab")
+        assert all("\n" not in a for a in args)
+        write_sidecar(tool, side, args)
+        after = read_sidecar(tool, side)
+        with pytest.raises(XmpError, match="line break"):
+            write_sidecar(tool, side, [f"-XMP-dc:Subject+={payload}"])
+    assert not pwned.exists()
+    assert after[SUBJECT][:2] == [f"Holiday {payload}", f"boat {payload}"] and "sea" in after[SUBJECT]
+    assert f"Tagger|boat {payload}" in after[HIERARCHICAL] and "Tagger|sea" in after[HIERARCHICAL]
+    assert after[TAGGER_SUBJECTS] == ["sea"] and after[MODEL_VERSION] == "1.1"
+    assert "Title" not in json.dumps(exiftool(side, "XMP-dc:Title"))
+
+
+def test_a_file_name_holding_a_line_break_is_skipped_and_nothing_is_written(tmp_path, labels, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # ExifTool's working folder: where the payload would write (a name has no "/")
+    root = tmp_path / "Pictures"
+    root.mkdir()
+    evil = root / "a\n-if\nsystem('touch PWNED') || 1\n.jpg"
+    shutil.copy(COCO / "images/000000000471.jpg", evil)
+    assert main(["import", str(root), "--output", str(tmp_path / "k.json")]) == 1
+    assert "line break" in capsys.readouterr().err
+    assert not (tmp_path / "PWNED").exists()
+    from photo_library.tagging import tag_one  # the tag command's step for one photo, before any upload
+
+    status, reason = tag_one(evil, root, client=None, tools=None, version="1", naming="ext", parent="Tagger",
+                             dry_run=False)
+    assert status == "failed" and "line break" in reason and not any(p.suffix == ".xmp" for p in root.iterdir())
 
 
 def test_a_gateway_that_is_down_is_one_clear_line(tmp_path, capsys):

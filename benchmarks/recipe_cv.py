@@ -27,14 +27,14 @@ sys.path.insert(0, str(REPO))
 from tagger.labels import label_names, load_labels  # noqa: E402
 from tagger.presets import default_preprocessing, eval_transform  # noqa: E402
 from training.datasets import LabelledImages  # noqa: E402
-from training.detector import detector_spec  # noqa: E402
-from training.detector_fit import detector_inputs  # noqa: E402
+from model.detector import detector_spec  # noqa: E402
+from training.detections import detector_inputs  # noqa: E402
 from training.features import cached_features  # noqa: E402
 from training.head import (blend_weights, fit_linear, fit_prior_calibration, fit_sibling_prior,  # noqa: E402
                            set_prior_structure)
 from training.metrics import calibrate_thresholds, decision_metrics, mean_average_precision, per_label_ap  # noqa: E402
-from training.model import build_model  # noqa: E402
-from training.prior_recipe import fold_indices  # noqa: E402
+from model.network import build_model  # noqa: E402
+from training.folds import fold_indices  # noqa: E402
 
 SOURCES = [(REPO / "samples/coco_subset", REPO / "samples/coco_subset/annotations.json"),
            (REPO / "samples/coco_more", REPO / "samples/coco_more/annotations.json")]
@@ -121,7 +121,7 @@ def with_detector(runs, detections, targets, known, seen, *, folds) -> dict:
     """The recipe's fusion of ``runs`` (training.prior_recipe.choose_fusion) and its report (the thing labels'
     mAP of every mode, on the photos the detector never saw and on the others: ``detector_report``), with the
     chosen mode's overall score."""
-    from training.prior_recipe import choose_fusion, detector_report
+    from training.fusion_cv import choose_fusion, detector_report
 
     mode, _, source, fused = choose_fusion(runs, detections, targets, known, seen, folds=folds)
     report = detector_report({"blend": fused[mode], "classifier_only": runs, **fused}, detections, targets, known,
@@ -146,7 +146,7 @@ def learning_curve(model, feats, targets, known, *, folds, repeats, out_png: Pat
         s = score(runs, targets, known)
         point = {"pool": n, "train_photos_per_fold": round(n * (folds - 1) / folds), **s}
         if detections is not None:  # the detector's fusion as served (its score alone: no weight learnt per size)
-            from training.prior_recipe import fuse_out_of_fold
+            from training.fusion_cv import fuse_out_of_fold
 
             point["with_detector"] = score(fuse_out_of_fold(runs, detections, targets, known, folds=folds,
                                                             detector_only=True), targets, known)

@@ -35,7 +35,7 @@ from tagger.image import decode_image  # noqa: E402
 from tagger.presets import eval_transform  # noqa: E402
 from tagger.ts_keys import read_keys  # noqa: E402
 from training.archive import build_archive  # noqa: E402
-from training.resume import load_for_inference  # noqa: E402
+from training.checkpoint import load_for_inference  # noqa: E402
 
 PHOTO = REPO / "samples/coco_subset/images/000000000471.jpg"
 

@@ -26,7 +26,7 @@ from training.cli import cli  # noqa: E402
 
 
 def write_fold_files(ann: Path, out: Path, folds: int) -> list[tuple[Path, Path]]:
-    from training.prior_recipe import fold_indices
+    from training.folds import fold_indices
 
     data = json.loads(ann.read_text())
     images = sorted(data["images"], key=lambda i: i["id"])

@@ -24,8 +24,11 @@ import torch
 
 from tagger.meta import validate_meta
 from tagger.tags import tags_above
-from training.detector import detect, label_scores, load_detector
-from training.model import ONNX_CHECK_FILE, ONNX_FILE, export_onnx, model_from_meta, probe_batch
+from model.detector import detect, label_scores, load_detector
+from model.export import ONNX_CHECK_FILE, ONNX_FILE, export_onnx, probe_batch
+from model.fusion import fuse
+from model.network import model_from_meta
+from tagger.labels import label_names
 
 META_FILE = "meta.json"
 WEIGHTS_FILE = "model.pt"
@@ -70,7 +73,7 @@ def onnx_session(graph: bytes | str | Path, *, threads: int | None = None, spin:
 
 def onnxruntime_model(model: torch.nn.Module, meta: dict, *, threads: int | None = None,
                       spin: bool = True) -> OnnxRuntimeModel:
-    """``model`` exported to ONNX in memory (``training.model.export_onnx``) and loaded by ``onnx_session``."""
+    """``model`` exported to ONNX in memory (``model.export.export_onnx``) and loaded by ``onnx_session``."""
     return onnx_session(export_onnx(model, meta["preprocessing"]["crop"]), threads=threads, spin=spin)
 
 
@@ -195,7 +198,7 @@ def load_model_detector(meta: dict, *, threads: int | None = None):
     """The detector ``meta`` records (its file's SHA-1 checked), or ``None`` for a classifier-only model.
 
     Raises:
-        training.detector.DetectorError: the detector file is missing or altered; the message says what to do.
+        model.detector.DetectorError: the detector file is missing or altered; the message says what to do.
     """
     if not meta.get("detector"):
         return None
@@ -205,12 +208,10 @@ def load_model_detector(meta: dict, *, threads: int | None = None):
 
 def with_detector(logits: torch.Tensor, images: list, detector, meta: dict) -> torch.Tensor:
     """The classifier's logits of ``images`` fused with the detector's scores of the same decoded images
-    (``training.fusion``); unchanged without a detector."""
+    (``model.fusion``); unchanged without a detector."""
     if detector is None:
         return logits
-    from training.fusion import fuse
-
-    names = [lab["name"] for lab in meta["labels"]]
+    names = label_names(meta["labels"])
     scores = label_scores(detect(detector, images), detector.names, names)
     return fuse(logits, torch.from_numpy(scores), meta["detector"]["fusion"])
 
@@ -257,7 +258,7 @@ def serialize(answer: dict) -> str | dict:
 
 def postprocess(logits: torch.Tensor, meta: dict, *, decimals: int = 4) -> list[dict]:
     """Logits (N, L) -> one answer per image: tags above their label's threshold (best first), all scores."""
-    names = [lab["name"] for lab in meta["labels"]]
+    names = label_names(meta["labels"])
     probs = torch.sigmoid(logits.float()).cpu()
     answers = []
     for row in probs.tolist():

@@ -16,6 +16,9 @@ from pathlib import Path
 
 from tagger.meta import validate_meta
 
+# The packages an archive carries whole, for its handler (``training.archive`` packs them; the architecture test keeps
+# them from importing anything else of the project): the handler, the served model and this ground floor.
+PAYLOAD_PACKAGES = ("handler", "model", "tagger")
 MANIFEST = "MAR-INF/MANIFEST.json"
 META = "meta.json"
 CODE_HASH = "code.sha256"  # SHA-256 of the code and settings packed (training.archive.code_hash)

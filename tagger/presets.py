@@ -23,7 +23,7 @@ DEFAULT_PREPROCESSING = {
 
 
 def default_preprocessing(arch: str) -> dict:
-    """A copy of the preprocessing record for ``arch`` (see ``training.model.ARCHS``)."""
+    """A copy of the preprocessing record for ``arch`` (see ``model.network.ARCHS``)."""
     if arch not in DEFAULT_PREPROCESSING:
         raise ValueError(f"no preprocessing defined for arch {arch!r}")
     return dict(DEFAULT_PREPROCESSING[arch])

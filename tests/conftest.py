@@ -41,7 +41,7 @@ def tiny_model_dir(tmp_path_factory, labels):
     import torch
 
     from tagger.presets import default_preprocessing
-    from training.model import build_model
+    from model.network import build_model
 
     d = tmp_path_factory.mktemp("tiny_model")
     torch.manual_seed(0)

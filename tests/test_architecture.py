@@ -1,16 +1,18 @@
 """The import graph stays as docs/ARCHITECTURE.md draws it: every package imports only the floors below it (imports
-inside functions count), so there is no circle; the ground floor imports nothing of the project, and no torch
-except in its preprocessing."""
+inside functions count), so there is no circle between packages, nor between the modules of one package; the ground
+floor imports nothing of the project, and no torch except in its preprocessing; what an archive packs for TorchServe
+(the handler, the served model, the ground floor) imports nothing else of the project."""
 import ast
 from pathlib import Path
 
+from tagger.archive import PAYLOAD_PACKAGES
 from tests.conftest import REPO
 
 # Floors, bottom first. A package may import its own modules and any package on a lower floor, nothing else.
 FLOORS = [
     ["tagger"],                                # the model contract: decoder, labels, presets, metadata, keys
-    ["photo_store", "training"],               # photos and labels at rest; datasets, models, recipes, archives
-    ["handler"],                               # TorchServe's handler (builds the network with training.model)
+    ["model", "photo_store"],                  # the served model (network, detector, fusion); photos and labels
+    ["training", "handler"],                   # datasets, recipes, archives; TorchServe's handler (runs model/)
     ["serving"],                               # start/stop TorchServe and gunicorn, model versions
     ["annotation_ui"],                         # the labelling page (a blueprint) and its jobs
     ["gateway"],                               # the Flask app: assembles the API and the blueprint
@@ -58,6 +60,60 @@ def test_the_ground_floor_is_torch_free_but_for_presets():
     heavy = [f"{p.relative_to(REPO)}:{line} imports {m}" for pkg, p in sources() if pkg == "tagger"
              and p.name != "presets.py" for line, m in imports(p) if m.split(".")[0] in TORCH]
     assert not heavy, heavy
+
+
+def test_an_archive_packs_all_that_its_handler_imports():
+    """``training.archive`` packs the handler, model and tagger packages whole: they may import only each other."""
+    outside = [f"{path.relative_to(REPO)}:{line} imports {module}" for pkg, path in sources() if pkg in PAYLOAD_PACKAGES
+               for line, module in imports(path) if module.split(".")[0] in FLOOR
+               and module.split(".")[0] not in PAYLOAD_PACKAGES]
+    assert not outside, "the archive would lack what these import:\n" + "\n".join(outside)
+
+
+def module_graph(package: str) -> dict[str, set[str]]:
+    """Module -> the modules of the same package it imports (at its top or inside functions; ``from training import
+    prior_recipe`` imports the module ``training.prior_recipe``)."""
+    paths = {module_of(path): path for pkg, path in sources() if pkg == package}
+    graph = {}
+    for mod, path in paths.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                named = {f"{node.module}.{a.name}" for a in node.names} & set(paths)
+                found |= named or {node.module}
+        graph[mod] = {m for m in found if m in paths and m != mod}
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every circle found by a depth-first walk (each reported once, from where it was closed)."""
+    found, state = [], {}
+
+    def walk(node, trail):
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                found.append(trail[trail.index(nxt):] + [nxt])
+            elif nxt not in state:
+                walk(nxt, trail + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            walk(node, [node])
+    return found
+
+
+def test_no_circle_between_the_modules_of_a_package():
+    found = [" -> ".join(c) for pkg in FLOOR for c in circles(module_graph(pkg))]
+    assert not found, "modules importing each other in a circle:\n" + "\n".join(found)
+
+
+def test_the_circle_check_sees_a_circle():
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert circles({"a": {"b"}, "b": set()}) == []
 
 
 def test_the_check_sees_an_upward_import(tmp_path):

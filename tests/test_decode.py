@@ -66,7 +66,7 @@ def test_truncated_and_non_images_still_fail_at_reduced_size(phone_photos):
 def test_fast_decoding_keeps_the_default_models_tags(phone_photos):
     """At least 98% of image-label decisions identical to full decoding, on phone-size and camera photos."""
     from tagger.presets import eval_transform
-    from training.resume import load_for_inference
+    from training.checkpoint import load_for_inference
 
     ensure_default_archive()
     model, meta, _ = load_for_inference(REPO / "checkpoints/default/best.pt")

@@ -81,7 +81,9 @@ def test_archive_carries_the_metadata_and_code_it_needs(archive):
         meta = json.loads(z.read("meta.json"))
         manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
     assert {"model.pt", "meta.json", "tagger_handler.py", "handler/core.py", "tagger/image.py",
-            "training/model.py", "tagger/presets.py", "model-config.yaml"} <= names
+            "model/network.py", "model/detector.py", "model/fusion.py", "tagger/presets.py",
+            "model-config.yaml"} <= names
+    assert not any(n.startswith("training/") for n in names)  # the served model needs nothing of training
     assert manifest["model"]["modelVersion"] == meta["version"] == "1.0"
     assert [lab["name"] for lab in meta["labels"]][:3] == ["sea", "ground-other", "platform"]
 
@@ -117,7 +119,7 @@ def test_evaluate_scores_the_default_model_as_the_handler_answers(archive, tmp_p
     from handler.core import load_model_detector, postprocess, with_detector
     from tagger.presets import eval_transform
     from training.evaluate import get_args_parser, main as evaluate_main
-    from training.resume import load_for_inference
+    from training.checkpoint import load_for_inference
 
     coco = REPO / "samples/coco_subset"
     result = tmp_path / "result.csv"

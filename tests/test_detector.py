@@ -9,9 +9,10 @@ import torch
 from PIL import Image
 
 from tests.conftest import COCO
-from training.detector import (DetectorError, detect, detector_spec, graph_files, label_scores, load_detector,
+from model.detector import (DetectorError, detect, detector_spec, graph_files, label_scores, load_detector,
                                load_minival_ids, seen_by_detector, tiles_of)
-from training.fusion import detector_logits, fit_fusion, fuse, identity_fusion
+from model.fusion import detector_logits, fuse, identity_fusion
+from training.fusion_cv import fit_fusion
 
 BUS = COCO / "images/000000000471.jpg"  # a bus in a street, people beside it
 

@@ -175,7 +175,7 @@ def test_workers_serve_onnx_runtime_and_agree_with_the_eager_model(stack):
 
     from handler.core import load_model_detector, postprocess, with_detector
     from tagger.presets import eval_transform
-    from training.resume import load_for_inference
+    from training.checkpoint import load_for_inference
 
     log = (stack.torchserve.run_dir / "logs/model_log.log").read_text()
     assert log.count("onnxruntime (1 thread, the archive's graph), detector ssd_mobilenet_v2_coco_2018_03_29") \

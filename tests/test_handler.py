@@ -179,7 +179,7 @@ def test_a_worker_serves_the_archives_own_onnx_graph_without_building_the_networ
 @pytest.mark.parametrize("damage", ["other logits", "not a graph"])
 def test_an_archived_graph_that_differs_or_breaks_gives_way_to_the_network(tiny_model_dir, tmp_path, damage):
     import handler.core as core
-    from training.model import ONNX_CHECK_FILE, ONNX_FILE
+    from model.export import ONNX_CHECK_FILE, ONNX_FILE
 
     d, eager = _with_archived_onnx(tiny_model_dir, tmp_path)
     if damage == "other logits":  # as if this ONNX Runtime computed the graph otherwise than the network

@@ -5,7 +5,7 @@ from PIL import Image
 
 from tagger.presets import default_preprocessing, eval_transform
 from tests.conftest import COCO
-from training.model import build_model, lite0_package_weights_path, map_efficientnet_pytorch_keys
+from model.network import build_model, lite0_package_weights_path, map_efficientnet_pytorch_keys
 
 
 def test_every_package_key_maps_to_a_model_parameter():
@@ -57,7 +57,7 @@ def test_output_shape_and_prior_default_is_head_only():
 def test_lite1_package_weights_map_strictly_and_recognise_a_bus():
     from timm.data import ImageNetInfo
 
-    from training.model import map_efficientnet_pytorch_keys, package_weights_path
+    from model.network import map_efficientnet_pytorch_keys, package_weights_path
 
     sd = torch.load(package_weights_path("efficientnet_lite1"), map_location="cpu", weights_only=True)
     model = build_model("efficientnet_lite1", 34, pretrained=True).eval()

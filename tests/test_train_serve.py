@@ -39,7 +39,7 @@ def test_a_trained_checkpoint_archives_and_torchserve_serves_it(tmp_path):
     # above their thresholds
     from handler.core import load_model_detector, with_detector
     from tagger.presets import eval_transform
-    from training.resume import load_for_inference
+    from training.checkpoint import load_for_inference
 
     model, meta, _ = load_for_inference(out / "best.pt")
     assert meta["detector"] is not None  # the SGD recipe fuses the detector in too

@@ -163,7 +163,7 @@ def test_resnet18_fine_tuning_with_train_preset(tmp_path, tiny_coco):
 
 def test_frozen_backbone_keeps_batchnorm_in_eval_mode(tiny_coco):
     """With --lrp 0 --no-cache the backbone runs every epoch; its BatchNorm statistics must not move."""
-    from training.model import build
+    from training.train import build
 
     args = parse_args(["--arch", "resnet18", "--pretrained", "none"])
     model = build("resnet18", load_labels(), args, imagenet_prior=False, pretrained=False)
@@ -342,7 +342,7 @@ def test_feature_cache_recomputes_only_what_changed(tmp_path):
     from tagger.presets import default_preprocessing, eval_transform
     from training.datasets import LabelledImages
     from training.features import cached_features
-    from training.model import build_model
+    from model.network import build_model
 
     data = json.loads((COCO / "annotations.json").read_text())
     root = tmp_path / "root"
@@ -394,8 +394,9 @@ def test_two_processes_match_one(tmp_path, cache_dir, tiny_coco):
 def test_cv_never_lets_a_photos_own_label_reach_its_out_of_fold_prediction():
     """Flip one photo's labels: its out-of-fold predictions (every repeat) must not move."""
     from training.head import set_prior_structure
-    from training.model import build_model
-    from training.prior_recipe import cross_validate, fold_indices
+    from model.network import build_model
+    from training.folds import fold_indices
+    from training.prior_recipe import cross_validate
 
     for train, test in fold_indices(40, 4, 0):
         assert not set(train.tolist()) & set(test.tolist()) and len(train) + len(test) == 40
@@ -420,7 +421,7 @@ def test_cv_never_lets_a_photos_own_label_reach_its_out_of_fold_prediction():
 def test_supercategory_back_off_and_checkpoints_made_before_it():
     """A label without ImageNet classes leans on its supercategory siblings; older state dicts still load."""
     from training.head import fit_head, set_prior_structure, sibling_matrix
-    from training.model import build_model
+    from model.network import build_model
 
     labels = load_labels()
     names = label_names(labels)

@@ -4,8 +4,8 @@
     python -m training.archive --checkpoint checkpoints/run1/best.pt --version 1.1   # -> model_store/tagger-1.1.mar
 
 The archive holds ``model.pt`` (a plain state_dict), ``meta.json`` (labels, thresholds, preprocessing, arch,
-version, metrics), the handler and the parts of ``training`` it imports; the handler rebuilds the network and its
-preprocessing from ``meta.json`` alone. It also holds the classifier exported to ONNX (``model.onnx``, checked by
+version, metrics), and the packages the handler imports, whole: ``handler``, ``model`` (the served model) and
+``tagger`` (the ground floor); the handler rebuilds the network and its preprocessing from ``meta.json`` alone. It also holds the classifier exported to ONNX (``model.onnx``, checked by
 each worker against ``model.onnx.check.json``), which ONNX Runtime serves without the network being built.
 """
 from __future__ import annotations
@@ -23,18 +23,19 @@ from pathlib import Path
 import torch
 
 from tagger import REPO
-from tagger.archive import CODE_HASH, ArchiveError, read_archive
+from tagger.archive import CODE_HASH, PAYLOAD_PACKAGES, ArchiveError, read_archive
 from tagger.meta import save_json, validate_meta
+from model.export import ONNX_CHECK_FILE, ONNX_FILE, export_onnx, probe_batch
+from model.network import model_from_meta
 from training.checkpoint import load_checkpoint
-from training.model import ONNX_CHECK_FILE, ONNX_FILE, export_onnx, model_from_meta, probe_batch
 
 MODEL_NAME = "tagger"
-# Modules the handler imports at run time; each travels inside the archive.
-PAYLOAD = {
-    "handler": ("__init__.py", "core.py"),
-    "tagger": ("__init__.py", "image.py", "meta.py", "presets.py", "tags.py"),
-    "training": ("__init__.py", "detector.py", "errors.py", "fusion.py", "model.py"),
-}
+
+
+def payload_files() -> list[Path]:
+    """Every file of ``PAYLOAD_PACKAGES`` (code and data; no caches), in a stable order."""
+    return sorted(p for pkg in PAYLOAD_PACKAGES for p in (REPO / pkg).rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -55,8 +56,7 @@ HANDLER_FILE = REPO / "handler/tagger_handler.py"
 def code_hash() -> str:
     """SHA-256 of the code and settings an archive packs (handler, payload modules, model-config.yaml)."""
     h = hashlib.sha256()
-    files = [HANDLER_FILE, CONFIG_FILE] + [REPO / pkg / name for pkg, names in PAYLOAD.items() for name in names]
-    for path in files:
+    for path in [CONFIG_FILE, *payload_files()]:
         h.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
@@ -82,10 +82,9 @@ def build_archive(checkpoint: str | Path, out: str | Path, *, version: str | Non
     with tempfile.TemporaryDirectory(prefix="tagger-archive-") as tmp:
         stage = Path(tmp)
         payload = stage / "payload"
-        for package, files in PAYLOAD.items():
-            (payload / package).mkdir(parents=True)
-            for name in files:
-                shutil.copy2(REPO / package / name, payload / package / name)
+        for path in payload_files():
+            (payload / path.relative_to(REPO)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, payload / path.relative_to(REPO))
         save_json(payload / "meta.json", meta)
         (payload / CODE_HASH).write_text(code_hash() + "\n")
         pack_onnx(payload, ckpt["model"], meta)
@@ -123,7 +122,7 @@ def pack_onnx(payload: Path, state_dict: dict, meta: dict) -> None:
     with torch.inference_mode():
         logits = model(probe_batch(crop))
     (payload / ONNX_FILE).write_bytes(data)
-    save_json(payload / ONNX_CHECK_FILE, {"input": "training.model.probe_batch(crop)", "crop": crop,
+    save_json(payload / ONNX_CHECK_FILE, {"input": "model.export.probe_batch(crop)", "crop": crop,
                                           "logits": logits.tolist()})
 
 

@@ -66,7 +66,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "'none' (random init), or PATH to a local state_dict (default: package)")
     m.add_argument("--detector", default="auto", choices=("auto", "ssd_mobilenet_v2", "none"),
                    help="COCO detector whose boxes give the thing labels (person, car, bus, ...) their evidence, "
-                        "fused with the classifier's scores (training.fusion); none: a classifier-only model, "
+                        "fused with the classifier's scores (model.fusion); none: a classifier-only model, "
                         "the old speed; auto: ssd_mobilenet_v2 (none with --evaluate) (default: auto)")
     m.add_argument("--detector-tiles", action="store_true",
                    help="the detector also looks at 4 overlapping tiles of each photo: small objects (traffic "

@@ -11,21 +11,21 @@ and never inside an average.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import sys
 from pathlib import Path
 
 import torch
 
-from tagger.meta import atomic_write, save_json
+from model.fusion import fuse
+from tagger.labels import label_names
+from tagger.meta import save_json
 from tagger.presets import eval_transform
-from tagger.tags import tags_above
+from training.checkpoint import load_for_inference
 from training.datasets import DatasetError, LabelledImages, pair_sources
-from training.detector_fit import label_detections
-from training.fusion import fuse
-from training.metrics import METRIC_NAMES, summarize
-from training.resume import load_for_inference
+from training.detections import label_detections
+from training.legacy import LegacyError
+from training.metrics import summarize
+from training.report import format_summary, write_result_csv
 
 DEFAULT_CACHE = Path(__file__).resolve().parent.parent / "var/cache"
 
@@ -44,31 +44,10 @@ def model_probs(model, meta: dict, dataset, *, batch_size: int = 32, workers: in
     detector's scores when ``meta`` has one (as the handler does), as probabilities (N, L)."""
     logits = predict_logits(model, dataset, batch_size=batch_size, workers=workers)
     if meta.get("detector"):
-        names = [lab["name"] for lab in meta["labels"]]
+        names = label_names(meta["labels"])
         scores, _ = label_detections(meta["detector"], dataset, names, cache_dir or DEFAULT_CACHE)
         logits = fuse(logits, scores, meta["detector"]["fusion"])
     return logits.sigmoid()
-
-
-def write_result_csv(path: str | Path, image_paths, probs: torch.Tensor, names: list[str], thresholds) -> None:
-    """One row per image: its path, every label's score, and the predicted tags (``;``-separated, best first)."""
-    def write(f):
-        text = io.StringIO()
-        w = csv.writer(text)
-        w.writerow(["image", *names, "tags"])
-        for p, row in zip(image_paths, probs):
-            tags = tags_above(row.tolist(), names, thresholds)
-            w.writerow([str(p), *[f"{float(v):.4f}" for v in row], ";".join(tags)])
-        f.write(text.getvalue().encode())
-
-    atomic_write(path, write)
-
-
-def format_summary(s: dict, *, not_applicable: bool = True) -> str:
-    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    head = " ".join(f"{k} {fmt(s[k])}" for k in METRIC_NAMES)
-    na = (s.get("labels_not_applicable") or []) if not_applicable else []
-    return head + (f"  (not applicable, no known positive: {', '.join(na)})" if na else "")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -89,7 +68,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     model, meta, note = load_for_inference(args.checkpoint, args.labels)
     print(note)
-    names = [lab["name"] for lab in meta["labels"]]
+    names = label_names(meta["labels"])
     roots = args.data or [str(Path(args.ann[0]).parent)]
     dataset, report = LabelledImages.from_coco(pair_sources(roots, args.ann), names,
                                                transform=eval_transform(meta["preprocessing"]),
@@ -114,8 +93,6 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    from training.legacy import LegacyError
-
     try:
         main(get_args_parser().parse_args())
     except (DatasetError, LegacyError, FileNotFoundError) as exc:

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import torch
 
-from tagger.image import DECODER_VERSION, decode_image
+from tagger.image import DECODER_VERSION
 from tagger.meta import atomic_write
-from training.detector import DETECT_VERSION, detect, load_detector
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
@@ -85,33 +84,3 @@ def cached_features(model, dataset, preprocessing: dict, cache_dir: str | Path, 
                        lambda missing: extract_features(model, torch.utils.data.Subset(dataset, missing), batch_size,
                                                         workers, device, progress),
                        "features", model.backbone.num_features)
-
-
-def detections_path(spec: dict, min_side: int | None, cache_dir: str | Path) -> Path:
-    record = {"graph": spec["graph_sha1"], "tiles": bool(spec.get("tiles")), "classes": spec["classes"],
-              "input": spec["input"], "min_side": min_side, "decoder": DECODER_VERSION, "detect": DETECT_VERSION}
-    key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
-    return Path(cache_dir) / f"detections-{key}.pt"
-
-
-def cached_detections(spec: dict, dataset, cache_dir: str | Path, *, batch_size: int = 8,
-                      progress: bool = False) -> tuple[torch.Tensor, dict]:
-    """The detector's scores ``(N, C)`` (columns: ``spec["classes"]`` in order) of every photo of ``dataset``,
-    decoded as the handler decodes them (``dataset.min_side``); cached per photo like ``cached_features``."""
-    def compute(missing):
-        detector = load_detector(spec, threads=torch.get_num_threads())
-        batches = range(0, len(missing), batch_size)
-        if progress:
-            from tqdm import tqdm
-
-            batches = tqdm(batches, desc="detector", unit="batch", leave=False)
-        out = []
-        for start in batches:
-            images = [decode_image(dataset.image_path(i).read_bytes(), min_side=dataset.min_side,
-                                   max_pixels=10**9, max_bytes=1 << 31) for i in missing[start:start + batch_size]]
-            out.append(torch.from_numpy(detect(detector, images)))
-        return torch.cat(out)
-
-    keys = [image_key(dataset.image_path(i)) for i in range(len(dataset))]
-    return cached_rows(detections_path(spec, dataset.min_side, cache_dir), keys, compute, "scores",
-                       len(spec["classes"]))

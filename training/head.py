@@ -72,12 +72,13 @@ def fit_sibling_prior(blended: torch.Tensor, targets: torch.Tensor, known: torch
     return scale, bias, blend_weights(positives, has_siblings & ~has_imagenet, pseudo_count)
 
 
-def _masked_bce(logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+def masked_loss(logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy summed over the known entries, per photo (unknown labels add nothing)."""
     loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     return (loss * known).sum() / len(targets)
 
 
-def _minimize(loss_fn, *initial: torch.Tensor, max_iter: int = 200) -> tuple[torch.Tensor, ...]:
+def minimize(loss_fn, *initial: torch.Tensor, max_iter: int = 200) -> tuple[torch.Tensor, ...]:
     """Minimise ``loss_fn(*params)`` with L-BFGS (strong Wolfe line search) from ``initial``; returns the optimum."""
     params = [p.clone().requires_grad_(True) for p in initial]
     opt = torch.optim.LBFGS(params, lr=1, max_iter=max_iter, line_search_fn="strong_wolfe")
@@ -99,8 +100,8 @@ def fit_linear(features: torch.Tensor, targets: torch.Tensor, known: torch.Tenso
     mean, std = features.mean(0), features.std(0) + 1e-6
     x = (features - mean) / std
     known = known.float()
-    w, b = _minimize(
-        lambda w, b: _masked_bce(x @ w + b, targets, known) + weight_decay * (w ** 2).sum(),
+    w, b = minimize(
+        lambda w, b: masked_loss(x @ w + b, targets, known) + weight_decay * (w ** 2).sum(),
         torch.zeros(x.shape[1], targets.shape[1]), torch.zeros(targets.shape[1]), max_iter=max_iter)
     weight = (w / std[:, None]).T.contiguous()
     bias = b - (mean / std) @ w
@@ -111,8 +112,8 @@ def fit_prior_calibration(zero_shot: torch.Tensor, targets: torch.Tensor, known:
                           reg: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit ``scale * zero_shot + bias`` to the targets: one shared scale, per-label biases pulled together."""
     known = known.float()
-    return _minimize(
-        lambda scale, bias: _masked_bce(scale * zero_shot + bias, targets, known)
+    return minimize(
+        lambda scale, bias: masked_loss(scale * zero_shot + bias, targets, known)
         + reg * ((bias - bias.mean()) ** 2).sum(),
         torch.ones(1), torch.zeros(targets.shape[1]))
 

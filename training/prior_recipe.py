@@ -15,25 +15,20 @@ from pathlib import Path
 
 import torch
 
+from model.detector import detector_spec
+from model.fusion import fuse
 from tagger.meta import make_meta, save_json
 from training.checkpoint import save_checkpoint
-from training.detector import detector_spec
-from training.detector_fit import detector_inputs, label_detections
+from training.detections import detector_inputs, label_detections
 from training.engine import set_preset
 from training.errors import UsageError
-from training.fusion import detector_columns, fit_fusion, fuse
-from training.head import fit_head
+from training.features import cached_features
+from training.folds import fold_indices
+from training.fusion_cv import FUSIONS, choose_fusion, detector_report
+from training.head import fit_head, set_prior_structure
 from training.metrics import AT_THRESHOLDS, calibrate_thresholds, mean_average_precision, per_label_ap, summarize
-
-
-def fold_indices(n: int, folds: int, repeat: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(train, test) index pairs of one repeat: a permutation seeded by ``repeat``, cut into ``folds``."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(repeat))
-    out = []
-    for f in range(folds):
-        test = perm[f::folds]
-        out.append((perm[torch.isin(perm, test, invert=True)], test))
-    return out
+from training.plots import plot_run
+from training.report import write_result_csv
 
 
 @torch.no_grad()
@@ -61,81 +56,14 @@ def cross_validate(model, features, targets, known, *, folds: int, repeats: int,
     return out
 
 
-#: How the detector meets the classifier: the fitted fusion, or the detector's score alone (see ``fit``).
-FUSIONS = ("fitted", "detector")
-
-
-def fuse_out_of_fold(cv_logits: list[torch.Tensor], detections: torch.Tensor, targets, known, *, folds: int,
-                     detector_only: bool = False) -> list[torch.Tensor]:
-    """Each photo's fused logits from a fusion fitted without it: per repeat and fold, ``fit_fusion`` on the
-    other folds' out-of-fold logits, applied to the fold's."""
-    out = []
-    for r, oof in enumerate(cv_logits):
-        fused = oof.clone()
-        for train, test in fold_indices(len(oof), folds, r):
-            fusion, _ = fit_fusion(oof[train], detections[train], targets[train], known[train],
-                                   detector_only=detector_only)
-            fused[test] = fuse(oof[test], detections[test], fusion)
-        out.append(fused)
-    return out
-
-
-def _group_map(scores: torch.Tensor, targets, known, cols: list[int], rows=None) -> float | None:
-    rows = torch.ones(len(scores), dtype=torch.bool) if rows is None else rows
-    if not cols or not bool(rows.any()):
-        return None
-    aps = [a for a in per_label_ap(scores[rows][:, cols], targets[rows][:, cols], known[rows][:, cols]) if a == a]
-    return round(sum(aps) / len(aps), 4) if aps else None
-
-
-def detector_report(cv: dict, detections, targets, known, names, seen, source: list[str], mode: str) -> dict:
-    """Thing labels' CV AP (fused, classifier alone, detector alone) on photos the detector saw in its own
-    training and on those it never saw, reported apart: the seen ones flatter it."""
-    cols = detector_columns(detections)
-    stuff = [j for j in range(len(names)) if j not in cols]
-    det = torch.where(detections.isnan(), torch.zeros_like(detections), detections)
-    mean = lambda xs: None if any(x is None for x in xs) else round(sum(xs) / len(xs), 4)  # noqa: E731
-    report = {"thing_labels": [names[j] for j in cols], "photos_unseen_by_detector": int((~seen).sum()),
-              "photos_seen_by_detector": int(seen.sum()), "fusion_source": {names[j]: source[j] for j in cols},
-              "fusion": mode, "fusion_chosen_on": "photos the detector never saw" if bool((~seen).any())
-              else "all photos"}
-    for part, rows in (("unseen", ~seen), ("seen", seen), ("all", None)):
-        report[f"thing_map_{part}"] = {
-            "served": mean([_group_map(s, targets, known, cols, rows) for s in cv["blend"]]),
-            **{f"{k}_fusion": mean([_group_map(s, targets, known, cols, rows) for s in cv[k]])
-               for k in FUSIONS},
-            "classifier": mean([_group_map(s, targets, known, cols, rows) for s in cv["classifier_only"]]),
-            "detector": _group_map(det, targets, known, cols, rows)}
-    report["stuff_map"] = mean([_group_map(s, targets, known, stuff) for s in cv["blend"]])
-    return report
-
-
-def choose_fusion(cv_logits: list[torch.Tensor], detections, targets, known, seen, *, folds: int):
-    """The fitted fusion or the detector's score alone, whichever ranks the thing labels better out of fold on
-    the photos the detector never saw (all photos when there is none), then fitted on every row.
-
-    Returns ``(mode, fusion, per-label source, {mode: out-of-fold fused logits per repeat})``.
-    """
-    judge = ~seen if bool((~seen).any()) else torch.ones_like(seen)
-    cols = detector_columns(detections)
-    fused = {m: fuse_out_of_fold(cv_logits, detections, targets, known, folds=folds, detector_only=m == "detector")
-             for m in FUSIONS}
-    score = {m: sum(_group_map(s, targets, known, cols, judge) or 0 for s in fused[m]) for m in FUSIONS}
-    mode = max(FUSIONS, key=lambda m: score[m])  # ties: the fitted fusion (listed first)
-    repeats = len(cv_logits)
-    fusion, source = fit_fusion(torch.cat(cv_logits), detections.repeat(repeats, 1), targets.repeat(repeats, 1),
-                                known.repeat(repeats, 1), detector_only=mode == "detector")
-    return mode, fusion, source, fused
-
-
 def fit(model, features, targets, known, names: list[str], *, folds: int, repeats: int, wd: float,
         pseudo_count: float, detections: torch.Tensor | None = None, seen: torch.Tensor | None = None) -> dict:
     """Cross-validate, calibrate thresholds on the out-of-fold probabilities, fit on everything.
 
     With ``detections`` ((N, L) detector scores, NaN for labels it lacks), the classifier's out-of-fold logits
-    are fused with them (``training.fusion``, itself cross-validated): the fitted blend or the detector's score
-    alone, whichever ranks the thing labels better on the photos the detector never saw (``seen`` false; all
-    photos when there is none).
+    are fused with them (``model.fusion``, cross-validated by ``training.fusion_cv``): the fitted blend or the
+    detector's score alone, whichever ranks the thing labels better on the photos the detector never saw
+    (``seen`` false; all photos when there is none).
 
     Returns ``{"thresholds", "metrics", "oof_probs", "fusion"}``; ``model`` ends fitted on all photos.
     """
@@ -189,10 +117,6 @@ def fit(model, features, targets, known, names: list[str], *, folds: int, repeat
 
 def run(args, model, labels, names, train, val, report, out: Path, pre: dict) -> dict:
     """The default model: see ``training.prior_recipe``."""
-    from training.features import cached_features
-    from training.head import set_prior_structure
-    from training.plots import plot_run
-
     if args.pretrained == "none":
         raise UsageError("--recipe prior reads the backbone's ImageNet classifier: it needs pretrained weights "
                          "(--pretrained package or PATH)")
@@ -236,8 +160,6 @@ def run(args, model, labels, names, train, val, report, out: Path, pre: dict) ->
     oof = result["oof_probs"]
     plot_run(out, [], {"per_label_ap": metrics["cv_per_label_ap"]}, oof, targets, known.bool(), names)
     if args.result:
-        from training.evaluate import write_result_csv
-
         write_result_csv(args.result, train.paths, oof, names, result["thresholds"])
     elapsed = time.perf_counter() - t0
     print(f"prior recipe: {len(train)} photos, features {t_features:.1f}s ({stats['computed']} computed, "

@@ -1,21 +1,31 @@
 """The original tool's recipe (``--recipe sgd``, the default): SGD with momentum for ``--epochs``, the learning rate
 x0.1 at each ``--epoch_step``, pretrained layers at ``lr*lrp``; with ``--lrp 0`` the backbone is frozen and the
-epochs run on cached features. Validation every epoch picks ``best.pt`` by mAP, with per-label thresholds.
+epochs run on cached features. Validation every epoch picks ``best.pt`` by mAP, with per-label thresholds; with a
+detector, the best epoch's validation scores are then fused with its scores (``fuse_best_checkpoint``).
+
+``run`` is one flat loop in the style of torchvision's reference ``train.py``: set the learning rate, train one
+epoch, validate, save; every step is a function of its own here or in ``training.engine``.
 """
 from __future__ import annotations
 
-import copy
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
+from model.detector import detector_spec
 from tagger.meta import make_meta, save_json
 from training import distributed as D
-from training.checkpoint import CheckpointSaver
-from training.detector_fit import fuse_best_checkpoint
+from training.checkpoint import CheckpointSaver, save_checkpoint
+from training.detections import detector_inputs
 from training.engine import FeatureSet, GlobalBatches, Head, evaluate, lr_factor, set_preset, train_one_epoch
+from training.features import cached_features
+from training.fusion_cv import choose_fusion
 from training.metrics import METRIC_NAMES, calibrate_thresholds, summarize
+from training.plots import plot_run
+from training.report import format_summary, write_result_csv
 
 
 def build_optimizer(args, model) -> torch.optim.SGD:
@@ -51,8 +61,6 @@ def resume_state(args, resume: dict | None, optimizer) -> tuple[int, float | Non
 def training_sets(args, model, train, val, pre: dict, names, rank_info, device, *, use_cache: bool):
     """``(train_set, val_set, trainable, workers, feature_seconds)``: cached backbone features and the head alone
     when the backbone is frozen and caching is on, else the photos and the whole model."""
-    from training.features import cached_features
-
     if not use_cache:
         set_preset(train, pre, train=args.lrp != 0)
         set_preset(val, pre)
@@ -93,14 +101,58 @@ def sgd_checkpoint(args, model, labels, pre: dict, optimizer, *, epoch: int, sum
             "history": history, "args": vars(args)}
 
 
+@dataclass
+class Best:
+    """The best epoch so far: its validation scores, summary at its calibrated thresholds, and those thresholds."""
+    score: float | None = None
+    epoch: int | None = None
+    summary: dict | None = None
+    thresholds: list | None = None
+    probs: torch.Tensor | None = None
+
+    @classmethod
+    def of_earlier_run(cls, saver: CheckpointSaver, score: float | None) -> Best:
+        """The best a resumed run starts from: ``best.pt``'s record (its scores are computed when needed)."""
+        meta = saver.best_meta() if score is not None else None
+        if meta is None:
+            return cls(score=score)
+        return cls(score=score, epoch=meta["metrics"].get("epoch"), summary=meta["metrics"].get("validation"),
+                   thresholds=meta["thresholds"])
+
+
+def set_train_mode(model, trainable, *, freeze: bool, use_cache: bool) -> None:
+    """Training mode for what learns; frozen layers keep their BatchNorm statistics, and the backbone's ImageNet
+    classifier (not this recipe's output) stays in eval mode."""
+    trainable.train()
+    if freeze and not use_cache:
+        model.backbone.eval()
+    elif not use_cache:
+        model.backbone.get_classifier().eval()
+
+
+def training_forward(args, trainable, rank_info, device):
+    """What the epoch loop calls: ``trainable`` wrapped for DDP (or DataParallel on several GPUs of one process)."""
+    forward = D.wrap(trainable, rank_info, device) if any(p.requires_grad for p in trainable.parameters()) \
+        else trainable
+    if device.type == "cuda" and len(args.device_ids) > 1 and rank_info.world == 1:
+        forward = torch.nn.DataParallel(trainable, device_ids=args.device_ids)
+    return forward
+
+
+def metrics_record(history: list[dict], best: Best, t_features: float, report: dict) -> dict:
+    return {"recipe": "sgd", "epochs": history, "best_epoch": best.epoch, "best": best.summary,
+            "features_seconds": round(t_features, 2), "dataset": report}
+
+
+def epoch_row(epoch: int, loss: float, lr: float, summary: dict, t_train: float, seconds: float,
+              use_cache: bool) -> dict:
+    return {"epoch": epoch, "loss": round(loss, 6), "lr": lr, **{k: summary[k] for k in METRIC_NAMES},
+            "train_seconds": round(t_train, 3), "seconds": round(seconds, 3), "cached_features": use_cache}
+
+
 def run(args, model, labels, names, train, val, report, out: Path, rank_info, resume: dict | None,
         pre: dict) -> dict:
     """Train for ``--epochs`` (from a resumed epoch), validating each; returns the best summary and history."""
-    from tqdm import tqdm
-
-    from training.evaluate import format_summary, write_result_csv
-    from training.plots import plot_run
-
     device = D.pick_device(args, rank_info)
     model.to(device)
     freeze = args.lrp == 0
@@ -109,54 +161,27 @@ def run(args, model, labels, names, train, val, report, out: Path, rank_info, re
     start_epoch, best_score, history = resume_state(args, resume, optimizer)
     train_set, val_set, trainable, workers, t_features = training_sets(args, model, train, val, pre, names,
                                                                        rank_info, device, use_cache=use_cache)
-    fwd_train = D.wrap(trainable, rank_info, device) if any(p.requires_grad for p in trainable.parameters()) \
-        else trainable
-    if device.type == "cuda" and len(args.device_ids) > 1 and rank_info.world == 1:
-        fwd_train = torch.nn.DataParallel(trainable, device_ids=args.device_ids)
-    classifier = model.backbone.get_classifier()
-
-    def set_train_mode():
-        trainable.train()
-        if freeze and not use_cache:
-            model.backbone.eval()  # frozen layers keep their BatchNorm statistics
-        elif not use_cache:
-            classifier.eval()
-
-    def check():
-        return validate(trainable, model, val_set, names, rank_info, workers=workers, device=device,
-                        min_positives=args.min_positives)
-
-    def checkpoint(epoch: int, summary: dict, thresholds) -> dict:
-        return sgd_checkpoint(args, model, labels, pre, optimizer, epoch=epoch, summary=summary,
-                              thresholds=thresholds, best_score=best_score, history=history, use_cache=use_cache)
-
+    forward = training_forward(args, trainable, rank_info, device)
     sampler = GlobalBatches(len(train_set), args.batch_size, seed=args.seed, rank=rank_info.rank,
                             world=rank_info.world)
     loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=workers,
                                          persistent_workers=False)
     saver = CheckpointSaver(out)
-    best = {"probs": None, "summary": None, "epoch": None, "thresholds": None}
-    if best_score is not None:
-        prev = saver.best_meta()
-        if prev is not None:
-            best.update(summary=prev["metrics"].get("validation"), thresholds=prev["thresholds"],
-                        epoch=prev["metrics"].get("epoch"))
-
-    def metrics_record() -> dict:
-        return {"recipe": "sgd", "epochs": history, "best_epoch": best["epoch"], "best": best["summary"],
-                "features_seconds": round(t_features, 2), "dataset": report}
+    best = Best.of_earlier_run(saver, best_score)
+    validate_args = dict(workers=workers, device=device, min_positives=args.min_positives)
 
     if args.evaluate:
-        probs, vt, vk, summary, thresholds = check()
+        probs, vt, vk, summary, thresholds = validate(trainable, model, val_set, names, rank_info, **validate_args)
         D.print0(f"evaluate ({len(val_set)} validation photos, thresholds 0.5): {format_summary(summary)}")
         if rank_info.is_main:
             save_json(out / "evaluate.json", summary)
         return summary
 
-    na = summarize(torch.zeros(len(val_set), len(names)), *val_set.targets(), [0.5] * len(names), names)
-    if na["labels_not_applicable"]:
-        D.print0(f"validation: {len(val_set)} photos; no known positive (not applicable, left out of every average): "
-                 + ", ".join(na["labels_not_applicable"]))
+    not_applicable = summarize(torch.zeros(len(val_set), len(names)), *val_set.targets(), [0.5] * len(names),
+                               names)["labels_not_applicable"]
+    if not_applicable:
+        D.print0(f"validation: {len(val_set)} photos; no known positive (not applicable, left out of every "
+                 f"average): {', '.join(not_applicable)}")
     epochs = range(start_epoch, args.epochs)
     bar = tqdm(total=len(epochs), desc="epochs", unit="epoch", disable=not rank_info.is_main or len(epochs) == 0)
     for epoch in epochs:
@@ -165,57 +190,90 @@ def run(args, model, labels, names, train, val, report, out: Path, rank_info, re
             g["lr"] = g["base_lr"] * lr_factor(epoch, args.epoch_step)
         sampler.set_epoch(epoch)
         torch.manual_seed(args.seed * 1000 + epoch)  # augmentation and worker seeds: a resumed epoch repeats
-        set_train_mode()
+        set_train_mode(model, trainable, freeze=freeze, use_cache=use_cache)
         inner = None if use_cache or not rank_info.is_main else tqdm(total=len(loader), desc=f"epoch {epoch + 1}",
                                                                      unit="batch", leave=False)
-        loss = train_one_epoch(fwd_train, loader, optimizer, epoch, num_labels=len(names),
+        loss = train_one_epoch(forward, loader, optimizer, epoch, num_labels=len(names),
                                batch_size=args.batch_size, world=rank_info.world, device=device,
                                print_freq=args.print_freq, progress=inner)
         if inner is not None:
             inner.close()
         t_train = time.perf_counter() - t
-        probs, vt, vk, summary, thresholds = check()
+        probs, vt, vk, summary, thresholds = validate(trainable, model, val_set, names, rank_info, **validate_args)
         score = summary["mAP"] if summary["mAP"] is not None else -1.0
-        is_best = best_score is None or score > best_score
+        is_best = best.score is None or score > best.score
         if is_best:
-            best_score = score
-            best.update(probs=probs, summary=summarize(probs, vt, vk, thresholds, names), epoch=epoch + 1,
-                        thresholds=thresholds)
-        row = {"epoch": epoch + 1, "loss": round(loss, 6), "lr": optimizer.param_groups[0]["lr"],
-               **{k: summary[k] for k in METRIC_NAMES},
-               "train_seconds": round(t_train, 3), "seconds": round(time.perf_counter() - t, 3),
-               "cached_features": use_cache}
-        history.append(row)
+            best = Best(score, epoch + 1, summarize(probs, vt, vk, thresholds, names), thresholds, probs)
+        history.append(epoch_row(epoch + 1, loss, optimizer.param_groups[0]["lr"], summary, t_train,
+                                 time.perf_counter() - t, use_cache))
         if rank_info.is_main:
-            saver.save(checkpoint(epoch + 1, best["summary"] if is_best else summary, thresholds), is_best=is_best)
-            saver.metrics(metrics_record())
+            saver.save(sgd_checkpoint(args, model, labels, pre, optimizer, epoch=epoch + 1,
+                                      summary=best.summary if is_best else summary, thresholds=thresholds,
+                                      best_score=best.score, history=history, use_cache=use_cache),
+                       is_best=is_best)
+            saver.metrics(metrics_record(history, best, t_features, report))
+            bar.write(f"epoch {epoch + 1}/{args.epochs} loss {loss:.4f} val "
+                      f"{format_summary(summary, not_applicable=False)} ({t_train:.2f}s train)"
+                      f"{' *best' if is_best else ''}")
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", mAP=f"{score:.3f}")
-        if rank_info.is_main:
-            bar.write(f"epoch {epoch + 1}/{args.epochs} loss {loss:.4f} val {format_summary(summary, not_applicable=False)}"
-                      f" ({t_train:.2f}s train){' *best' if is_best else ''}")
     bar.close()
 
-    if best["summary"] is None:  # nothing trained and no best yet (e.g. an original checkpoint): score it
-        probs, vt, vk, summary, thresholds = check()
-        best.update(probs=probs, summary=summarize(probs, vt, vk, thresholds, names), epoch=start_epoch,
-                    thresholds=thresholds)
-        best_score = summary["mAP"]
+    if best.summary is None:  # nothing trained and no best yet (e.g. an original checkpoint): score it
+        probs, vt, vk, summary, thresholds = validate(trainable, model, val_set, names, rank_info, **validate_args)
+        best = Best(summary["mAP"], start_epoch, summarize(probs, vt, vk, thresholds, names), thresholds, probs)
         if rank_info.is_main:
-            saver.save(checkpoint(start_epoch, best["summary"], thresholds), is_best=True)
-    elif best["probs"] is None:  # resumed, and no epoch of this run beat the best: score best.pt's weights
-        current = copy.deepcopy(model.state_dict())
-        model.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=True)["model"])
-        best["probs"] = check()[0]
-        model.load_state_dict(current)
-    if rank_info.is_main and args.detector != "none":
-        best.update(fuse_best_checkpoint(args, labels, names, val, best["probs"], out, log=D.print0))
-    if rank_info.is_main:
-        vt, vk = val_set.targets()
-        plot_run(out, history, best["summary"], best["probs"], vt, vk.bool(), names)
-        saver.metrics(metrics_record())  # written again only when the end changed it (a fused detector, ...)
-        if args.result:
-            write_result_csv(args.result, val.paths, best["probs"], names, best["thresholds"])
-        D.print0(f"best epoch {best['epoch']}: val (calibrated thresholds) {format_summary(best['summary'])}")
-        D.print0(f"wrote {out / 'best.pt'}, {out / 'last.pt'}, {out / 'metrics.json'}, {out / 'plots'}")
-    return {"best": best["summary"], "history": history, "best_epoch": best["epoch"]}
+            saver.save(sgd_checkpoint(args, model, labels, pre, optimizer, epoch=start_epoch, summary=best.summary,
+                                      thresholds=thresholds, best_score=best.score, history=history,
+                                      use_cache=use_cache), is_best=True)
+    elif best.probs is None:  # resumed, and no epoch of this run beat the best: score best.pt's weights
+        best.probs = best_checkpoint_probs(model, out, trainable, val_set, names, rank_info, validate_args)
+    if not rank_info.is_main:
+        return {"best": best.summary, "history": history, "best_epoch": best.epoch}
+    if args.detector != "none":
+        fused = fuse_best_checkpoint(args, labels, names, val, best.probs, out, log=D.print0)
+        best.probs, best.summary, best.thresholds = fused["probs"], fused["summary"], fused["thresholds"]
+    vt, vk = val_set.targets()
+    plot_run(out, history, best.summary, best.probs, vt, vk.bool(), names)
+    saver.metrics(metrics_record(history, best, t_features, report))  # again only when the end changed it
+    if args.result:
+        write_result_csv(args.result, val.paths, best.probs, names, best.thresholds)
+    D.print0(f"best epoch {best.epoch}: val (calibrated thresholds) {format_summary(best.summary)}")
+    D.print0(f"wrote {out / 'best.pt'}, {out / 'last.pt'}, {out / 'metrics.json'}, {out / 'plots'}")
+    return {"best": best.summary, "history": history, "best_epoch": best.epoch}
+
+
+def best_checkpoint_probs(model, out: Path, trainable, val_set, names, rank_info, validate_args) -> torch.Tensor:
+    """The validation scores of ``best.pt``'s weights, the model's own weights restored afterwards."""
+    current = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=True)["model"])
+    probs = validate(trainable, model, val_set, names, rank_info, **validate_args)[0]
+    model.load_state_dict(current)
+    return probs
+
+
+def fuse_best_checkpoint(args, labels, names, val, probs: torch.Tensor, out: Path, log=print) -> dict:
+    """The SGD recipe with a detector: the best epoch's validation logits fused with the detector's scores
+    (``training.fusion_cv.choose_fusion``, out of fold over the validation photos), thresholds calibrated again on the
+    fused scores, and ``best.pt`` / ``meta.json`` rewritten with the detector. Returns what ``best`` changes."""
+    spec = detector_spec(labels, args.detector, tiles=args.detector_tiles)
+    detections, seen, _ = detector_inputs(spec, val, names, args.cache_dir)
+    vt, vk = val.targets()
+    logits = torch.logit(probs.clamp(1e-7, 1 - 1e-7))
+    mode, fusion, source, fused = choose_fusion([logits], detections, vt, vk, seen,
+                                                             folds=min(5, len(val)))
+    fused_probs = fused[mode][0].sigmoid()
+    thresholds, _ = calibrate_thresholds(fused_probs, vt, vk, min_positives=args.min_positives)
+    summary = summarize(fused_probs, vt, vk, thresholds, names)
+    summary["classifier_only"] = summarize(probs, vt, vk, [0.5] * len(names), names)["mAP"]
+    ckpt = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
+    meta = {**ckpt["meta"], "detector": {**spec, "fusion": fusion}, "thresholds": [float(t) for t in thresholds],
+            "recipe": ckpt["meta"]["recipe"] + f" + {spec['name']} detector ({mode} fusion, fitted on the "
+                                               "validation photos out of fold)"}
+    meta["metrics"] = {**meta["metrics"], "validation": summary, "fusion": mode,
+                       "fusion_source": {n: s for n, s in zip(names, source) if s != "none"}}
+    save_checkpoint(out / "best.pt", {**ckpt, "meta": meta})
+    save_json(out / "meta.json", meta)
+    log(f"detector {spec['name']}: {mode} fusion; validation mAP {summary['mAP']:.3f} (classifier alone "
+        f"{summary['classifier_only']:.3f})")
+    return {"probs": fused_probs, "summary": summary, "thresholds": thresholds}

@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
+from model.network import PACKAGED, build_model
 from tagger.labels import label_names, load_labels
 from tagger.meta import save_json
 from tagger.presets import default_preprocessing
@@ -20,8 +23,28 @@ from training import prior_recipe, sgd_recipe
 from training.datasets import load_datasets, print_report
 from training.errors import UsageError
 from training.legacy import load_original_weights
-from training.model import build
 from training.resume import load_resume
+
+
+def resolve_pretrained(args, arch: str) -> dict:
+    """``build_model`` keyword arguments for ``--pretrained``."""
+    if args.pretrained == "none":
+        return {"pretrained": False}
+    if args.pretrained == "package":
+        if arch not in PACKAGED:
+            raise UsageError(f"{arch} has no packaged ImageNet weights: pass --pretrained PATH (a local "
+                             "torchvision state_dict) or --pretrained none; nothing is downloaded")
+        return {"pretrained": True}
+    path = Path(args.pretrained)
+    if not path.is_file():
+        raise UsageError(f"--pretrained {args.pretrained}: no such file (use 'package', 'none' or a local path)")
+    return {"pretrained": True, "weights_path": path}
+
+
+def build(arch: str, labels: list[dict], args, *, imagenet_prior: bool, pretrained: bool):
+    kwargs = resolve_pretrained(args, arch) if pretrained else {"pretrained": False}
+    torch.manual_seed(args.seed)
+    return build_model(arch, len(labels), imagenet_prior=imagenet_prior, **kwargs)
 
 
 def main(args: argparse.Namespace) -> dict:

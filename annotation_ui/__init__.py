@@ -27,6 +27,7 @@ from tagger.archive import archive_of
 from tagger.image import ImageError
 from tagger.layout import DataDir
 from tagger.meta import utc_now
+from tagger.tags import PolicyMissing, UnknownPolicy, answer_tags, check_policy
 
 bp = Blueprint("annotation_ui", __name__, url_prefix="/annotate", template_folder="templates",
                static_folder="static")
@@ -84,10 +85,28 @@ def model():
     return jsonify(_model())
 
 
+def _policy(model: dict, given: str | None) -> str:
+    """The tag policy whose suggestions the page shows: ``given`` (checked), else the gateway's, within what the
+    served model carries (a model made before policies has balanced only)."""
+    if not given:
+        default = current_app.config["TAG_POLICY"]
+        return default if not model.get("policies") or default in model["policies"] else model["tag_policy"]
+    policy = check_policy(given)
+    if model.get("policies") and policy not in model["policies"]:
+        raise PolicyMissing(f"model {model['version']} carries only {', '.join(model['policies'])} thresholds (it "
+                            "was made before tag policies)")
+    return policy
+
+
+def _thresholds(model: dict, policy: str) -> dict[str, float | None]:
+    return {lab["name"]: (lab["policies"][policy]["threshold"] if policy in lab.get("policies", {})
+                          else lab["threshold"]) for lab in model["labels"]}
+
+
 @bp.get("/api/photos")
 def photos():
-    """A page of photos: ``status`` all|unlabelled|labelled, ``label``, ``order`` upload|uncertain, ``offset``,
-    ``limit`` (1-500, default 500)."""
+    """A page of photos: ``status`` all|unlabelled|labelled, ``label``, ``order`` upload|uncertain, ``policy`` (whose
+    suggestions: precise|balanced|complete), ``offset``, ``limit`` (1-500, default 500)."""
     status, order = request.args.get("status", "all"), request.args.get("order", "upload")
     if status not in ("all", "unlabelled", "labelled"):
         return error(400, "status must be all, unlabelled or labelled")
@@ -100,19 +119,22 @@ def photos():
     if offset < 0 or not 1 <= limit <= MAX_PAGE:
         return error(400, f"offset must be >= 0 and limit between 1 and {MAX_PAGE}")
     model = _model()
+    try:
+        policy = _policy(model, request.args.get("policy"))
+    except (UnknownPolicy, PolicyMissing) as exc:
+        return error(400, str(exc))
     names = {lab["name"] for lab in model["labels"]}
     label = request.args.get("label") or None
     if label is not None and label not in names:
         return error(400, f"label {label!r} is not in the served model's vocabulary")
-    thresholds = {lab["name"]: lab["threshold"] for lab in model["labels"]}
     rows = select(_ext("store").summaries(model["version"]), status=status, label=label, order=order,
-                  thresholds=thresholds)
+                  thresholds=_thresholds(model, policy), policy=policy)
     page_rows = rows[offset:offset + limit]
     return jsonify(total=len(rows), offset=offset, next_offset=offset + limit if offset + limit < len(rows) else None,
-                   model_version=model["version"],
+                   model_version=model["version"], tag_policy=policy,
                    photos=[{"id_name": r["id_name"], "labels": r["labels"], "uploaded_at": r["uploaded_at"],
                             "labelled_at": r["labelled_at"], "sha256": r["sha256"],
-                            "suggested_tags": r["answer"]["tags"] if r["answer"] else None,
+                            "suggested_tags": answer_tags(r["answer"], default=policy)[0] if r["answer"] else None,
                             "uncertainty": None if r["uncertainty"] is None else round(r["uncertainty"], 4)}
                            for r in page_rows])
 
@@ -129,8 +151,9 @@ def photo():
 
 @bp.put("/api/photos/<id_name:id_name>/labels")
 def save_labels(id_name: str):
-    """``{"labels": [...], "unknown": [...], "labeller": "ann"}``: the person's positives, the labels left
-    unreviewed (unknown in the export), who saved. Every other label of the vocabulary is a reviewed negative."""
+    """``{"labels": [...], "unknown": [...], "labeller": "ann", "policy": "complete"}``: the person's positives, the
+    labels left unreviewed (unknown in the export), who saved, and the policy whose suggestions they saw. Every other
+    label of the vocabulary is a reviewed negative."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("labels"), list) \
             or not isinstance(body.get("unknown", []), list):
@@ -146,15 +169,20 @@ def save_labels(id_name: str):
     labeller = body.get("labeller") or "person"
     if not isinstance(labeller, str) or not LABELLER.match(labeller):
         return error(400, "labeller must be 1-64 letters, digits, spaces or . @ - _")
+    try:
+        policy = _policy(model, body.get("policy"))
+    except (UnknownPolicy, PolicyMissing) as exc:
+        return error(400, str(exc))
     store = _ext("store")
     record = store.get(id_name)
     if record is None:
         return error(404, f"no photo stored under id_name {id_name!r}")
     answer = store.cached_prediction(record["sha256"], model["version"]) if model["version"] else None
-    suggested = {"model_version": model["version"], "tags": answer["tags"]} if answer else None
+    shown, shown_policy = answer_tags(answer, default=policy) if answer else ([], None)
+    suggested = {"model_version": model["version"], "tags": shown, "tag_policy": shown_policy} if answer else None
     now = utc_now(micro=True)
     detail = label_detail(vocabulary, positives=set(body["labels"]), unknown=set(body.get("unknown", [])),
-                          suggested=set(answer["tags"]) if answer else set(), previous=record["label_detail"],
+                          suggested=set(shown), previous=record["label_detail"],
                           by=labeller, now=now)
     if not store.set_labels(id_name, body["labels"], detail=detail, suggested=suggested):
         return error(404, f"no photo stored under id_name {id_name!r}")

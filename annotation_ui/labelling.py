@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 
+from tagger.tags import DEFAULT_POLICY, answer_tags
+
 SOURCES = ("person", "suggestion")
 
 
@@ -54,18 +56,20 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def uncertainty(scores: dict[str, float], thresholds: dict[str, float]) -> float:
+def uncertainty(scores: dict[str, float], thresholds: dict[str, float | None]) -> float:
     """The smallest distance, in logits, between a label's score and its threshold: 0 means the model could go
-    either way on some label (uncertainty sampling: such photos teach the next model most)."""
-    margins = [abs(_logit(scores[name]) - _logit(t)) for name, t in thresholds.items() if name in scores]
+    either way on some label (uncertainty sampling: such photos teach the next model most). Labels that are never
+    a tag (no threshold) do not count."""
+    margins = [abs(_logit(scores[name]) - _logit(t)) for name, t in thresholds.items()
+               if name in scores and t is not None]
     return min(margins) if margins else math.inf
 
 
 def select(summaries: list[dict], *, status: str = "all", label: str | None = None, order: str = "upload",
-           thresholds: dict[str, float] | None = None) -> list[dict]:
+           thresholds: dict[str, float | None] | None = None, policy: str | None = None) -> list[dict]:
     """Filter (``status`` all | unlabelled | labelled; ``label``: a person's label on a labelled photo, the model's
-    tag on an unlabelled one) and order (``upload``: newest first; ``uncertain``: smallest margin first, photos
-    without a prediction last) the store's summaries."""
+    tag under ``policy`` on an unlabelled one) and order (``upload``: newest first; ``uncertain``: smallest margin
+    first, photos without a prediction last) the store's summaries."""
     rows = summaries
     if status == "labelled":
         rows = [r for r in rows if r["labelled_at"] is not None]
@@ -75,7 +79,7 @@ def select(summaries: list[dict], *, status: str = "all", label: str | None = No
         def has(r):
             if r["labelled_at"] is not None and r["labels"] is not None:
                 return label in r["labels"]
-            return bool(r["answer"]) and label in r["answer"].get("tags", ())
+            return bool(r["answer"]) and label in answer_tags(r["answer"], default=policy or DEFAULT_POLICY)[0]
         rows = [r for r in rows if has(r)]
     for r in rows:
         r["uncertainty"] = (uncertainty(r["answer"]["scores"], thresholds or {})

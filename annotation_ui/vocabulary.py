@@ -1,6 +1,7 @@
 """The label vocabulary the annotation page offers: the served model version's own labels and thresholds.
 
     model = served_model(Path("model_store"), "1.1")   # {"version", "labels": [{id, name, isthing, threshold}], ...}
+    model["labels"][0]["policies"]["precise"]          # {"threshold", "precision", "recall"} (out-of-fold estimates)
 
 The labels come from the ``meta.json`` inside the archive of that version in the model store, so a model trained
 with its own ``--labels`` gets its own checkboxes. When no version is known (TorchServe down) or no archive holds
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from tagger.archive import archive_of, cached_archive
 from tagger.labels import load_labels
+from tagger.tags import POLICIES, policy_thresholds, served_policy
 
 
 def served_model(model_store: Path, version: str | None, model_name: str = "tagger") -> dict:
@@ -19,14 +21,38 @@ def served_model(model_store: Path, version: str | None, model_name: str = "tagg
     path = archive_of(model_store, version, model_name) if version is not None else None
     if path is not None:
         meta = cached_archive(path).meta
+        policies = policy_records(meta)
+        served = policy_thresholds(meta, served_policy(meta))
         labels = [{**{k: lab[k] for k in ("id", "name", "isthing", "supercategory") if k in lab},
-                   "isthing": lab.get("isthing", 0), "threshold": round(float(t), 4)}
-                  for lab, t in zip(meta["labels"], meta["thresholds"])]
-        return {"version": version, "labels": labels, "source": f"archive {path.name}"}
+                   "isthing": lab.get("isthing", 0), "threshold": _rounded(t),
+                   "policies": {p: records[j] for p, records in policies.items()}}
+                  for j, (lab, t) in enumerate(zip(meta["labels"], served))]
+        return {"version": version, "labels": labels, "source": f"archive {path.name}",
+                "tag_policy": served_policy(meta), "policies": list(policies)}
 
     return {"version": version, "source": "default list (no archive of the served version found)" if version
-            else "default list (the model server is not answering)",
-            "labels": [{**lab, "threshold": 0.5} for lab in load_labels()]}
+            else "default list (the model server is not answering)", "tag_policy": None, "policies": [],
+            "labels": [{**lab, "threshold": 0.5, "policies": {}} for lab in load_labels()]}
+
+
+def _rounded(t) -> float | None:
+    return None if t is None else round(float(t), 4)
+
+
+def policy_records(meta: dict) -> dict[str, list[dict]]:
+    """Per policy the model carries, per label: its threshold (``None``: scored, never a tag) and the out-of-fold
+    precision and recall expected there (``None`` where not measured: a model made before policies)."""
+    out = {}
+    for policy in POLICIES:
+        thresholds = policy_thresholds(meta, policy)
+        if thresholds is None:
+            continue
+        entry = (meta.get("policies") or {}).get(policy, {})
+        precision = entry.get("precision") or [None] * len(thresholds)
+        recall = entry.get("recall") or [None] * len(thresholds)
+        out[policy] = [{"threshold": _rounded(t), "precision": p, "recall": r}
+                       for t, p, r in zip(thresholds, precision, recall)]
+    return out
 
 
 def next_version(served: str, model_store: Path, model_name: str = "tagger") -> str:

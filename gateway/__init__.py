@@ -34,6 +34,7 @@ from tagger import REPO
 from tagger.image import DEFAULT_MAX_BYTES
 from tagger.labels import load_labels
 from tagger.layout import DataDir
+from tagger.tags import check_policy
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         PREFETCH_WORKERS=2,
         DECODE_CHECK_THREADS=8,  # per worker: each upload checks its pixels and reads its EXIF beside its file write
         GATEWAY_AUTH=os.environ.get("GATEWAY_AUTH", "auto"),  # auto: tokens for other machines; required; off
+        TAG_POLICY="precise",  # whose tags /imginfo answers: precise, balanced or complete (?policy= picks another)
         HOSTS="",  # host names answered beyond loopback ones (TAGGER_HOSTS="nas.local 192.168.1.5"; "*": any)
         SESSION_HOURS=12.0,  # how long the annotation page's sign-in lasts
     )
@@ -88,6 +90,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_prefixed_env("TAGGER")
     else:
         app.config.update(test_config)
+    app.config["TAG_POLICY"] = check_policy(str(app.config["TAG_POLICY"]).strip().lower())
     data_dir = DataDir(app.config["DATA_DIR"])
     app.config["TS_KEY_FILE"] = str(app.config["TS_KEY_FILE"] or data_dir.key_file)
     app.extensions["store"] = open_store(data_dir.root, app.config["DATABASE_URL"], photo_dir=app.config["PHOTO_DIR"],

@@ -17,6 +17,7 @@ from gateway.server_timing import timed
 from gateway.tagger_client import TaggerError
 from photo_store import Conflict
 from tagger.image import ImageError, decode_image, decoded_bytes, open_image, oriented_size, shrinks
+from tagger.tags import PolicyMissing, UnknownPolicy, answer_tags, check_policy
 
 bp = Blueprint("api", __name__)
 
@@ -134,14 +135,29 @@ def _checked(checking) -> None:
     record_timing("decode", ms)  # measured in the checking thread
 
 
+def requested_policy() -> str | None:
+    """The ``policy`` parameter, checked (``UnknownPolicy``); ``None`` when not given."""
+    given = request.values.get("policy")
+    return None if given is None else check_policy(given.strip().lower())
+
+
+def tags_of(prediction: dict, policy: str | None) -> tuple[list[str], str]:
+    """``(tags, policy)`` of a cached answer under ``policy``, else the gateway's ``TAG_POLICY``."""
+    return answer_tags(prediction, policy, default=current_app.config["TAG_POLICY"])
+
+
 @bp.route("/imginfo", methods=["GET", "POST"])
 def imginfo():
-    """Tags (from TorchServe), EXIF date and GPS of a stored photo."""
-    if request.method == "POST" and set(request.form) - {"id_name"}:
-        return error(400, "unknown form field(s): send only id_name")
+    """Tags (from TorchServe), EXIF date and GPS of a stored photo; ``policy`` picks the tag policy."""
+    if request.method == "POST" and set(request.form) - {"id_name", "policy"}:
+        return error(400, "unknown form field(s): send only id_name (and policy)")
     id_name = request.values.get("id_name")
     if not id_name:
         return error(400, "parameter 'id_name' is missing (GET /imginfo?id_name=NAME)")
+    try:
+        policy = requested_policy()
+    except UnknownPolicy as exc:
+        return error(400, str(exc))
     store = current_app.extensions["store"]
     with timed("lookup"):
         record = store.get(id_name)
@@ -153,11 +169,16 @@ def imginfo():
     except TaggerError as exc:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
         return error(exc.status, str(exc), **headers)
+    try:
+        tags, tag_policy = tags_of(prediction, policy)
+    except PolicyMissing as exc:
+        return error(409, str(exc))
     exif = record["exif"]
     old_layout = "datetime" not in exif  # stored before date fallbacks were read
     return jsonify(
         image_id=id_name,
-        predict_tags=prediction["tags"],
+        predict_tags=tags,
+        tag_policy=tag_policy,
         data_information=exif.get("datetime_original") if old_layout else exif.get("datetime"),
         GPS_information=gps_information(exif.get("gps")),
         date_source=("DateTimeOriginal" if exif.get("datetime_original") else None) if old_layout
@@ -196,9 +217,14 @@ def photos():
     """Stored photos, newest first, paged: ``?tag=sea&limit=50&cursor=...``.
 
     A photo has a tag when a person labelled it so, or, for photos no person labelled, when the served model's
-    cached prediction says so (photos whose prediction is not computed yet are listed only without ``tag``).
+    cached prediction says so under the tag policy (``policy``, default the gateway's); photos whose prediction is
+    not computed yet are listed only without ``tag``.
     """
     tag = request.args.get("tag")
+    try:
+        policy = requested_policy()
+    except UnknownPolicy as exc:
+        return error(400, str(exc))
     try:
         limit = int(request.args.get("limit", "50"))
         if not 1 <= limit <= MAX_PAGE:
@@ -221,7 +247,11 @@ def photos():
             scanned += 1
             after = (rec["uploaded_at"], rec["id_name"])
             prediction = rec["predictions"].get(version) if version else None
-            tags = rec["labels"] if rec["labels"] is not None else (prediction or {}).get("tags")
+            try:
+                model_tags = tags_of(prediction, policy)[0] if prediction else None
+            except PolicyMissing as exc:
+                return error(409, str(exc))
+            tags = rec["labels"] if rec["labels"] is not None else model_tags
             if tag is None or (tags is not None and tag in tags):
                 items.append({"image_id": rec["id_name"], "uploaded_at": rec["uploaded_at"], "tags": tags,
                               "tags_from": "labels" if rec["labels"] is not None else
@@ -269,7 +299,7 @@ def readyz():
         response.status_code = 503
         response.headers["Retry-After"] = "5"
         return response
-    return jsonify(status="ready", model_version=version)
+    return jsonify(status="ready", model_version=version, tag_policy=current_app.config["TAG_POLICY"])
 
 
 @bp.get("/openapi.json")

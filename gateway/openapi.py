@@ -1,6 +1,8 @@
 """OpenAPI 3.1 description of the gateway's API, served at ``/openapi.json``."""
 import unicodedata
 
+from tagger.tags import POLICIES
+
 # Characters refused in an id_name: in the Basic Multilingual Plane, the Unicode categories control, format
 # (zero-width, bidi overrides), surrogates and line/paragraph separators. Everything else is allowed: an id_name is
 # data, never a path. (BMP only, so that the spec's pattern means the same in ECMA regex engines without the u flag.)
@@ -46,7 +48,12 @@ def _id_name_pattern() -> str:
 _ID_NAME = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": _id_name_pattern(),
             "description": "1-256 printable Unicode characters (not only spaces; no control or invisible format "
                            "characters)"}
+_POLICY = {"name": "policy", "in": "query", "required": False, "schema": {"enum": list(POLICIES)},
+           "description": "tag policy: precise (the default: a label's tags right at least 7 times in 10), balanced "
+                          "(F1-best) or complete (8 in 10 of a label's photos tagged)"}
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_NO_POLICY = {**_ERROR, "description": "the served model was made before tag policies and has only balanced "
+                                        "thresholds"}
 # gunicorn's own answer (not JSON) to a request line over its 4094-byte limit, before the app sees the request
 _TOO_LONG = {"description": "request line over the HTTP server's 4094-byte limit (answered by gunicorn)"}
 
@@ -87,31 +94,35 @@ SPEC = {
                                                  "completely"}}}},
         "/imginfo": {
             "get": {"operationId": "getImageInfo", "summary": "Tags, EXIF date and GPS of a stored photo",
-                    "parameters": [{"name": "id_name", "in": "query", "required": True, "schema": _ID_NAME}],
+                    "parameters": [{"name": "id_name", "in": "query", "required": True, "schema": _ID_NAME},
+                                   _POLICY],
                     "responses": {
                         "200": {"description": "photo information", "content": {"application/json": {"schema": {
                             "$ref": "#/components/schemas/ImageInfo"}}}},
-                        "400": _ERROR, "404": _ERROR, "414": _TOO_LONG, "422": _ERROR,
+                        "400": _ERROR, "404": _ERROR, "414": _TOO_LONG, "422": _ERROR, "409": _NO_POLICY,
                         "503": {**_ERROR, "description": "model server unavailable; retry after Retry-After seconds",
                                 "headers": {"Retry-After": {"schema": {"type": "integer"}}}}}},
             "post": {"operationId": "postImageInfo", "summary": "Same as GET, with id_name as a form field",
                      "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
                          "type": "object", "required": ["id_name"], "additionalProperties": False,
-                         "properties": {"id_name": _ID_NAME}}}}},
-                     "responses": {"200": {"description": "as GET"}, "400": _ERROR, "404": _ERROR, "503": _ERROR}}},
+                         "properties": {"id_name": _ID_NAME, "policy": _POLICY["schema"]}}}}},
+                     "responses": {"200": {"description": "as GET"}, "400": _ERROR, "404": _ERROR, "409": _NO_POLICY,
+                                   "503": _ERROR}}},
         "/photos": {"get": {
             "operationId": "listPhotos",
             "summary": "Stored photos, newest first, paged; with tag: those a person labelled so or, unlabelled, "
                        "whose served prediction has it",
             "parameters": [
                 {"name": "tag", "in": "query", "required": False, "schema": {"type": "string"}},
+                _POLICY,
                 {"name": "limit", "in": "query", "required": False,
                  "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
                 {"name": "cursor", "in": "query", "required": False,
                  "schema": {"type": "string", "pattern": CURSOR_PATTERN, "maxLength": CURSOR_MAX},
                  "description": "next_cursor of the previous page (upload time ~ base64url id_name)"}],
             "responses": {"200": {"description": "a page", "content": {"application/json": {"schema": {
-                "$ref": "#/components/schemas/PhotoPage"}}}}, "400": _ERROR, "414": _TOO_LONG}}},
+                "$ref": "#/components/schemas/PhotoPage"}}}}, "400": _ERROR, "409": _NO_POLICY,
+                "414": _TOO_LONG}}},
         "/photos/{id_name}": {"delete": {
             "operationId": "deletePhoto",
             "summary": "Remove a photo, its file, its earlier versions and its cached predictions",
@@ -180,6 +191,9 @@ SPEC = {
                       "properties": {
                           "image_id": {"type": "string"},
                           "predict_tags": {"type": "array", "items": {"type": "string"}},
+                          "tag_policy": {"enum": list(POLICIES),
+                                         "description": "the tag policy predict_tags follow (policy=, else the "
+                                                        "gateway's TAGGER_TAG_POLICY)"},
                           "data_information": {"type": ["string", "null"],
                                                "description": "EXIF DateTimeOriginal (else DateTimeDigitized, "
                                                               "else DateTime), YYYY:MM:DD HH:MM:SS"},

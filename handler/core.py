@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from tagger.meta import validate_meta
-from tagger.tags import tags_above
+from tagger.tags import served_policy, tags_by_policy
 from model.detector import detect, label_scores, load_detector
 from model.export import ONNX_CHECK_FILE, ONNX_FILE, export_onnx, probe_batch
 from model.fusion import fuse
@@ -257,12 +257,15 @@ def serialize(answer: dict) -> str | dict:
 
 
 def postprocess(logits: torch.Tensor, meta: dict, *, decimals: int = 4) -> list[dict]:
-    """Logits (N, L) -> one answer per image: tags above their label's threshold (best first), all scores."""
+    """Logits (N, L) -> one answer per image: the served policy's tags (best first) and which policy that is, every
+    policy's tags (``policy_tags``), all scores, the model version."""
     names = label_names(meta["labels"])
     probs = torch.sigmoid(logits.float()).cpu()
+    policy = served_policy(meta)
     answers = []
     for row in probs.tolist():
-        tags = tags_above(row, names, meta["thresholds"])
+        by_policy = tags_by_policy(row, names, meta)
         scores = {names[j]: round(row[j], decimals) for j in range(len(names))}
-        answers.append({"tags": tags, "scores": scores, "model_version": meta["version"]})
+        answers.append({"tags": by_policy[policy], "tag_policy": policy, "policy_tags": by_policy,
+                        "scores": scores, "model_version": meta["version"]})
     return answers

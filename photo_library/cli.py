@@ -12,6 +12,7 @@ from photo_library.tagging import tag_folder
 from photo_library.xmp import XmpError, unsafe
 from tagger.labels import load_labels
 from tagger.meta import atomic_write, save_json
+from tagger.tags import POLICIES
 
 DEFAULT_GATEWAY = "http://127.0.0.1:7777"
 
@@ -28,6 +29,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="parent keyword of the tagger's hierarchical keywords, Tagger|sea and Tagger/sea "
                         "(default: Tagger)")
     t.add_argument("-j", "--concurrency", type=int, default=4, help="photos in flight (default: 4)")
+    t.add_argument("--policy", choices=POLICIES, default=None,
+                   help="tag policy: precise (tags right at least 7 times in 10), balanced (F1-best) or complete "
+                        "(8 in 10 of a label's photos tagged) (default: the gateway's, precise unless set)")
     t.add_argument("--dry-run", action="store_true", help="say what would be tagged, upload and write nothing")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on stderr)")
     i = sub.add_parser("import", help="the keywords people typed under DIR as a COCO file for training")
@@ -70,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _tag(args, root: Path) -> int:
     s = tag_folder(root, gateway=args.gateway, naming=args.sidecar_name, parent=args.parent,
-                   concurrency=args.concurrency, dry_run=args.dry_run, progress=not args.no_progress)
+                   concurrency=args.concurrency, dry_run=args.dry_run, progress=not args.no_progress,
+                   policy=args.policy)
     for path in s.planned:
         print(f"would tag: {path}")
     for path, reason in s.failed:

@@ -66,13 +66,19 @@ class GatewayClient:
 
     def served_version(self) -> str | None:
         """The model version the gateway's TorchServe serves (``/readyz``)."""
+        return self.served()[0]
+
+    def served(self) -> tuple[str | None, str]:
+        """``(model version, tag policy)`` the gateway answers with by default (``/readyz``)."""
         r = self._call("GET", "/readyz")
         if r.status_code != 200:
             raise GatewayDown(f"the gateway at {self.url} is not ready: {_message(r)}")
-        return r.json().get("model_version")
+        body = r.json()
+        return body.get("model_version"), body.get("tag_policy") or "balanced"  # an older gateway: no policies
 
-    def tag(self, data: bytes, id_name: str, filename: str = "photo") -> dict:
-        """Store ``data`` as ``id_name`` and return its ``/imginfo`` answer (tags, scores, model version, ...).
+    def tag(self, data: bytes, id_name: str, filename: str = "photo", policy: str | None = None) -> dict:
+        """Store ``data`` as ``id_name`` and return its ``/imginfo`` answer (tags under ``policy``, else the
+        gateway's; scores, model version, ...).
 
         Raises:
             PhotoRefused: the gateway refused the photo (a 4xx with its reason).
@@ -81,10 +87,10 @@ class GatewayClient:
         r = self._call("POST", "/imgup", files={"file": (filename, data)}, data={"id_name": id_name})
         if r.status_code != 200:
             raise PhotoRefused(f"{r.status_code}: {_message(r)}")
-        return self.info(id_name)
+        return self.info(id_name, policy)
 
-    def info(self, id_name: str) -> dict:
-        r = self._call("GET", "/imginfo", params={"id_name": id_name})
+    def info(self, id_name: str, policy: str | None = None) -> dict:
+        r = self._call("GET", "/imginfo", params={"id_name": id_name, **({"policy": policy} if policy else {})})
         if r.status_code != 200:
             raise PhotoRefused(f"{r.status_code}: {_message(r)}")
         return r.json()

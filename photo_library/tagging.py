@@ -3,7 +3,7 @@
     summary = tag_folder(Path("~/Pictures").expanduser(), gateway="http://127.0.0.1:7777")
     summary.failed            # [(path, reason), ...]; the run went on past them
 
-Resumable: a photo whose sidecar records the same SHA-256 and the served model version is skipped, so a run
+Resumable: a photo whose sidecar records the same SHA-256, the served model version and the tag policy is skipped, so a run
 stopped by Ctrl-C or ``kill -9`` costs, when started again, only what it had left (each sidecar is written
 atomically). Originals are only read.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from photo_library.files import id_name, photos_in, sha256_of, sidecar_path
 from photo_library.gateway_client import GatewayClient, PhotoRefused
-from photo_library.xmp import (MODEL_VERSION, SOURCE_SHA256, UNSAFE_NAME, ExifTools, XmpError, read_sidecar,
-                               sidecar_changes, unsafe, write_sidecar)
+from photo_library.xmp import (MODEL_VERSION, SOURCE_SHA256, TAG_POLICY, UNSAFE_NAME, ExifTools, XmpError,
+                               read_sidecar, sidecar_changes, unsafe, write_sidecar)
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Summary:
 
 
 def tag_one(photo: Path, root: Path, *, client: GatewayClient, tools: ExifTools, version: str | None,
-            naming: str, parent: str, dry_run: bool) -> tuple[str, object]:
+            naming: str, parent: str, dry_run: bool, policy: str | None = None) -> tuple[str, object]:
     """``("tagged", tags)``, ``("skipped", None)``, ``("planned", None)`` or ``("failed", reason)``."""
     if unsafe(str(photo)):
         return "failed", UNSAFE_NAME
@@ -45,33 +45,34 @@ def tag_one(photo: Path, root: Path, *, client: GatewayClient, tools: ExifTools,
     side = sidecar_path(photo, naming)
     with tools.use() as tool:
         return _tag_one(photo, root, data, sha, side, tool, client=client, version=version, parent=parent,
-                        dry_run=dry_run)
+                        dry_run=dry_run, policy=policy)
 
 
-def _tag_one(photo, root, data, sha, side, tool, *, client, version, parent, dry_run):
+def _tag_one(photo, root, data, sha, side, tool, *, client, version, parent, dry_run, policy):
     try:
         current = read_sidecar(tool, side)
     except XmpError as exc:  # never overwrite a sidecar that cannot be read: it may hold the user's work
         return "failed", f"existing sidecar {side.name} is unreadable, left as it is: {exc}"
-    if current and current.get(SOURCE_SHA256) == sha and current.get(MODEL_VERSION) == version:
+    recorded = current.get(TAG_POLICY) or "balanced"  # a sidecar written before tag policies: F1-best tags
+    if current and current.get(SOURCE_SHA256) == sha and current.get(MODEL_VERSION) == version and recorded == policy:
         return "skipped", None
     if dry_run:
         return "planned", None
     try:
-        info = client.tag(data, id_name(root, photo), photo.name)
+        info = client.tag(data, id_name(root, photo), photo.name, policy)
     except PhotoRefused as exc:
         return "failed", f"the gateway refused it: {exc}"
     tags = list(info["predict_tags"])
     try:
         write_sidecar(tool, side, sidecar_changes(current, tags, parent, version=str(info["model_version"]),
-                                                  sha256=sha))
+                                                  sha256=sha, policy=info.get("tag_policy")))
     except (XmpError, OSError) as exc:
         return "failed", f"cannot write {side.name}: {exc}"
     return "tagged", tags
 
 
 def tag_folder(root: Path, *, gateway: str, naming: str = "ext", parent: str = "Tagger", concurrency: int = 4,
-               dry_run: bool = False, progress: bool = True) -> Summary:
+               dry_run: bool = False, progress: bool = True, policy: str | None = None) -> Summary:
     """Tag every photo under ``root`` (see the module docstring).
 
     Raises:
@@ -79,7 +80,8 @@ def tag_folder(root: Path, *, gateway: str, naming: str = "ext", parent: str = "
         photo_library.xmp.XmpError: ExifTool is missing.
     """
     client = GatewayClient(gateway)
-    version = client.served_version()
+    version, served_policy = client.served()
+    policy = policy or served_policy
     photos = photos_in(root)
     summary = Summary(dry_run=dry_run)
     bar = None
@@ -90,7 +92,7 @@ def tag_folder(root: Path, *, gateway: str, naming: str = "ext", parent: str = "
     with ExifTools(max(1, concurrency)) as tools:  # ExifTool missing: said before any photo
         with cf.ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             futures = {pool.submit(tag_one, p, root, client=client, tools=tools, version=version, naming=naming,
-                                   parent=parent, dry_run=dry_run): p for p in photos}
+                                   parent=parent, dry_run=dry_run, policy=policy): p for p in photos}
             try:
                 for future in cf.as_completed(futures):
                     photo = futures[future]

@@ -33,7 +33,8 @@ CONFIG = Path(__file__).with_name("exiftool.config")
 SUBJECT, HIERARCHICAL, TAGS_LIST = "XMP-dc:Subject", "XMP-lr:HierarchicalSubject", "XMP-digiKam:TagsList"
 MODEL_VERSION, SOURCE_SHA256, TAGGER_SUBJECTS = ("XMP-phototagger:ModelVersion", "XMP-phototagger:SourceSHA256",
                                                  "XMP-phototagger:Subjects")
-SIDECAR_TAGS = (SUBJECT, HIERARCHICAL, TAGS_LIST, MODEL_VERSION, SOURCE_SHA256, TAGGER_SUBJECTS)
+TAG_POLICY = "XMP-phototagger:TagPolicy"
+SIDECAR_TAGS = (SUBJECT, HIERARCHICAL, TAGS_LIST, MODEL_VERSION, SOURCE_SHA256, TAGGER_SUBJECTS, TAG_POLICY)
 LIST_TAGS = (SUBJECT, HIERARCHICAL, TAGS_LIST, TAGGER_SUBJECTS, "IPTC:Keywords")
 
 
@@ -116,7 +117,8 @@ def read_sidecar(tool, path: Path) -> dict:
     return read_tags(tool, path, SIDECAR_TAGS) if path.exists() else {}
 
 
-def merge_tags(current: dict, tags: list[str], parent: str, *, version: str, sha256: str) -> dict:
+def merge_tags(current: dict, tags: list[str], parent: str, *, version: str, sha256: str,
+               policy: str | None = None) -> dict:
     """The sidecar's fields once the tagger's old entries are replaced by ``tags`` (see module doc): what
     ``sidecar_changes`` makes ExifTool write, as the whole fields it leaves behind."""
     ours_before = set(current.get(TAGGER_SUBJECTS) or [])
@@ -126,7 +128,7 @@ def merge_tags(current: dict, tags: list[str], parent: str, *, version: str, sha
     return {SUBJECT: user_subject + added,
             HIERARCHICAL: keep(current.get(HIERARCHICAL), "|") + [f"{parent}|{t}" for t in tags],
             TAGS_LIST: keep(current.get(TAGS_LIST), "/") + [f"{parent}/{t}" for t in tags],
-            TAGGER_SUBJECTS: added, MODEL_VERSION: version, SOURCE_SHA256: sha256}
+            TAGGER_SUBJECTS: added, MODEL_VERSION: version, SOURCE_SHA256: sha256, TAG_POLICY: policy}
 
 
 def unsafe(value: str) -> bool:
@@ -140,7 +142,8 @@ UNSAFE_NAME = ("its path holds a line break, which ExifTool's protocol would rea
                "nothing written (rename the file or folder)")
 
 
-def sidecar_changes(current: dict, tags: list[str], parent: str, *, version: str, sha256: str) -> list[str]:
+def sidecar_changes(current: dict, tags: list[str], parent: str, *, version: str, sha256: str,
+                    policy: str | None = None) -> list[str]:
     """ExifTool's arguments that turn ``current`` into ``merge_tags``'s fields by touching the tagger's own entries
     only: each list item the tagger no longer gives is removed (``-TAG-=item``), each new one added
     (``-TAG+=item``); the user's entries are never sent, so they stay byte for byte whatever they hold. An old
@@ -150,7 +153,7 @@ def sidecar_changes(current: dict, tags: list[str], parent: str, *, version: str
     Raises:
         XmpError: a new value (a tag name, the parent keyword) holds a line break.
     """
-    new = merge_tags(current, tags, parent, version=version, sha256=sha256)
+    new = merge_tags(current, tags, parent, version=version, sha256=sha256, policy=policy)
     args = []
     for tag in (SUBJECT, HIERARCHICAL, TAGS_LIST):
         before, after = current.get(tag) or [], new[tag]
@@ -158,7 +161,7 @@ def sidecar_changes(current: dict, tags: list[str], parent: str, *, version: str
         args += [f"-{tag}+={v}" for v in dict.fromkeys(after) if v not in before]
     # the tagger's own record, rewritten whole (assignments to a list tag in one command make the whole list)
     args += [f"-{TAGGER_SUBJECTS}={v}" for v in new[TAGGER_SUBJECTS]] or [f"-{TAGGER_SUBJECTS}="]
-    args += [f"-{MODEL_VERSION}={version}", f"-{SOURCE_SHA256}={sha256}"]
+    args += [f"-{MODEL_VERSION}={version}", f"-{SOURCE_SHA256}={sha256}", f"-{TAG_POLICY}={policy or ''}"]
     bad = [a for a in args if unsafe(a)]
     if bad:
         raise XmpError(f"refusing to send ExifTool a value with a line break: {bad[0][:80]!r}")

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -71,28 +72,44 @@ class Stack:
 
 
 def ensure_default_archive(model_store: Path = REPO / "model_store") -> Path:
-    """Build ``model_store/tagger.mar`` from the bundled samples when it is missing, and re-pack it (from the same
-    checkpoint) when the handler code or settings it carries are older than the repository's."""
+    """Build ``model_store/tagger.mar`` from the bundled samples when it is missing, re-pack it (from the same
+    checkpoint) when the handler code or settings it carries are older than the repository's, and build the
+    default model again first when the recipe that made it is older than the repository's."""
     from training.archive import archive_code_hash, code_hash
 
     mar = model_store / DEFAULT_MAR
-    if mar.is_file() and archive_code_hash(mar) == code_hash():
+    if mar.is_file() and archive_code_hash(mar) == code_hash() and _default_model_is_current():
         return mar
     model_store.mkdir(parents=True, exist_ok=True)
     with open(model_store / ".build.lock", "a") as lock:  # two processes (test workers, make serve) build it once
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if mar.is_file() and archive_code_hash(mar) == code_hash():
+        if mar.is_file() and archive_code_hash(mar) == code_hash() and _default_model_is_current():
             return mar
         return _build_default_archive(mar)
 
 
+DEFAULT_CHECKPOINT = REPO / "checkpoints/default"
+
+
+def _default_model_is_current() -> bool:
+    """Whether ``checkpoints/default`` was made by the repository's default recipe (its ``recipe_version``)."""
+    from training.prior_recipe import RECIPE_VERSION
+
+    try:
+        meta = json.loads((DEFAULT_CHECKPOINT / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return meta.get("recipe_version") == RECIPE_VERSION
+
+
 def _build_default_archive(mar: Path) -> Path:
-    if mar.is_file():
-        print("re-packing model_store/tagger.mar: its handler code is older than the repository's", flush=True)
-    ckpt = REPO / "checkpoints/default/best.pt"
-    if not ckpt.is_file():
-        print("building the default model from the bundled samples (about a minute)...", flush=True)
+    ckpt = DEFAULT_CHECKPOINT / "best.pt"
+    if not ckpt.is_file() or not _default_model_is_current():
+        print("building the default model from the bundled samples (about a minute)"
+              + ("; the one there was made by an older recipe" if ckpt.is_file() else "") + "...", flush=True)
         subprocess.run([sys.executable, "-m", "training", *DEFAULT_MODEL_ARGS], cwd=REPO, check=True)
+    elif mar.is_file():
+        print("re-packing model_store/tagger.mar: its handler code is older than the repository's", flush=True)
     subprocess.run([sys.executable, "-m", "training.archive", "--checkpoint", str(ckpt), "--out", str(mar)],
                    cwd=REPO, check=True)
     return mar

@@ -9,7 +9,9 @@ The record travels from training into the ``.mar`` and the handler::
 
     {"format": 1, "arch": "efficientnet_lite0", "imagenet_prior": true,
      "labels": [{"id": 155, "name": "sea", ...}, ...],       # output order
-     "thresholds": [0.42, ...],                              # one per label, on sigmoid probabilities
+     "thresholds": [0.42, ...],                              # one per label, on sigmoid probabilities (null: no tag)
+     "tag_policy": "precise", "policies": {"precise": {"thresholds": [...], "precision": [...], "recall": [...]},
+                                           "balanced": {...}, "complete": {...}},   # training.policies
      "preprocessing": {"resize": 256, "crop": 224, "squash": true, "interpolation": "bicubic", "mean": [...], ...},
      "detector": {"name": "ssd_mobilenet_v2_coco_2018_03_29", "graph_sha1": "...", "classes": {"person": 1, ...},
                   "fusion": {"a": [...], "b": [...], "c": [...]}, ...},     # or null: a classifier-only model
@@ -39,7 +41,7 @@ def make_meta(*, arch: str, labels: list[dict], thresholds: list[float], preproc
               metrics: dict | None = None, imagenet_prior: bool = False, **extra) -> dict:
     """Build and validate a metadata record (see module docstring)."""
     meta = {"format": META_FORMAT, "arch": arch, "imagenet_prior": imagenet_prior, "labels": labels,
-            "thresholds": [float(t) for t in thresholds], "preprocessing": preprocessing, "version": str(version),
+            "thresholds": [None if t is None else float(t) for t in thresholds], "preprocessing": preprocessing, "version": str(version),
             "metrics": metrics or {}, "created": utc_now(),
             **extra}
     validate_meta(meta)
@@ -53,6 +55,9 @@ def validate_meta(meta: dict) -> dict:
         raise ValueError(f"model metadata lacks {', '.join(missing)}")
     if len(meta["thresholds"]) != len(meta["labels"]):
         raise ValueError(f"{len(meta['thresholds'])} thresholds for {len(meta['labels'])} labels")
+    for policy, entry in (meta.get("policies") or {}).items():
+        if len(entry.get("thresholds", ())) != len(meta["labels"]):
+            raise ValueError(f"model metadata policy {policy!r} needs a threshold for every label (null: no tag)")
     for key in ("resize", "crop", "interpolation", "mean", "std"):
         if key not in meta["preprocessing"]:
             raise ValueError(f"model metadata preprocessing lacks {key!r}")

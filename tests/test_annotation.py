@@ -67,7 +67,8 @@ def test_saving_labels_records_provenance_and_the_suggestion_seen(client, photos
     r = client.put(f"/annotate/api/photos/{photos[0]}/labels",
                    json={"labels": ["sea", "car"], "unknown": ["fog"], "labeller": "ann"})
     assert r.status_code == 200
-    assert r.json["suggested"] == {"model_version": "fake", "tags": ["sea", "boat"]}
+    # the fake model answers as one made before policies: its tags are balanced's, whatever the page asked for
+    assert r.json["suggested"] == {"model_version": "fake", "tags": ["sea", "boat"], "tag_policy": "balanced"}
     detail = r.json["label_detail"]
     assert detail["sea"]["source"] == "suggestion" and detail["car"]["source"] == "person"
     assert detail["boat"] == {**detail["boat"], "value": False, "source": "person", "by": "ann"}
@@ -178,11 +179,11 @@ def test_the_page_escapes_nothing_it_did_not_write():
         assert "innerHTML" not in js and "insertAdjacentHTML" not in js and "document.write" not in js, path.name
 
 
-def _fake_archive(path, version, labels):
+def _fake_archive(path, version, labels, **extra):
     from tagger.presets import default_preprocessing
 
     meta = make_meta(arch="resnet18", labels=labels, thresholds=[0.3] * len(labels),
-                     preprocessing=default_preprocessing("resnet18"), version=version)
+                     preprocessing=default_preprocessing("resnet18"), version=version, **extra)
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("MAR-INF/MANIFEST.json", json.dumps({"model": {"modelName": "tagger", "modelVersion": version}}))
         z.writestr("meta.json", json.dumps(meta))
@@ -210,6 +211,40 @@ def test_the_vocabulary_is_the_served_versions_own(tmp_path, fake_tagger):
     export = client.get("/annotate/export.json").json
     assert [c["name"] for c in export["categories"]] == ["person", "cat-toy"]
     assert export["annotations"][0]["category_id"] == 900
+
+
+def test_the_model_api_gives_each_labels_policies_and_the_page_follows_the_one_it_names(tmp_path, fake_tagger):
+    """GET /annotate/api/model: per label and policy its threshold and the out-of-fold precision and recall expected
+    there; the page's suggestions follow the policy it names (complete teaches best), and a save records it."""
+    store = tmp_path / "model_store"
+    store.mkdir()
+    labels = [{"id": 155, "name": "sea", "isthing": 0}, {"id": 9, "name": "boat", "isthing": 1},
+              {"id": 119, "name": "fog", "isthing": 0}]
+    policies = {"precise": {"thresholds": [0.6, 0.7, None], "precision": [0.8, 0.9, None], "recall": [0.4, 0.5, None]},
+                "balanced": {"thresholds": [0.3, 0.4, 0.2], "precision": [0.6, 0.8, 0.1], "recall": [0.7, 0.7, 0.2]},
+                "complete": {"thresholds": [0.1, 0.2, 0.05], "precision": [0.3, 0.5, 0.05], "recall": [0.8, 0.9, 0.8]}}
+    _fake_archive(store / "tagger-3.0.mar", "3.0", labels, tag_policy="precise", policies=policies)
+    fake_tagger.version = "3.0"
+    fake_tagger.predict = lambda data: {"tags": ["sea"], "tag_policy": "precise", "model_version": "3.0",
+                                        "scores": {"sea": 0.9, "boat": 0.5, "fog": 0.3},
+                                        "policy_tags": {"precise": ["sea"], "balanced": ["sea", "boat", "fog"],
+                                                        "complete": ["sea", "boat", "fog"]}}
+    client = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "TAGGER_CLIENT": fake_tagger,
+                         "MODEL_STORE": str(store)}).test_client()
+    model = client.get("/annotate/api/model").json
+    assert model["tag_policy"] == "precise" and model["policies"] == ["precise", "balanced", "complete"]
+    fog = model["labels"][2]
+    assert fog["threshold"] is None and fog["policies"]["precise"] == {"threshold": None, "precision": None,
+                                                                       "recall": None}
+    assert model["labels"][0]["policies"]["balanced"] == {"threshold": 0.3, "precision": 0.6, "recall": 0.7}
+    upload(client, IMAGES[0], "a")
+    client.get("/imginfo?id_name=a")  # its answer cached
+    shown = {p: client.get(f"/annotate/api/photos?policy={p}").json["photos"][0]["suggested_tags"]
+             for p in ("precise", "complete")}
+    assert shown == {"precise": ["sea"], "complete": ["sea", "boat", "fog"]}
+    saved = client.put("/annotate/api/photos/a/labels", json={"labels": ["sea"], "policy": "complete"}).json
+    assert saved["suggested"] == {"model_version": "3.0", "tags": ["sea", "boat", "fog"], "tag_policy": "complete"}
+    assert saved["label_detail"]["boat"]["source"] == "person"  # a complete suggestion rejected: taught
 
 
 def test_jobs_run_one_at_a_time_and_report_errors(client, app, photos):

@@ -98,6 +98,19 @@ def test_the_whole_loop_upload_label_reload_export_retrain_deploy(stack, browser
     assert suggested and all(values[s] == "true" for s in suggested)
     assert page.eval_on_selector_all("#labels .chip .bar .fill", "fs => fs.filter(f => f.style.width).length") == 34
     assert page.get_attribute("#view", "src").startswith("api/view?id_name=")
+    # the page suggests under the policy it names (complete by default: it teaches best), and says beside each label
+    # how often its tags are right and how many of its photos it finds there; a precise label never tagged says so
+    assert page.input_value("#policy") == "complete" and "(complete)" in page.text_content("#suggest-note")
+    quality = dict(page.eval_on_selector_all("#labels .chip", "cs => cs.map(c => [c.dataset.label, "
+                                                                "c.querySelector('.quality').textContent])"))
+    assert quality["person"].startswith("right ") and "finds" in quality["person"]
+    page.select_option("#policy", "precise")
+    page.wait_for_function("document.querySelector('#suggest-note').textContent.includes('(precise)')")
+    quality = dict(page.eval_on_selector_all("#labels .chip", "cs => cs.map(c => [c.dataset.label, "
+                                                                "c.querySelector('.quality').textContent])"))
+    assert quality["hill"] == "not tagged yet" and quality["person"].startswith("right ")
+    page.select_option("#policy", "complete")
+    page.wait_for_function("document.querySelector('#suggest-note').textContent.includes('(complete)')")
 
     # keyboard only: toggle sea (key 1), mark ground-other unknown (Shift+2), undo a toggle (3 then u), Enter
     expected = {}
@@ -129,7 +142,7 @@ def test_the_whole_loop_upload_label_reload_export_retrain_deploy(stack, browser
         assert sorted(saved["labels"]) == sorted(k for k, v in values.items() if v == "true")
         assert "ground-other" not in saved["label_detail"]  # not reviewed: unknown
         assert {d["source"] for d in saved["label_detail"].values()} <= {"person", "suggestion"}
-        assert saved["suggested"]["model_version"] == "1.0"
+        assert saved["suggested"]["model_version"] == "1.0" and saved["suggested"]["tag_policy"] == "complete"
     page.select_option("#status", "labelled")
     page.wait_for_function("document.querySelectorAll('#grid .tile').length === 5")
     page.wait_for_selector(".tile.labelled")

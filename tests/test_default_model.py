@@ -30,7 +30,7 @@ def test_checkpoint_is_self_describing_and_loads_weights_only(archive):
     assert detector["name"] == "ssd_mobilenet_v2_coco_2018_03_29"
     assert detector["graph_sha1"] == "35d571ac314f1d32ae678a857f87cc0ef6b220e8"
     assert set(detector["classes"]) == {lab["name"] for lab in meta["labels"] if lab["isthing"]}
-    assert all(0 < t < 1 for t in meta["thresholds"])
+    assert all(t is None or 0 < t < 1 for t in meta["thresholds"])
     assert isinstance(torch.load(REPO / "checkpoints/default/best.pt", weights_only=True)["model"], dict)
 
 
@@ -86,6 +86,37 @@ def test_archive_carries_the_metadata_and_code_it_needs(archive):
     assert not any(n.startswith("training/") for n in names)  # the served model needs nothing of training
     assert manifest["model"]["modelVersion"] == meta["version"] == "1.0"
     assert [lab["name"] for lab in meta["labels"]][:3] == ["sea", "ground-other", "platform"]
+
+
+def test_the_three_tag_policies_travel_in_the_archive_and_the_served_one_is_precise(archive):
+    meta = read_archive(archive).meta
+    names = [lab["name"] for lab in meta["labels"]]
+    assert meta["tag_policy"] == "precise" and set(meta["policies"]) == {"precise", "balanced", "complete"}
+    policies = meta["policies"]
+    assert meta["thresholds"] == policies["precise"]["thresholds"]
+    for policy, entry in policies.items():
+        assert len(entry["thresholds"]) == len(entry["precision"]) == len(entry["recall"]) == len(names), policy
+    for j, name in enumerate(names):
+        p, b, c = (policies[x]["thresholds"][j] for x in ("precise", "balanced", "complete"))
+        assert p is None or p >= b >= c or c is None, name  # never less precise / less complete than balanced
+        if p is not None:  # what the page and the README show beside the label: out-of-fold estimates (a
+            precision, recall = policies["precise"]["precision"][j], policies["precise"]["recall"][j]
+            assert 0 <= recall <= 1 and (precision is None or 0 <= precision <= 1), name  # label never tagged
+            # in cross-validation has no precision to tell)
+    positives = meta["metrics"]["positives"]
+    rare = [n for n in names if positives[n] < 3]
+    assert rare and all(policies["precise"]["thresholds"][names.index(n)] is None for n in rare)  # scored, no tag
+    report = meta["metrics"]["policies"]
+    assert report["precise"]["scene"]["OP"] > report["today"]["scene"]["OP"] + 0.15  # fewer wrong scene tags
+    assert report["precise"]["object_unseen"]["OP"] >= 0.85
+    from handler.core import postprocess  # the served answer: a rare label scores high and is still no tag
+
+    j = names.index(rare[0])
+    logits = torch.full((1, len(names)), -8.0)
+    logits[0, j] = 8.0
+    answer = postprocess(logits, meta)[0]
+    assert answer["scores"][rare[0]] > 0.99 and answer["tags"] == [] and answer["tag_policy"] == "precise"
+    assert rare[0] in answer["policy_tags"]["balanced"]  # balanced keeps the old fallback thresholds
 
 
 def test_an_archive_with_older_handler_code_is_re_packed(archive, tmp_path):

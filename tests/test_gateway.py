@@ -31,7 +31,7 @@ def test_upload_then_info_has_exactly_the_original_keys_plus_additive_ones(clien
     assert r.status_code == 200 and r.json["image_id"] == "tuscany" and r.json["status"] == "stored"
     info = client.get("/imginfo?id_name=tuscany").json
     assert set(info) == {"image_id", "predict_tags", "data_information", "GPS_information", "scores",
-                         "model_version", "place", "date_source", "offset_time", "camera", "image"}
+                         "model_version", "place", "date_source", "offset_time", "camera", "image", "tag_policy"}
     assert info["date_source"] == "DateTimeOriginal" and info["camera"]["make"] == "NIKON"
     assert info["image"] == {"width": 640, "height": 480, "format": "JPEG", "orientation": 1}
     assert info["predict_tags"] == ["sea", "boat"]
@@ -404,3 +404,60 @@ def test_a_photo_that_does_not_decode_leaves_no_file_and_no_row(client, app):
     assert r.status_code == 400  # the pixels are judged before the name: as before, not a 409
     files = [p for p in (store.root / "images").rglob("*") if p.is_file()]
     assert len(files) == 1 and not list(store.root.rglob("*.tmp"))
+
+
+POLICY_ANSWER = {"tags": ["sea"], "tag_policy": "precise", "model_version": "fake",
+                 "policy_tags": {"precise": ["sea"], "balanced": ["sea", "boat"], "complete": ["sea", "boat", "fog"]},
+                 "scores": {"sea": 0.9, "boat": 0.4, "fog": 0.1}}
+
+
+def test_a_policy_changes_predict_tags_and_nothing_else(client, fake_tagger):
+    fake_tagger.predict = lambda data: dict(POLICY_ANSWER)
+    upload(client)
+    default = client.get("/imginfo?id_name=tuscany").json
+    assert default["predict_tags"] == ["sea"] and default["tag_policy"] == "precise"  # the gateway's default
+    for policy, tags in POLICY_ANSWER["policy_tags"].items():
+        answer = client.get(f"/imginfo?id_name=tuscany&policy={policy}").json
+        assert answer == {**default, "predict_tags": tags, "tag_policy": policy}
+        assert client.post("/imginfo", data={"id_name": "tuscany", "policy": policy}).json == answer
+    tagged = {p: [x["image_id"] for x in client.get(f"/photos?tag=boat&policy={p}").json["photos"]]
+              for p in POLICY_ANSWER["policy_tags"]}
+    assert tagged == {"precise": [], "balanced": ["tuscany"], "complete": ["tuscany"]}
+
+
+@pytest.mark.parametrize("path", ["/imginfo?id_name=tuscany&policy=strict", "/photos?policy=PRECISE!",
+                                  "/annotate/api/photos?policy=all"])
+def test_an_unknown_policy_is_a_400_naming_the_three(client, path):
+    upload(client)
+    answer = client.get(path)
+    assert answer.status_code == 400
+    assert all(p in answer.json["error"] for p in ("precise", "balanced", "complete"))
+
+
+def test_the_served_policy_is_a_setting_and_an_old_model_answers_what_it_has(tmp_path, fake_tagger):
+    fake_tagger.predict = lambda data: dict(POLICY_ANSWER)
+    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "TAGGER_CLIENT": fake_tagger,
+                      "TAG_POLICY": "complete"})
+    client = app.test_client()
+    upload(client)
+    assert client.get("/imginfo?id_name=tuscany").json["predict_tags"] == ["sea", "boat", "fog"]
+    with pytest.raises(ValueError, match="unknown tag policy 'loose'"):
+        create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "TAGGER_CLIENT": fake_tagger, "TAG_POLICY": "loose"})
+    old = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "old"), "TAGGER_CLIENT": FakeOldTagger()})
+    client = old.test_client()
+    upload(client)
+    answer = client.get("/imginfo?id_name=tuscany")
+    assert answer.json["predict_tags"] == ["sea", "boat"] and answer.json["tag_policy"] == "balanced"
+    refused = client.get("/imginfo?id_name=tuscany&policy=precise")
+    assert refused.status_code == 409 and "made before tag policies" in refused.json["error"]
+
+
+class FakeOldTagger:
+    """A model made before tag policies: tags without policy_tags."""
+    version = "old"
+
+    def served_version(self):
+        return self.version
+
+    def predict(self, data):
+        return {"tags": ["sea", "boat"], "scores": {"sea": 0.9, "boat": 0.8}, "model_version": self.version}

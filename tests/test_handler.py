@@ -109,7 +109,8 @@ def test_handler_batch_with_one_bad_image_fails_only_that_request(tiny_model_dir
     raw = handler.handle(rows, ctx)
     assert all(isinstance(r, str) and "\n" not in r for r in raw)  # serialised here, compact
     out = [json.loads(r) for r in raw]
-    assert set(out[0]) == {"tags", "scores", "model_version"} and out[0]["model_version"] == "0.0-test"
+    assert set(out[0]) == {"tags", "tag_policy", "policy_tags", "scores", "model_version"}
+    assert out[0]["model_version"] == "0.0-test" and out[0]["tag_policy"] == "balanced"  # made before policies
     assert out[3] == out[0]  # the same photo as base64 JSON
     assert set(out[2]["scores"]) == set(out[6]["scores"]) == set(out[0]["scores"])  # PNG, GIF (first frame)
     assert ctx.statuses == {1: (415, out[1]["error"]), 4: (400, out[4]["error"]), 5: (400, out[5]["error"]),

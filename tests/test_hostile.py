@@ -103,7 +103,7 @@ def test_oversized_chunked_and_many_part_bodies_are_refused(gateway):
 def test_a_client_sending_one_byte_a_second_gets_408_and_frees_its_thread(gateway):
     port = gateway.gateway_port
     s = socket.create_connection(("127.0.0.1", port), timeout=60)
-    s.sendall(b"POST /imgup HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+    s.sendall(b"POST /imgup HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
               b"Content-Length: 5000\r\n\r\n")
     t = time.monotonic()
     answer = b""

@@ -60,7 +60,7 @@ def test_the_handler_answers_under_torchserves_kserve_envelope(tiny_model_dir, m
     out = KServeEnvelope(handler.handle).handle([{"body": body}], ctx)
     predictions = out[0]["predictions"]
     assert len(predictions) == 2 and predictions[0] == predictions[1]
-    assert set(predictions[0]) == {"tags", "scores", "model_version"}
+    assert set(predictions[0]) == {"tags", "tag_policy", "policy_tags", "scores", "model_version"}
 
 
 # ---------------------------------------------------------------------------------- the gateway in Kubernetes

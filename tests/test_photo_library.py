@@ -206,6 +206,26 @@ def test_lightroom_names_and_a_dry_run(stack, tmp_path, capsys):
     assert not (root / "bus.jpg.xmp").exists()
 
 
+def test_tag_under_another_policy_rewrites_the_sidecar_with_its_tags(stack, tmp_path, capsys):
+    """--policy complete: the sidecar gets complete's tags and says which policy made them; a run under another
+    policy is not skipped as unchanged, and the default run writes the gateway's (precise)."""
+    root = tmp_path / "p"
+    root.mkdir()
+    shutil.copy(COCO / "images/000000000471.jpg", root / "bus.jpg")
+    gateway = ["--gateway", stack.gateway_url, "--no-progress"]
+    assert main(["tag", str(root), *gateway, "--policy", "complete"]) == 0
+    answers = {p: requests.get(f"{stack.gateway_url}/imginfo", params={"id_name": "p/bus.jpg", "policy": p},
+                               timeout=60).json()["predict_tags"] for p in ("precise", "complete")}
+    assert len(answers["complete"]) > len(answers["precise"])
+    side = exiftool(root / "bus.jpg.xmp", HIERARCHICAL, "XMP-phototagger:TagPolicy")
+    assert side[HIERARCHICAL] == [f"Tagger|{t}" for t in answers["complete"]]
+    assert side["XMP-phototagger:TagPolicy"] == ["complete"]
+    assert main(["tag", str(root), *gateway]) == 0 and "tagged 1" in capsys.readouterr().out  # the gateway's: precise
+    side = exiftool(root / "bus.jpg.xmp", HIERARCHICAL, "XMP-phototagger:TagPolicy")
+    assert side[HIERARCHICAL] == [f"Tagger|{t}" for t in answers["precise"]]
+    assert side["XMP-phototagger:TagPolicy"] == ["precise"]
+
+
 def test_import_turns_the_users_keywords_into_labels_and_never_the_taggers(stack, library, tmp_path, labels):
     from training.datasets import LabelledImages, pair_sources
 

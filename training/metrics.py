@@ -55,19 +55,20 @@ def best_f1_thresholds(probs: torch.Tensor, targets: torch.Tensor, known: torch.
     out = []
     for j in range(targets.shape[1]):
         p, t = probs[known[:, j], j].double(), targets[known[:, j], j].bool()
-        if int(t.sum()) == 0:
+        n_pos = int(t.sum())
+        if n_pos == 0:
             out.append(default)
             continue
-        values = torch.sort(torch.unique(p), descending=True).values
-        best, best_thr = -1.0, default
-        for k, v in enumerate(values):
-            pred = p >= v
-            tp = int((pred & t).sum())
-            f1 = 2 * tp / (int(pred.sum()) + int(t.sum()))
-            if f1 > best:
-                lower = float(values[k + 1]) if k + 1 < len(values) else 0.0
-                best, best_thr = f1, (float(v) + lower) / 2
-        out.append(max(min_threshold, round(best_thr, 4)))
+        # every distinct score, highest first, with how many predictions and true positives a threshold there keeps
+        values, inverse = torch.unique(p, return_inverse=True)  # ascending
+        values = values.flip(0)
+        inverse = len(values) - 1 - inverse
+        kept = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inverse, torch.ones_like(p)).cumsum(0)
+        hits = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inverse, t.double()).cumsum(0)
+        f1 = 2 * hits / (kept + n_pos)
+        k = int(torch.argmax(f1))  # the first maximum: the highest threshold among equally good ones
+        lower = float(values[k + 1]) if k + 1 < len(values) else 0.0
+        out.append(max(min_threshold, round((float(values[k]) + lower) / 2, 4)))
     return out
 
 
@@ -79,14 +80,16 @@ def decision_metrics(probs: torch.Tensor, targets: torch.Tensor, thresholds, kno
                      ) -> dict:
     """CP, CR, CF1 (per-label precision and recall, averaged) and OP, OR, OF1 (over all decisions).
 
-    A label is predicted when its probability reaches its threshold. Only known entries count. The per-label
+    A label is predicted when its probability reaches its threshold (never when it is ``None``). Only known
+    entries count. The per-label
     averages run over labels with at least one known positive (the labels mAP averages over); such a label that
     is never predicted has precision 0 (nothing it said was right), never a division by zero.
     """
     if known is None:
         known = torch.ones_like(targets, dtype=torch.bool)
     known = known.bool()
-    pred = (probs >= torch.as_tensor(thresholds, dtype=probs.dtype)) & known
+    limits = torch.tensor([float("inf") if t is None else float(t) for t in thresholds], dtype=probs.dtype)
+    pred = (probs >= limits) & known
     truth = targets.bool() & known
     tp = (pred & truth).sum(0).double()
     n_pred, n_pos = pred.sum(0).double(), truth.sum(0).double()

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from model.detector import detector_spec
-from model.fusion import fuse
+from model.fusion import detector_columns, fuse
+from tagger.tags import DEFAULT_POLICY, POLICIES
 from tagger.meta import make_meta, save_json
 from training.checkpoint import save_checkpoint
 from training.detections import detector_inputs, label_detections
@@ -28,7 +29,12 @@ from training.fusion_cv import FUSIONS, choose_fusion, detector_report
 from training.head import fit_head, set_prior_structure
 from training.metrics import AT_THRESHOLDS, calibrate_thresholds, mean_average_precision, per_label_ap, summarize
 from training.plots import plot_run
+from training.policies import OutOfFold, model_policies
 from training.report import write_result_csv
+
+
+#: Changes whenever the default model this recipe makes would differ: ``make serve`` rebuilds an older one.
+RECIPE_VERSION = 2  # 2: tag policies
 
 
 @torch.no_grad()
@@ -65,7 +71,9 @@ def fit(model, features, targets, known, names: list[str], *, folds: int, repeat
     detector's score alone, whichever ranks the thing labels better on the photos the detector never saw
     (``seen`` false; all photos when there is none).
 
-    Returns ``{"thresholds", "metrics", "oof_probs", "fusion"}``; ``model`` ends fitted on all photos.
+    Each tag policy's thresholds are chosen on the out-of-fold scores (``training.policies``); the served ones are
+    ``precise``'s. Returns ``{"thresholds", "policies", "metrics", "oof_probs", "fusion"}``; ``model`` ends fitted
+    on all photos.
     """
     cv = cross_validate(model, features, targets, known, folds=folds, repeats=repeats, wd=wd,
                         pseudo_count=pseudo_count)
@@ -81,7 +89,12 @@ def fit(model, features, targets, known, names: list[str], *, folds: int, repeat
     blend_probs = torch.cat([s.sigmoid() for s in cv["blend"]])
     all_targets, all_known = targets.repeat(repeats, 1), known.repeat(repeats, 1)
     # the out-of-fold rows repeat each photo once per repeat: count a label's positives once
-    thresholds, source = calibrate_thresholds(blend_probs, all_targets, all_known, min_positives=3 * repeats)
+    _, source = calibrate_thresholds(blend_probs, all_targets, all_known, min_positives=3 * repeats)
+    objects = tuple(detector_columns(detections)) if detections is not None else ()
+    rows = OutOfFold(torch.cat(cv["blend"]), all_targets, all_known.bool(),
+                     seen if seen is not None else torch.zeros(len(features), dtype=torch.bool), objects, repeats)
+    policies, policy_metrics = model_policies(rows, names, folds=folds)
+    thresholds = policies[DEFAULT_POLICY]["thresholds"]
     ap = torch.tensor([per_label_ap(s, targets, known) for s in cv["blend"]]).mean(0)
     freq_ap = torch.tensor([per_label_ap(s, targets, known) for s in cv["label_frequency"]]).mean(0)
     per_label = lambda t: {n: (None if a != a else round(float(a), 4)) for n, a in zip(names, t.tolist())}  # noqa
@@ -99,7 +112,8 @@ def fit(model, features, targets, known, names: list[str], *, folds: int, repeat
         "cv_per_label_ap": per_label(ap),
         "cv_per_label_ap_label_frequency": per_label(freq_ap),
         "cv_at_thresholds": {k: at_thresholds[k] for k in AT_THRESHOLDS},
-        "threshold_source": dict(zip(names, source)),
+        "threshold_source": dict(zip(names, source)),  # balanced's, on all photos
+        "policies": policy_metrics,
         "n_images": len(features),
         "positives": {n: int(p) for n, p in zip(names, (targets * known).sum(0).tolist())},
         "train_map": round(mean_average_precision(model.logits_from_features(features).detach(), targets, known),
@@ -110,7 +124,8 @@ def fit(model, features, targets, known, names: list[str], *, folds: int, repeat
         metrics.update({f"cv_map_{m}_fusion": mean(cv_maps[m]) for m in FUSIONS})
         metrics["detector"] = detector_report(cv, detections, targets, known, names, seen, fusion_source,
                                               fusion_mode)
-    return {"thresholds": thresholds, "metrics": metrics, "oof_probs": cv["blend"][0].sigmoid(), "fusion": fusion}
+    return {"thresholds": thresholds, "policies": policies, "metrics": metrics,
+            "oof_probs": cv["blend"][0].sigmoid(), "fusion": fusion}
 
 
 # ---- the recipe as the training tool runs it (python -m training --recipe prior)
@@ -149,7 +164,8 @@ def run(args, model, labels, names, train, val, report, out: Path, pre: dict) ->
         metrics["validation"] = summarize(logits.sigmoid(), vt, vk, result["thresholds"], names)
     meta = make_meta(arch=model.arch, labels=labels, thresholds=result["thresholds"], preprocessing=pre,
                      version=args.version, metrics=metrics, imagenet_prior=True, trained_on=list(args.ann),
-                     detector=detector,
+                     detector=detector, tag_policy=DEFAULT_POLICY, policies=result["policies"],
+                     recipe_version=RECIPE_VERSION,
                      recipe="frozen ImageNet backbone, linear head + ImageNet prior, k-fold CV (--recipe prior)"
                             + (f" + {spec['name']} detector fused on the thing labels" if spec else ""))
     ckpt = {"model": model.state_dict(), "meta": meta, "epoch": 0, "args": vars(args)}
@@ -174,5 +190,10 @@ def run(args, model, labels, names, train, val, report, out: Path, pre: dict) ->
     print(f"cv mAP {metrics['cv_map']:.3f} (head only {metrics['cv_map_head_only']:.3f}, ImageNet prior only "
           f"{metrics['cv_map_imagenet_prior_only']:.3f}, label frequency {metrics['cv_map_label_frequency']:.3f}); "
           f"at thresholds CF1 {metrics['cv_at_thresholds']['CF1']:.3f} OF1 {metrics['cv_at_thresholds']['OF1']:.3f}")
+    for policy in POLICIES:
+        m = metrics["policies"][policy]
+        print(f"tag policy {policy}{' (served)' if policy == DEFAULT_POLICY else ''}: scene tags right "
+              f"{m['scene']['OP']:.2f}, finding {m['scene']['OR']:.2f}; object tags on unseen photos right "
+              f"{m['object_unseen']['OP']:.2f}, finding {m['object_unseen']['OR']:.2f}")
     print(f"wrote {out / 'best.pt'}")
     return meta

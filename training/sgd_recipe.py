@@ -16,6 +16,8 @@ import torch
 from tqdm import tqdm
 
 from model.detector import detector_spec
+from model.fusion import detector_columns
+from tagger.tags import DEFAULT_POLICY
 from tagger.meta import make_meta, save_json
 from training import distributed as D
 from training.checkpoint import CheckpointSaver, save_checkpoint
@@ -25,6 +27,7 @@ from training.features import cached_features
 from training.fusion_cv import choose_fusion
 from training.metrics import METRIC_NAMES, calibrate_thresholds, summarize
 from training.plots import plot_run
+from training.policies import OutOfFold, model_policies
 from training.report import format_summary, write_result_csv
 
 
@@ -230,10 +233,13 @@ def run(args, model, labels, names, train, val, report, out: Path, rank_info, re
         best.probs = best_checkpoint_probs(model, out, trainable, val_set, names, rank_info, validate_args)
     if not rank_info.is_main:
         return {"best": best.summary, "history": history, "best_epoch": best.epoch}
+    seen, objects = torch.zeros(len(val_set), dtype=torch.bool), ()
     if args.detector != "none":
         fused = fuse_best_checkpoint(args, labels, names, val, best.probs, out, log=D.print0)
         best.probs, best.summary, best.thresholds = fused["probs"], fused["summary"], fused["thresholds"]
+        seen, objects = fused["seen"], fused["object_cols"]
     vt, vk = val_set.targets()
+    best.thresholds = attach_policies(out, best.probs, vt, vk, seen, objects, names, folds=min(5, len(val_set)))
     plot_run(out, history, best.summary, best.probs, vt, vk.bool(), names)
     saver.metrics(metrics_record(history, best, t_features, report))  # again only when the end changed it
     if args.result:
@@ -260,8 +266,7 @@ def fuse_best_checkpoint(args, labels, names, val, probs: torch.Tensor, out: Pat
     detections, seen, _ = detector_inputs(spec, val, names, args.cache_dir)
     vt, vk = val.targets()
     logits = torch.logit(probs.clamp(1e-7, 1 - 1e-7))
-    mode, fusion, source, fused = choose_fusion([logits], detections, vt, vk, seen,
-                                                             folds=min(5, len(val)))
+    mode, fusion, source, fused = choose_fusion([logits], detections, vt, vk, seen, folds=min(5, len(val)))
     fused_probs = fused[mode][0].sigmoid()
     thresholds, _ = calibrate_thresholds(fused_probs, vt, vk, min_positives=args.min_positives)
     summary = summarize(fused_probs, vt, vk, thresholds, names)
@@ -276,4 +281,19 @@ def fuse_best_checkpoint(args, labels, names, val, probs: torch.Tensor, out: Pat
     save_json(out / "meta.json", meta)
     log(f"detector {spec['name']}: {mode} fusion; validation mAP {summary['mAP']:.3f} (classifier alone "
         f"{summary['classifier_only']:.3f})")
-    return {"probs": fused_probs, "summary": summary, "thresholds": thresholds}
+    return {"probs": fused_probs, "summary": summary, "thresholds": thresholds, "seen": seen,
+            "object_cols": tuple(detector_columns(detections))}
+
+
+def attach_policies(out: Path, probs: torch.Tensor, targets, known, seen, object_cols, names, *, folds: int) -> list:
+    """Every tag policy chosen on the best epoch's validation scores (``training.policies``), written into
+    ``best.pt`` and ``meta.json``; the served thresholds become precise's. Returns them."""
+    rows = OutOfFold(torch.logit(probs.clamp(1e-7, 1 - 1e-7)), targets, known.bool(), seen, tuple(object_cols), 1)
+    policies, report = model_policies(rows, names, folds=max(2, folds))
+    ckpt = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
+    meta = {**ckpt["meta"], "tag_policy": DEFAULT_POLICY, "policies": policies,
+            "thresholds": policies[DEFAULT_POLICY]["thresholds"]}
+    meta["metrics"] = {**meta["metrics"], "policies": report}
+    save_checkpoint(out / "best.pt", {**ckpt, "meta": meta})
+    save_json(out / "meta.json", meta)
+    return meta["thresholds"]

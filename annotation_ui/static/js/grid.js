@@ -1,10 +1,11 @@
 // The grid of listed photos: one page of api/photos (status, label and order filters), paged.
 import { $, el } from "./dom.js";
 import { api, q } from "./api.js";
-import { PAGE, hooks, state } from "./state.js";
+import { PAGE, hooks, policy, state } from "./state.js";
 
 function query(offset) {
-  const p = new URLSearchParams({ status: $("#status").value, order: $("#order").value, offset, limit: PAGE });
+  const p = new URLSearchParams({ status: $("#status").value, order: $("#order").value, offset, limit: PAGE,
+    policy: policy() });
   if ($("#label-filter").value) p.set("label", $("#label-filter").value);
   return `api/photos?${p}`;
 }

@@ -18,7 +18,9 @@ $("#save").addEventListener("click", saveAndNext);
 $("#next").addEventListener("click", () => openPhoto(state.index + 1));
 $("#prev").addEventListener("click", () => openPhoto(state.index - 1));
 $("#undo").addEventListener("click", undo);
-for (const id of ["#status", "#label-filter", "#order"]) {
+$("#policy").value = localStorage.getItem("policy") || "complete";
+$("#policy").addEventListener("change", () => { localStorage.setItem("policy", $("#policy").value); state.cache.clear(); });
+for (const id of ["#status", "#label-filter", "#order", "#policy"]) {
   $(id).addEventListener("change", () => { state.index = -1; loadPage(0).then(() => openPhoto(0)); });
 }
 $("#prev-page").addEventListener("click", () => loadPage(Math.max(0, state.offset - PAGE)));

@@ -2,14 +2,14 @@
 // photo prefetched, drafts kept when moving on, undo of toggles and saves.
 import { $, el, say } from "./dom.js";
 import { api, q, send } from "./api.js";
-import { PAGE, state } from "./state.js";
+import { PAGE, policy, policyOf, state } from "./state.js";
 import { loadPage, markTile, tile } from "./grid.js";
 import { scheduleProgress } from "./progress.js";
 
 function fetchPhoto(id) {
   if (!state.cache.has(id)) {
     const entry = Promise.all([
-      api(`../imginfo?id_name=${q(id)}`).catch((err) => ({ error: err.message })),
+      api(`../imginfo?id_name=${q(id)}&policy=${policy()}`).catch((err) => ({ error: err.message })),
       api(`api/photo?id_name=${q(id)}`),
     ]).then(([info, photo]) => ({ info, photo }));
     entry.catch(() => state.cache.delete(id));
@@ -73,7 +73,7 @@ function renderPhoto() {
   const place = info.place;
   $("#fact-place").textContent = place ? [place.city, place.region, place.country].filter(Boolean).join(", ") : "—";
   $("#suggest-note").textContent = info.error ? `No suggestions: ${info.error}`
-    : `Suggested by model ${info.model_version}: ${(info.predict_tags || []).join(", ") || "nothing"}`;
+    : `Suggested by model ${info.model_version} (${info.tag_policy}): ${(info.predict_tags || []).join(", ") || "nothing"}`;
   renderLabels();
   renderSaved();
   markTile();
@@ -85,14 +85,22 @@ function renderLabels() {
   $("#labels").replaceChildren(...state.labels.map((lab) => {
     const value = c.values.get(lab.name);
     const score = scores[lab.name];
+    const { threshold, precision, recall } = policyOf(lab);
     const bar = el("span", { className: "bar" }, el("span", { className: "fill" }), el("span", { className: "thr" }));
     if (score !== undefined) {
       bar.firstChild.style.width = `${(score * 100).toFixed(1)}%`;
-      bar.title = `score ${score.toFixed(3)}, threshold ${lab.threshold}`;
+      bar.title = `score ${score.toFixed(3)}, ` + (threshold === null ? "never suggested (too few positives to tell)"
+        : `threshold ${threshold}`);
     }
-    bar.lastChild.style.left = `${(lab.threshold * 100).toFixed(1)}%`;
+    if (threshold === null) bar.lastChild.hidden = true;
+    else bar.lastChild.style.left = `${(threshold * 100).toFixed(1)}%`;
+    const pct = (x) => `${Math.round(x * 100)}%`;
+    const quality = el("small", { className: "quality", textContent: threshold === null ? "not tagged yet"
+      : precision === null ? "" : `right ${pct(precision)} · finds ${pct(recall)}` });
+    quality.title = "out-of-fold estimate at this threshold: how often its tags are right, how many of its photos it tags";
     const chip = el("button", { className: "chip", type: "button" },
-      el("kbd", { textContent: lab.hotkey || " " }), el("span", { className: "lname", textContent: lab.name }), bar);
+      el("kbd", { textContent: lab.hotkey || " " }), el("span", { className: "lname", textContent: lab.name }), bar,
+      quality);
     chip.dataset.label = lab.name;
     chip.dataset.value = value === null ? "unknown" : String(value);
     chip.setAttribute("aria-pressed", String(value === true));
@@ -129,7 +137,7 @@ export function toggle(name, unknown = false) {
 function body(values) {
   const labels = [], unknown = [];
   for (const [name, v] of values) { if (v === true) labels.push(name); else if (v === null) unknown.push(name); }
-  return { labels, unknown, labeller: $("#labeller").value.trim() || "person" };
+  return { labels, unknown, labeller: $("#labeller").value.trim() || "person", policy: policy() };
 }
 
 export async function saveAndNext() {

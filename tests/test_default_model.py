@@ -29,7 +29,8 @@ def test_checkpoint_is_self_describing_and_loads_weights_only(archive):
     detector = meta["detector"]  # the detector travels as its name, its files' hashes and the fusion
     assert detector["name"] == "ssd_mobilenet_v2_coco_2018_03_29"
     assert detector["graph_sha1"] == "35d571ac314f1d32ae678a857f87cc0ef6b220e8"
-    assert set(detector["classes"]) == {lab["name"] for lab in meta["labels"] if lab["isthing"]}
+    assert len(detector["classes"]) == 80 and len(detector["onnx_sha256"]) == 64  # every COCO object, its graph
+    assert set(detector["label_objects"]) == {lab["name"] for lab in meta["labels"] if lab["isthing"]}
     assert all(t is None or 0 < t < 1 for t in meta["thresholds"])
     assert isinstance(torch.load(REPO / "checkpoints/default/best.pt", weights_only=True)["model"], dict)
 
@@ -147,7 +148,8 @@ def test_archives_built_at_once_keep_their_own_files(archive, tmp_path):
 
 def test_evaluate_scores_the_default_model_as_the_handler_answers(archive, tmp_path):
     """training.evaluate fuses the detector in as the handler does: its CSV row is the handler's answer."""
-    from handler.core import load_model_detector, postprocess, with_detector
+    from handler.core import postprocess, with_detector
+    from training.detections import model_detector
     from tagger.presets import eval_transform
     from training.evaluate import get_args_parser, main as evaluate_main
     from training.checkpoint import load_for_inference
@@ -164,6 +166,6 @@ def test_evaluate_scores_the_default_model_as_the_handler_answers(archive, tmp_p
     image = decode_image((coco / "images/000000000471.jpg").read_bytes(), min_side=meta["preprocessing"]["resize"])
     with torch.inference_mode():
         answer = postprocess(with_detector(model(eval_transform(meta["preprocessing"])(image)[None]), [image],
-                                           load_model_detector(meta), meta), meta)[0]
+                                           model_detector(meta), meta), meta)[0]
     assert row["tags"].split(";") == answer["tags"] and "bus" in answer["tags"]
     assert max(abs(float(row[k]) - v) for k, v in answer["scores"].items()) <= 2e-4

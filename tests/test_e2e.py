@@ -173,7 +173,8 @@ def test_workers_serve_onnx_runtime_and_agree_with_the_eager_model(stack):
     not built) and the detector, and answer what PyTorch and the detector do in this process."""
     import torch
 
-    from handler.core import load_model_detector, postprocess, with_detector
+    from handler.core import postprocess, with_detector
+    from training.detections import model_detector
     from tagger.presets import eval_transform
     from training.checkpoint import load_for_inference
 
@@ -186,7 +187,7 @@ def test_workers_serve_onnx_runtime_and_agree_with_the_eager_model(stack):
     image = decode_image(data, min_side=meta["preprocessing"]["resize"])
     x = eval_transform(meta["preprocessing"])(image)[None]
     with torch.inference_mode():
-        eager = postprocess(with_detector(model(x), [image], load_model_detector(meta), meta), meta)[0]
+        eager = postprocess(with_detector(model(x), [image], model_detector(meta), meta), meta)[0]
     assert served["tags"] == eager["tags"]
     assert max(abs(served["scores"][k] - eager["scores"][k]) for k in eager["scores"]) <= 2e-4  # 4 decimals
 

@@ -196,7 +196,7 @@ def test_request_ids_are_echoed_or_made(client):
 
 def test_readyz_says_what_is_not_ready(client, fake_tagger, app, tmp_path):
     r = client.get("/readyz")
-    assert r.status_code == 200 and r.json == {"status": "ready", "model_version": "fake"}
+    assert r.status_code == 200 and r.json == {"status": "ready", "model_version": "fake", "tag_policy": "precise"}
     assert client.get("/healthz").status_code == 200
     fake_tagger.error = TaggerError("model server is not reachable (make serve starts it)")
     r = client.get("/readyz")

@@ -37,7 +37,8 @@ def test_a_trained_checkpoint_archives_and_torchserve_serves_it(tmp_path):
     assert answer["model_version"] == "2.0"
     # the same scores as the checkpoint in-process (classifier and detector), and tags exactly the labels at or
     # above their thresholds
-    from handler.core import load_model_detector, with_detector
+    from handler.core import with_detector
+    from training.detections import model_detector
     from tagger.presets import eval_transform
     from training.checkpoint import load_for_inference
 
@@ -46,7 +47,7 @@ def test_a_trained_checkpoint_archives_and_torchserve_serves_it(tmp_path):
     image = decode_image(photo, min_side=meta["preprocessing"]["resize"])
     with torch.no_grad():
         logits = model(eval_transform(meta["preprocessing"])(image)[None])
-        probs = with_detector(logits, [image], load_model_detector(meta), meta).sigmoid()[0]
+        probs = with_detector(logits, [image], model_detector(meta), meta).sigmoid()[0]
     names = [lab["name"] for lab in meta["labels"]]
     for j, name in enumerate(names):
         assert abs(answer["scores"][name] - float(probs[j])) < 2e-3, name

@@ -24,12 +24,16 @@ import torch
 
 from tagger import REPO
 from tagger.archive import CODE_HASH, PAYLOAD_PACKAGES, ArchiveError, read_archive
+from tagger.layout import DataDir
 from tagger.meta import save_json, validate_meta
+from model.detector import GRAPH_FILE, check_file
 from model.export import ONNX_CHECK_FILE, ONNX_FILE, export_onnx, probe_batch
 from model.network import model_from_meta
 from training.checkpoint import load_checkpoint
+from training.detections import detector_graph
 
 MODEL_NAME = "tagger"
+DEFAULT_CACHE = DataDir(REPO / "var").cache  # where the detector's graph is built (training's --cache-dir too)
 
 
 def payload_files() -> list[Path]:
@@ -43,6 +47,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=str(REPO / "checkpoints/default/best.pt"),
                    help="checkpoint written by training (default: checkpoints/default/best.pt)")
     p.add_argument("--version", default=None, help="model version (default: the checkpoint's)")
+    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE),
+                   help="where the detector's graph is built or found (default: var/cache)")
     p.add_argument("--out", default=None,
                    help="archive path (default: model_store/tagger.mar, or model_store/tagger-VERSION.mar "
                         "when --version is given)")
@@ -70,8 +76,13 @@ def archive_code_hash(mar: str | Path) -> str | None:
 
 
 def build_archive(checkpoint: str | Path, out: str | Path, *, version: str | None = None,
-                  config_file: str | Path = CONFIG_FILE) -> Path:
-    """Write ``out`` (a .mar) from ``checkpoint``; returns its path. The file appears atomically."""
+                  config_file: str | Path = CONFIG_FILE, cache_dir: str | Path = DEFAULT_CACHE) -> Path:
+    """Write ``out`` (a .mar) from ``checkpoint``; returns its path. The file appears atomically. A model with a
+    detector gets its graph (``detector.onnx``) from ``cache_dir``, built there when missing.
+
+    Raises:
+        DetectorError: the graph built now is not the one the model was trained with (its SHA-256 differs).
+    """
     ckpt = load_checkpoint(checkpoint)
     meta = dict(ckpt["meta"])
     if version is not None:
@@ -88,6 +99,8 @@ def build_archive(checkpoint: str | Path, out: str | Path, *, version: str | Non
         save_json(payload / "meta.json", meta)
         (payload / CODE_HASH).write_text(code_hash() + "\n")
         pack_onnx(payload, ckpt["model"], meta)
+        if meta.get("detector"):
+            pack_detector(payload, meta["detector"], cache_dir)
         torch.save(ckpt["model"], stage / "model.pt")
         archiver = Path(sys.executable).with_name("torch-model-archiver")
         # the archiver stages its files in $TMPDIR/<model name>, one fixed folder: a private TMPDIR keeps two
@@ -104,6 +117,16 @@ def build_archive(checkpoint: str | Path, out: str | Path, *, version: str | Non
         shutil.move(stage / f"{MODEL_NAME}.mar", tmp_out)
         tmp_out.replace(out)
     return out
+
+
+def pack_detector(payload: Path, spec: dict, cache_dir: str | Path) -> None:
+    """The detector's graph, the very one the model's scores were computed with (its SHA-256 checked)."""
+    graph = detector_graph(spec, cache_dir)
+    if spec.get("onnx_sha256"):
+        check_file(graph, spec["onnx_sha256"], spec, algorithm="sha256",
+                   what="the detector graph built here differs from the one this model was trained with "
+                        "(another ONNX Runtime?): train the model again (make model / make train)")
+    shutil.copyfile(graph, payload / GRAPH_FILE)
 
 
 def pack_onnx(payload: Path, state_dict: dict, meta: dict) -> None:
@@ -129,7 +152,7 @@ def pack_onnx(payload: Path, state_dict: dict, meta: dict) -> None:
 def main(args: argparse.Namespace) -> Path:
     out = args.out or REPO / "model_store" / (f"{MODEL_NAME}-{args.version}.mar" if args.version else
                                               f"{MODEL_NAME}.mar")
-    path = build_archive(args.checkpoint, out, version=args.version)
+    path = build_archive(args.checkpoint, out, version=args.version, cache_dir=args.cache_dir)
     print(f"wrote {path}")
     return path
 

@@ -20,7 +20,7 @@ from model.fusion import detector_columns, fuse
 from tagger.tags import DEFAULT_POLICY, POLICIES
 from tagger.meta import make_meta, save_json
 from training.checkpoint import save_checkpoint
-from training.detections import detector_inputs, label_detections
+from training.detections import detector_inputs, label_detections, with_graph
 from training.engine import set_preset
 from training.errors import UsageError
 from training.features import cached_features
@@ -145,7 +145,7 @@ def run(args, model, labels, names, train, val, report, out: Path, pre: dict) ->
     targets, known = train.targets()
     spec, detections, seen, dstats = None, None, None, {"seconds": 0.0}
     if args.detector != "none":
-        spec = detector_spec(labels, args.detector, tiles=args.detector_tiles)
+        spec = with_graph(detector_spec(labels, args.detector, tiles=args.detector_tiles), args.cache_dir)
         detections, seen, dstats = detector_inputs(spec, train, names, args.cache_dir)
     result = fit(model, features, targets, known, names, folds=args.folds, repeats=args.repeats,
                               wd=args.head_l2, pseudo_count=args.pseudo_count, detections=detections, seen=seen)

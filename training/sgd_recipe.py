@@ -21,7 +21,7 @@ from tagger.tags import DEFAULT_POLICY
 from tagger.meta import make_meta, save_json
 from training import distributed as D
 from training.checkpoint import CheckpointSaver, save_checkpoint
-from training.detections import detector_inputs
+from training.detections import detector_inputs, with_graph
 from training.engine import FeatureSet, GlobalBatches, Head, evaluate, lr_factor, set_preset, train_one_epoch
 from training.features import cached_features
 from training.fusion_cv import choose_fusion
@@ -262,7 +262,7 @@ def fuse_best_checkpoint(args, labels, names, val, probs: torch.Tensor, out: Pat
     """The SGD recipe with a detector: the best epoch's validation logits fused with the detector's scores
     (``training.fusion_cv.choose_fusion``, out of fold over the validation photos), thresholds calibrated again on the
     fused scores, and ``best.pt`` / ``meta.json`` rewritten with the detector. Returns what ``best`` changes."""
-    spec = detector_spec(labels, args.detector, tiles=args.detector_tiles)
+    spec = with_graph(detector_spec(labels, args.detector, tiles=args.detector_tiles), args.cache_dir)
     detections, seen, _ = detector_inputs(spec, val, names, args.cache_dir)
     vt, vk = val.targets()
     logits = torch.logit(probs.clamp(1e-7, 1 - 1e-7))

@@ -163,6 +163,7 @@ bench: setup
 	/usr/bin/time -f "default model build: %e s wall (budget 180 s)" \
 		$(PY) -m training --recipe prior $(DATA_FLAGS) --output var/bench/default --cache-dir var/bench/cache
 	$(PY) -m benchmarks.policies --checkpoint var/bench/default
+	$(PY) -m benchmarks.detector
 	$(PY) benchmarks/decode.py
 	$(PY) benchmarks/serving.py --checkpoint var/bench/default/best.pt
 	$(PY) benchmarks/model_budget.py --checkpoint var/bench/default/best.pt

@@ -206,14 +206,25 @@ def load_model_detector(meta: dict, model_dir: str | Path, *, threads: int | Non
     return load_detector(meta["detector"], Path(model_dir) / GRAPH_FILE, threads=threads or torch.get_num_threads())
 
 
+def detector_scores(detector, images: list, meta: dict) -> torch.Tensor | None:
+    """The detector's scores of ``images`` as label columns (NaN where a label has no object); ``None`` without a
+    detector."""
+    if detector is None:
+        return None
+    names = label_names(meta["labels"])
+    return torch.from_numpy(label_scores(detect(detector, images), detector.names, names,
+                                         meta["detector"].get("label_objects")))
+
+
+def fused(logits: torch.Tensor, scores: torch.Tensor | None, meta: dict) -> torch.Tensor:
+    """The classifier's logits fused with the detector's label scores (``model.fusion``); unchanged without."""
+    return logits if scores is None else fuse(logits, scores, meta["detector"]["fusion"])
+
+
 def with_detector(logits: torch.Tensor, images: list, detector, meta: dict) -> torch.Tensor:
     """The classifier's logits of ``images`` fused with the detector's scores of the same decoded images
     (``model.fusion``); unchanged without a detector."""
-    if detector is None:
-        return logits
-    names = label_names(meta["labels"])
-    scores = label_scores(detect(detector, images), detector.names, names, meta["detector"].get("label_objects"))
-    return fuse(logits, torch.from_numpy(scores), meta["detector"]["fusion"])
+    return fused(logits, detector_scores(detector, images, meta), meta)
 
 
 def request_bytes(row) -> bytes:

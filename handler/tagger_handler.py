@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
-from handler.core import (load_for_serving, load_model_detector, postprocess, release_free_memory, request_bytes,
-                          runtime_name, serialize, with_detector)
+from handler.core import (detector_scores, fused, load_for_serving, load_model_detector, postprocess,
+                          release_free_memory, request_bytes, runtime_name, serialize)
 from tagger.image import ImageError, decode_image
 from tagger.presets import eval_transform
 
@@ -36,6 +37,9 @@ class TaggerHandler(BaseHandler):
         self.model, self.meta = load_for_serving(properties["model_dir"], self.device, runtime=runtime)
         # a missing or altered detector file fails here, named
         self.detector = load_model_detector(self.meta, properties["model_dir"])
+        # the detector runs beside the classifier (ONNX Runtime lets go of the GIL): a lone request uses a second
+        # core when one is free; under load the two take turns as they would one after the other
+        self.beside = ThreadPoolExecutor(1, thread_name_prefix="detector") if self.detector else None
         self.transform = eval_transform(self.meta["preprocessing"])
         release_free_memory()
         self.initialized = True
@@ -63,7 +67,9 @@ class TaggerHandler(BaseHandler):
         if batch is None:
             return None, ok, errors
         tensor, images = batch
-        return with_detector(super().inference(tensor), images, self.detector, self.meta), ok, errors
+        scores = self.beside.submit(detector_scores, self.detector, images, self.meta) if self.beside else None
+        logits = super().inference(tensor)
+        return fused(logits, scores.result() if scores else None, self.meta), ok, errors
 
     def postprocess(self, data):
         logits, ok, errors = data

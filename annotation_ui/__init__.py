@@ -22,12 +22,16 @@ from annotation_ui.export import build_export
 from annotation_ui.jobs import JobBusy, Jobs
 from annotation_ui.labelling import label_detail, progress, select
 from annotation_ui.thumbs import cached_jpeg
-from annotation_ui.vocabulary import next_version, served_model
+from annotation_ui.vocabulary import label_file_records, next_version, next_vocabulary, served_model
+from model.detector import coco_objects
+from photo_store import LabelTaken
 from tagger.archive import archive_of
 from tagger.image import ImageError
+from tagger.labels import LabelNameError, check_name, key
 from tagger.layout import DataDir
 from tagger.meta import utc_now
 from tagger.tags import PolicyMissing, UnknownPolicy, answer_tags, check_policy
+from training.evidence import evidence, imagenet_wnids, sample_positives, suggestions
 
 bp = Blueprint("annotation_ui", __name__, url_prefix="/annotate", template_folder="templates",
                static_folder="static")
@@ -54,6 +58,26 @@ def _model() -> dict:
                         current_app.config["MODEL_NAME"])
 
 
+def _vocabulary(model: dict | None = None) -> tuple[dict, list[dict], list[dict]]:
+    """``(served model, labels of the next model, retired labels)`` (``annotation_ui.vocabulary``)."""
+    model = model or _model()
+    labels, retired = next_vocabulary(model, _ext("store").vocabulary_rows())
+    return model, labels, retired
+
+
+#: Positives a label needs before its tags are emitted when no detector or ImageNet class speaks for it (the training
+#: tool's rule for measuring a threshold), and at which its own head outweighs its evidence (the recipe's pseudo-count).
+MEASURED_AT, OWN_HEAD_AT = 3, 10
+
+
+def _needs(label: dict, positives: int, ev: dict) -> dict:
+    """How many more examples ``label`` needs: to be tagged at all, and to stand on its own examples."""
+    have = positives + sample_positives(label)
+    tagged = label.get("threshold") is not None or ev["source"] != "none"
+    return {"to_be_tagged": 0 if tagged else max(0, MEASURED_AT - have),
+            "to_outweigh_evidence": max(0, OWN_HEAD_AT - have)}
+
+
 def _jobs() -> Jobs:
     return Jobs(DataDir(current_app.config["DATA_DIR"]).jobs)
 
@@ -74,9 +98,103 @@ def page():
 
 @bp.get("/api/labels")
 def labels():
-    model = _model()
-    return jsonify(labels=[lab["name"] for lab in model["labels"]], model_version=model["version"],
-                   source=model["source"])
+    """The labels of the next model (the served ones and those people added, less the retired), each with its
+    evidence, the photos people labelled with it, the bundled photos that show it, and how many more it needs;
+    the retired ones; and the names that come with evidence (for the page's "add a label" field)."""
+    model, active, retired = _vocabulary()
+    return jsonify(labels=_label_views(model, active), retired=retired, model_version=model["version"],
+                   source=model["source"], suggestions=list(suggestions()))
+
+
+def _label_views(model: dict, labels: list[dict]) -> list[dict]:
+    """``labels`` with their evidence, the photos people labelled with each, the bundled photos that show it, and
+    what each needs."""
+    stats = progress(_ext("store").summaries(model["version"]), [lab["name"] for lab in labels])["per_label"]
+    out = []
+    for lab in labels:
+        ev = evidence(lab)
+        positives = stats[lab["name"]]["positives"]
+        out.append({**lab, "evidence": ev, "labelled": stats[lab["name"]]["reviewed"], "positives": positives,
+                    "sample_positives": sample_positives(lab), "needs": _needs(lab, positives, ev)})
+    return out
+
+
+def _label_body(body) -> dict:
+    """The checked fields of a label to add; raises ``ValueError`` saying what is wrong."""
+    if not isinstance(body, dict):
+        raise ValueError('send JSON {"name": "dog", "synonyms": ["puppy"]}')
+    name = check_name(body.get("name"))
+    synonyms = body.get("synonyms", [])
+    if not isinstance(synonyms, list) or len(synonyms) > 20:
+        raise ValueError("synonyms must be a list of at most 20 names")
+    synonyms = list(dict.fromkeys(check_name(x) for x in synonyms if key(x) != key(name)))
+    kind = body.get("kind")
+    if kind not in (None, "object", "scene"):
+        raise ValueError("kind must be object or scene")
+    detector_class = body.get("detector_class")
+    if detector_class is not None:
+        objects = {o["name"].lower(): o["name"] for o in coco_objects()}
+        if not isinstance(detector_class, str) or detector_class.strip().lower() not in objects:
+            raise ValueError(f"detector_class must be one of the 80 COCO objects the detector knows (dog, cup, ...),"
+                             f" not {detector_class!r}")
+        detector_class = objects[detector_class.strip().lower()]
+    imagenet = body.get("imagenet")
+    if imagenet is not None:
+        if not isinstance(imagenet, list) or not imagenet or any(w not in imagenet_wnids() for w in imagenet):
+            raise ValueError("imagenet must be a list of ImageNet-1k WordNet ids, such as n02085620")
+    labeller = body.get("labeller") or "person"
+    if not isinstance(labeller, str) or not LABELLER.match(labeller):
+        raise ValueError("labeller must be 1-64 letters, digits, spaces or . @ - _")
+    return {"name": name, "synonyms": synonyms, "kind": kind, "detector_class": detector_class,
+            "imagenet": imagenet, "labeller": labeller}
+
+
+@bp.post("/api/labels")
+def add_label():
+    """``{"name": "dog", "synonyms": ["puppy"]}`` (also ``kind``, ``detector_class``, ``imagenet``): a label for
+    the next model. 201 with the evidence found; 409 when the name or a synonym names another label."""
+    try:
+        fields = _label_body(request.get_json(silent=True))
+    except (ValueError, LabelNameError) as exc:
+        return error(400, str(exc))
+    model, active, retired = _vocabulary()
+    words = {key(w): lab["name"] for lab in active for w in (lab["name"], *lab.get("synonyms", ()))}
+    for word in (fields["name"], *fields["synonyms"]):
+        if key(word) in words:
+            return error(409, f"{word!r} already names the label {words[key(word)]!r} (names and synonyms are "
+                              "unique, case-insensitively)")
+    record = {k: v for k, v in fields.items() if v not in (None, []) and k != "labeller"}
+    ev = evidence(record)
+    kind = fields["kind"] or ("object" if ev["detector"] else "scene")
+    served = any(key(r["name"]) == key(fields["name"]) and r.get("served") for r in retired)
+    try:
+        row, created = _ext("store").add_label(fields["name"], synonyms=fields["synonyms"], kind=kind, evidence=ev,
+                                                by=fields["labeller"], detector_class=fields["detector_class"],
+                                                imagenet=fields["imagenet"], served=served)
+    except LabelTaken as exc:
+        return error(409, str(exc))
+    _, active, _ = _vocabulary(model)
+    label = next(lab for lab in active if key(lab["name"]) == key(row["name"]))
+    return jsonify(label=_label_views(model, [label])[0], evidence=ev, brought_back=not created), \
+        201 if created else 200
+
+
+@bp.delete("/api/labels/<name>")
+def retire_label(name: str):
+    """Retire a label from the next model; what people saved for it stays in the store and the export."""
+    labeller = request.args.get("labeller") or "person"
+    if not LABELLER.match(labeller):
+        return error(400, "labeller must be 1-64 letters, digits, spaces or . @ - _")
+    model, active, _ = _vocabulary()
+    found = next((lab for lab in active if key(lab["name"]) == key(name)), None)
+    if found is None:
+        return error(404, f"no label {name!r} in the next model's vocabulary")
+    retired = _ext("store").retire_label(found["name"], by=labeller,
+                                         served=None if found["added"] else found)
+    if retired is None:
+        return error(404, f"no label {name!r} in the next model's vocabulary")
+    return jsonify(label=found["name"], retired_at=retired["retired_at"],
+                   note="retired from the next model; the labels people saved for it stay in the store and export")
 
 
 @bp.get("/api/model")
@@ -118,15 +236,15 @@ def photos():
         return error(400, "offset and limit must be integers")
     if offset < 0 or not 1 <= limit <= MAX_PAGE:
         return error(400, f"offset must be >= 0 and limit between 1 and {MAX_PAGE}")
-    model = _model()
+    model, active, _ = _vocabulary()
     try:
         policy = _policy(model, request.args.get("policy"))
     except (UnknownPolicy, PolicyMissing) as exc:
         return error(400, str(exc))
-    names = {lab["name"] for lab in model["labels"]}
+    names = {lab["name"] for lab in active}
     label = request.args.get("label") or None
     if label is not None and label not in names:
-        return error(400, f"label {label!r} is not in the served model's vocabulary")
+        return error(400, f"label {label!r} is not in the vocabulary")
     rows = select(_ext("store").summaries(model["version"]), status=status, label=label, order=order,
                   thresholds=_thresholds(model, policy), policy=policy)
     page_rows = rows[offset:offset + limit]
@@ -158,12 +276,13 @@ def save_labels(id_name: str):
     if not isinstance(body, dict) or not isinstance(body.get("labels"), list) \
             or not isinstance(body.get("unknown", []), list):
         return error(400, 'send JSON {"labels": ["sea", ...], "unknown": ["fog", ...]}')
-    model = _model()
-    vocabulary = [lab["name"] for lab in model["labels"]]
+    model, active, _ = _vocabulary()
+    vocabulary = [lab["name"] for lab in active]
     given = body["labels"] + body.get("unknown", [])
     bad = [x for x in given if not isinstance(x, str) or x not in vocabulary]
     if bad:
-        return error(400, f"not in the label vocabulary of model {model['version']}: {bad[:10]}")
+        return error(400, f"not in the label vocabulary (model {model['version']} and the labels people added): "
+                          f"{bad[:10]}")
     if set(body["labels"]) & set(body.get("unknown", [])):
         return error(400, "a label cannot be both set and unknown")
     labeller = body.get("labeller") or "person"
@@ -201,8 +320,8 @@ def clear_labels(id_name: str):
 
 @bp.get("/api/progress")
 def progress_view():
-    model = _model()
-    stats = progress(_ext("store").summaries(model["version"]), [lab["name"] for lab in model["labels"]])
+    model, active, _ = _vocabulary()
+    stats = progress(_ext("store").summaries(model["version"]), [lab["name"] for lab in active])
     return jsonify(model_version=model["version"], **stats)
 
 
@@ -247,8 +366,8 @@ def original():
 @bp.get("/export.json")
 def export():
     """Labelled photos as a COCO-format file that ``python -m training --data <data dir> --ann`` reads."""
-    model = _model()
-    response = jsonify(build_export(_ext("store").list(limit=10_000_000), model["labels"], source=model["source"]))
+    model, active, retired = _vocabulary()
+    response = jsonify(build_export(_ext("store").list(limit=10_000_000), active + retired, source=model["source"]))
     response.headers["Content-Disposition"] = 'attachment; filename="export.json"'
     return response
 
@@ -268,6 +387,7 @@ def _job_env() -> dict:
 
 def _job_config(model: dict) -> dict:
     cfg = current_app.config
+    _, active, retired = _vocabulary(model)
     store_dir = Path(cfg["MODEL_STORE"])
     served = archive_of(store_dir, model["version"], cfg["MODEL_NAME"]) if model["version"] else None
     return {"data_dir": str(Path(cfg["DATA_DIR"]).resolve()), "photo_dir": str(_ext("store").root.resolve()),
@@ -275,7 +395,8 @@ def _job_config(model: dict) -> dict:
             "model_name": cfg["MODEL_NAME"], "inference_url": cfg["TS_INFERENCE_URL"],
             "management_url": cfg["TS_MANAGEMENT_URL"],
             "key_file": cfg["TS_KEY_FILE"],
-            "vocabulary": model["labels"], "vocabulary_source": model["source"],
+            "vocabulary": label_file_records(active), "retired": label_file_records(retired),
+            "vocabulary_source": model["source"],
             "served_version": model["version"], "served_archive": str(served) if served else None}
 
 

@@ -26,7 +26,12 @@ from tagger.meta import save_json, utc_now
 
 
 def build_export(records: list[dict], vocabulary: list[dict], *, source: str = "") -> dict:
-    """A COCO dict from store records (``PhotoStore.list``) and the label vocabulary (``id``, ``name``)."""
+    """A COCO dict from store records (``PhotoStore.list``) and the label vocabulary (``id``, ``name``; the labels
+    people added, ``added``, and the retired ones too: what people saved for them is exported all the same).
+
+    A label a photo's save did not show (not reviewed, or added after it was saved) is in its
+    ``unknown_category_ids``: unknown, never a negative. Categories carry their synonyms and evidence fields, so
+    the file also tells the training tool what a label is called elsewhere."""
     names = [lab["name"] for lab in vocabulary]
     by_name = {lab["name"]: lab for lab in vocabulary}
     images, annotations = [], []
@@ -48,7 +53,8 @@ def build_export(records: list[dict], vocabulary: list[dict], *, source: str = "
                      "date_created": utc_now()},
             "licenses": [],
             "categories": [{"id": lab["id"], "name": lab["name"], "isthing": lab.get("isthing", 0),
-                            **({"supercategory": lab["supercategory"]} if "supercategory" in lab else {})}
+                            **{k: lab[k] for k in ("supercategory", "synonyms", "kind", "detector_class", "imagenet",
+                                                   "retired_at") if lab.get(k)}}
                            for lab in vocabulary],
             "images": images, "annotations": annotations}
 

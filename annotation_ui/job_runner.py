@@ -26,11 +26,15 @@ from serving.torchserve import Ports, TorchServeRun
 from serving.versions import Versions
 from tagger import REPO
 from tagger.archive import read_archive
+from tagger.labels import label_names
 from tagger.layout import DataDir
 from tagger.meta import save_json, utc_now
 
 SAMPLE_SETS = ("samples/coco_subset", "samples/coco_more")
+# the same photos over all 171 COCO categories: what a label people added learns from in the bundled photos
+SAMPLES_EXT = "samples/coco_ext/annotations.json"
 MIN_LABELLED = 3
+DEFAULT_NAMES = frozenset(label_names())
 PAGE_METRICS = ("mAP", "CF1", "OF1", "CP", "CR")  # what the page compares, in this order (training.metrics)
 
 
@@ -95,8 +99,8 @@ def run_train(job: Job) -> dict:
     data_dir = Path(cfg["data_dir"])
     photo_dir = Path(cfg.get("photo_dir") or data_dir)  # where the store keeps the files the export names
     job.step("export")
-    vocabulary = [{k: lab[k] for k in ("id", "name", "isthing", "supercategory") if k in lab} for lab in cfg["vocabulary"]]
-    export = export_store(data_dir, vocabulary, source=cfg.get("vocabulary_source", ""),
+    vocabulary = cfg["vocabulary"]
+    export = export_store(data_dir, vocabulary + cfg.get("retired", []), source=cfg.get("vocabulary_source", ""),
                           database_url=os.environ.get("DATABASE_URL", ""), photo_dir=photo_dir)
     n = len(export["images"])
     if n < MIN_LABELLED:
@@ -114,6 +118,8 @@ def run_train(job: Job) -> dict:
     if opt.get("samples"):
         for d in SAMPLE_SETS:
             cmd += ["--data", str(REPO / d), "--ann", str(REPO / d / "annotations.json")]
+        if any(lab.get("added") or lab["name"] not in DEFAULT_NAMES for lab in vocabulary):
+            cmd += ["--data", str(REPO / "samples"), "--ann", str(REPO / SAMPLES_EXT)]
     cmd += ["--val-ann", str(job.dir / "val.json"), "--val-data", str(photo_dir), "--labels",
             str(job.dir / "labels.json"), "--output", str(out), "--cache-dir", str(data_dir / "cache"),
             "--epochs", str(int(opt["epochs"])), "--workers", "0"]

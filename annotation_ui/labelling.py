@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import math
 
+from tagger.labels import label_names
 from tagger.tags import DEFAULT_POLICY, answer_tags
+
+DEFAULT_NAMES = frozenset(label_names())  # the only vocabulary before a save recorded each label it showed
 
 SOURCES = ("person", "suggestion")
 
@@ -40,14 +43,14 @@ def label_detail(vocabulary: list[str], *, positives: set[str], unknown: set[str
 
 def reviewed(record: dict, vocabulary: list[str]) -> dict[str, bool]:
     """label -> value for the labels a person reviewed on a labelled photo (empty when not labelled). A photo
-    labelled before per-label detail was recorded counts every vocabulary label as reviewed (its save judged
-    all checkboxes shown)."""
+    labelled before per-label detail was recorded counts every label of the default vocabulary as reviewed (its
+    save judged all checkboxes shown, and those were all there was); a label added since is unknown there."""
     if record.get("labelled_at") is None or record.get("labels") is None:
         return {}
     detail = record.get("label_detail")
     if detail is None:
         positives = set(record["labels"])
-        return {name: name in positives for name in vocabulary}
+        return {name: name in positives for name in vocabulary if name in DEFAULT_NAMES}
     return {name: bool(d["value"]) for name, d in detail.items() if name in vocabulary}
 
 

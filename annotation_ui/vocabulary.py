@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tagger.archive import archive_of, cached_archive
-from tagger.labels import load_labels
+from tagger.labels import FIRST_ADDED_ID, key, load_labels
 from tagger.tags import POLICIES, policy_thresholds, served_policy
 
 
@@ -69,3 +69,44 @@ def next_version(served: str, model_store: Path, model_name: str = "tagger") -> 
     while make(i) in taken or (Path(model_store) / f"{model_name}-{make(i)}.mar").exists():
         i += 1
     return make(i)
+
+
+# ---- the vocabulary of the next model: the served labels and the ones people added, less the retired
+
+LABEL_FIELDS = ("id", "name", "isthing", "supercategory", "synonyms", "kind", "detector_class", "imagenet")
+
+
+def next_vocabulary(model: dict, rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """``(labels, retired)``: the labels the page offers and the next model is trained with (the served model's,
+    then those people added, each once, in the order they came), and the retired ones (what people saved for them
+    stays in the store and the export).
+
+    Each record carries the label file's fields (``LABEL_FIELDS``) and ``served``, ``added`` (with who and when),
+    the served threshold and policies, and ``retired_at`` for the retired."""
+    by_key = {key(r["name"]): r for r in rows}
+    labels, retired, seen = [], [], set()
+    for lab in model["labels"]:
+        row = by_key.get(key(lab["name"]))
+        record = {**lab, "kind": lab.get("kind") or ("object" if lab.get("isthing") else "scene"), "served": True,
+                  "added": bool(row and not row["served"]), "added_by": row and row["added_by"],
+                  "added_at": row and row["added_at"]}
+        seen.add(key(lab["name"]))
+        (retired if row and row["retired_at"] else labels).append(
+            {**record, "retired_at": row["retired_at"]} if row and row["retired_at"] else record)
+    for row in rows:
+        if key(row["name"]) in seen:
+            continue
+        record = {"id": FIRST_ADDED_ID + row["id"], "name": row["name"], "isthing": int(row["kind"] == "object"),
+                  "kind": row["kind"], "served": False, "added": True, "added_by": row["added_by"],
+                  "added_at": row["added_at"], "threshold": None, "policies": {},
+                  **({"synonyms": row["synonyms"]} if row["synonyms"] else {}),
+                  **({"detector_class": row["detector_class"]} if row["detector_class"] else {}),
+                  **({"imagenet": row["imagenet"]} if row["imagenet"] else {})}
+        (retired if row["retired_at"] else labels).append(
+            {**record, "retired_at": row["retired_at"]} if row["retired_at"] else record)
+    return labels, retired
+
+
+def label_file_records(labels: list[dict]) -> list[dict]:
+    """The records a labels file holds (``tagger.labels``): what the training tool reads for the next model."""
+    return [{k: lab[k] for k in LABEL_FIELDS if lab.get(k) not in (None, [], "")} for lab in labels]

@@ -15,7 +15,7 @@ measured) as the physical limit. The classifier is counted and timed the same wa
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import re
 import statistics
 import time
@@ -127,8 +127,6 @@ def macs(graph: bytes | Path, input_shape: tuple[int, ...]) -> int:
 def fp32_peak() -> dict:
     """The physical limit: 2 FMA units of 256 bits per core (Zen 4 runs AVX-512 on them) = 32 FLOP a cycle, times
     the clock /proc/cpuinfo reports and the cores; and what a large fp32 matrix product reaches (torch, sgemm)."""
-    import os
-
     import torch
 
     mhz = [float(m) for m in re.findall(r"cpu MHz\s*:\s*([\d.]+)", Path("/proc/cpuinfo").read_text())]

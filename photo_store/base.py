@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 from photo_store.tokens import TokenStore
+from photo_store.vocabulary import VocabularyStore
 from tagger.meta import atomic_write, utc_now
 
 # The photo record's columns (the migrations in photo_store/migrations/versions define the tables).
@@ -50,7 +51,7 @@ def decode_record(row) -> dict:
     return record
 
 
-class SqlStore(TokenStore):
+class SqlStore(TokenStore, VocabularyStore):
     backend = "sql"
 
     def __init__(self, photo_dir: str | Path):
@@ -73,6 +74,10 @@ class SqlStore(TokenStore):
 
     def _sql(self, query: str) -> str:
         return query
+
+    def _unique_violation(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the database refusing a row whose unique key another row holds."""
+        raise NotImplementedError
 
     def _rows(self, db, query: str, params=()) -> list:
         return db.execute(self._sql(query), params).fetchall()

@@ -75,6 +75,11 @@ class PostgresStore(SqlStore):
     def _sql(self, query: str) -> str:
         return query.replace("?", "%s")
 
+    def _unique_violation(self, exc: BaseException) -> bool:
+        import psycopg
+
+        return isinstance(exc, psycopg.errors.UniqueViolation)
+
     @contextmanager
     def _write(self, db, id_name: str):
         with db.transaction():

@@ -75,6 +75,9 @@ class SQLiteStore(SqlStore):
             raise
         db.execute("COMMIT")
 
+    def _unique_violation(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.IntegrityError)
+
     @staticmethod
     def _stripe(sha: str) -> int:
         return int(sha[:4], 16) % STRIPES

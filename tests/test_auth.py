@@ -30,12 +30,14 @@ MATRIX = {
     ("api.imgup", "POST"): "write", ("api.delete_photo", "DELETE"): "write",
     ("annotation_ui.save_labels", "PUT"): "write", ("annotation_ui.clear_labels", "DELETE"): "write",
     ("annotation_ui.start_train", "POST"): "write", ("annotation_ui.start_deploy", "POST"): "write",
+    ("annotation_ui.add_label", "POST"): "write", ("annotation_ui.retire_label", "DELETE"): "write",
 }
 # Values for a route's arguments, and a body each view refuses or does cheaply once let through (no job starts).
-ARGS = {"id_name": "bus", "job_id": "no-such-job", "filename": "annotate.css"}
+ARGS = {"id_name": "bus", "job_id": "no-such-job", "filename": "annotate.css", "name": "no-such-label"}
 BODIES = {"annotation_ui.start_train": {"json": {"recipe": "no-such-recipe"}},
           "annotation_ui.start_deploy": {"json": {"train_job": "no-such-job"}},
           "annotation_ui.save_labels": {"json": {"labels": ["bus"]}},
+          "annotation_ui.add_label": {"json": {"name": "a|b"}},
           "api.imginfo": {"data": {"id_name": "bus"}}, "auth.sign_in": {"json": {"token": "tg_00000000_x"}}}
 QUERY = {"api.imginfo": "?id_name=bus", "annotation_ui.photo": "?id_name=bus", "annotation_ui.thumb": "?id_name=bus",
          "annotation_ui.view": "?id_name=bus", "annotation_ui.original": "?id_name=bus"}

@@ -4,6 +4,8 @@
     python -m training --arch resnet18 --pretrained none --epochs 5 ...     # ResNet18 (weights from a local file)
     python -m training --lrp 0.1 --epochs 10 ...                          # fine-tune the backbone at lr*lrp
     python -m training --recipe prior --output checkpoints/default        # the default model (`make model`)
+    python -m training --recipe prior --labels my_labels.json --data samples --ann samples/coco_ext/annotations.json
+                                                                          # labels beyond the 34 (dog, sky, ...)
     python -m training --resume checkpoints/run/last.pt --epochs 30        # continue (or an original checkpoint)
     torchrun --nproc_per_node=2 -m training ...                           # DistributedDataParallel
 
@@ -54,8 +56,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--val-split", type=float, default=0.2,
                    help="fraction of the training photos held out for validation when no --val-ann is given, "
                         "chosen by --seed (default: 0.2)")
-    g.add_argument("--labels", default=None, help="label vocabulary JSON (default: tagger/labels.json, the "
-                                                  "original 34)")
+    g.add_argument("--labels", default=None,
+                   help="label vocabulary JSON, in output order: {\"labels\": [{\"name\": \"dog\", \"synonyms\": "
+                        "[\"puppy\"]}, ...]}; beyond the 34, a label may name its evidence, \"detector_class\" (a "
+                        "COCO object) or \"imagenet\" (WordNet ids), else a COCO object or a curated ImageNet name "
+                        "of the same name or synonym is found for it; annotation files' categories meet it by name "
+                        "or synonym (default: tagger/labels.json, the original 34)")
     g.add_argument("-j", "--workers", type=int, default=2, help="data loading workers (default: 2)")
     m = p.add_argument_group("model")
     m.add_argument("--arch", default=None, choices=("efficientnet_lite0", "efficientnet_lite1", "resnet18"),

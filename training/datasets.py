@@ -5,7 +5,9 @@
     >>> image, target, known = ds[0]
 
 Any COCO-format file works: COCO instances, COCO-Stuff stuff files, COCO panoptic-derived files, and the
-annotation page's export. Categories are matched to the label list by COCO-Stuff name. A label is *known*
+annotation page's export. Categories are matched to the label list by name or by a label's synonym
+(case-insensitive; ``words``: ``tagger.labels.words_of``), so the full COCO instances or a keyword import meet a
+vocabulary that calls their categories otherwise. A label is *known*
 for an image only when the file could have annotated it:
 
 - a label whose category is not in the file's ``categories`` is unknown everywhere (e.g. stuff labels in a
@@ -26,6 +28,7 @@ import torch
 from PIL import Image
 
 from tagger.image import decode_image
+from tagger.labels import key, label_names, words_of
 from training.errors import UsageError
 
 # COCO panoptic merges these COCO-Stuff classes into others (fog into sky, hill into mountain, branch/bush/leaves
@@ -48,15 +51,17 @@ class CocoMultiLabel(torch.utils.data.Dataset):
     order is stable. Subclasses override ``_load_image`` or ``_load_target``.
     """
 
-    def __init__(self, root: str | Path, ann_file: str | Path, label_names: list[str], transform=None):
+    def __init__(self, root: str | Path, ann_file: str | Path, label_names: list[str], transform=None,
+                 words: dict[str, str] | None = None):
         self.root = Path(root)
         self.coco = load_coco(ann_file)
         self.ids = sorted(self.coco.imgs)
         self.label_names = list(label_names)
         self.transform = transform
         name_to_index = {n: i for i, n in enumerate(self.label_names)}
-        self.cat_to_index = {c["id"]: name_to_index[c["name"]]
-                             for c in self.coco.loadCats(self.coco.getCatIds()) if c["name"] in name_to_index}
+        words = {**{key(n): n for n in self.label_names}, **(words or {})}
+        self.cat_to_index = {c["id"]: name_to_index[words[key(c["name"])]]
+                             for c in self.coco.loadCats(self.coco.getCatIds()) if key(c["name"]) in words}
         self._annotated = torch.zeros(len(self.label_names), dtype=torch.bool)
         self._annotated[list(self.cat_to_index.values())] = True
         self._panoptic_unknown = torch.tensor([n in PANOPTIC_UNANNOTATED for n in self.label_names])
@@ -156,7 +161,8 @@ class LabelledImages(torch.utils.data.Dataset):
 
     @classmethod
     def from_coco(cls, sources: list[tuple[Path, Path]], label_names: list[str], *, transform=None,
-                  min_side: int | None = None, check_images: bool = True) -> tuple["LabelledImages", dict]:
+                  min_side: int | None = None, check_images: bool = True,
+                  words: dict[str, str] | None = None) -> tuple["LabelledImages", dict]:
         """Read and merge ``sources`` ((root, annotation file) pairs); returns ``(dataset, report)``.
 
         ``report`` counts images, skipped images (with the reason for each) and categories outside the
@@ -167,7 +173,7 @@ class LabelledImages(torch.utils.data.Dataset):
         ignored: dict[str, int] = {}
         for root, ann in sources:
             try:
-                ds = CocoMultiLabel(root, ann, label_names)
+                ds = CocoMultiLabel(root, ann, label_names, words=words)
             except (ValueError, KeyError, TypeError) as exc:
                 raise DatasetError(f"{ann} is not a readable COCO-format file ({type(exc).__name__}: {exc})") \
                     from exc
@@ -230,11 +236,14 @@ class LabelledImages(torch.utils.data.Dataset):
 
 # ---- the training tool's data: train, validation, and what was left out
 
-def load_datasets(args, names: list[str]):
-    """(train, val or None, report); val is --val-ann, or a seeded --val-split of the training photos."""
-    full, report = LabelledImages.from_coco(pair_sources(args.data, args.ann), names)
+def load_datasets(args, labels: list[dict]):
+    """(train, val or None, report); val is --val-ann, or a seeded --val-split of the training photos. Categories
+    meet ``labels`` by name or synonym."""
+    names, words = label_names(labels), words_of(labels)
+    full, report = LabelledImages.from_coco(pair_sources(args.data, args.ann), names, words=words)
     if args.val_ann:
-        val, vreport = LabelledImages.from_coco(pair_sources([args.val_data or args.data[0]], [args.val_ann]), names)
+        val, vreport = LabelledImages.from_coco(pair_sources([args.val_data or args.data[0]], [args.val_ann]), names,
+                                                words=words)
         report["validation"] = vreport
         return full, val, report
     if args.recipe == "prior":

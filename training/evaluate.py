@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from model.fusion import fuse
-from tagger.labels import label_names
+from tagger.labels import label_names, words_of
 from tagger.meta import save_json
 from tagger.presets import eval_transform
 from training.checkpoint import load_for_inference
@@ -72,7 +72,7 @@ def main(args: argparse.Namespace) -> dict:
     roots = args.data or [str(Path(args.ann[0]).parent)]
     dataset, report = LabelledImages.from_coco(pair_sources(roots, args.ann), names,
                                                transform=eval_transform(meta["preprocessing"]),
-                                               min_side=meta["preprocessing"]["resize"])
+                                               min_side=meta["preprocessing"]["resize"], words=words_of(meta["labels"]))
     if report["skipped"]:
         print(f"skipped {len(report['skipped'])} images that do not decode: "
               + "; ".join(f"{s['path']} ({s['reason']})" for s in report["skipped"][:10]))

@@ -11,25 +11,28 @@ supercategory siblings' blended logits (``sibling_matrix``; its scale and biases
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
-PRIOR_FILE = Path(__file__).with_name("imagenet_prior.json")
+from training.evidence import imagenet_classes
 
+def imagenet_prior_matrix(labels: list[dict]) -> torch.Tensor:
+    """(1000, L) 0/1 matrix: which ImageNet-1k classes speak for each label (``training.evidence``: the default
+    labels' ``imagenet_prior.json``, a record's own ``imagenet`` classes, or the curated names table).
 
-def imagenet_prior_matrix(label_names: list[str], path: str | Path = PRIOR_FILE) -> torch.Tensor:
-    """(1000, L) 0/1 matrix: which ImageNet-1k classes speak for each label (``imagenet_prior.json``)."""
+    Raises:
+        ValueError: a label names a WordNet id that is no ImageNet-1k class.
+    """
     from timm.data import ImageNetInfo
 
     info = ImageNetInfo()
     index = {info.index_to_label_name(i): i for i in range(1000)}
-    mapping = json.loads(Path(path).read_text())["labels"]  # labels a vocabulary lacks are simply unused
-    matrix = torch.zeros(1000, len(label_names))
-    for j, name in enumerate(label_names):
-        for wnid in mapping.get(name, {}):
+    matrix = torch.zeros(1000, len(labels))
+    for j, label in enumerate(labels):
+        for wnid in imagenet_classes(label):
+            if wnid not in index:
+                raise ValueError(f"label {label['name']!r}: {wnid!r} is no ImageNet-1k class (a WordNet id such as "
+                                 "n02085620)")
             matrix[index[wnid], j] = 1.0
     return matrix
 
@@ -46,7 +49,7 @@ def sibling_matrix(labels: list[dict]) -> torch.Tensor:
 @torch.no_grad()
 def set_prior_structure(prior, labels: list[dict]) -> None:
     """Which ImageNet classes and which supercategory siblings speak for each label (before ``fit_head``)."""
-    prior.matrix.copy_(imagenet_prior_matrix([lab["name"] for lab in labels]))
+    prior.matrix.copy_(imagenet_prior_matrix(labels))
     prior.siblings.copy_(sibling_matrix(labels))
 
 

@@ -21,6 +21,14 @@ with at least ``min_positives`` positives among those gets its thresholds from t
 photo, with the seen photos' scores corrected for the flattering (``unflattered``: the median shift of their
 positives', and of their negatives', scores from the unseen photos').
 
+A label with too few positives to measure (a label people just added) borrows from its evidence: one the detector
+speaks for takes the thresholds chosen on all the measured object labels' scores pooled (the detector's scores
+mean the same for every object), so a COCO object is tagged by the first model trained after it is added, with no
+example; one only ImageNet classes speak for takes the pooled balanced and complete thresholds of the measured
+labels with ImageNet classes, and no precise one (that prior's precision differs too much from label to label to
+promise 7 in 10); one nothing speaks for is scored and not tagged (``source``: ``pooled-detector``,
+``pooled-imagenet``, ``too-few-positives``).
+
 Estimates are honest: ``evaluate_policies`` chooses thresholds on the other folds' photos and applies them to the
 held-out fold's (threshold cross-validation over out-of-fold scores), so a label's reported precision and recall
 are those of thresholds chosen without its photos.
@@ -48,13 +56,15 @@ CALIBRATION_REG = 0.1
 @dataclass(frozen=True)
 class OutOfFold:
     """Out-of-fold rows: ``logits``, ``targets``, ``known`` (R*N, L) for N photos and R CV repeats (photo of row
-    ``i``: ``i % N``), ``seen`` (N,) photos the detector trained on, ``object_cols`` the detector's labels."""
+    ``i``: ``i % N``), ``seen`` (N,) photos the detector trained on, ``object_cols`` the detector's labels,
+    ``imagenet_cols`` those ImageNet classes speak for."""
     logits: torch.Tensor
     targets: torch.Tensor
     known: torch.Tensor
     seen: torch.Tensor
     object_cols: tuple[int, ...]
     repeats: int = 1
+    imagenet_cols: tuple[int, ...] = ()
 
     @property
     def photos(self) -> int:
@@ -72,7 +82,7 @@ class OutOfFold:
         """The rows ``rows`` (whole photos, every repeat), renumbered."""
         photos = rows[: len(rows) // self.repeats] % self.photos
         return OutOfFold(self.logits[rows], self.targets[rows], self.known[rows], self.seen[photos],
-                         self.object_cols, self.repeats)
+                         self.object_cols, self.repeats, self.imagenet_cols)
 
     @property
     def seen_rows(self) -> torch.Tensor:
@@ -169,7 +179,8 @@ def unflattered(rows: OutOfFold) -> tuple[torch.Tensor, dict]:
 
 
 def choose_policies(rows: OutOfFold, *, min_positives: int = 3) -> tuple[dict[str, list[float | None]], dict]:
-    """Every policy's logit thresholds (``None``: no tag), and where the object labels' came from.
+    """Every policy's logit thresholds (``None``: no tag), where the object labels' came from, and each label's
+    ``source`` (``own``, ``pooled-detector``, ``pooled-imagenet``, ``too-few-positives``).
 
     ``min_positives`` counts photos (multiplied by the repeats for the rows)."""
     need = min_positives * rows.repeats
@@ -181,6 +192,7 @@ def choose_policies(rows: OutOfFold, *, min_positives: int = 3) -> tuple[dict[st
         for policy, choose in CHOOSE.items():
             for j, t in zip(scene, choose(rows.logits[:, scene], y[:, scene], k[:, scene], need)):
                 out[policy][j] = t
+    corrected = rows.logits
     if objects:
         unseen = ~rows.seen_rows
         corrected, shifts = unflattered(rows)
@@ -193,7 +205,26 @@ def choose_policies(rows: OutOfFold, *, min_positives: int = 3) -> tuple[dict[st
                 out[policy][j] = from_unseen[i] if enough[i] else from_all[i]
         source = {"object_thresholds": {j: "unseen photos" if e else "all photos, seen ones corrected"
                                         for j, e in zip(objects, enough)}, "flattering_shift": shifts}
-    return out, source
+    positives = (y.bool() & k).sum(0)
+    measured = [int(p) >= need for p in positives.tolist()]
+    label_source = ["own" if m else "too-few-positives" for m in measured]
+    for group, cols, policies in (("detector", objects, POLICIES), ("imagenet", rows.imagenet_cols, ("balanced", "complete"))):
+        few = [j for j in cols if not measured[j] and (group == "detector" or j not in objects)]
+        pool = [j for j in cols if measured[j]]
+        if not few or not pool:
+            continue
+        z, t, m = (torch.cat([a[:, j][k[:, j]] for j in pool])[:, None] for a in (corrected, y, k.float()))
+        for policy in policies:
+            (threshold,) = CHOOSE[policy](z, t, m.bool(), need)
+            for j in few:
+                out[policy][j] = threshold
+        for j in few:
+            label_source[j] = f"pooled-{group}"
+    for j, s in enumerate(label_source):
+        if s == "too-few-positives":  # nothing speaks for it: scored, no tag until it has examples
+            for policy in POLICIES:
+                out[policy][j] = None
+    return out, {**source, "labels": label_source}
 
 
 def to_probabilities(thresholds: list[float | None]) -> list[float | None]:
@@ -256,19 +287,21 @@ def evaluate_policies(rows: OutOfFold, *, folds: int = 5, seed: int = 1000, min_
 
 def model_policies(rows: OutOfFold, names: list[str], *, folds: int = 5, min_positives: int = 3) -> tuple[dict, dict]:
     """What a model's metadata carries of its policies, and what its metrics report of them:
-    ``({policy: {"thresholds", "precision", "recall"}}, {"source", policy: pooled OP/OR/OF1 by group})``."""
+    ``({policy: {"thresholds", "source", "precision", "recall"}}, {"source", policy: pooled OP/OR/OF1 by group})``.
+    A label whose threshold is borrowed (``source`` pooled-...) has no estimate of its own: ``None``."""
     chosen, source = choose_policies(rows, min_positives=min_positives)
     estimates = evaluate_policies(rows, folds=folds, min_positives=min_positives, names=names)
     policies = {}
     for policy in POLICIES:
         per_label = estimates[policy]["per_label"]
         thresholds = to_probabilities(chosen[policy])
-        policies[policy] = {"thresholds": thresholds,
-                            "precision": [per_label[n]["precision"] if t is not None else None
-                                          for n, t in zip(names, thresholds)],
-                            "recall": [per_label[n]["recall"] if t is not None else None
-                                       for n, t in zip(names, thresholds)]}
-    source = {**source, "object_thresholds": {names[j]: s for j, s in source.get("object_thresholds", {}).items()}}
+        policies[policy] = {"thresholds": thresholds, "source": list(source["labels"]),
+                            "precision": [per_label[n]["precision"] if t is not None and own == "own" else None
+                                          for n, t, own in zip(names, thresholds, source["labels"])],
+                            "recall": [per_label[n]["recall"] if t is not None and own == "own" else None
+                                       for n, t, own in zip(names, thresholds, source["labels"])]}
+    source = {**source, "object_thresholds": {names[j]: s for j, s in source.get("object_thresholds", {}).items()},
+              "labels": dict(zip(names, source["labels"]))}
     metrics = {"source": source, "protocol": f"thresholds chosen on the other {folds - 1} folds' out-of-fold scores, "
                "applied to the held-out fold's; object labels judged on the photos the detector never saw",
                **{p: {g: estimates[p][g] for g in ("scene", "object_unseen", "object_all")}

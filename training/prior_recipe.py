@@ -91,8 +91,10 @@ def fit(model, features, targets, known, names: list[str], *, folds: int, repeat
     # the out-of-fold rows repeat each photo once per repeat: count a label's positives once
     _, source = calibrate_thresholds(blend_probs, all_targets, all_known, min_positives=3 * repeats)
     objects = tuple(detector_columns(detections)) if detections is not None else ()
+    imagenet = tuple(j for j in range(len(names)) if float(model.prior.matrix[:, j].sum()) > 0)
     rows = OutOfFold(torch.cat(cv["blend"]), all_targets, all_known.bool(),
-                     seen if seen is not None else torch.zeros(len(features), dtype=torch.bool), objects, repeats)
+                     seen if seen is not None else torch.zeros(len(features), dtype=torch.bool), objects, repeats,
+                     imagenet)
     policies, policy_metrics = model_policies(rows, names, folds=folds)
     thresholds = policies[DEFAULT_POLICY]["thresholds"]
     ap = torch.tensor([per_label_ap(s, targets, known) for s in cv["blend"]]).mean(0)

@@ -61,7 +61,7 @@ def main(args: argparse.Namespace) -> dict:
         if args.recipe == "prior" and resume is not None:
             raise UsageError("--recipe prior fits its head from scratch; --resume works with --recipe sgd")
         out = Path(args.output)
-        train, val, report = load_datasets(args, names)
+        train, val, report = load_datasets(args, labels)
         if rank_info.is_main:
             print_report(report)
             out.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,11 @@ import { installUploads } from "./upload.js";
 import { loadProgress } from "./progress.js";
 import { installJobs, loadJobs } from "./jobs.js";
 import { ensureSignedIn, installSignIn } from "./signin.js";
+import { installVocabulary } from "./vocabulary.js";
 
 hooks.open = openPhoto;
+hooks.refreshPhoto = () => { if (state.index >= 0) { state.cache.clear(); openPhoto(state.index); } };
+installVocabulary();
 installKeys();
 installUploads();
 installJobs();

@@ -86,6 +86,7 @@ function renderLabels() {
     const value = c.values.get(lab.name);
     const score = scores[lab.name];
     const { threshold, precision, recall } = policyOf(lab);
+    const fresh = !lab.served; // added since the served model was trained: no score yet
     const bar = el("span", { className: "bar" }, el("span", { className: "fill" }), el("span", { className: "thr" }));
     if (score !== undefined) {
       bar.firstChild.style.width = `${(score * 100).toFixed(1)}%`;
@@ -95,8 +96,8 @@ function renderLabels() {
     if (threshold === null) bar.lastChild.hidden = true;
     else bar.lastChild.style.left = `${(threshold * 100).toFixed(1)}%`;
     const pct = (x) => `${Math.round(x * 100)}%`;
-    const quality = el("small", { className: "quality", textContent: threshold === null ? "not tagged yet"
-      : precision === null ? "" : `right ${pct(precision)} · finds ${pct(recall)}` });
+    const quality = el("small", { className: "quality", textContent: fresh ? newLabelNote(lab)
+      : threshold === null ? "not tagged yet" : precision === null ? "" : `right ${pct(precision)} · finds ${pct(recall)}` });
     quality.title = "out-of-fold estimate at this threshold: how often its tags are right, how many of its photos it tags";
     const chip = el("button", { className: "chip", type: "button" },
       el("kbd", { textContent: lab.hotkey || " " }), el("span", { className: "lname", textContent: lab.name }), bar,
@@ -108,6 +109,14 @@ function renderLabels() {
     chip.addEventListener("click", (e) => toggle(lab.name, e.shiftKey));
     return chip;
   }));
+}
+
+// What a label added since the served model says about itself: where its evidence comes from, and what it needs.
+export function newLabelNote(lab) {
+  const ev = lab.evidence || {};
+  const more = lab.needs ? lab.needs.to_be_tagged : 0;
+  const from = ev.source === "detector" ? `new · detector: ${ev.detector}` : ev.source === "imagenet" ? "new · ImageNet" : "new";
+  return more ? `${from} · needs ${more} more` : `${from} · tagged after the next retrain`;
 }
 
 function renderSaved() {

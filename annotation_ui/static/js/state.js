@@ -2,7 +2,7 @@
 import { $, el } from "./dom.js";
 import { api } from "./api.js";
 
-export const HOTKEYS = "1234567890qwertyiopasdfghjklzxcvbnm"; // u is undo
+export const HOTKEYS = "1234567890qwertyiopasdfghjklzxcvbnm"; // u is undo; with Alt: the labels after these
 export const PAGE = 60;
 export const state = {
   model: null, labels: [], byCode: new Map(), rows: [], total: 0, offset: 0, index: -1,
@@ -16,17 +16,23 @@ export function policyOf(lab) {
   return (lab.policies && lab.policies[policy()]) || { threshold: lab.threshold, precision: null, recall: null };
 }
 // Set by main.js: what a click on a tile does (the grid does not import the photo editor).
-export const hooks = { open: () => {} };
+export const hooks = { open: () => {}, vocabulary: () => {}, refreshPhoto: () => {} };
 window.__timings = { steps: [] }; // read by the browser tests
 
+// A label's key: the i-th of HOTKEYS, then the same keys with Alt (shown ⌥).
+const code = (k) => (/\d/.test(k) ? `Digit${k}` : `Key${k.toUpperCase()}`);
+
 export async function loadModel() {
-  const model = await api("api/model");
+  const [model, vocabulary] = await Promise.all([api("api/model"), api("api/labels")]);
   state.model = model;
-  state.labels = model.labels;
+  state.vocabulary = vocabulary;
+  state.labels = vocabulary.labels; // the served labels, then those people added (the next model's)
   state.byCode.clear();
-  model.labels.forEach((lab, i) => {
-    lab.hotkey = HOTKEYS[i] || "";
-    if (lab.hotkey) state.byCode.set(/\d/.test(lab.hotkey) ? `Digit${lab.hotkey}` : `Key${lab.hotkey.toUpperCase()}`, lab.name);
+  state.labels.forEach((lab, i) => {
+    const key = HOTKEYS[i % HOTKEYS.length];
+    const alt = i >= HOTKEYS.length;
+    lab.hotkey = i < 2 * HOTKEYS.length ? (alt ? `⌥${key}` : key) : "";
+    if (lab.hotkey) state.byCode.set((alt ? "Alt+" : "") + code(key), lab.name);
   });
   $("#model-version").textContent = model.version ? `model ${model.version}` : "no model answering";
   const select = $("#policy");
@@ -36,6 +42,7 @@ export async function loadModel() {
   const filter = $("#label-filter");
   const chosen = filter.value;
   filter.replaceChildren(el("option", { value: "", textContent: "any label" }),
-    ...model.labels.map((lab) => el("option", { value: lab.name, textContent: lab.name })));
-  filter.value = model.labels.some((l) => l.name === chosen) ? chosen : "";
+    ...state.labels.map((lab) => el("option", { value: lab.name, textContent: lab.name })));
+  filter.value = state.labels.some((l) => l.name === chosen) ? chosen : "";
+  hooks.vocabulary();
 }

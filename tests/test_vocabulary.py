@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from annotation_ui import _job_config, _model
 from tagger.labels import LabelNameError, check_name, load_labels, normalise, words_of
 from tests.test_annotation import IMAGES, upload
 from training.evidence import evidence, suggestions
@@ -101,8 +102,6 @@ def test_a_retired_label_leaves_the_next_model_and_what_was_saved_stays(client, 
     assert dog["retired_at"] and any(a["category_id"] == dog["id"] for a in export["annotations"])
     assert client.delete("/annotate/api/labels/fog").status_code == 200  # a served label can be retired too
     with app.test_request_context():
-        from annotation_ui import _job_config, _model
-
         config = _job_config(_model())
     assert "fog" not in {lab["name"] for lab in config["vocabulary"]} and len(config["vocabulary"]) == 33
     assert {lab["name"] for lab in config["retired"]} == {"dog", "fog"}

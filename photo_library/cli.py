@@ -41,6 +41,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                                                "(default: none)")
     i.add_argument("--labels", default=None, help="label vocabulary JSON (default: tagger/labels.json)")
     i.add_argument("--parent", default="Tagger", help="the tagger's parent keyword, never imported (default: Tagger)")
+    i.add_argument("--new-labels", type=int, nargs="?", const=5, default=None, metavar="N",
+                   help="every keyword used on at least N photos that names no label becomes a label; the labels "
+                        "file to train with is written beside --output (NAME.labels.json) (default: off; N: 5)")
     e = sub.add_parser("export", help="every photo's tags and scores as CSV or JSON")
     e.add_argument("dir", type=Path, help="the photo folder")
     e.add_argument("--format", choices=("csv", "json"), default="csv", help="output format (default: csv)")
@@ -91,14 +94,30 @@ def _import(args, root: Path) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: --map {exc}", file=sys.stderr)
         return 2
-    coco, report = import_keywords(root, labels, synonyms=synonyms, parent=args.parent)
+    if args.new_labels is not None and args.new_labels < 1:
+        print("error: --new-labels N needs N >= 1 photos", file=sys.stderr)
+        return 2
+    coco, report = import_keywords(root, labels, synonyms=synonyms, parent=args.parent, new_labels=args.new_labels)
     save_json(args.output, coco)
     for f in report["failed"]:
         print(f"failed: {f['path']}: {f['reason']}", file=sys.stderr)
     top = ", ".join(f"{k} ({n})" for k, n in list(report["unmatched_keywords"].items())[:10])
     print(f"wrote {args.output}: {report['photos_with_labels']} photos with {report['labels']} labels"
-          + (f"; keywords naming no label: {top} (map them with --map)" if top else "")
-          + f"\ntrain with: python -m training --data {root} --ann {args.output}")
+          + (f"; keywords naming no label: {top} (map them with --map)" if top and args.new_labels is None else ""))
+    labels_arg = ""
+    if args.new_labels is not None:
+        labels_file = args.output.with_name(args.output.stem + ".labels.json")
+        save_json(labels_file, {"labels": report["vocabulary"]})
+        labels_arg = f" --labels {labels_file}"
+        say = {"detector": "the detector knows it: tagged with no example",
+               "imagenet": "ImageNet classes speak for it", "none": "learns from its photos alone"}
+        print(f"wrote {labels_file}: {len(labels)} labels and {len(report['new_labels'])} new ones from keywords "
+              f"on at least {args.new_labels} photos:")
+        for lab in report["new_labels"]:
+            print(f"  {lab['name']} ({lab['photos']} photos): {say[lab['evidence']]}")
+        for word, why in report["refused_keywords"]:
+            print(f"  not a label: {word!r}: {why}", file=sys.stderr)
+    print(f"train with: python -m training --recipe prior --data {root} --ann {args.output}{labels_arg}")
     return 1 if report["failed"] else 0
 
 

@@ -65,7 +65,8 @@ def _tag_one(photo, root, data, sha, side, tool, *, client, version, parent, dry
     tags = list(info["predict_tags"])
     try:
         write_sidecar(tool, side, sidecar_changes(current, tags, parent, version=str(info["model_version"]),
-                                                  sha256=sha, policy=info.get("tag_policy")))
+                                                  sha256=sha, policy=info.get("tag_policy"),
+                                                  scores=info.get("scores", {})))
     except (XmpError, OSError) as exc:
         return "failed", f"cannot write {side.name}: {exc}"
     return "tagged", tags

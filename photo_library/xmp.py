@@ -33,9 +33,9 @@ CONFIG = Path(__file__).with_name("exiftool.config")
 SUBJECT, HIERARCHICAL, TAGS_LIST = "XMP-dc:Subject", "XMP-lr:HierarchicalSubject", "XMP-digiKam:TagsList"
 MODEL_VERSION, SOURCE_SHA256, TAGGER_SUBJECTS = ("XMP-phototagger:ModelVersion", "XMP-phototagger:SourceSHA256",
                                                  "XMP-phototagger:Subjects")
-TAG_POLICY = "XMP-phototagger:TagPolicy"
-SIDECAR_TAGS = (SUBJECT, HIERARCHICAL, TAGS_LIST, MODEL_VERSION, SOURCE_SHA256, TAGGER_SUBJECTS, TAG_POLICY)
-LIST_TAGS = (SUBJECT, HIERARCHICAL, TAGS_LIST, TAGGER_SUBJECTS, "IPTC:Keywords")
+TAG_POLICY, TAG_SCORES = "XMP-phototagger:TagPolicy", "XMP-phototagger:TagScores"
+SIDECAR_TAGS = (SUBJECT, HIERARCHICAL, TAGS_LIST, MODEL_VERSION, SOURCE_SHA256, TAGGER_SUBJECTS, TAG_POLICY, TAG_SCORES)
+LIST_TAGS = (SUBJECT, HIERARCHICAL, TAGS_LIST, TAGGER_SUBJECTS, TAG_SCORES, "IPTC:Keywords")
 
 
 class XmpError(RuntimeError):
@@ -117,8 +117,13 @@ def read_sidecar(tool, path: Path) -> dict:
     return read_tags(tool, path, SIDECAR_TAGS) if path.exists() else {}
 
 
+def scored(tags: list[str], scores: dict[str, float]) -> list[str]:
+    """Each tag with its score as the sidecar records it: ``"0.9312 dog"`` (score first: a tag may hold spaces)."""
+    return [f"{float(scores[t]):.4f} {t}" for t in tags if t in scores]
+
+
 def merge_tags(current: dict, tags: list[str], parent: str, *, version: str, sha256: str,
-               policy: str | None = None) -> dict:
+               policy: str | None = None, scores: dict[str, float] | None = None) -> dict:
     """The sidecar's fields once the tagger's old entries are replaced by ``tags`` (see module doc): what
     ``sidecar_changes`` makes ExifTool write, as the whole fields it leaves behind."""
     ours_before = set(current.get(TAGGER_SUBJECTS) or [])
@@ -128,7 +133,8 @@ def merge_tags(current: dict, tags: list[str], parent: str, *, version: str, sha
     return {SUBJECT: user_subject + added,
             HIERARCHICAL: keep(current.get(HIERARCHICAL), "|") + [f"{parent}|{t}" for t in tags],
             TAGS_LIST: keep(current.get(TAGS_LIST), "/") + [f"{parent}/{t}" for t in tags],
-            TAGGER_SUBJECTS: added, MODEL_VERSION: version, SOURCE_SHA256: sha256, TAG_POLICY: policy}
+            TAGGER_SUBJECTS: added, MODEL_VERSION: version, SOURCE_SHA256: sha256, TAG_POLICY: policy,
+            TAG_SCORES: scored(tags, scores or {})}
 
 
 def unsafe(value: str) -> bool:
@@ -143,7 +149,7 @@ UNSAFE_NAME = ("its path holds a line break, which ExifTool's protocol would rea
 
 
 def sidecar_changes(current: dict, tags: list[str], parent: str, *, version: str, sha256: str,
-                    policy: str | None = None) -> list[str]:
+                    policy: str | None = None, scores: dict[str, float] | None = None) -> list[str]:
     """ExifTool's arguments that turn ``current`` into ``merge_tags``'s fields by touching the tagger's own entries
     only: each list item the tagger no longer gives is removed (``-TAG-=item``), each new one added
     (``-TAG+=item``); the user's entries are never sent, so they stay byte for byte whatever they hold. An old
@@ -153,14 +159,15 @@ def sidecar_changes(current: dict, tags: list[str], parent: str, *, version: str
     Raises:
         XmpError: a new value (a tag name, the parent keyword) holds a line break.
     """
-    new = merge_tags(current, tags, parent, version=version, sha256=sha256, policy=policy)
+    new = merge_tags(current, tags, parent, version=version, sha256=sha256, policy=policy, scores=scores)
     args = []
     for tag in (SUBJECT, HIERARCHICAL, TAGS_LIST):
         before, after = current.get(tag) or [], new[tag]
         args += [f"-{tag}-={v}" for v in dict.fromkeys(before) if v not in after and not unsafe(v)]
         args += [f"-{tag}+={v}" for v in dict.fromkeys(after) if v not in before]
     # the tagger's own record, rewritten whole (assignments to a list tag in one command make the whole list)
-    args += [f"-{TAGGER_SUBJECTS}={v}" for v in new[TAGGER_SUBJECTS]] or [f"-{TAGGER_SUBJECTS}="]
+    for tag in (TAGGER_SUBJECTS, TAG_SCORES):
+        args += [f"-{tag}={v}" for v in new[tag]] or [f"-{tag}="]
     args += [f"-{MODEL_VERSION}={version}", f"-{SOURCE_SHA256}={sha256}", f"-{TAG_POLICY}={policy or ''}"]
     bad = [a for a in args if unsafe(a)]
     if bad:

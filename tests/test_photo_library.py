@@ -21,6 +21,7 @@ from photo_library.keywords import load_synonyms, user_keywords
 from photo_library.xmp import (HIERARCHICAL, MODEL_VERSION, SUBJECT, TAGGER_SUBJECTS, TAGS_LIST, ExifTools, XmpError,
                                merge_tags, read_sidecar, sidecar_changes, write_sidecar)
 from photo_store import open_store
+from tagger.labels import load_labels
 from serving.torchserve import free_ports
 from tests.conftest import COCO, EXIF, secured_gateway, served_stack
 
@@ -125,6 +126,44 @@ def test_a_file_name_holding_a_line_break_is_skipped_and_nothing_is_written(tmp_
     assert status == "failed" and "line break" in reason and not any(p.suffix == ".xmp" for p in root.iterdir())
 
 
+def test_import_new_labels_turns_a_librarys_own_keywords_into_labels(tmp_path, capsys, labels):
+    """--new-labels: keywords on at least 5 photos become labels (with the evidence found for each, written beside
+    the COCO file as the labels file to train with); the training tool reads both back as they were meant."""
+    from training.datasets import LabelledImages, pair_sources
+
+    root = tmp_path / "Family"
+    root.mkdir()
+    photos = sorted((COCO.parent / "coco_more/images").glob("*.jpg"))[:8]  # none holds keywords of its own
+    keywords = [["Dog", "Mia"], ["dog", "Mia"], ["DOG"], ["dog", "Mia"], ["dog", "Mia", "rare"], ["Mia", "sea"],
+                ["a|b"], []]
+    for i, (photo, words) in enumerate(zip(photos, keywords)):
+        shutil.copy(photo, root / f"p{i}.jpg")
+        if words:
+            subprocess.run([EXIFTOOL, "-q", *[f"-XMP-dc:Subject={w}" for w in words], "-o",
+                            str(root / f"p{i}.jpg.xmp"), str(root / f"p{i}.jpg")], check=True)
+    for i in range(5):  # a keyword a label cannot be, on 5 photos: refused, not a label
+        subprocess.run([EXIFTOOL, "-q", "-overwrite_original", "-XMP-dc:Subject+=a|b", str(root / f"p{i}.jpg.xmp")],
+                       check=True)
+    out = tmp_path / "keywords.json"
+    assert main(["import", str(root), "--output", str(out), "--new-labels"]) == 0
+    printed, errors = capsys.readouterr()
+    assert "dog (5 photos): the detector knows it" in printed and "Mia (5 photos): learns from its photos alone" \
+        in printed and "rare" not in printed.split("keywords")[1]
+    assert "not a label: 'a|b'" in errors
+    vocabulary = load_labels(tmp_path / "keywords.labels.json")
+    assert [lab["name"] for lab in vocabulary] == [lab["name"] for lab in labels] + ["dog", "Mia"]
+    assert "--labels " + str(tmp_path / "keywords.labels.json") in printed
+    names = [lab["name"] for lab in vocabulary]
+    ds, report = LabelledImages.from_coco(pair_sources([str(root)], [str(out)]), names)
+    targets, known = ds.targets()
+    by_photo = {p.name: i for i, p in enumerate(ds.paths)}
+    dog, mia, sea = names.index("dog"), names.index("Mia"), names.index("sea")
+    assert [int(targets[by_photo[f"p{i}.jpg"], dog]) for i in range(7)] == [1, 1, 1, 1, 1, 0, 0]
+    assert bool(known[by_photo["p5.jpg"], dog]) and bool(known[by_photo["p6.jpg"], mia])  # keyworded: negatives
+    assert "p7.jpg" not in by_photo  # no keyword at all: nothing known
+    assert int(targets[:, sea].sum()) == 1 and int(known[:, sea].sum()) == 1  # the 34 stay unknown where unnamed
+
+
 def test_a_gateway_that_is_down_is_one_clear_line(tmp_path, capsys):
     (tmp_path / "a.jpg").write_bytes((COCO / "images/000000000471.jpg").read_bytes())
     assert main(["tag", str(tmp_path), "--gateway", f"http://127.0.0.1:{free_ports(1)[0]}", "--no-progress"]) == 2
@@ -172,13 +211,16 @@ def test_tag_writes_the_served_tags_into_sidecars_and_keeps_everything_else(stac
         served = requests.get(f"{stack.gateway_url}/imginfo", params={"id_name": f"Pictures/{photo}"},
                               timeout=60).json()
         tags = served["predict_tags"]
-        side = exiftool(library / f"{photo}.xmp", SUBJECT, HIERARCHICAL, TAGS_LIST, "XMP-phototagger:ModelVersion")
+        side = exiftool(library / f"{photo}.xmp", SUBJECT, HIERARCHICAL, TAGS_LIST, "XMP-phototagger:ModelVersion",
+                        "XMP-phototagger:TagScores")
         assert side.get(HIERARCHICAL, []) == (["Places|Tuscany"] if photo == "tuscany.jpg" else []) + \
             [f"Tagger|{t}" for t in tags]
         assert side.get(TAGS_LIST, []) == [f"Tagger/{t}" for t in tags]
         user = ["Holiday", "ocean"] if photo == "tuscany.jpg" else []
         assert side.get(SUBJECT, []) == user + [t for t in tags if t not in user]
         assert side["XMP-phototagger:ModelVersion"] == [served["model_version"]]
+        # every tag's score, in the tagger's own namespace (no photo manager records confidences)
+        assert side.get("XMP-phototagger:TagScores", []) == [f"{served['scores'][t]:.4f} {t}" for t in tags]
     assert "bus" in exiftool(library / "2024/bus.jpg.xmp", SUBJECT)[SUBJECT]
     assert exiftool(library / "tuscany.jpg.xmp", "XMP-dc:Title")["XMP-dc:Title"] == ["Ponte"]  # other fields stay
 

@@ -391,6 +391,7 @@ def _job_config(model: dict) -> dict:
     store_dir = Path(cfg["MODEL_STORE"])
     served = archive_of(store_dir, model["version"], cfg["MODEL_NAME"]) if model["version"] else None
     return {"data_dir": str(Path(cfg["DATA_DIR"]).resolve()), "photo_dir": str(_ext("store").root.resolve()),
+            "cache_dir": str(Path(cfg.get("CACHE_DIR") or DataDir(cfg["DATA_DIR"]).cache).resolve()),
             "model_store": str(store_dir.resolve()),
             "model_name": cfg["MODEL_NAME"], "inference_url": cfg["TS_INFERENCE_URL"],
             "management_url": cfg["TS_MANAGEMENT_URL"],

@@ -76,12 +76,12 @@ def _summary(s: dict) -> dict:
             "images": s.get("images", s.get("n_images"))}
 
 
-def evaluate(checkpoint: Path, data_dir: Path, ann: Path, out: Path) -> dict:
+def evaluate(checkpoint: Path, data_dir: Path, ann: Path, out: Path, cache_dir: Path) -> dict:
     from training.evaluate import main as evaluate_main
 
     return _summary(evaluate_main(argparse.Namespace(checkpoint=str(checkpoint), data=[str(data_dir)], ann=[str(ann)],
                                                      labels=None, result=None, out=str(out), batch_size=16,
-                                                     workers=0)))
+                                                     workers=0, cache_dir=str(cache_dir))))
 
 
 def archive_checkpoint(mar: Path, out: Path) -> Path:
@@ -98,6 +98,7 @@ def run_train(job: Job) -> dict:
     cfg, opt = job.data["config"], job.data["options"]
     data_dir = Path(cfg["data_dir"])
     photo_dir = Path(cfg.get("photo_dir") or data_dir)  # where the store keeps the files the export names
+    cache_dir = Path(cfg.get("cache_dir") or DataDir(data_dir).cache)  # features and detections, per photo
     job.step("export")
     vocabulary = cfg["vocabulary"]
     export = export_store(data_dir, vocabulary + cfg.get("retired", []), source=cfg.get("vocabulary_source", ""),
@@ -121,7 +122,7 @@ def run_train(job: Job) -> dict:
         if any(lab.get("added") or lab["name"] not in DEFAULT_NAMES for lab in vocabulary):
             cmd += ["--data", str(REPO / "samples"), "--ann", str(REPO / SAMPLES_EXT)]
     cmd += ["--val-ann", str(job.dir / "val.json"), "--val-data", str(photo_dir), "--labels",
-            str(job.dir / "labels.json"), "--output", str(out), "--cache-dir", str(data_dir / "cache"),
+            str(job.dir / "labels.json"), "--output", str(out), "--cache-dir", str(cache_dir),
             "--epochs", str(int(opt["epochs"])), "--workers", "0"]
     print("$ " + " ".join(cmd), flush=True)
     rc = subprocess.run(cmd, cwd=REPO, stdin=subprocess.DEVNULL).returncode
@@ -131,11 +132,11 @@ def run_train(job: Job) -> dict:
     result = {"metric_names": list(PAGE_METRICS), "photos": n, "train_photos": len(train["images"]),
               "validation_photos": len(val["images"]),
               "samples": bool(opt.get("samples")), "checkpoint": str(out / "best.pt"),
-              "new": evaluate(out / "best.pt", photo_dir, job.dir / "val.json", job.dir / "eval-new.json")}
+              "new": evaluate(out / "best.pt", photo_dir, job.dir / "val.json", job.dir / "eval-new.json", cache_dir)}
     mar = Path(cfg["served_archive"]) if cfg.get("served_archive") else None
     if mar is not None and mar.is_file():
         served = archive_checkpoint(mar, job.dir / "served.pt")
-        result["served"] = evaluate(served, photo_dir, job.dir / "val.json", job.dir / "eval-served.json")
+        result["served"] = evaluate(served, photo_dir, job.dir / "val.json", job.dir / "eval-served.json", cache_dir)
         result["served"]["version"] = cfg.get("served_version")
     else:
         result["served"] = None

@@ -59,13 +59,13 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def uncertainty(scores: dict[str, float], thresholds: dict[str, float | None]) -> float:
+def uncertainty(scores: dict[str, float], thresholds: dict[str, float | None]) -> float | None:
     """The smallest distance, in logits, between a label's score and its threshold: 0 means the model could go
     either way on some label (uncertainty sampling: such photos teach the next model most). Labels that are never
-    a tag (no threshold) do not count."""
+    a tag (no threshold) do not count; ``None`` when none has a threshold."""
     margins = [abs(_logit(scores[name]) - _logit(t)) for name, t in thresholds.items()
                if name in scores and t is not None]
-    return min(margins) if margins else math.inf
+    return min(margins) if margins else None
 
 
 def select(summaries: list[dict], *, status: str = "all", label: str | None = None, order: str = "upload",
@@ -85,8 +85,7 @@ def select(summaries: list[dict], *, status: str = "all", label: str | None = No
             return bool(r["answer"]) and label in answer_tags(r["answer"], default=policy or DEFAULT_POLICY)[0]
         rows = [r for r in rows if has(r)]
     for r in rows:
-        r["uncertainty"] = (uncertainty(r["answer"]["scores"], thresholds or {})
-                            if r["answer"] and thresholds else None)
+        r["uncertainty"] = uncertainty(r["answer"]["scores"], thresholds or {}) if r["answer"] else None
     if order == "uncertain":
         rows = sorted(rows, key=lambda r: (r["uncertainty"] is None, r["uncertainty"] or 0.0))
     return rows

@@ -66,6 +66,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         DATA_DIR=str(REPO / "var"),
         DATABASE_URL=os.environ.get("DATABASE_URL", ""),  # empty: SQLite in DATA_DIR; postgresql://USER@HOST:PORT/DB
         PHOTO_DIR=None,  # default: DATA_DIR; replicas share one (a NAS or NFS mount)
+        CACHE_DIR=None,  # training's per-photo features and detections (default: DATA_DIR/cache; jobs write there)
         DATABASE_TIMEOUT=3.0,  # seconds to wait for a PostgreSQL connection before answering 503
         TS_PROTOCOL="torchserve",  # or kserve-v1: an InferenceService at TS_INFERENCE_URL (no management API)
         TS_INFERENCE_URL="http://127.0.0.1:8080",

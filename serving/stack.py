@@ -49,6 +49,7 @@ class Stack:
     photo_dir: Path | None = None  # default: var_dir
     gateway_auth: str = ""  # GATEWAY_AUTH for the gateway (empty: its default, auto)
     hosts: tuple[str, ...] = ()  # TAGGER_HOSTS: host names it answers to beyond loopback ones (a cluster's LAN name)
+    cache_dir: Path | None = None  # TAGGER_CACHE_DIR: training's caches for the page's retrain (default: <var>/cache)
     gateway_name: str = "gateway"  # its run folder under <var>/run (a cluster's replicas: gateway-7781, ...)
 
     @property
@@ -158,6 +159,8 @@ def start_gateway(stack: Stack, *, timeout: float = 30) -> int:
         if stack.gateway_auth:
             env["GATEWAY_AUTH"] = stack.gateway_auth
         env["TAGGER_HOSTS"] = " ".join(stack.hosts)
+        if stack.cache_dir is not None:
+            env["TAGGER_CACHE_DIR"] = str(stack.cache_dir)
         open_checked(stack)  # a wrong DATABASE_URL is one clear line here, not a traceback per gunicorn worker
         (stack.gateway_dir / "gateway_auth").write_text(stack.access_settings)  # what serve_cluster compares
         gunicorn = Path(sys.executable).with_name("gunicorn")

@@ -61,6 +61,9 @@ def test_uncertainty_is_the_smallest_logit_margin_and_orders_photos():
         ("unsure", {"scores": {"a": 0.45}, "tags": []})]]
     assert [r["id_name"] for r in select(rows, order="uncertain", thresholds={"a": 0.5})] == ["unsure", "sure", "none"]
     assert [r["id_name"] for r in select(rows, label="a")] == ["sure"]
+    # a model none of whose labels is tagged yet (too few positives): no margin, never Infinity (not JSON)
+    assert uncertainty({"a": 0.9}, {"a": None}) is None
+    assert all(r["uncertainty"] is None for r in select(rows, order="uncertain", thresholds={"a": None}))
 
 
 def test_saving_labels_records_provenance_and_the_suggestion_seen(client, photos):

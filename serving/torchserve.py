@@ -31,6 +31,9 @@ PID_FILE = ".model_server.pid"  # TorchServe's own name, written under $TEMP
 _handed_out = itertools.count()  # how many ports free_ports has tried from TAGGER_PORT_RANGE in this process
 
 
+_given: dict[str, set[int]] = {}  # ports handed out from each range in this round, never handed out twice
+
+
 def free_ports(n: int) -> list[int]:
     """``n`` loopback ports free right now (for tests and benchmarks that start their own servers).
 
@@ -49,14 +52,21 @@ def free_ports(n: int) -> list[int]:
         return ports
     low, high = (int(p) for p in span.split("-"))
     ports = []
-    for _ in range(high - low + 1):
-        port = low + next(_handed_out) % (high - low + 1)
+    size = high - low + 1
+    if len(_given.get(span, ())) + n > size:  # every port of the range handed out once: a new round
+        _given[span] = set()
+    given = _given.setdefault(span, set())
+    for _ in range(size):
+        port = low + next(_handed_out) % size
+        if port in given:
+            continue  # handed out already this round (its server may not have bound it yet)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue  # in use (or not yet free after an earlier server): the next one
         ports.append(port)
+        given.add(port)
         if len(ports) == n:
             return ports
     raise RuntimeError(f"no {n} free loopback ports left in TAGGER_PORT_RANGE={span}")

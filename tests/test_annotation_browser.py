@@ -21,7 +21,8 @@ from benchmarks.load import synthetic_jpeg
 from photo_store import open_store
 from tagger.labels import label_names
 from tests.conftest import COCO, REPO, private_model_store, secured_gateway, served_stack
-from tests.helpers import wait_until
+from photo_library.tagging import tag_folder
+from tests.helpers import exiftool, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 HOSTILE = '<img src=x onerror="window.__xss=1">.jpg'
@@ -217,8 +218,6 @@ def test_your_own_label_from_the_page_to_the_tags_and_the_sidecars(stack, browse
     """Add "dog" (a COCO object: the detector speaks for it) and "cosy" (nothing does) on the page, label photos
     with them by keyboard, retrain on them and the bundled photos, deploy: the new version tags dog in /imginfo, in
     /photos?tag=dog and in a sidecar read back by ExifTool, and scores cosy."""
-    from photo_library.tagging import tag_folder
-
     page, dialogs = open_page(browser, stack)
     page.fill("#new-label", "dog")
     page.fill("#new-synonyms", "puppy, hound")
@@ -308,8 +307,6 @@ def test_your_own_label_from_the_page_to_the_tags_and_the_sidecars(stack, browse
     (folder / "rex.jpg").write_bytes(another)
     summary = tag_folder(folder, gateway=stack.gateway_url, progress=False)
     assert not summary.failed and len(summary.tagged) == 1
-    from tests.test_photo_library import exiftool
-
     side = exiftool(folder / "rex.jpg.xmp", "XMP-dc:Subject", "XMP-lr:HierarchicalSubject", "XMP-phototagger:TagScores")
     assert "dog" in side["XMP-dc:Subject"] and "Tagger|dog" in side["XMP-lr:HierarchicalSubject"]
     assert any(s.endswith(" dog") for s in side["XMP-phototagger:TagScores"])

@@ -24,15 +24,8 @@ from photo_store import open_store
 from tagger.labels import load_labels
 from serving.torchserve import free_ports
 from tests.conftest import COCO, EXIF, secured_gateway, served_stack
+from tests.helpers import EXIFTOOL, exiftool
 
-EXIFTOOL = shutil.which("exiftool") or "/usr/bin/exiftool"
-
-
-def exiftool(path, *tags):
-    """What the ExifTool command line reads from ``path`` (lists always lists)."""
-    out = json.loads(subprocess.run([EXIFTOOL, "-j", "-G1", *[f"-{t}" for t in tags], str(path)], check=True,
-                                    capture_output=True, text=True).stdout)[0]
-    return {t: (v if isinstance(v, list) else [str(v)]) for t in tags if (v := out.get(t)) is not None}
 
 
 def sha(path):

@@ -164,6 +164,7 @@ bench: setup
 		$(PY) -m training --recipe prior $(DATA_FLAGS) --output var/bench/default --cache-dir var/bench/cache
 	$(PY) -m benchmarks.policies --checkpoint var/bench/default
 	$(PY) -m benchmarks.detector
+	$(PY) -m benchmarks.own_labels
 	$(PY) benchmarks/decode.py
 	$(PY) benchmarks/serving.py --checkpoint var/bench/default/best.pt
 	$(PY) benchmarks/model_budget.py --checkpoint var/bench/default/best.pt

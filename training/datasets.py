@@ -162,7 +162,7 @@ class LabelledImages(torch.utils.data.Dataset):
     @classmethod
     def from_coco(cls, sources: list[tuple[Path, Path]], label_names: list[str], *, transform=None,
                   min_side: int | None = None, check_images: bool = True,
-                  words: dict[str, str] | None = None) -> tuple["LabelledImages", dict]:
+                  words: dict[str, str] | None = None, need_positive: bool = True) -> tuple["LabelledImages", dict]:
         """Read and merge ``sources`` ((root, annotation file) pairs); returns ``(dataset, report)``.
 
         ``report`` counts images, skipped images (with the reason for each) and categories outside the
@@ -206,7 +206,7 @@ class LabelledImages(torch.utils.data.Dataset):
                                "files' file_name entries are relative to")
         targets = torch.stack([rows[p][0] for p in paths])
         known = torch.stack([rows[p][1] for p in paths])
-        if not (targets.bool() & known).any():
+        if need_positive and not (targets.bool() & known).any():
             raise DatasetError("the annotation files hold no positive label of the vocabulary: check that their "
                                "category names are COCO-Stuff names (e.g. 'sea', 'person') or pass --labels")
         return cls(paths, targets, known, label_names, transform, min_side, [records[p] for p in paths]), report
@@ -243,7 +243,7 @@ def load_datasets(args, labels: list[dict]):
     full, report = LabelledImages.from_coco(pair_sources(args.data, args.ann), names, words=words)
     if args.val_ann:
         val, vreport = LabelledImages.from_coco(pair_sources([args.val_data or args.data[0]], [args.val_ann]), names,
-                                                words=words)
+                                                words=words, need_positive=False)  # photos a label is absent from
         report["validation"] = vreport
         return full, val, report
     if args.recipe == "prior":

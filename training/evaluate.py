@@ -72,7 +72,8 @@ def main(args: argparse.Namespace) -> dict:
     roots = args.data or [str(Path(args.ann[0]).parent)]
     dataset, report = LabelledImages.from_coco(pair_sources(roots, args.ann), names,
                                                transform=eval_transform(meta["preprocessing"]),
-                                               min_side=meta["preprocessing"]["resize"], words=words_of(meta["labels"]))
+                                               min_side=meta["preprocessing"]["resize"], words=words_of(meta["labels"]),
+                                               need_positive=False)  # labels without a positive: not applicable
     if report["skipped"]:
         print(f"skipped {len(report['skipped'])} images that do not decode: "
               + "; ".join(f"{s['path']} ({s['reason']})" for s in report["skipped"][:10]))

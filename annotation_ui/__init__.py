@@ -24,7 +24,7 @@ from annotation_ui.labelling import label_detail, progress, select
 from annotation_ui.thumbs import cached_jpeg
 from annotation_ui.vocabulary import label_file_records, next_version, next_vocabulary, served_model
 from model.detector import coco_objects
-from photo_store import LabelTaken
+from photo_store import LabelTaken, StalePhoto
 from tagger.archive import archive_of
 from tagger.image import ImageError
 from tagger.labels import LabelNameError, check_name, key
@@ -47,6 +47,7 @@ MIME = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "
 RECIPES = ("prior", "sgd")
 MAX_PAGE = 500
 LABELLER = re.compile(r"^[\w .@-]{1,64}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _ext(name):
@@ -269,9 +270,10 @@ def photo():
 
 @bp.put("/api/photos/<id_name:id_name>/labels")
 def save_labels(id_name: str):
-    """``{"labels": [...], "unknown": [...], "labeller": "ann", "policy": "complete"}``: the person's positives, the
-    labels left unreviewed (unknown in the export), who saved, and the policy whose suggestions they saw. Every other
-    label of the vocabulary is a reviewed negative."""
+    """``{"labels": [...], "unknown": [...], "labeller": "ann", "policy": "complete", "sha256": "..."}``: the
+    person's positives, the labels left unreviewed (unknown in the export), who saved, the policy whose suggestions
+    they saw, and the photo they saw (409 with both hashes when another was stored under the id_name since). Every
+    other label of the vocabulary is a reviewed negative."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("labels"), list) \
             or not isinstance(body.get("unknown", []), list):
@@ -288,6 +290,9 @@ def save_labels(id_name: str):
     labeller = body.get("labeller") or "person"
     if not isinstance(labeller, str) or not LABELLER.match(labeller):
         return error(400, "labeller must be 1-64 letters, digits, spaces or . @ - _")
+    seen_sha = body.get("sha256")
+    if seen_sha is not None and (not isinstance(seen_sha, str) or not SHA256.match(seen_sha)):
+        return error(400, "sha256 must be the 64 hex digits of the photo shown (api/photo's sha256)")
     try:
         policy = _policy(model, body.get("policy"))
     except (UnknownPolicy, PolicyMissing) as exc:
@@ -303,8 +308,11 @@ def save_labels(id_name: str):
     detail = label_detail(vocabulary, positives=set(body["labels"]), unknown=set(body.get("unknown", [])),
                           suggested=set(shown), previous=record["label_detail"],
                           by=labeller, now=now)
-    if not store.set_labels(id_name, body["labels"], detail=detail, suggested=suggested):
-        return error(404, f"no photo stored under id_name {id_name!r}")
+    try:
+        if not store.set_labels(id_name, body["labels"], detail=detail, suggested=suggested, sha256=seen_sha):
+            return error(404, f"no photo stored under id_name {id_name!r}")
+    except StalePhoto as exc:
+        return jsonify(error=str(exc), shown_sha256=exc.shown, stored_sha256=exc.stored), 409
     saved = store.get(id_name)
     return jsonify(id_name=id_name, labels=saved["labels"], unknown=sorted(body.get("unknown", [])),
                    labelled_at=saved["labelled_at"], label_detail=saved["label_detail"], suggested=suggested)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from photo_store.base import Conflict, SqlStore, StoreUnavailable
+from photo_store.base import Conflict, SqlStore, StalePhoto, StoreUnavailable
 from photo_store.postgres import PostgresStore, redact
 from photo_store.sqlite import PhotoStore, SQLiteStore
 from photo_store.vocabulary import LabelTaken
 
-__all__ = ["Conflict", "LabelTaken", "PhotoStore", "SQLiteStore", "SqlStore", "StoreUnavailable", "open_store"]
+__all__ = ["Conflict", "LabelTaken", "StalePhoto", "PhotoStore", "SQLiteStore", "SqlStore", "StoreUnavailable", "open_store"]
 
 
 def open_store(data_dir: str | Path, database_url: str | None = None, *,

@@ -316,3 +316,18 @@ def test_a_job_on_another_replica_blocks_jobs_here_until_it_ends(tmp_path, fake_
         time.sleep(0.05)
     assert not app.extensions["store"].job_running_elsewhere()
     app.extensions["store"].close()
+
+
+def test_labels_land_only_on_the_bytes_the_person_saw(client, app):
+    """Re-uploaded between viewing and saving: the save names the bytes shown (sha256) and is refused with both
+    hashes, so the old labels never land on the new photo; the photo shown now takes them."""
+    upload(client, IMAGES[0], "p")
+    shown = client.get("/annotate/api/photo", query_string={"id_name": "p"}).json["sha256"]
+    upload(client, IMAGES[1], "p")  # replaced meanwhile (another tab, another person, make tag)
+    stored = client.get("/annotate/api/photo", query_string={"id_name": "p"}).json["sha256"]
+    r = client.put("/annotate/api/photos/p/labels", json={"labels": ["sea"], "sha256": shown})
+    assert r.status_code == 409 and r.json["shown_sha256"] == shown and r.json["stored_sha256"] == stored
+    assert "replaced since it was shown" in r.json["error"]
+    assert client.get("/annotate/api/photo", query_string={"id_name": "p"}).json["labels"] is None
+    assert client.put("/annotate/api/photos/p/labels", json={"labels": ["sea"], "sha256": stored}).status_code == 200
+    assert client.put("/annotate/api/photos/p/labels", json={"labels": [], "sha256": "x" * 64}).status_code == 400

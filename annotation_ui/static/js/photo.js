@@ -143,10 +143,10 @@ export function toggle(name, unknown = false) {
   renderSaved();
 }
 
-function body(values) {
+function body(values, sha256) {
   const labels = [], unknown = [];
   for (const [name, v] of values) { if (v === true) labels.push(name); else if (v === null) unknown.push(name); }
-  return { labels, unknown, labeller: $("#labeller").value.trim() || "person", policy: policy() };
+  return { labels, unknown, labeller: $("#labeller").value.trim() || "person", policy: policy(), sha256 };
 }
 
 export async function saveAndNext() {
@@ -154,7 +154,7 @@ export async function saveAndNext() {
   if (!c) return;
   const row = state.rows[state.index];
   const before = c.photo;
-  const payload = body(c.values);
+  const payload = body(c.values, c.photo.sha256); // the bytes shown: a photo replaced meanwhile is refused
   state.drafts.delete(c.id);
   state.undo.push({ type: "save", id: c.id, before });
   const i = state.index;
@@ -197,7 +197,7 @@ export async function undo() {
     else {
       const values = new Map(state.labels.map((lab) => [lab.name, b.label_detail ? (b.label_detail[lab.name]?.value ?? null)
         : (b.labels || []).includes(lab.name)]));
-      await send("PUT", `api/photos/${q(last.id)}/labels`, body(values));
+      await send("PUT", `api/photos/${q(last.id)}/labels`, body(values, b.sha256));
     }
     state.cache.delete(last.id);
     await loadPage(state.offset);

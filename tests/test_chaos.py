@@ -28,6 +28,7 @@ from photo_store import PhotoStore
 from serving import torchserve
 from serving.stack import Stack, ensure_default_archive, gateway_pid, serve, stop
 from serving.torchserve import Ports, free_ports
+from tests.helpers import wait_until
 
 KILLS = int(os.environ.get("CHAOS_KILLS", "10"))
 FIGURES = {}
@@ -100,22 +101,31 @@ def test_sigkilled_torchserve_workers_give_503_with_retry_after_then_recover(sta
                 r = s.get(f"{url}/imginfo", params={"id_name": f"ts-{i}"}, timeout=60)
                 answers.append((time.monotonic(), r.status_code, r.headers.get("Retry-After")))
 
+    def recovered():
+        """The time of the first of 20 answers in a row, all 200, after the last kill (None: not yet)."""
+        after = [(t, c) for t, c, _ in list(answers) if t > kills[-1]]
+        for i in range(len(after) - 19):
+            if all(c == 200 for _, c in after[i:i + 20]):
+                return after[i][0]
+        return None
+
     kills = []
     with clients(8, client):
-        time.sleep(2)
+        wait_until(lambda: len(answers) >= 8, what="the first answers")
         frontend = torchserve.running_pid(stack.torchserve)
         for _ in range(3):
             workers = [p for p in _children(frontend) if "model_service_worker" in _cmdline(p)]
             assert workers, "no TorchServe worker found"
             os.kill(workers[0], signal.SIGKILL)
             kills.append(time.monotonic())
-            time.sleep(4)
-        time.sleep(6)
+            n = len(answers)
+            wait_until(lambda: len(answers) > n + 8, timeout=120, what="answers after the kill")
+        # recovered by itself: bounded, never a wall-clock goal (the time is a figure in RELIABILITY.md)
+        back = wait_until(recovered, timeout=180, what="20 answers in a row of 200 after the last kill")
     codes = [c for _, c, _ in answers]
     assert set(codes) <= {200, 503}, sorted(set(codes))
     assert all(ra for _, c, ra in answers if c == 503)  # every 503 says when to come back
-    last = [c for t, c, _ in answers if t > kills[-1] + 5]
-    assert last and all(c == 200 for c in last)  # recovered by itself
+    FIGURES["torchserve_recovery_s_after_last_kill"] = round(back - kills[-1], 1)
     FIGURES["torchserve_worker_kills"] = len(kills)
     FIGURES["imginfo_answers"] = len(codes)
     FIGURES["imginfo_503_with_retry_after"] = codes.count(503)
@@ -151,10 +161,8 @@ def test_sigkilled_gateway_workers_lose_no_acknowledged_upload(stack):
             assert workers, "gunicorn has no worker"
             os.kill(workers[killed % len(workers)], signal.SIGKILL)
             killed += 1
-            deadline = time.monotonic() + 30
-            while len(_children(master)) < 2 and time.monotonic() < deadline:  # gunicorn replaces it
-                time.sleep(0.05)
-            time.sleep(0.15)
+            wait_until(lambda: len(_children(master)) >= 2, timeout=60, what="gunicorn to replace the killed worker")
+            time.sleep(0.15)  # pacing: uploads between the kills
     assert gateway_pid(stack) == master and len(_children(master)) == 2
     var = stack.var_dir
     with sqlite3.connect(var / "photos.db") as db:

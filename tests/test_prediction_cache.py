@@ -104,10 +104,9 @@ def test_imginfo_on_another_worker_waits_for_the_running_prefetch_instead_of_ask
     worker_a, worker_b = _app(tmp_path, tagger), _app(tmp_path, tagger)
     assert _upload(worker_a.test_client()).status_code == 200
     assert tagger.started.wait(5)
-    t = time.monotonic()
     answer = worker_b.test_client().get("/imginfo?id_name=bus")
     assert answer.status_code == 200 and answer.json["predict_tags"] == ["sea", "boat"]
-    assert tagger.calls == 1 and time.monotonic() - t < 2  # served by A's prediction, not a second one
+    assert tagger.calls == 1  # served by A's prediction, not a second one
     worker_a.extensions["predictions"].wait_idle()
     assert not list((tmp_path / "data/run/prefetch").iterdir())  # the marker is gone with the prefetch
 

@@ -26,7 +26,7 @@ from annotation_ui.vocabulary import label_file_records, next_version, next_voca
 from model.detector import coco_objects
 from photo_store import LabelTaken, StalePhoto
 from tagger.archive import archive_of
-from tagger.image import ImageError
+from tagger.image import EXTENSIONS, MEDIA_TYPES, ImageError, media_type
 from tagger.labels import LabelNameError, check_name, key
 from tagger.layout import DataDir
 from tagger.meta import utc_now
@@ -42,8 +42,6 @@ def error(status: int, message: str):
     return jsonify(error=message), status
 
 
-MIME = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
-        "TIFF": "image/tiff", "HEIF": "image/heic", "BMP": "image/bmp", "AVIF": "image/avif"}
 RECIPES = ("prior", "sgd")
 MAX_PAGE = 500
 LABELLER = re.compile(r"^[\w .@-]{1,64}$")
@@ -94,7 +92,7 @@ def _record_or_404(id_name: str | None):
 
 @bp.get("/")
 def page():
-    return render_template("annotate.html")
+    return render_template("annotate.html", accept=",".join([*MEDIA_TYPES, *sorted(EXTENSIONS)]))
 
 
 @bp.get("/api/labels")
@@ -364,8 +362,8 @@ def original():
     record, bad = _record_or_404(request.args.get("id_name"))
     if bad:
         return bad
-    response = send_file(_ext("store").image_path(record), mimetype=MIME.get(record["format"] or "",
-                         "application/octet-stream"), etag=record["sha256"], max_age=3600)
+    response = send_file(_ext("store").image_path(record), mimetype=media_type(record["format"]),
+                         etag=record["sha256"], max_age=3600)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
     return response

@@ -1,5 +1,6 @@
 """schemathesis hooks for ``make fuzz-api``: the spec's file part is a photo (``encoding.contentType``), so photos
-are generated for it, real JPEG, PNG, WebP, GIF, TIFF and BMP files of random size and colour.
+are generated for it, real JPEG, PNG, WebP and TIFF files (the formats it accepts, tagger.image.FORMATS, HEIF but for
+its slow encoder) of random size and colour.
 
     SCHEMATHESIS_HOOKS=fuzz.api_hooks schemathesis run http://127.0.0.1:7777/openapi.json --checks all
 """
@@ -12,9 +13,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from gateway.openapi import SPEC
+from tagger.image import FORMATS as FORMATS_READ
 
-FORMATS = (("image/jpeg", "JPEG"), ("image/png", "PNG"), ("image/webp", "WEBP"), ("image/gif", "GIF"),
-           ("image/tiff", "TIFF"), ("image/bmp", "BMP"))
+FORMATS = tuple((FORMATS_READ[f][1][0], f) for f in ("JPEG", "PNG", "WEBP", "TIFF"))
 
 
 @st.composite

@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 from tagger import REPO
+from tagger.image import EXTENSIONS
 from tests.hostile import image_cases, small_heic, small_png
 
 
 def write_seeds(out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
-    blobs = [p.read_bytes() for p in sorted((REPO / "samples/exif").iterdir()) if p.suffix.lower() in
-             (".jpg", ".jpeg", ".tiff", ".png", ".heic")]
+    blobs = [p.read_bytes() for p in sorted((REPO / "samples/exif").iterdir()) if p.suffix.lower() in EXTENSIONS]
     blobs += [p.read_bytes() for p in sorted((REPO / "samples/coco_subset/images").iterdir())[:3]]
     blobs += [data for data, _ in image_cases().values() if len(data) < 1_000_000]
     blobs += [small_png(), small_heic()]

@@ -1,6 +1,7 @@
 """OpenAPI 3.1 description of the gateway's API, served at ``/openapi.json``."""
 import unicodedata
 
+from tagger.image import FORMAT_NAMES, MEDIA_TYPES
 from tagger.tags import POLICIES
 
 # Characters refused in an id_name: in the Basic Multilingual Plane, the Unicode categories control, format
@@ -20,9 +21,8 @@ def refused_id_name_categories(value: str) -> set[str]:
 CURSOR_PATTERN = ("^(?:[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{6}Z"
                   "~(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?)?$")
 CURSOR_MAX = 28 + 1366  # the time, "~", and a 256-character id_name of 4-byte UTF-8 characters in base64
-# What the file part may be (the decoder reads these; anything else answers 415).
-PHOTO_MEDIA_TYPES = ("image/jpeg", "image/png", "image/heic", "image/heif", "image/tiff", "image/webp", "image/gif",
-                     "image/bmp", "image/avif")
+# What the file part may be: the decoder's own list (tagger.image.FORMATS); anything else answers 415.
+PHOTO_MEDIA_TYPES = MEDIA_TYPES
 
 
 def _id_name_pattern() -> str:
@@ -75,8 +75,8 @@ SPEC = {
                 "schema": {
                 "type": "object", "required": ["file", "id_name"], "additionalProperties": False,
                 "properties": {"file": {"type": "string", "format": "binary", "minLength": 1,
-                                        "description": "the photo file: JPEG, PNG, HEIC/HEIF, TIFF, WebP, GIF, BMP "
-                                                       "or AVIF that decodes completely (else 415)"},
+                                        "description": f"the photo file: {FORMAT_NAMES}, decoding "
+                                                       "completely (else 415)"},
                                "id_name": _ID_NAME,
                                "if_absent": {"type": "string", "enum": ["0", "1", "true", "false"],
                                              "description": "1: answer 409 instead of replacing"}}}}}},

@@ -4,7 +4,7 @@
                                                             # network rebuilt from meta.json and model.pt)
     detector = load_model_detector(meta, "path/to/unpacked_mar")   # None for a classifier-only model
     transform = eval_transform(meta["preprocessing"])
-    images = [decode_image(b, min_side=meta["preprocessing"]["resize"]) for b in files]
+    images = [decode_image(b, min_side=meta["preprocessing"]["resize"], formats=HANDLER_FORMATS) for b in files]
     logits = with_detector(model(torch.stack([transform(i) for i in images])), images, detector, meta)
     answers = postprocess(logits, meta)  # [{"tags": [...], "scores": {...}, "model_version": "1.0"}]
 """

@@ -17,7 +17,7 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from handler.core import (detector_scores, fused, load_for_serving, load_model_detector, postprocess,
                           release_free_memory, request_bytes, runtime_name, serialize)
-from tagger.image import ImageError, decode_image
+from tagger.image import HANDLER_FORMATS, ImageError, decode_image
 from tagger.presets import eval_transform
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,8 @@ class TaggerHandler(BaseHandler):
         tensors, images, errors = {}, {}, {}
         for i, row in enumerate(data):
             try:
-                images[i] = decode_image(request_bytes(row), min_side=self.meta["preprocessing"]["resize"])
+                images[i] = decode_image(request_bytes(row), min_side=self.meta["preprocessing"]["resize"],
+                                             formats=HANDLER_FORMATS)
                 tensors[i] = self.transform(images[i])
             except ImageError as exc:
                 errors[i] = (exc.status, str(exc))

@@ -9,8 +9,10 @@ import hashlib
 import os
 from pathlib import Path
 
-#: Photo formats the gateway accepts (by extension, case-insensitive); every other file is ignored.
-PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif"})
+from tagger.image import EXTENSIONS
+
+#: Photo formats the gateway accepts (by extension, case-insensitive; tagger.image's list); other files are ignored.
+PHOTO_EXTENSIONS = EXTENSIONS
 SIDECAR_NAMES = ("ext", "stem")
 MAX_ID_NAME = 256
 

@@ -20,11 +20,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from PIL import Image
-
 from photo_library.files import SIDECAR_NAMES, photos_in, sidecar_path
 from photo_library.xmp import (HIERARCHICAL, MODEL_VERSION, SUBJECT, TAGGER_SUBJECTS, TAGS_LIST, UNSAFE_NAME,
                                ExifTools, XmpError, read_tags, unsafe)
+from tagger.image import open_file
 from tagger.labels import FIRST_ADDED_ID, LabelNameError, check_name, key, words_of
 from training.evidence import evidence
 
@@ -85,7 +84,7 @@ def keywords_of(root: Path, parent: str) -> tuple[list[tuple[Path, list[str], in
                     if side.exists():
                         words += user_keywords(read_tags(tool, side,
                                                          PHOTO_TAGS + (TAGGER_SUBJECTS, MODEL_VERSION)), parent)
-                with Image.open(photo) as im:
+                with open_file(photo) as im:
                     width, height = im.size
             except (XmpError, OSError, ValueError) as exc:
                 failed.append({"path": str(photo), "reason": str(exc)[:300]})

@@ -20,14 +20,13 @@ from pathlib import Path
 
 from photo_store.tokens import TokenStore
 from photo_store.vocabulary import VocabularyStore
+from tagger.image import file_extension
 from tagger.meta import atomic_write, utc_now
 
 # The photo record's columns (the migrations in photo_store/migrations/versions define the tables).
 RECORD = ("file", "sha256", "bytes", "format", "width", "height", "exif", "labels", "uploaded_at", "labelled_at",
           "label_detail", "suggested")
 JSON_FIELDS = ("exif", "labels", "label_detail", "suggested")
-EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif", "WEBP": ".webp", "HEIF": ".heic", "GIF": ".gif",
-              "BMP": ".bmp", "MPO": ".jpg", "AVIF": ".avif"}
 
 
 class Conflict(Exception):
@@ -49,7 +48,7 @@ class StoreUnavailable(Exception):
 
 def content_file(sha: str, fmt: str | None) -> str:
     """Where the bytes with this SHA-256 live, relative to the photo folder."""
-    return f"images/{sha[:2]}/{sha}{EXTENSIONS.get(fmt or '', '.bin')}"
+    return f"images/{sha[:2]}/{sha}{file_extension(fmt)}"
 
 
 def decode_record(row) -> dict:

@@ -3,6 +3,7 @@
     >>> from tagger.image import decode_image, ImageError
     >>> image = decode_image(open("photo.jpg", "rb").read())                # full size, EXIF orientation applied
     >>> image = decode_image(open("photo.jpg", "rb").read(), min_side=256)  # shorter side >= 256, decoded fast
+    >>> FORMATS, EXTENSIONS, MEDIA_TYPES                                   # the one list of accepted formats
 
 ``min_side`` lets the JPEG decoder scale down while decoding (DCT scaling by 1/2, 1/4 or 1/8, Pillow's
 ``draft``) to the smallest size whose shorter side still covers ``min_side``, so a 12-megapixel phone photo is
@@ -26,6 +27,43 @@ try:  # HEIC/HEIF photos (iPhones); optional so a bare Pillow install still deco
 except ImportError:  # pragma: no cover - depends on the environment
     pass
 
+#: The photo formats accepted anywhere, and only these: the decoders (Pillow is told to try no other), the API's
+#: spec, the annotation page, the store's file names, the photo library, training's data check and the fuzzers all
+#: read this table. Pillow's format name -> (file extensions, media types); MPO is how Pillow names the JPEGs many
+#: phones and cameras write (a JPEG with a second picture inside).
+FORMATS = {
+    "JPEG": ((".jpg", ".jpeg"), ("image/jpeg",)),
+    "MPO": ((".jpg", ".jpeg"), ("image/jpeg",)),
+    "PNG": ((".png",), ("image/png",)),
+    "TIFF": ((".tif", ".tiff"), ("image/tiff",)),
+    "WEBP": ((".webp",), ("image/webp",)),
+    "HEIF": ((".heic", ".heif"), ("image/heic", "image/heif")),
+}
+PILLOW_FORMATS = tuple(f for f in FORMATS if f != "MPO")  # Pillow opens an MPO through its JPEG plugin
+EXTENSIONS = frozenset(ext for exts, _ in FORMATS.values() for ext in exts)
+MEDIA_TYPES = tuple(dict.fromkeys(m for _, media in FORMATS.values() for m in media))
+FORMAT_NAMES = "JPEG, PNG, HEIC/HEIF, TIFF or WebP"  # as a person names them
+#: What TorchServe's handler decodes: the photo formats, plus the binary PPM of pixels the gateway already decoded
+#: (``decoded_bytes``). Only the gateway, holding TorchServe's inference key, sends the handler anything.
+HANDLER_FORMATS = PILLOW_FORMATS + ("PPM",)
+
+
+def file_extension(fmt: str | None) -> str:
+    """The extension a file of Pillow format ``fmt`` is stored under (``.bin`` for none of ``FORMATS``)."""
+    return FORMATS[fmt][0][0] if fmt in FORMATS else ".bin"
+
+
+def media_type(fmt: str | None) -> str:
+    """The media type a file of Pillow format ``fmt`` is served with (a GIF a store took before the one list of
+    formats still shows on the page)."""
+    return FORMATS[fmt][1][0] if fmt in FORMATS else Image.MIME.get(fmt or "", "application/octet-stream")
+
+
+def open_file(path):
+    """``PIL.Image.open`` of a file, trying only ``FORMATS`` (anything else raises ``UnidentifiedImageError``)."""
+    return Image.open(path, formats=PILLOW_FORMATS)
+
+
 #: Largest image accepted, in pixels (a 50-megapixel camera frame fits; decompression bombs do not).
 DEFAULT_MAX_PIXELS = 64_000_000
 #: Largest encoded file accepted, in bytes.
@@ -42,7 +80,8 @@ class ImageError(ValueError):
         self.status = status
 
 
-def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES):
+def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES,
+               formats: tuple[str, ...] = PILLOW_FORMATS):
     """Read only the header of ``data``: an unloaded ``PIL.Image`` after the size checks.
 
     Raises:
@@ -53,7 +92,7 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: 
     if len(data) > max_bytes:
         raise ImageError(f"image is {len(data)} bytes; the limit is {max_bytes}", status=413)
     with _decoder_errors(max_pixels):
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=formats)
     width, height = image.size
     if width * height > max_pixels:
         raise ImageError(f"image is {width}x{height} pixels; the limit is {max_pixels} pixels", status=413)
@@ -71,7 +110,7 @@ def oriented_size(image: Image.Image) -> tuple[int, int]:
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES,
-                 min_side: int | None = None) -> Image.Image:
+                 min_side: int | None = None, formats: tuple[str, ...] = PILLOW_FORMATS) -> Image.Image:
     """Decode ``data`` to an RGB image with its EXIF orientation applied.
 
     With ``min_side``, the image comes back reduced (never below ``min_side`` on its shorter side, never
@@ -81,7 +120,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes
         ImageError: empty input (400), too many bytes or pixels (413), not a decodable image (415),
             a truncated or corrupt image (400).
     """
-    image = open_image(data, max_pixels=max_pixels, max_bytes=max_bytes)
+    image = open_image(data, max_pixels=max_pixels, max_bytes=max_bytes, formats=formats)
     with _decoder_errors(max_pixels):
         width, height = image.size
         if min_side is not None and image.format == "JPEG":
@@ -121,7 +160,7 @@ def _decoder_errors(max_pixels: int):
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError("not an image Pillow can read (send a JPEG, PNG, HEIC, TIFF or WebP file)",
+        raise ImageError(f"not a photo in a format this service reads (send a {FORMAT_NAMES} file)",
                          status=415) from None
     except Image.DecompressionBombError:  # Pillow's own limit, met in the header or while decoding
         raise ImageError(f"the image has more pixels than Pillow allows; the limit is {max_pixels} pixels",

@@ -7,7 +7,7 @@ from PIL import Image
 
 from serving.stack import ensure_default_archive
 
-from tagger.image import ImageError, decode_image, decoded_bytes, open_image, oriented_size, shrinks
+from tagger.image import HANDLER_FORMATS, ImageError, decode_image, decoded_bytes, open_image, oriented_size, shrinks
 from tests.conftest import COCO, EXIF, REPO
 
 LARGE_CAMERA_FILES = ["30-type_error.jpg", "67-0_length_string.jpg", "87_OSError.jpg", "iphone_hdr_YES.jpg",
@@ -96,6 +96,9 @@ def test_decoded_pixels_decode_again_to_the_same_pixels(phone_photos, side):
         (EXIF / n).read_bytes() for n in ("landscape_6.jpg", "87_OSError.jpg", "IMG_5195.HEIC")]
     for data in photos:
         first = decode_image(data, min_side=side)
-        again = decode_image(decoded_bytes(first), min_side=side)
+        again = decode_image(decoded_bytes(first), min_side=side, formats=HANDLER_FORMATS)
         assert again.size == first.size and again.tobytes() == first.tobytes()
+        with pytest.raises(ImageError) as refused:  # a client's PPM is no photo format the service takes
+            decode_image(decoded_bytes(first), min_side=side)
+        assert refused.value.status == 415
     assert shrinks((4000, 3000), 256) and not shrinks((640, 480), 256)

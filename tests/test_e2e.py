@@ -88,10 +88,14 @@ def test_torchserve_accepts_raw_multipart_and_base64_json_and_survives_bad_bodie
     assert (raw.status_code, multipart.status_code, as_json.status_code) == (200, 200, 200)
     assert raw.json() == multipart.json() == as_json.json() and "bus" in raw.json()["tags"]
     assert "\n" not in raw.text  # serialised by the handler, not re-encoded with indent=2
+    png = io.BytesIO()
+    Image.open(io.BytesIO(photo)).save(png, "PNG")
+    r = post(data=png.getvalue(), headers=octet)
+    assert r.status_code == 200 and set(r.json()["scores"]) == set(raw.json()["scores"])
     gif = io.BytesIO()
     Image.open(io.BytesIO(photo)).convert("RGB").save(gif, "GIF")
     r = post(data=gif.getvalue(), headers=octet)
-    assert r.status_code == 200 and set(r.json()["scores"]) == set(raw.json()["scores"])
+    assert r.status_code == 415 and "JPEG, PNG" in r.json()["error"]  # the one list of formats, here too
     workers = torchserve.worker_states(stack.torchserve)
     for body, status in ((photo[: len(photo) // 3], 400), (os.urandom(4096), 415), (b"", 400)):
         r = post(data=body, headers=octet)

@@ -6,16 +6,22 @@ import multiprocessing
 import socket
 import sqlite3
 import subprocess
+import struct
 import sys
 from io import BytesIO
 
 import pytest
+from PIL import Image
 
 from gateway import create_app
 from gateway.tagger_client import TaggerError
 from photo_store import PhotoStore, base
 from photo_store import sqlite as store_module
+from gateway.openapi import SPEC
+from photo_library.files import photos_in
+from tagger.image import EXTENSIONS, FORMATS, MEDIA_TYPES, ImageError, decode_image
 from tagger.labels import label_names
+from training.datasets import check_image
 from tests.conftest import COCO, EXIF, REPO
 
 PHOTO = (EXIF / "DSCN0010.jpg").read_bytes()
@@ -54,7 +60,7 @@ def test_photo_without_exif_has_null_date_and_gps(client):
     ({"file": PHOTO, "id_name": "a\x00b"}, 400, "control"),
     ({"file": PHOTO, "id_name": "x" * 300}, 400, "longer"),
     ({"file": b"", "id_name": "x"}, 400, "empty"),
-    ({"file": b"%PDF-1.4 not a photo", "id_name": "x"}, 415, "not an image"),
+    ({"file": b"%PDF-1.4 not a photo", "id_name": "x"}, 415, "not a photo in a format"),
     ({"file": PHOTO[:5000], "id_name": "x"}, 400, "truncated"),
 ])
 def test_bad_uploads_get_a_json_4xx(client, form, status, words):
@@ -461,3 +467,38 @@ class FakeOldTagger:
 
     def predict(self, data):
         return {"tags": ["sea", "boat"], "scores": {"sea": 0.9, "boat": 0.8}, "model_version": self.version}
+
+
+def _encoded(fmt: str) -> bytes:
+    """A tiny real file in Pillow format ``fmt`` (PSD, which Pillow cannot write, built by hand)."""
+    if fmt == "PSD":
+        return (b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, 4, 4, 8, 3) + struct.pack(">III", 0, 0, 0)
+                + struct.pack(">H", 0) + bytes(3 * 4 * 4))
+    out = BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 40)).save(out, fmt)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "ICO", "TGA", "PCX", "GIF", "BMP", "EPS", "PSD", "DDS", "SGI"])
+def test_a_format_outside_the_one_list_is_415_everywhere(client, tmp_path, fmt):
+    """Pillow reads these, but the service promises five formats (tagger.image.FORMATS): the decoder tries no other,
+    so an upload is 415, training's data check skips it and the photo library never picks its file up."""
+    data = _encoded(fmt)
+    (tmp_path / f"x.{fmt.lower()}").write_bytes(data)
+    assert check_image(tmp_path / f"x.{fmt.lower()}")  # a reason to skip it
+    assert photos_in(tmp_path) == []
+    r = upload(client, data, f"f-{fmt}")
+    assert r.status_code == 415, (fmt, r.json)
+    assert "JPEG, PNG, HEIC/HEIF, TIFF or WebP" in r.json["error"]
+    with pytest.raises(ImageError):
+        decode_image(data)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF", "WEBP"])
+def test_the_formats_on_the_list_are_stored_under_their_own_extension(client, app, fmt):
+    assert upload(client, _encoded(fmt), f"ok-{fmt}").status_code == 200
+    record = app.extensions["store"].get(f"ok-{fmt}")
+    assert record["format"] == fmt and record["file"].endswith(FORMATS[fmt][0][0]) and record["file"][-5:] != ".bin"
+    declared = SPEC["paths"]["/imgup"]["post"]["requestBody"]["content"]["multipart/form-data"]["encoding"]["file"]
+    assert declared["contentType"] == ", ".join(MEDIA_TYPES)  # the spec says what the decoder reads, nothing more
+    assert ".heic" in EXTENSIONS and ".bmp" not in EXTENSIONS

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from tagger.image import decode_image
+from tagger.image import decode_image, open_file
 from tagger.labels import key, label_names, words_of
 from training.errors import UsageError
 
@@ -71,7 +71,7 @@ class CocoMultiLabel(torch.utils.data.Dataset):
 
     def _load_image(self, image_id: int) -> Image.Image:
         info = self.coco.imgs[image_id]
-        with Image.open(self.root / info["file_name"]) as im:
+        with open_file(self.root / info["file_name"]) as im:
             return im.convert("RGB")
 
     def _load_target(self, image_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +115,7 @@ def check_image(path: Path) -> str | None:
     """``None`` when ``path`` decodes as an image, else the reason. Decodes at reduced size (fast, catches
     truncation)."""
     try:
-        with Image.open(path) as im:
+        with open_file(path) as im:
             im.draft("RGB", (64, 64))
             im.load()
     except FileNotFoundError:

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import torch
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif")
+from tagger.image import EXTENSIONS
+
+IMAGE_SUFFIXES = EXTENSIONS  # the formats the service reads (tagger.image)
 _PLAIN = (list, tuple, dict, str, bytes, int, float, bool, type(None))
 
 

@@ -14,7 +14,7 @@ CHECKPOINT ?= checkpoints/default/best.pt
 VERSION ?=
 DATA_FLAGS = $(foreach d,$(DATA),--data $(d)) $(foreach a,$(ANN),--ann $(a))
 
-.PHONY: setup java chromium exiftool postgres nginx test-packages default-archive serve-cluster migrate-store token revoke tokens test-fast tag export fuzz fuzz-api chaos load serve stop status test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
+.PHONY: setup java chromium exiftool postgres nginx test-packages default-archive serve-cluster migrate-store token revoke tokens test-fast tag export fuzz fuzz-api chaos load serve stop status reparse-exif test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
 
 setup: java $(STAMP)
 
@@ -71,6 +71,10 @@ stop:
 TO ?= $(DATABASE_URL)
 migrate-store: setup
 	$(PY) -m photo_store.transfer --data-dir var --to "$(TO)"
+
+# Parse again the EXIF of photos whose parse overran or whose parser died when they were stored
+reparse-exif: setup
+	@$(PY) -m serving reparse-exif
 
 status: setup
 	$(PY) -m serving status

@@ -9,6 +9,7 @@ to ``job.json``; an error fails the job with its message and leaves what is serv
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -28,6 +29,7 @@ from tagger import REPO
 from tagger.archive import read_archive
 from tagger.labels import label_names
 from tagger.layout import DataDir
+from tagger.lifetime import die_with_parent
 from tagger.meta import save_json, utc_now
 
 SAMPLE_SETS = ("samples/coco_subset", "samples/coco_more")
@@ -125,7 +127,9 @@ def run_train(job: Job) -> dict:
             str(job.dir / "labels.json"), "--output", str(out), "--cache-dir", str(cache_dir),
             "--epochs", str(int(opt["epochs"])), "--workers", "0"]
     print("$ " + " ".join(cmd), flush=True)
-    rc = subprocess.run(cmd, cwd=REPO, stdin=subprocess.DEVNULL).returncode
+    # the training run dies with this runner: a killed job leaves nothing training on
+    rc = subprocess.run(cmd, cwd=REPO, stdin=subprocess.DEVNULL,
+                        preexec_fn=functools.partial(die_with_parent, os.getpid())).returncode
     if rc != 0 or not (out / "best.pt").is_file():
         raise JobError(f"the training tool exited with status {rc}; its output is in the log above")
     job.step("evaluating")

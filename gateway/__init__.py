@@ -31,6 +31,7 @@ from gateway.server_timing import install as install_server_timing
 from gateway.tagger_client import TaggerClient
 from photo_store import StoreUnavailable, open_store
 from tagger import REPO
+from tagger.exif_parsers import ExifParsers
 from tagger.image import DEFAULT_MAX_BYTES
 from tagger.labels import load_labels
 from tagger.layout import DataDir
@@ -82,6 +83,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         VERSION_TTL=30.0,  # seconds between asking TorchServe which version it serves
         PREFETCH_WORKERS=2,
         DECODE_CHECK_THREADS=8,  # per worker: each upload checks its pixels and reads its EXIF beside its file write
+        EXIF_TIMEOUT=3.0,  # seconds one EXIF parse may take from its start (its process is then killed)
+        EXIF_PARSE=None,  # "module:function" parsing EXIF in the parser processes (default tagger.exif.parse_exif)
         GATEWAY_AUTH=os.environ.get("GATEWAY_AUTH", "auto"),  # auto: tokens for other machines; required; off
         TAG_POLICY="precise",  # whose tags /imginfo answers: precise, balanced or complete (?policy= picks another)
         HOSTS="",  # host names answered beyond loopback ones (TAGGER_HOSTS="nas.local 192.168.1.5"; "*": any)
@@ -105,6 +108,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["tagger"] = app.config["TAGGER_CLIENT"] or model_client(app.config)
     app.extensions["decode_checks"] = ThreadPoolExecutor(int(app.config["DECODE_CHECK_THREADS"]),
                                                          thread_name_prefix="decode-check")
+    app.extensions["exif"] = ExifParsers(timeout=float(app.config["EXIF_TIMEOUT"]), parse=app.config["EXIF_PARSE"])
     app.extensions["predictions"] = Predictions(
         app.extensions["store"], app.extensions["tagger"],
         app.config["TS_STATE_FILE"] or data_dir.deployed,

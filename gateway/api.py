@@ -9,13 +9,13 @@ from concurrent.futures import Future
 
 from flask import Blueprint, current_app, jsonify, request
 
-from gateway.exif import gps_information, read_exif
 from gateway.openapi import SPEC
-from gateway.place import place_name
+from gateway.place import gps_information, place_name
 from gateway.server_timing import record as record_timing
 from gateway.server_timing import timed
 from gateway.tagger_client import TaggerError
 from photo_store import Conflict
+from tagger.exif_parsers import needs_reparse, reparsed
 from tagger.image import ImageError, decode_image, decoded_bytes, open_image, oriented_size, shrinks
 from tagger.tags import PolicyMissing, UnknownPolicy, answer_tags, check_policy
 
@@ -99,7 +99,7 @@ def imgup():
         with timed("prefetch"):
             predictions.prefetch(sha, data)
         checking = threads.submit(_decode_check, data, UPLOAD_CHECK_SIDE)
-    exif = threads.submit(read_exif, data)  # beside the file write too
+    exif = threads.submit(current_app.extensions["exif"].read, data)  # beside the file write too
     try:
         with timed("store"):
             record = current_app.extensions["store"].put(id_name, data, sha256=sha, exif=lambda: _exif(exif),
@@ -133,6 +133,18 @@ def _checked(checking) -> None:
     with timed("decode-wait"):
         ms = checking.result()
     record_timing("decode", ms)  # measured in the checking thread
+
+
+def _exif_of(store, record: dict) -> dict:
+    """The stored EXIF of ``record``, parsed again (and stored) first when its parse overran or its parser died
+    (``tagger.exif_parsers.needs_reparse``): one hostile file beside an upload never costs it its date or GPS."""
+    exif = record["exif"]
+    if not needs_reparse(exif):
+        return exif
+    with timed("exif-reparse"):
+        fresh = reparsed(exif, current_app.extensions["exif"].read(store.read_image(record)))
+    store.set_exif(record["id_name"], record["sha256"], fresh)
+    return fresh
 
 
 def requested_policy() -> str | None:
@@ -173,7 +185,7 @@ def imginfo():
         tags, tag_policy = tags_of(prediction, policy)
     except PolicyMissing as exc:
         return error(409, str(exc))
-    exif = record["exif"]
+    exif = _exif_of(store, record)
     old_layout = "datetime" not in exif  # stored before date fallbacks were read
     return jsonify(
         image_id=id_name,
@@ -188,6 +200,7 @@ def imginfo():
         image={"width": record["width"], "height": record["height"], "format": record["format"],
                "orientation": exif.get("orientation")},
         place=place_name(exif.get("gps")),
+        exif_unread=exif.get("unread"),
         scores=prediction["scores"],
         model_version=prediction["model_version"],
     )

@@ -216,7 +216,11 @@ SPEC = {
                                                    "region": {"type": ["string", "null"]},
                                                    "country": {"type": ["string", "null"]},
                                                    "country_code": {"type": ["string", "null"]},
-                                                   "distance_km": {"type": "number"}}}}},
+                                                   "distance_km": {"type": "number"}}},
+                          "exif_unread": {"type": ["string", "null"],
+                                          "description": "why the photo's EXIF could not be read (its parse "
+                                                         "overran or its parser died; each /imginfo parses again, "
+                                                         "three times in all), or null"}}},
     }},
 }
 

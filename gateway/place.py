@@ -1,4 +1,5 @@
-"""Place names offline: the nearest GeoNames city (population >= 1000) to a photo's GPS position.
+"""Where a photo was: the original API's ``GPS_information`` and, offline, the nearest GeoNames city
+(population >= 1000) to a photo's GPS position.
 
     >>> place_name({"latitude": 43.4674, "longitude": 11.8851})
     {'city': 'Arezzo', 'region': 'Tuscany', 'country': 'Italy', 'country_code': 'IT', 'distance_km': 0.6}
@@ -34,3 +35,18 @@ def place_name(gps: dict | None) -> dict | None:
     return {"city": hit.get("city"), "region": hit.get("state"), "country": hit.get("country"),
             "country_code": hit.get("country_code"),
             "distance_km": round(_km(gps["latitude"], gps["longitude"], hit["latitude"], hit["longitude"]), 1)}
+
+
+def gps_information(gps: dict | None) -> dict | None:
+    """The original API's ``GPS_information`` object (``None`` when the photo has no usable position)."""
+    if gps is None:
+        return None
+    altitude = gps["altitude"]
+    return {
+        "GPSAltitude": None if altitude is None else str(round(altitude, 6)),
+        "GPSAltitudeRef": str(gps["altitude_ref"]),
+        "GPSLatitude": round(gps["latitude"], 8),
+        "GPSLatitudeRef": gps["latitude_ref"],
+        "GPSLongitude": round(gps["longitude"], 8),
+        "GPSLongitudeRef": gps["longitude_ref"],
+    }

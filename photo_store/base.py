@@ -189,6 +189,21 @@ class SqlStore(TokenStore, VocabularyStore):
                               (limit, offset))
         return [decode_record(r) for r in rows]
 
+    def set_exif(self, id_name: str, sha256: str, exif: dict) -> bool:
+        """Store EXIF parsed again for the photo ``id_name`` holds, only while it still holds the bytes ``sha256``
+        (a photo replaced meanwhile keeps its own); False when it does not."""
+        with self._connect() as db:
+            with self._write(db, id_name):
+                n = self._run(db, "UPDATE photos SET exif = ? WHERE id_name = ? AND sha256 = ?",
+                              (json.dumps(exif), id_name, sha256))
+        return n == 1
+
+    def unread_exif(self) -> list[dict]:
+        """Photos whose EXIF could not be read when stored (its parse overran or its parser died)."""
+        with self._connect() as db:
+            rows = self._rows(db, "SELECT * FROM photos WHERE exif LIKE ? ORDER BY uploaded_at", ('%"unread":%',))
+        return [r for r in map(decode_record, rows) if r["exif"].get("unread")]
+
     def set_labels(self, id_name: str, labels: list[str], *, detail: dict | None = None,
                    suggested: dict | None = None, sha256: str | None = None) -> bool:
         """Record a person's labels for ``id_name`` (the photo now counts as labelled); False when there is no

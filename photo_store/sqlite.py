@@ -85,8 +85,8 @@ class SQLiteStore(SqlStore):
     @contextmanager
     def _file_lock(self, db, sha: str):
         # flock on a file of our own opening: threads exclude each other too, and no false deadlock is reported
-        # between processes (POSIX record locks do, per process). A process forked while it is held shares it until
-        # it closes the descriptor: the gateway's EXIF parser does so at once (gateway.exif.close_inherited_files).
+        # between processes (POSIX record locks do, per process). O_CLOEXEC: a process started while it is held (an
+        # EXIF parser, a training job) does not inherit it.
         fd = os.open(self.lock_dir / f"file-{self._stripe(sha):02d}", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

@@ -4,6 +4,7 @@
     python -m serving deploy VERSION [--var DIR]       # model_store/tagger-VERSION.mar becomes the default
     python -m serving serve-cluster [--replicas N] [--listen HOST] [--hosts NAMES]   # PostgreSQL, TorchServe, ...
     python -m serving {token,revoke,tokens} [--name NAME] [--scope read|write]   # API tokens (serving/tokens.py)
+    python -m serving reparse-exif                      # EXIF whose parse overran, parsed again (serving/reparse.py)
 """
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from photo_store import StoreUnavailable
 from serving import torchserve
 from serving.cluster import Cluster, cluster_status, is_cluster, serve_cluster, stop_cluster
 from serving.stack import Stack, gateway_pid, serve, stop, versions
-from serving.tokens import run
+from serving.leftovers import stop_leftovers
+from serving.reparse import reparse_exif
+from serving.tokens import open_setup_store, run
+from tagger.exif_parsers import ExifParsers
 from serving.versions import DeployError
 
 
@@ -22,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m serving", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["serve", "serve-cluster", "stop", "status", "deploy", "rollback", "versions",
-                                        "token", "revoke", "tokens"])
+                                        "token", "revoke", "tokens", "reparse-exif"])
     p.add_argument("version", nargs="?", help="with deploy: the version to deploy (model_store/tagger-VERSION.mar)")
     p.add_argument("--var", default=None, help="data and runtime directory (default: var/ in the repository)")
     p.add_argument("--replicas", type=int, default=None, help="with serve-cluster: gateway replicas (default 2, "
@@ -39,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         status, text = run(args.command, stack, name=args.name, scope=args.scope)
         print(text, file=sys.stdout if status == 0 else sys.stderr)
         return status
+    if args.command == "reparse-exif":
+        return reparse_command(stack)
     cluster = Cluster.load(stack.var_dir, replicas=args.replicas, proxy_host=args.listen,
                            hosts=None if args.hosts is None else tuple(args.hosts.replace(",", " ").split()))
     if args.command == "serve-cluster":
@@ -84,12 +91,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.command} failed: {exc}", file=sys.stderr)
             return 2
     elif args.command == "stop":
-        stop(stack)
-        if is_cluster(stack.var_dir):
-            stopped = stop_cluster(cluster)
-            print(f"stopped{': ' + ', '.join(stopped) if stopped else ''}")
-        else:
-            print("stopped")
+        stop(stack, sweep=False)
+        stopped = stop_cluster(cluster) if is_cluster(stack.var_dir) else []
+        print(f"stopped{': ' + ', '.join(stopped) if stopped else ''}")
+        for left in stop_leftovers(stack.var_dir):  # what killed parents left behind, found by the stack's mark
+            print(f"  stopped a leftover process {left}")
     else:
         ts_pid = torchserve.running_pid(stack.torchserve)
         gw_pid = gateway_pid(stack)
@@ -97,6 +103,24 @@ def main(argv: list[str] | None = None) -> int:
               f"gateway:    {'running, pid %d' % gw_pid if gw_pid else 'stopped'}")
         return 0 if ts_pid and gw_pid else 3
     return 0
+
+
+def reparse_command(stack: Stack) -> int:
+    """``make reparse-exif``: 0 when every photo's EXIF is now read, else 1 (the ones still unread are listed)."""
+    try:
+        store = open_setup_store(stack)
+    except (StoreUnavailable, ValueError) as exc:
+        print(f"reparse-exif failed: {exc}", file=sys.stderr)
+        return 1
+    parsers = ExifParsers()
+    try:
+        done = reparse_exif(store, parsers)
+    finally:
+        parsers.close()
+    print(f"EXIF read again for {done['read']} photo(s)")
+    for id_name in done["unread"]:
+        print(f"  still unreadable: {id_name!r}", file=sys.stderr)
+    return 1 if done["unread"] else 0
 
 
 def print_cluster(cluster: Cluster) -> int:

@@ -24,6 +24,7 @@ import yaml
 
 from photo_store import StoreUnavailable, open_store
 from serving import torchserve
+from serving.leftovers import marked, stop_leftovers
 from serving.torchserve import Ports, TorchServeRun
 from serving.versions import DeployError, Versions, deployed_mar
 from tagger import REPO
@@ -149,7 +150,8 @@ def start_gateway(stack: Stack, *, timeout: float = 30) -> int:
         # master is still a zombie that init has not reaped yet
         (stack.gateway_dir / "gunicorn.pid").unlink(missing_ok=True)
         ts = stack.torchserve
-        env = dict(os.environ, TAGGER_DATA_DIR=str(stack.var_dir), TAGGER_TS_INFERENCE_URL=ts.inference_url,
+        env = marked(dict(os.environ), stack.var_dir)  # the stack's mark: make stop finds whatever outlives a parent
+        env.update(TAGGER_DATA_DIR=str(stack.var_dir), TAGGER_TS_INFERENCE_URL=ts.inference_url,
                    TAGGER_TS_MANAGEMENT_URL=ts.management_url, TAGGER_TS_KEY_FILE=str(ts.key_file),
                    TAGGER_MODEL_STORE=str(stack.model_store), DATABASE_URL=stack.database_url)
         if stack.pgpass_file is not None:
@@ -223,7 +225,7 @@ def serve(stack: Stack, *, mar: str | None = None) -> dict:
     if mar == DEFAULT_MAR:
         ensure_default_archive(stack.model_store)
     threads = max(1, (os.cpu_count() or 1) // model_workers())
-    torchserve.start(stack.torchserve, mar, threads_per_worker=threads)
+    torchserve.start(stack.torchserve, mar, threads_per_worker=threads, env=marked({}, stack.var_dir))
     torchserve.wait_ready(stack.torchserve)
     t_model = time.monotonic() - t0
     start_gateway(stack)
@@ -237,6 +239,9 @@ def versions(stack: Stack):
     return Versions(stack.torchserve, workers=model_workers())
 
 
-def stop(stack: Stack) -> None:
+def stop(stack: Stack, *, sweep: bool = True) -> list[str]:
+    """Stop the gateway and TorchServe by their PIDs, then (``sweep``) whatever else carries the stack's mark (a
+    job's training run, an orphaned worker or parser whose parent was killed); names those leftovers."""
     stop_gateway(stack)
     torchserve.stop(stack.torchserve)
+    return stop_leftovers(stack.var_dir) if sweep else []

@@ -171,8 +171,9 @@ def running_pid(run: TorchServeRun) -> int | None:
     return pid if b"org.pytorch.serve.ModelServer" in cmdline else None
 
 
-def start(run: TorchServeRun, mar: str, *, threads_per_worker: int | None = None) -> int:
-    """Start TorchServe with ``mar`` (a file name in the model store) unless it already runs; returns its PID."""
+def start(run: TorchServeRun, mar: str, *, threads_per_worker: int | None = None, env: dict | None = None) -> int:
+    """Start TorchServe with ``mar`` (a file name in the model store) unless it already runs; returns its PID.
+    ``env``: more variables for it and its workers (the stack's mark, serving.leftovers)."""
     pid = running_pid(run)
     if pid is not None:
         return pid
@@ -181,7 +182,7 @@ def start(run: TorchServeRun, mar: str, *, threads_per_worker: int | None = None
     make_private_dir(run.tmp_dir)
     config = run.run_dir / "config.properties"
     config.write_text(render_config(run))
-    env = dict(os.environ, TEMP=str(run.tmp_dir), TMPDIR=str(run.tmp_dir),
+    env = dict(os.environ, **(env or {}), TEMP=str(run.tmp_dir), TMPDIR=str(run.tmp_dir),
                LOG_LOCATION=str(run.run_dir / "logs"), METRICS_LOCATION=str(run.run_dir / "logs"))
     if threads_per_worker is not None:
         env["OMP_NUM_THREADS"] = str(threads_per_worker)

@@ -154,6 +154,7 @@ def app(tmp_path, fake_tagger, store_url):
                       "DATABASE_URL": store_url})
     yield app
     getattr(app.extensions["store"], "close", lambda: None)()  # a PostgreSQL store's pool
+    app.extensions["exif"].close()
 
 
 @pytest.fixture

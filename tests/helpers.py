@@ -2,6 +2,7 @@
 
     value = wait_until(lambda: store.get("x"), timeout=30, what="the upload to be stored")
     exiftool(sidecar, "XMP-dc:Subject")       # what the ExifTool command line reads back
+    alive(pid), children(pid)                  # a process (not a zombie), and its live children
 
 ``wait_until`` is the one way a test waits for the system: it polls a condition, bounded, and fails naming what it
 waited for and for how long; it never asserts how long something took (a busy machine is slower, not wrong).
@@ -12,6 +13,8 @@ import json
 import shutil
 import subprocess
 import time
+
+import psutil
 
 EXIFTOOL = shutil.which("exiftool") or "/usr/bin/exiftool"
 
@@ -41,3 +44,19 @@ def exiftool(path, *tags):
     out = json.loads(subprocess.run([EXIFTOOL, "-j", "-G1", *[f"-{t}" for t in tags], str(path)], check=True,
                                     capture_output=True, text=True).stdout)[0]
     return {t: (v if isinstance(v, list) else [str(v)]) for t in tags if (v := out.get(t)) is not None}
+
+
+def alive(pid: int) -> bool:
+    """True while process ``pid`` runs (a zombie has ended)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (of any of its threads: the JVM starts workers from several)."""
+    try:
+        return sorted(c.pid for c in psutil.Process(pid).children() if c.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return []

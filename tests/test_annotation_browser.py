@@ -22,7 +22,7 @@ from photo_store import open_store
 from tagger.labels import label_names
 from tests.conftest import COCO, REPO, private_model_store, secured_gateway, served_stack
 from photo_library.tagging import tag_folder
-from tests.helpers import exiftool, wait_until
+from tests.helpers import alive, children, exiftool, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 HOSTILE = '<img src=x onerror="window.__xss=1">.jpg'
@@ -90,7 +90,7 @@ def test_the_whole_loop_upload_label_reload_export_retrain_deploy(stack, browser
                                                     "l.className, l.querySelector('.state').textContent])")
     by_name = {name: (cls, text) for name, cls, text in rows}
     assert all(by_name[n][0] == "ok" for n in PHOTOS + [HOSTILE])
-    assert by_name["notes.jpg"][0] == "failed" and "image" in by_name["notes.jpg"][1]  # the gateway's 4xx message
+    assert by_name["notes.jpg"][0] == "failed" and "not a photo" in by_name["notes.jpg"][1]  # the gateway's 4xx message
     page.wait_for_function("document.querySelectorAll('#grid .tile').length === 7")
     # hostile names are shown as text, never run
     assert HOSTILE in page.eval_on_selector_all("#grid .tile .name", "ns => ns.map(n => n.textContent)")
@@ -332,7 +332,9 @@ def test_failed_jobs_show_their_error_and_change_nothing_served(stack, browser):
     job = requests.get(f"{url}/annotate/api/jobs", timeout=10).json()["latest"]
     assert requests.post(f"{url}/annotate/api/jobs/train", json={"recipe": "sgd", "epochs": 1}, timeout=10
                          ).status_code == 409  # one job at a time
-    os.killpg(job["pid"], signal.SIGKILL)
+    training = wait_until(lambda: children(job["pid"]), timeout=60, what="the job's training process")
+    os.kill(job["pid"], signal.SIGKILL)  # the runner alone: its training run goes with it
+    wait_until(lambda: not any(alive(p) for p in training), what="the training run to die with its job")
     page.wait_for_selector("#job-state.failed", timeout=30_000)
     assert "ended without a result" in page.text_content("#job-state")
     assert page.is_hidden("#deploy")

@@ -28,18 +28,10 @@ from photo_store import PhotoStore
 from serving import torchserve
 from serving.stack import Stack, ensure_default_archive, gateway_pid, serve, stop
 from serving.torchserve import Ports, free_ports
-from tests.helpers import wait_until
+from tests.helpers import children, wait_until
 
 KILLS = int(os.environ.get("CHAOS_KILLS", "10"))
 FIGURES = {}
-
-
-def _children(pid: int) -> list[int]:
-    """Live child processes of ``pid`` (of any of its threads: the JVM starts workers from several)."""
-    try:
-        return sorted(c.pid for c in psutil.Process(pid).children() if c.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return []
 
 
 def _cmdline(pid: int) -> str:
@@ -114,7 +106,7 @@ def test_sigkilled_torchserve_workers_give_503_with_retry_after_then_recover(sta
         wait_until(lambda: len(answers) >= 8, what="the first answers")
         frontend = torchserve.running_pid(stack.torchserve)
         for _ in range(3):
-            workers = [p for p in _children(frontend) if "model_service_worker" in _cmdline(p)]
+            workers = [p for p in children(frontend) if "model_service_worker" in _cmdline(p)]
             assert workers, "no TorchServe worker found"
             os.kill(workers[0], signal.SIGKILL)
             kills.append(time.monotonic())
@@ -157,13 +149,13 @@ def test_sigkilled_gateway_workers_lose_no_acknowledged_upload(stack):
     with clients(4, client):
         time.sleep(1)
         for _ in range(KILLS):
-            workers = _children(master)
+            workers = children(master)
             assert workers, "gunicorn has no worker"
             os.kill(workers[killed % len(workers)], signal.SIGKILL)
             killed += 1
-            wait_until(lambda: len(_children(master)) >= 2, timeout=60, what="gunicorn to replace the killed worker")
+            wait_until(lambda: len(children(master)) >= 2, timeout=60, what="gunicorn to replace the killed worker")
             time.sleep(0.15)  # pacing: uploads between the kills
-    assert gateway_pid(stack) == master and len(_children(master)) == 2
+    assert gateway_pid(stack) == master and len(children(master)) == 2
     var = stack.var_dir
     with sqlite3.connect(var / "photos.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -214,7 +206,7 @@ def test_a_full_disk_gives_507_json_and_keeps_what_was_acknowledged(stack):
 
     big = io.BytesIO()
     Image.effect_noise((400, 300), 64).convert("RGB").save(big, "JPEG", quality=95)  # noise: > 64 KB
-    workers = _children(gateway_pid(stack))
+    workers = children(gateway_pid(stack))
     limit = 64 * 1024
     hard = {pid: resource.prlimit(pid, resource.RLIMIT_FSIZE)[1] for pid in workers}
     for pid in workers:  # the soft limit only: raising it back needs no privilege
@@ -227,7 +219,7 @@ def test_a_full_disk_gives_507_json_and_keeps_what_was_acknowledged(stack):
     finally:
         for pid in workers:
             resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard[pid], hard[pid]))
-    assert _children(gateway_pid(stack)) == workers  # no worker died
+    assert children(gateway_pid(stack)) == workers  # no worker died
     r = requests.post(f"{url}/imgup", files={"file": ("b.jpg", big.getvalue(), "image/jpeg")},
                       data={"id_name": "while-full"}, timeout=60)
     assert r.status_code == 200

@@ -9,33 +9,29 @@ import dataclasses
 import io
 import json
 import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 from PIL import Image
 
 from serving import torchserve
+from serving.leftovers import leftovers, marked
 from serving.stack import (Stack, ensure_default_archive, gateway_pid, model_workers, serve, start_gateway, stop,
                            stop_gateway)
 from serving.torchserve import SOCKET_NAME, SOCKET_PATH_MAX, Ports, free_ports
 from tagger.image import DEFAULT_MAX_BYTES, decode_image
 from tagger.ts_keys import key_rejected, read_keys, renew_key
 from tests.conftest import COCO, EXIF, REPO
+from tests.helpers import alive, wait_until
 
 KEY_MINUTES = 0.1
 PIDS = []  # TorchServe frontend, gunicorn master
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split()[2] != "Z"
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +223,7 @@ def test_upload_while_torchserve_is_down_is_served_once_it_is_back(stack):
     r = requests.get(f"{url}/imginfo", params={"id_name": "while-down"}, timeout=60)
     assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0 and "error" in r.json()
     assert requests.get(f"{url}/readyz", timeout=30).status_code == 503
-    torchserve.start(stack.torchserve, "tagger.mar", threads_per_worker=1)
+    torchserve.start(stack.torchserve, "tagger.mar", threads_per_worker=1, env=marked({}, stack.var_dir))
     torchserve.wait_ready(stack.torchserve)
     PIDS[0] = torchserve.running_pid(stack.torchserve)
     r = requests.get(f"{url}/imginfo", params={"id_name": "while-down"}, timeout=60)
@@ -262,15 +258,23 @@ def test_a_gateway_whose_killed_master_is_still_a_zombie_starts_again(stack):
         os.waitpid(zombie, 0)
 
 
-def test_serve_twice_starts_no_second_copy_and_stop_leaves_nothing(stack):
+def test_serve_twice_starts_no_second_copy_and_make_stop_leaves_nothing_even_after_kills(stack):
     serve(stack)
     assert [torchserve.running_pid(stack.torchserve), gateway_pid(stack)] == PIDS
     group = subprocess.run(["pgrep", "-g", str(os.getpgid(PIDS[0]))], capture_output=True, text=True, check=True)
-    children = [int(p) for p in group.stdout.split()]
-    assert len(children) >= 2  # the frontend and its model workers
-    stop(stack)
-    time.sleep(0.5)
-    assert not [p for p in PIDS + children if _alive(p)]
-    assert not stack.torchserve.tmp_dir.exists()  # the short stand-in folder under /tmp went with it
+    assert len(group.stdout.split()) >= 2  # the frontend and its model workers
+    with open(EXIF / "DSCN0010.jpg", "rb") as f:  # the gateway's workers now hold EXIF parser processes
+        assert requests.post(f"{stack.gateway_url}/imgup", files={"file": f}, data={"id_name": "last"}, timeout=60).ok
+    started = {p.pid for p in leftovers(stack.var_dir)}  # all the stack started carries its mark
+    assert set(PIDS) | {int(p) for p in group.stdout.split()} <= started
+    assert any("tagger.exif" in " ".join(psutil.Process(p).cmdline()) for p in started if alive(p))
+    for pid in PIDS:  # the OOM killer takes TorchServe's frontend and gunicorn's master: their children live on
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not any(alive(p) for p in PIDS), what="the killed parents to go")
+    done = subprocess.run([sys.executable, "-m", "serving", "stop", "--var", str(stack.var_dir)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not leftovers(stack.var_dir) and not [p for p in started if alive(p)], done.stdout
+    assert not stack.torchserve.tmp_dir.exists() or not list(stack.torchserve.tmp_dir.glob(".ts.sock.*"))
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{stack.gateway_url}/healthz", timeout=2)

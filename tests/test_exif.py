@@ -5,14 +5,22 @@ import json
 import os
 import socket
 import struct
-import time
+import signal
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from PIL import Image
 
-from gateway import exif
-from gateway.exif import _BOUNDED, EMPTY, gps_information, jpeg_exif_block, read_exif
-from tests.conftest import EXIF
+from gateway.place import gps_information
+from photo_store import open_store
+from serving.reparse import reparse_exif
+from tagger.exif import EMPTY, jpeg_exif_block
+from tagger.exif_parsers import ExifParsers, needs_reparse, read_exif, reparsed
+from tests.conftest import EXIF, REPO
+from tests.helpers import alive, wait_until
+from tests.slow_exif import hanging_jpeg
 
 FILES = sorted(json.loads((EXIF / "expected.json").read_text())["files"])
 
@@ -110,11 +118,73 @@ def test_hostile_exif_gives_none_quickly_and_never_raises(name, tiff):
     assert read_exif((EXIF / "DSCN0010.jpg").read_bytes())["gps"] is not None  # the next photo reads fine
 
 
-def test_a_parse_that_overruns_is_killed_and_the_parser_replaced():
-    data = (EXIF / "DSCN0010.jpg").read_bytes()
-    _BOUNDED._get().submit(time.sleep, 5)  # the one parser process is busy: this parse cannot finish in time
-    assert read_exif(data, timeout=0.2) == EMPTY  # overran: killed, nothing read
-    assert read_exif(data)["datetime"] == "2008:10:22 16:28:39"  # a fresh parser process answers
+def test_a_parse_that_overruns_is_killed_and_only_it():
+    """Four GPS photos parsed beside one that hangs all keep their GPS: each parse has its own process and its own
+    time from its own start; the overrunning one alone is killed, and says so (``unread``)."""
+    parsers = ExifParsers(timeout=4.0, parse="tests.slow_exif:parse")
+    gps_photo = (EXIF / "DSCN0010.jpg").read_bytes()
+    try:
+        with ThreadPoolExecutor(5) as pool:
+            hanging = pool.submit(parsers.read, hanging_jpeg())
+            wait_until(lambda: len(parsers.processes()) == 1, what="the hanging parse to start")
+            before = set(parsers.processes())
+            results = list(pool.map(lambda _: parsers.read(gps_photo), range(4)))
+            got = hanging.result()
+        assert all(r["gps"] is not None and "unread" not in r for r in results)
+        assert got["gps"] is None and "longer than 4 s" in got["unread"]
+        assert {k: v for k, v in got.items() if k != "unread"} == EMPTY
+        assert not any(alive(pid) for pid in before)  # killed and reaped
+        assert parsers.read(gps_photo)["datetime"] == "2008:10:22 16:28:39"  # a fresh process answers
+    finally:
+        parsers.close()
+
+
+def test_a_parser_that_dies_mid_parse_says_so_and_is_replaced():
+    parsers = ExifParsers(timeout=60.0, parse="tests.slow_exif:parse")
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            hanging = pool.submit(parsers.read, hanging_jpeg())
+            pid = wait_until(lambda: parsers.processes(), what="the parse to start")[0]
+            os.kill(pid, signal.SIGKILL)
+            assert "died" in hanging.result()["unread"]
+        assert parsers.read((EXIF / "DSCN0010.jpg").read_bytes())["gps"] is not None
+    finally:
+        parsers.close()
+
+
+def test_unread_exif_is_parsed_again_a_few_times_at_most():
+    unread = {**EMPTY, "unread": "EXIF parsing took longer than 3 s"}
+    assert needs_reparse(unread) and not needs_reparse(EMPTY)
+    second = reparsed(unread, unread)
+    assert second["attempts"] == 2 and needs_reparse(second)
+    assert not needs_reparse(reparsed(second, unread))  # the third failure: unreadable for good
+    assert reparsed(second, EMPTY) == EMPTY  # read at last
+
+
+def test_parsers_die_with_the_process_that_started_them(tmp_path):
+    """A SIGKILLed server (the OOM killer, the chaos tests) leaves no parser behind: neither an idle one, nor one
+    busy on a parse that would never end."""
+    script = (
+        "import sys, threading, time\n"
+        "from tagger.exif_parsers import ExifParsers\n"
+        "from tests.slow_exif import hanging_jpeg\n"
+        "p = ExifParsers(timeout=3600, parse='tests.slow_exif:parse')\n"
+        "threading.Thread(target=p.read, args=(hanging_jpeg(),), daemon=True).start()\n"
+        "while len(p.processes()) < 1: time.sleep(0.05)\n"
+        "p.read(open(sys.argv[1], 'rb').read())\n"  # a second parser, idle after this
+        "assert len(p.processes()) == 2\n"
+        "print(*p.processes(), flush=True)\n"
+        "time.sleep(3600)\n")
+    server = subprocess.Popen([sys.executable, "-c", script, str(EXIF / "DSCN0010.jpg")], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in server.stdout.readline().split()]
+        assert len(pids) == 2 and all(alive(p) for p in pids)
+    finally:
+        server.kill()
+        server.wait()
+        server.stdout.close()
+    wait_until(lambda: not any(alive(p) for p in pids), what="the parsers to die with their parent")
 
 
 def test_garbage_never_raises():
@@ -133,18 +203,37 @@ def test_webp_and_png_exif_read_like_the_jpeg(fmt):
 
 
 def test_the_parser_process_holds_none_of_the_callers_sockets():
-    """A forked parser would inherit a gunicorn worker's client connections and keep a closed keep-alive
-    connection open, so a browser reusing it would hang; the parser comes from a fork server instead."""
-    exif._BOUNDED.close()
+    """A parser inheriting a gunicorn worker's client connections would keep a closed keep-alive connection open,
+    so a browser reusing it would hang; each parser is a fresh interpreter holding only its two pipes."""
+    parsers = ExifParsers()
     a, b = socket.socketpair()
     try:
-        exif.read_exif((EXIF / sorted(p.name for p in EXIF.glob("*.jpg"))[0]).read_bytes())
-        children = [proc.pid for proc in exif._BOUNDED._pool._processes.values()]
+        parsers.read((EXIF / "DSCN0010.jpg").read_bytes())
+        children = parsers.processes()
         assert children
-        inodes = {os.fstat(s.fileno()).st_ino for s in (a, b)}
         for pid in children:
             held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
-            assert not {f"socket:[{i}]" for i in inodes} & held
+            assert not [h for h in held if h.startswith("socket:")], held
     finally:
         a.close()
         b.close()
+        parsers.close()
+
+
+def test_make_reparse_exif_reads_what_an_overrun_left_unread(tmp_path):
+    """``make reparse-exif`` (serving.reparse) reaches the photos nobody asks /imginfo for."""
+    store = open_store(tmp_path)
+    photo = (EXIF / "DSCN0010.jpg").read_bytes()
+    unread = {**EMPTY, "unread": "EXIF parsing took longer than 3 s"}
+    store.put("tuscany", photo, exif=unread, fmt="JPEG", width=640, height=480)
+    store.put("hangs", hanging_jpeg(), exif=unread, fmt="JPEG", width=64, height=48)
+    store.put("fine", photo, exif=EMPTY, fmt="JPEG", width=640, height=480)
+    assert [r["id_name"] for r in store.unread_exif()] == ["tuscany", "hangs"]
+    parsers = ExifParsers(timeout=3.0, parse="tests.slow_exif:parse")
+    try:
+        assert reparse_exif(store, parsers) == {"read": 1, "unread": ["hangs"]}
+    finally:
+        parsers.close()
+    assert store.get("tuscany")["exif"]["gps"]["latitude"] == pytest.approx(43.46744833)
+    assert store.get("hangs")["exif"]["attempts"] == 2 and store.get("fine")["exif"] == EMPTY
+    assert not store.set_exif("tuscany", "0" * 64, EMPTY)  # only onto the bytes it was parsed from

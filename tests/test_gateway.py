@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import struct
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 
 import pytest
@@ -23,6 +24,7 @@ from tagger.image import EXTENSIONS, FORMATS, MEDIA_TYPES, ImageError, decode_im
 from tagger.labels import label_names
 from training.datasets import check_image
 from tests.conftest import COCO, EXIF, REPO
+from tests.slow_exif import hanging_jpeg
 
 PHOTO = (EXIF / "DSCN0010.jpg").read_bytes()
 
@@ -37,7 +39,8 @@ def test_upload_then_info_has_exactly_the_original_keys_plus_additive_ones(clien
     assert r.status_code == 200 and r.json["image_id"] == "tuscany" and r.json["status"] == "stored"
     info = client.get("/imginfo?id_name=tuscany").json
     assert set(info) == {"image_id", "predict_tags", "data_information", "GPS_information", "scores",
-                         "model_version", "place", "date_source", "offset_time", "camera", "image", "tag_policy"}
+                         "model_version", "place", "date_source", "offset_time", "camera", "image", "tag_policy",
+                         "exif_unread"}
     assert info["date_source"] == "DateTimeOriginal" and info["camera"]["make"] == "NIKON"
     assert info["image"] == {"width": 640, "height": 480, "format": "JPEG", "orientation": 1}
     assert info["predict_tags"] == ["sea", "boat"]
@@ -45,6 +48,30 @@ def test_upload_then_info_has_exactly_the_original_keys_plus_additive_ones(clien
     assert info["GPS_information"]["GPSLatitude"] == pytest.approx(43.46744833)
     assert info["GPS_information"]["GPSLongitudeRef"] == "E"
     assert client.post("/imginfo", data={"id_name": "tuscany"}).json == info
+
+
+def test_four_gps_photos_uploaded_beside_a_hostile_one_all_keep_their_gps(tmp_path, fake_tagger, store_url):
+    """One photo whose EXIF parse hangs costs nobody else their date or GPS; its own EXIF is parsed again on its
+    next /imginfo (here by a parser that reads it), so nothing is lost for good."""
+    config = {"TESTING": True, "DATA_DIR": str(tmp_path), "TAGGER_CLIENT": fake_tagger, "DATABASE_URL": store_url}
+    app = create_app({**config, "EXIF_PARSE": "tests.slow_exif:parse", "EXIF_TIMEOUT": 4.0})
+    client = app.test_client()
+    jobs = [("hostile", hanging_jpeg())] + [(f"gps-{i}", PHOTO) for i in range(4)]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        assert [r.status_code for r in pool.map(lambda job: upload(client, job[1], job[0]), jobs)] == [200] * 5
+    for name, _ in jobs[1:]:
+        info = client.get(f"/imginfo?id_name={name}").json
+        assert info["GPS_information"]["GPSLatitude"] == pytest.approx(43.46744833) and info["exif_unread"] is None
+    stored = app.extensions["store"].get("hostile")["exif"]
+    assert "longer than 4 s" in stored["unread"] and stored["gps"] is None
+    assert "longer than 4 s" in client.get("/imginfo?id_name=hostile").json["exif_unread"]  # tried again: hangs
+    assert app.extensions["store"].get("hostile")["exif"]["attempts"] == 2
+    app.extensions["exif"].close()
+    again = create_app(config)  # parsers that read the file
+    info = again.test_client().get("/imginfo?id_name=hostile").json
+    assert info["exif_unread"] is None and info["data_information"] is None  # read: it has no EXIF
+    assert "unread" not in again.extensions["store"].get("hostile")["exif"]
+    again.extensions["exif"].close()
 
 
 def test_photo_without_exif_has_null_date_and_gps(client):

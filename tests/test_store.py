@@ -7,12 +7,11 @@ import multiprocessing
 import sqlite3
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from gateway.exif import _BOUNDED, read_exif
+from tagger.exif_parsers import ExifParsers
 from photo_store import Conflict, StoreUnavailable, open_store
 from photo_store.migrate import current, head
 from photo_store.postgres import PostgresStore
@@ -189,17 +188,17 @@ def test_migrate_store_copies_sqlite_into_postgresql_resumably_and_verifies_it(t
     dst.close()
 
 
-def test_the_exif_parser_forked_while_a_photo_file_is_locked_does_not_keep_the_lock(tmp_path):
-    """The gateway forks its EXIF parser at any moment; a lock file's descriptor it inherited would hold the flock
-    after the upload that took it, and stall every later upload of that file (the hostile tests found it): the
-    parser closes what it inherited at once."""
+def test_an_exif_parser_started_while_a_photo_file_is_locked_does_not_keep_the_lock(tmp_path):
+    """The gateway starts EXIF parsers at any moment; a lock file's descriptor one inherited would hold the flock
+    after the upload that took it, and stall every later upload of that file (the hostile tests found it)."""
     store = open_store(tmp_path)
     sha = hashlib.sha256(b"x").hexdigest()
-    _BOUNDED.close()
+    parsers = ExifParsers()
     with store._connect() as db, store._file_lock(db, sha):
-        _BOUNDED._get().submit(time.sleep, 0).result()  # a parser forked now, while the lock is held
+        assert parsers.read(b"\xff\xd8\xff\xd9")["gps"] is None  # a parser started now, while the lock is held
     took = subprocess.run([sys.executable, "-c", "import sys; from photo_store import open_store; "
                            "s = open_store(sys.argv[1]); cm = s._file_lock(None, sys.argv[2]); cm.__enter__(); "
                            "print('taken')", str(tmp_path), sha], capture_output=True, text=True, timeout=20)
     assert took.stdout.strip() == "taken", took.stderr
-    assert read_exif(b"\xff\xd8\xff\xd9")["gps"] is None  # and the parser still parses
+    assert parsers.processes()  # the parser lives on, idle
+    parsers.close()

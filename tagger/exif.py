@@ -1,6 +1,6 @@
-"""EXIF of a photo, read with exifread in a separate process with a time limit.
+"""EXIF of a photo, parsed with exifread: the pure parser, and the loop a parser process runs.
 
-    >>> read_exif(open("DSCN0010.jpg", "rb").read())
+    >>> parse_exif(open("DSCN0010.jpg", "rb").read())     # in this process; tagger.exif_parsers.read_exif bounds it
     {'datetime': '2008:10:22 16:28:39', 'date_source': 'DateTimeOriginal', 'datetime_original': '2008:10:22 16:28:39',
      'offset_time': None, 'camera': {'make': 'NIKON', 'model': 'COOLPIX P6000', 'lens_model': None},
      'orientation': 1, 'gps': {'latitude': 43.46744833, 'longitude': 11.88512667, 'altitude': None, ...}}
@@ -11,23 +11,24 @@
   negative). ``altitude`` is the unsigned GPSAltitude in metres, and ``altitude_ref`` 1 means below sea level
   (a missing ref reads as 0). Out-of-range coordinates or 0/0 rationals give ``gps: None`` (an altitude of 0/0
   gives ``altitude: None``).
-- Hostile EXIF never hangs or crashes a worker. Parsing runs in a one-process pool, killed and replaced when it
-  takes longer than ``timeout``. A JPEG sends only its first 256 KB there: the EXIF segment precedes the image
-  data. JPEG APP1 segments and WebP chunks are walked here (exifread misses an EXIF segment after an XMP one,
-  and does not read WebP); PNG eXIf, TIFF and HEIC/HEIF go to exifread whole. Whatever cannot be read is ``None``.
+- JPEG APP1 segments and WebP chunks are walked here (exifread misses an EXIF segment after an XMP one, and does
+  not read WebP); PNG eXIf, TIFF and HEIC/HEIF go to exifread whole. Whatever cannot be read is ``None``.
+- Hostile EXIF must not hang a server: ``tagger.exif_parsers`` runs this module as a process
+  (``python -m tagger.exif``) per parse in flight, and kills one that overruns.
 """
 from __future__ import annotations
 
-import atexit
-import concurrent.futures as cf
+import importlib
 import io
+import json
 import logging
-import multiprocessing
-import os
 import re
-import threading
+import struct
+import sys
 
 import exifread
+
+from tagger.lifetime import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -174,88 +175,24 @@ def parse_exif(data: bytes) -> dict:
     return out
 
 
-def close_inherited_files() -> None:
-    """In the forked parser process: close every socket and file inherited from the gunicorn worker, keeping
-    stdio and the pool's own pipes. A child holding a client connection keeps it open after the worker closes it
-    (a browser reusing that keep-alive connection would wait forever), and a child holding a lock file's
-    descriptor holds its flock after the worker let go of it (every later upload of that photo would wait)."""
-    for fd in os.listdir("/proc/self/fd"):
-        if int(fd) <= 2:
-            continue
-        try:
-            if not os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:"):
-                os.close(int(fd))
-        except OSError:
-            pass
+def serve(parse=parse_exif, stdin=None, stdout=None) -> None:
+    """The parser process's loop: read a frame (4-byte big-endian length, the bytes), answer a frame (the JSON of
+    ``parse``'s dict), until stdin ends (the parent closed it, or died)."""
+    stdin, stdout = stdin or sys.stdin.buffer, stdout or sys.stdout.buffer
+    while True:
+        head = stdin.read(4)
+        if len(head) < 4:
+            return
+        data = stdin.read(struct.unpack(">I", head)[0])
+        answer = json.dumps(parse(data)).encode()
+        stdout.write(struct.pack(">I", len(answer)) + answer)
+        stdout.flush()
 
 
-class _Bounded:
-    """One worker process for EXIF parsing; replaced when a parse overruns its time."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._pool: cf.ProcessPoolExecutor | None = None
-        self._atexit = False
-
-    def _get(self) -> cf.ProcessPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                if not self._atexit:
-                    atexit.register(self.close)  # before module teardown, so the pool's own hooks find it alive
-                    self._atexit = True
-                self._pool = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
-                                                    initializer=close_inherited_files)
-            return self._pool
-
-    def close(self) -> None:
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def _kill(self, pool: cf.ProcessPoolExecutor) -> None:
-        with self._lock:
-            if self._pool is pool:
-                self._pool = None
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            proc.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
-
-    def run(self, data: bytes, timeout: float) -> dict:
-        pool = self._get()
-        try:
-            return pool.submit(parse_exif, data).result(timeout=timeout)
-        except cf.TimeoutError:
-            logger.warning("EXIF parsing took longer than %.1fs; killed (a crafted file?)", timeout)
-            self._kill(pool)
-        except cf.process.BrokenProcessPool:
-            logger.warning("EXIF parser process died; replaced")
-            self._kill(pool)
-        except Exception:  # noqa: BLE001 - a parser bug on a client's bytes means no EXIF, never a failed upload
-            logger.exception("EXIF parsing failed")
-        return dict(EMPTY)
-
-
-_BOUNDED = _Bounded()
-
-
-def read_exif(data: bytes, *, timeout: float = 3.0) -> dict:
-    """EXIF fields of the image bytes ``data`` (see module docstring); never raises, never hangs."""
-    if data[:2] == b"\xff\xd8":
-        data = data[:JPEG_EXIF_BYTES]
-    return _BOUNDED.run(data, timeout)
-
-
-def gps_information(gps: dict | None) -> dict | None:
-    """The original API's ``GPS_information`` object (``None`` when the photo has no usable position)."""
-    if gps is None:
-        return None
-    altitude = gps["altitude"]
-    return {
-        "GPSAltitude": None if altitude is None else str(round(altitude, 6)),
-        "GPSAltitudeRef": str(gps["altitude_ref"]),
-        "GPSLatitude": round(gps["latitude"], 8),
-        "GPSLatitudeRef": gps["latitude_ref"],
-        "GPSLongitude": round(gps["longitude"], 8),
-        "GPSLongitudeRef": gps["longitude_ref"],
-    }
+if __name__ == "__main__":  # python -m tagger.exif PARENT_PID [module:function]
+    die_with_parent(int(sys.argv[1]))
+    parse = parse_exif
+    if len(sys.argv) > 2:  # another parse function (tests: one that hangs on a marked file)
+        module, _, name = sys.argv[2].partition(":")
+        parse = getattr(importlib.import_module(module), name)
+    serve(parse)

@@ -119,7 +119,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     install_server_timing(app)
     install_same_origin(app)
     install_auth(app)  # after the same-origin check, before the body is read: a refused request's body is never read
-    install_body_reader(app)  # after the same-origin check: a refused request's body is never read
+    install_body_reader(app)  # after auth: only the routes in gateway.body.BODIES read a body, once authorized
     app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_CONTENT_LENGTH"])
 
     @app.before_request

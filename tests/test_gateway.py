@@ -529,3 +529,32 @@ def test_the_formats_on_the_list_are_stored_under_their_own_extension(client, ap
     declared = SPEC["paths"]["/imgup"]["post"]["requestBody"]["content"]["multipart/form-data"]["encoding"]["file"]
     assert declared["contentType"] == ", ".join(MEDIA_TYPES)  # the spec says what the decoder reads, nothing more
     assert ".heic" in EXTENSIONS and ".bmp" not in EXTENSIONS
+
+
+def test_every_route_that_takes_a_body_is_listed_with_its_limit(tmp_path, fake_tagger):
+    """gateway.body.BODIES is the one list of routes that read a body: a new POST or PUT route must be added there
+    (any other route refuses a body unread)."""
+    from gateway.body import BODIES
+    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "TAGGER_CLIENT": fake_tagger})
+    app.extensions["exif"].close()
+    takes = {rule.endpoint for rule in app.url_map.iter_rules() if rule.methods & {"POST", "PUT", "PATCH"}}
+    assert takes == set(BODIES)
+
+
+def test_a_body_past_its_deadline_is_cut_however_fast_it_came():
+    import socket as socket_module
+
+    from gateway.body import _Watchdog
+    ours, theirs = socket_module.socketpair()
+    try:
+        dog = _Watchdog(ours, grace=10.0, rate=1e12, deadline=0.5)
+        try:
+            assert not dog.check(dog.start + 0.4)
+            assert dog.check(dog.start + 0.6)
+            assert ours.recv(10) == b""  # the blocked read wakes with nothing
+            assert "within 0 s" not in dog.too_slow() and "did not arrive within" in dog.too_slow()
+        finally:
+            dog.stop()
+    finally:
+        ours.close()
+        theirs.close()

@@ -131,6 +131,57 @@ def test_a_client_sending_one_byte_a_second_gets_408_and_frees_its_thread(gatewa
     _normal_request_still_served(gateway)
 
 
+def _raw(port: int, head: bytes, body: bytes = b"", timeout: float = 30) -> tuple[bytes, bytes, bool]:
+    """Send a request's head and part of its body, then read the answer: (status line and headers, body, whether the
+    server closed the connection after it)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(head + b"\r\n" + body)
+        answer = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                return *answer.partition(b"\r\n\r\n")[::2], True
+            if not chunk:
+                return *answer.partition(b"\r\n\r\n")[::2], True
+            answer += chunk
+            head_part, sep, rest = answer.partition(b"\r\n\r\n")
+            length = [int(line.split(b":")[1]) for line in head_part.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")]
+            if sep and length and len(rest) >= length[0]:
+                break
+        s.settimeout(10)  # the server must close: it does not wait for (or drain) the rest of the body
+        try:
+            closed = s.recv(1) == b""
+        except ConnectionResetError:
+            closed = True
+        return head_part, rest, closed
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("request_head, status, words", [
+    (b"POST /no-such-route HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"404", b"not found"),
+    (b"POST /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"405", b"not allowed"),
+    (b"DELETE /photos/warm HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"413", b"takes no request body"),
+    (b"POST /session HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n", b"413",
+     b"small json or form body"),
+    (b"POST /imgup HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Real-IP: 203.0.113.9\r\n", b"401", b"token"),
+    (b"POST /imgup HTTP/1.1\r\nHost: evil.example:7777\r\n", b"421", b"host"),
+])
+def test_a_body_no_route_takes_is_never_read(gateway, request_head, status, words):
+    """40 MB announced, 64 KB sent: the answer comes at once and the connection closes, with the rest never read
+    (before, the gateway or gunicorn read the whole body first, so the client waited on itself)."""
+    head, body, closed = _raw(gateway.gateway_port, request_head + b"Content-Length: 41943040\r\n",
+                              b"x" * 65536)
+    assert head.split(b" ")[1] == status, head
+    assert words in body.lower(), body
+    assert closed
+    _normal_request_still_served(gateway)
+    assert "warm" in {r["id_name"] for r in PhotoStore(gateway.var_dir).list(limit=100)}  # the refused DELETE did nothing
+
+
 def test_afterwards_every_process_lives_memory_is_bounded_and_nothing_left_the_store(gateway):
     master = gateway_pid(gateway)
     assert master == STATE["master"] and sorted(_children(master)) == STATE["workers"]  # none died, none replaced

@@ -37,9 +37,13 @@ bp = Blueprint("annotation_ui", __name__, url_prefix="/annotate", template_folde
                static_folder="static")
 
 
-def error(status: int, message: str):
-    """The JSON error answer every endpoint of the service gives: ``{"error": message}`` with ``status``."""
-    return jsonify(error=message), status
+def error(status: int, message: str, **headers):
+    """The JSON error answer every endpoint of the service gives: ``{"error": message}`` with ``status`` and
+    ``headers`` (``error(503, "...", **{"Retry-After": "5"})``); the gateway's API answers with it too."""
+    response = jsonify(error=message)
+    response.status_code = status
+    response.headers.update(headers)
+    return response
 
 
 RECIPES = ("prior", "sgd")

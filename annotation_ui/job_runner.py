@@ -167,13 +167,21 @@ def run_deploy(job: Job) -> dict:
     run = TorchServeRun(var_dir=DataDir.of_key_file(key_file).root, ports=Ports(inference=inference,
                         management=management), model_store=Path(cfg["model_store"]),
                         model_name=cfg.get("model_name", "tagger"))
-    try:
-        done = Versions(run, workers=model_workers()).deploy(version)
-    except Exception:
-        mar.unlink(missing_ok=True)  # nothing half-done stays behind; the served version is unchanged
-        raise
+    done = deploy_archive(run, mar, version)
     print(f"version {done['default']} serves now; {done['previous']} stays registered for rollback", flush=True)
     return {"version": done["default"], "previous": done["previous"], "archive": str(mar)}
+
+
+def deploy_archive(run: TorchServeRun, mar: Path, version: str) -> dict:
+    """Deploy the archive ``mar`` as ``version``; after a failure its file is removed only when TorchServe says that
+    version is neither served nor registered (the served default, the archives and deployed.json always agree)."""
+    versions = Versions(run, workers=model_workers())
+    try:
+        return versions.deploy(version)
+    except Exception:
+        if versions.served_or_registered(version) is False:  # never remove an archive TorchServe may serve from
+            mar.unlink(missing_ok=True)  # nothing half-done stays behind; the served version is unchanged
+        raise
 
 
 def _release_lock() -> None:

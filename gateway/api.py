@@ -9,6 +9,7 @@ from concurrent.futures import Future
 
 from flask import Blueprint, current_app, jsonify, request
 
+from annotation_ui import error  # the one JSON error answer of the service
 from gateway.openapi import SPEC
 from gateway.place import gps_information, place_name
 from gateway.server_timing import record as record_timing
@@ -24,13 +25,6 @@ bp = Blueprint("api", __name__)
 MAX_ID_NAME = 256
 # Uploads are checked by decoding at this shorter side (JPEG: DCT-scaled, 1/8 of a phone photo's pixels or less).
 UPLOAD_CHECK_SIDE = 64
-
-
-def error(status: int, message: str, **headers):
-    response = jsonify(error=message)
-    response.status_code = status
-    response.headers.update(headers)
-    return response
 
 
 from gateway.openapi import CURSOR_MAX, CURSOR_PATTERN, refused_id_name_categories  # one definition for spec and check

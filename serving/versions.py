@@ -9,6 +9,10 @@ queued finish on the old version; unregistering or scaling down kills workers, a
 them hang, so a version is drained (``pendingRequests`` 0) first. At most two versions stay registered: the
 default with its full worker count and the previous one with one worker, ready for a rollback. What was deployed
 is recorded in ``<var>/run/torchserve/deployed.json``, so ``make serve`` after ``make stop`` serves it again.
+
+A failure before the switch leaves the old version served (``DeployError``); ``deployed.json`` is rewritten the
+moment the default switched, so a failure after it (``DeployIncomplete``) leaves the new version served and
+recorded, its archive kept (``served_or_registered`` tells a caller whether an archive may be removed).
 """
 from __future__ import annotations
 
@@ -28,6 +32,11 @@ SPARE_WORKERS = 1  # workers kept on the previous version, so a rollback has one
 
 class DeployError(RuntimeError):
     """A deploy or rollback that was refused or failed; what is served has not changed."""
+
+
+class DeployIncomplete(DeployError):
+    """The new version serves (it is the default and ``deployed.json`` says so), but the old one was not yet drained
+    and scaled down: ``make versions`` shows both; nothing is to be undone."""
 
 
 def mar_name(version: str, model_name: str = "tagger") -> str:
@@ -129,8 +138,8 @@ class Versions:
         except (OSError, ValueError):
             return {}
 
-    def _save_state(self, default: str, previous: str | None) -> None:
-        urls = {str(d["modelVersion"]): d.get("modelUrl") for d in self.describe()}
+    def _save_state(self, default: str, previous: str | None, urls: dict | None = None) -> None:
+        urls = urls or {str(d["modelVersion"]): d.get("modelUrl") for d in self.describe()}
         save_json(self.state_file, {"default": default, "mar": urls.get(default), "previous": previous,
                                     "previous_mar": urls.get(previous) if previous else None})
 
@@ -152,11 +161,23 @@ class Versions:
             if version in self.registered():
                 self.unregister(version)
             raise
+        urls = {str(d["modelVersion"]): d.get("modelUrl") for d in self.describe()}
         self.set_default(version)
-        self.drain(old)
-        self.scale(old, SPARE_WORKERS)
-        self._save_state(version, old)
+        self._save_state(version, old, urls)  # at once: what serves and what is recorded never disagree
+        try:
+            self.drain(old)
+            self.scale(old, SPARE_WORKERS)
+        except Exception as exc:
+            raise DeployIncomplete(f"version {version} serves now, but version {old} was not scaled down: {exc}; "
+                                   "`make versions` lists both, `make rollback` returns to it") from exc
         return {"default": version, "previous": old}
+
+    def served_or_registered(self, version: str) -> bool | None:
+        """Whether ``version`` is the default or registered (``None``: TorchServe does not answer, so unknown)."""
+        try:
+            return str(version) in self.registered() or self.default() == str(version)
+        except (DeployError, requests.RequestException, OSError):
+            return None
 
     def rollback(self) -> dict:
         """Make the previous version the default again (registering it first if TorchServe was restarted)."""

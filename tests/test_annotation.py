@@ -17,9 +17,11 @@ from annotation_ui.export import build_export
 from annotation_ui.labelling import label_detail, select, uncertainty
 from annotation_ui.vocabulary import next_version, served_model
 from gateway import create_app
+from gateway.tagger_client import TaggerError
 from photo_store import PhotoStore
 from photo_store.postgres import hold_job_lock, release_job_lock
 from tagger.labels import label_names, load_labels
+from tagger.layout import DataDir
 from tagger.meta import make_meta
 from tests.conftest import COCO
 
@@ -270,6 +272,18 @@ def test_jobs_run_one_at_a_time_and_report_errors(client, app, photos):
     assert client.post("/annotate/api/jobs/deploy", json={}).status_code == 400
     assert client.get("/annotate/api/jobs/nope").status_code == 404
     assert client.get("/annotate/api/jobs").json["latest"]["id"] == job_id
+
+
+def test_a_deploy_while_the_model_server_is_down_is_503_with_retry_after(client, app, fake_tagger, tmp_path):
+    job_dir = DataDir(app.config["DATA_DIR"]).jobs / "20261207-000000-abcdef"
+    job_dir.mkdir(parents=True)
+    (job_dir / "job.json").write_text(json.dumps({
+        "id": job_dir.name, "kind": "train", "state": "succeeded", "step": "done", "created": "2026-12-07T00:00:00Z",
+        "options": {}, "config": {}, "pid": None, "result": {"checkpoint": str(tmp_path / "best.pt")}}))
+    fake_tagger.error = TaggerError("model server is not reachable (make serve starts it)")
+    r = client.post("/annotate/api/jobs/deploy", json={"train_job": job_dir.name})
+    assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0 and "make serve" in r.json["error"]
+    assert client.get("/annotate/api/jobs").json["latest"]["id"] == job_dir.name  # no deploy job was started
 
 
 def test_a_store_from_before_label_provenance_opens_and_exports(tmp_path):

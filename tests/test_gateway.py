@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from gateway import create_app
+from gateway.body import BODIES, _Watchdog
 from gateway.tagger_client import TaggerError
 from photo_store import PhotoStore, base
 from photo_store import sqlite as store_module
@@ -534,7 +535,6 @@ def test_the_formats_on_the_list_are_stored_under_their_own_extension(client, ap
 def test_every_route_that_takes_a_body_is_listed_with_its_limit(tmp_path, fake_tagger):
     """gateway.body.BODIES is the one list of routes that read a body: a new POST or PUT route must be added there
     (any other route refuses a body unread)."""
-    from gateway.body import BODIES
     app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "TAGGER_CLIENT": fake_tagger})
     app.extensions["exif"].close()
     takes = {rule.endpoint for rule in app.url_map.iter_rules() if rule.methods & {"POST", "PUT", "PATCH"}}
@@ -542,10 +542,7 @@ def test_every_route_that_takes_a_body_is_listed_with_its_limit(tmp_path, fake_t
 
 
 def test_a_body_past_its_deadline_is_cut_however_fast_it_came():
-    import socket as socket_module
-
-    from gateway.body import _Watchdog
-    ours, theirs = socket_module.socketpair()
+    ours, theirs = socket.socketpair()
     try:
         dog = _Watchdog(ours, grace=10.0, rate=1e12, deadline=0.5)
         try:

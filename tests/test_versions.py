@@ -6,8 +6,9 @@ import time
 import pytest
 import requests
 
+from annotation_ui.job_runner import deploy_archive
 from serving.stack import versions
-from serving.versions import DeployError
+from serving.versions import DeployError, DeployIncomplete, Versions
 from tagger.ts_keys import read_keys
 from tests.conftest import COCO, REPO, private_model_store, served_stack
 
@@ -84,3 +85,40 @@ def test_only_the_local_model_store_can_be_registered(stack):
         assert r.status_code in (400, 404), (url, r.status_code, r.text)
     r = requests.post(f"{stack.torchserve.management_url}/models", params={"url": "tagger-9.1.mar"}, timeout=30)
     assert r.status_code in (400, 401)  # no management key, no registration
+
+
+@pytest.mark.parametrize("failing, served, kept", [("register", "before", False), ("drain", "new", True),
+                                                   ("scale", "new", True)])
+def test_a_deploy_failing_half_way_leaves_served_archives_and_record_agreeing(stack, monkeypatch, failing, served,
+                                                                             kept):
+    """A failure injected before the switch (registering) or after it (draining or scaling down the old version):
+    the served default is either the old version with the new archive removed, or the new one with its archive
+    kept, and deployed.json names what serves, with an archive on disk for it and for the previous version."""
+    from training.archive import build_archive
+
+    run, v = stack.torchserve, versions(stack)
+    before = v.default()
+    version = {"register": "9.5", "drain": "9.6", "scale": "9.7"}[failing]
+    mar = run.model_store / f"tagger-{version}.mar"
+    build_archive(REPO / "checkpoints/default/best.pt", mar, version=version)
+    real = getattr(Versions, failing)
+
+    def broken(self, *args, **kwargs):
+        if failing == "register" or args[0] == before:  # the new version's registration, or the old one's drain
+            raise DeployError(f"injected failure in {failing}")
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(Versions, failing, broken)
+    with pytest.raises(DeployIncomplete if kept else DeployError, match="injected"):
+        deploy_archive(run, mar, version)
+    monkeypatch.undo()
+
+    assert v.default() == (before if served == "before" else version)
+    assert mar.is_file() == kept
+    recorded = run.run_dir / "deployed.json"  # absent while nothing was deployed since the start
+    state = json.loads(recorded.read_text()) if recorded.exists() else {"default": before, "mar": "tagger.mar",
+                                                                        "previous": None}
+    assert state["default"] == v.default()
+    assert (run.model_store / state["mar"]).is_file()
+    assert state["previous"] is None or (run.model_store / state["previous_mar"]).is_file()
+    r = requests.get(f"{stack.gateway_url}/readyz", timeout=30)
+    assert r.status_code == 200 and r.json()["model_version"] == v.default()

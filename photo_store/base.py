@@ -21,6 +21,7 @@ from pathlib import Path
 from photo_store.tokens import TokenStore
 from photo_store.vocabulary import VocabularyStore
 from tagger.image import file_extension
+from tagger.layout import DataDir
 from tagger.meta import atomic_write, utc_now
 
 # The photo record's columns (the migrations in photo_store/migrations/versions define the tables).
@@ -296,7 +297,18 @@ class SqlStore(TokenStore, VocabularyStore):
                     for f, sha in {(r["file"], r["sha256"]) for r in rows}:
                         if not self._held_elsewhere(db, f, sha):
                             (self.root / f).unlink(missing_ok=True)
+                    for sha in {r["sha256"] for r in rows}:
+                        if self._one(db, "SELECT 1 FROM photos WHERE sha256 = ? UNION ALL SELECT 1 FROM history"
+                                         " WHERE sha256 = ? LIMIT 1", (sha, sha)) is None:
+                            self._remove_renderings(sha)
                 return True
+
+    def _remove_renderings(self, sha: str) -> None:
+        """The thumbnails and view-size copies made of these bytes (``<data>/thumbs/<size>/``), which no photo
+        shows any more."""
+        thumbs = DataDir(self.root).thumbs
+        for size in thumbs.glob("*") if thumbs.is_dir() else ():
+            (size / sha[:2] / f"{sha}.jpg").unlink(missing_ok=True)
 
     def check(self) -> None:
         """Raise unless the database answers and the photo folder is writable (for /readyz)."""

@@ -23,6 +23,27 @@ def head() -> str:
     return ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by newer code than this: opening it would misread it."""
+
+
+def check_known(revision: str | None, where: str) -> None:
+    """Raise ``SchemaTooNew`` (one line for the operator) when ``revision`` is not one of ``migrations/versions``."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    if revision is None:
+        return
+    try:
+        known = ScriptDirectory(str(MIGRATIONS)).get_revision(revision) is not None
+    except CommandError:
+        known = False
+    if not known:
+        raise SchemaTooNew(f"{where} has schema revision {revision!r}, newer than this code knows (newest "
+                           f"{head()!r}): run the version of the tagger that wrote it, or restore a backup "
+                           "(make restore BACKUP=DIR)")
+
+
 def _config(connection):
     from alembic.config import Config
 
@@ -32,10 +53,12 @@ def _config(connection):
     return cfg
 
 
-def upgrade(url: str) -> None:
+def upgrade(url: str, where: str = "the photo store") -> None:
     """Bring the database at ``url`` (a SQLAlchemy URL) to the newest revision. On PostgreSQL under an advisory
-    lock, so replicas starting at once migrate one after the other; a SQLite caller holds its own file lock."""
+    lock, so replicas starting at once migrate one after the other; a SQLite caller holds its own file lock.
+    A database at a revision this code does not know (written by newer code) raises ``SchemaTooNew``."""
     from alembic import command
+    from alembic.runtime.migration import MigrationContext
     from sqlalchemy import create_engine, pool, text
 
     engine = create_engine(url, poolclass=pool.NullPool)
@@ -46,6 +69,7 @@ def upgrade(url: str) -> None:
                 connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PG_MIGRATION_LOCK})
                 connection.commit()
             try:
+                check_known(MigrationContext.configure(connection).get_current_revision(), where)
                 command.upgrade(_config(connection), "head")
                 connection.commit()
             finally:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from photo_store.base import SqlStore, StoreUnavailable
-from photo_store.migrate import upgrade
+from photo_store.migrate import SchemaTooNew, upgrade
 
 ID_LOCKS, FILE_LOCKS, PREDICTING = 1, 2, 3  # seeds of hashtextextended: kinds of advisory lock never share a key
 JOBS_LOCK = 0x7461676765720002  # held by the one retrain / deploy job running in the whole cluster
@@ -39,7 +39,9 @@ class PostgresStore(SqlStore):
         self.url, self.pool_size, self.connect_timeout = url, pool_size, connect_timeout
         self._pool, self._pool_pid, self._pool_lock = None, None, threading.Lock()
         try:
-            upgrade(sqlalchemy_url(url))
+            upgrade(sqlalchemy_url(url), f"the PostgreSQL store at {redact(url)}")
+        except SchemaTooNew:
+            raise
         except Exception as exc:  # noqa: BLE001 - one line for the operator, whatever the driver raised
             raise StoreUnavailable(f"cannot open the PostgreSQL store at {redact(url)}: {one_line(exc)}") from exc
         self._errors = (psycopg.OperationalError, psycopg.InterfaceError)

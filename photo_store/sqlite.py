@@ -22,7 +22,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 from photo_store.base import Conflict, SqlStore
-from photo_store.migrate import head, upgrade
+from photo_store.migrate import check_known, head, upgrade
 from tagger.layout import DataDir
 
 __all__ = ["Conflict", "PhotoStore", "SQLiteStore"]
@@ -44,14 +44,26 @@ class SQLiteStore(SqlStore):
             self._migrate()
 
     def _migrate(self) -> None:
+        """Open (or create, readable by its owner only) the database; migrate it, after a snapshot of the file
+        beside it (``photos.db.before-<revision>``) when it holds an older schema."""
+        fd = os.open(self.db_path, os.O_RDWR | os.O_CREAT, 0o600)  # its -wal and -shm files take its mode
+        os.close(fd)
+        os.chmod(self.db_path, 0o600)  # a store made before holds tokens' hashes and every GPS position too
         with closing(self._open()) as db:
             db.execute("PRAGMA journal_mode=WAL")
             try:
                 at = db.execute("SELECT version_num FROM alembic_version").fetchone()
             except sqlite3.OperationalError:  # new, or made before migrations
                 at = None
+            made = at is not None or db.execute("SELECT 1 FROM sqlite_master WHERE name = 'photos'").fetchone()
+            if made and (at is None or at[0] != head()):
+                check_known(at[0] if at else None, str(self.db_path))
+                snapshot = self.db_path.with_name(f"{self.db_path.name}.before-{head()}")
+                with closing(sqlite3.connect(snapshot)) as copy:
+                    db.backup(copy)  # SQLite's online backup: a consistent copy
+                os.chmod(snapshot, 0o600)
         if at is None or at[0] != head():
-            upgrade(f"sqlite:///{self.db_path.resolve()}")
+            upgrade(f"sqlite:///{self.db_path.resolve()}", str(self.db_path))
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)

@@ -10,6 +10,7 @@ import struct
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -271,6 +272,12 @@ def test_delete_removes_photo_file_history_and_predictions(client, app):
     client.post("/imgup", data={"file": (BytesIO(b), "b.jpg"), "id_name": "x"})  # a goes to the history
     app.extensions["predictions"].wait_idle()
     files = [store.image_path(store.get("x")), store.image_path(store.history("x")[0])]
+    for size in ("thumb", "view"):
+        with client.get(f"/annotate/api/{size}?id_name=x") as r:
+            assert r.status_code == 200
+    renderings = list((Path(app.config["DATA_DIR"]) / "thumbs").rglob("*.jpg"))
+    assert len(renderings) == 2
+    files += renderings
     assert all(f.exists() for f in files)
     r = client.delete("/photos/x")
     assert r.status_code == 200 and r.json == {"image_id": "x", "status": "deleted"}

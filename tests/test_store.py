@@ -10,11 +10,12 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from tagger.exif_parsers import ExifParsers
 from photo_store import Conflict, StoreUnavailable, open_store
-from photo_store.migrate import current, head
-from photo_store.postgres import PostgresStore
+from photo_store.migrate import SchemaTooNew, current, head
+from photo_store.postgres import PostgresStore, sqlalchemy_url
 from photo_store.transfer import main, transfer, verify
 from serving.torchserve import free_ports
 
@@ -135,10 +136,44 @@ def test_a_store_made_before_migrations_is_brought_to_the_newest_schema_in_place
     db.close()
     store = open_store(tmp_path)
     assert current(f"sqlite:///{tmp_path / 'photos.db'}") == head()
+    with sqlite3.connect(tmp_path / f"photos.db.before-{head()}") as snapshot:  # taken before migrating
+        assert snapshot.execute("SELECT id_name, labels FROM photos").fetchall() == [("old", '["sea"]')]
+        assert not snapshot.execute("SELECT 1 FROM sqlite_master WHERE name = 'history'").fetchone()
     old = store.get("old")
     assert old["labels"] == ["sea"] and old["label_detail"] is None and store.read_image(old) == photo(0)
     store.put("old", photo(1), exif={}, fmt="JPEG")  # the history table it never had
     assert [h["file"] for h in store.history("old")] == ["images/old.jpg"]
+
+
+def test_a_store_written_by_newer_code_refuses_to_open_with_one_line(tmp_path, store_url):
+    store = open_store(tmp_path, store_url)
+    store.put("kept", photo(0), exif={}, fmt="JPEG")
+    getattr(store, "close", lambda: None)()
+    url = sqlalchemy_url(store_url) if store_url else f"sqlite:///{tmp_path}/photos.db"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    with pytest.raises(SchemaTooNew) as caught:
+        open_store(tmp_path, store_url)
+    message = str(caught.value)
+    assert "\n" not in message and "'0099'" in message and "newer than this code" in message
+    with engine.begin() as connection:  # untouched: the code that wrote it opens it again
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0099"
+        connection.execute(text(f"UPDATE alembic_version SET version_num = '{head()}'"))
+    engine.dispose()
+    assert open_store(tmp_path, store_url).get("kept")["bytes"] == len(photo(0))
+
+
+def test_the_sqlite_file_is_readable_by_its_owner_only(tmp_path):
+    (tmp_path / "photos.db").touch(mode=0o644)  # a store made before: tightened at open
+    open_store(tmp_path).put("a", photo(0), exif={}, fmt="JPEG")
+    db = sqlite3.connect(tmp_path / "photos.db")  # while open, its WAL files exist: SQLite gives them its mode
+    try:
+        assert db.execute("SELECT count(*) FROM photos").fetchone() == (1,)
+        for name in ("photos.db", "photos.db-wal", "photos.db-shm"):
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+    finally:
+        db.close()
 
 
 def test_a_database_url_of_an_unknown_kind_or_an_unreachable_server_is_one_clear_line(tmp_path):

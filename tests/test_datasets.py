@@ -1,10 +1,12 @@
 import json
+import pickle
 
 import torch
 
 from tagger.labels import label_names
 from tests.conftest import COCO
-from training.datasets import PANOPTIC_UNANNOTATED, CocoMultiLabel
+from training.datasets import PANOPTIC_UNANNOTATED, CocoMultiLabel, LabelledImages
+from training.legacy import safe_unpickle
 
 
 def test_panoptic_images_mask_the_labels_panoptic_cannot_carry():
@@ -42,3 +44,35 @@ def test_item_is_image_target_known():
                         eval_transform(default_preprocessing("efficientnet_lite0")))
     image, target, known = ds[0]
     assert image.shape == (3, 224, 224) and target.dtype == torch.float32 and known.dtype == torch.bool
+
+
+def test_a_file_name_leaving_the_data_folder_is_skipped_unread(tmp_path):
+    """COCO file_name entries such as ../outside.jpg or /etc/passwd are reported and never opened."""
+    data = json.loads((COCO / "annotations.json").read_text())
+    data["images"] = data["images"][:3]
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes((COCO / "images" / data["images"][0]["file_name"].split("/")[-1]).read_bytes())
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    for image in data["images"]:
+        name = image["file_name"].split("/")[-1]
+        (root / "images" / name).write_bytes((COCO / "images" / name).read_bytes())
+        image["file_name"] = f"images/{name}"
+    data["images"][1]["file_name"] = "../outside.jpg"
+    data["images"][2]["file_name"] = "/etc/passwd"
+    (root / "a.json").write_text(json.dumps(data))
+    ds, report = LabelledImages.from_coco([(root, root / "a.json")], label_names(), need_positive=False)
+    assert len(ds) == 1 and report["images"] == 1
+    assert {s["path"] for s in report["skipped"]} == {"../outside.jpg", "/etc/passwd"}
+    assert all("leaves the data folder" in s["reason"] for s in report["skipped"])
+
+
+def test_a_pickle_of_shared_nested_lists_is_checked_once_per_list(tmp_path):
+    """Forty levels of [x, x] are 2**40 paths to walk but 40 lists: the plain-data check visits each list once."""
+    value = []
+    for _ in range(40):
+        value = [value, value]
+    (tmp_path / "nested.pkl").write_bytes(pickle.dumps(value))
+    assert (tmp_path / "nested.pkl").stat().st_size < 1000
+    loaded = safe_unpickle(tmp_path / "nested.pkl")
+    assert isinstance(loaded, list) and loaded[0] is loaded[1]

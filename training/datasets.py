@@ -171,6 +171,7 @@ class LabelledImages(torch.utils.data.Dataset):
         rows: dict[Path, list] = {}
         records: dict[Path, dict] = {}
         ignored: dict[str, int] = {}
+        skipped: list[dict] = []
         for root, ann in sources:
             try:
                 ds = CocoMultiLabel(root, ann, label_names, words=words)
@@ -181,16 +182,20 @@ class LabelledImages(torch.utils.data.Dataset):
             for cat in ds.coco.loadCats(ds.coco.getCatIds()):
                 if cat["id"] not in known_cats:
                     ignored[cat["name"]] = ignored.get(cat["name"], 0) + len(ds.coco.catToImgs.get(cat["id"], []))
+            inside = Path(root).resolve()
             for image_id in ds.ids:
                 target, known = ds._load_target(image_id)
                 path = (root / ds.coco.imgs[image_id]["file_name"]).resolve()
+                if not path.is_relative_to(inside):  # "../../etc/x" or an absolute path: never read
+                    skipped.append({"path": str(ds.coco.imgs[image_id]["file_name"]),
+                                    "reason": f"its file_name leaves the data folder {inside}"})
+                    continue
                 if path in rows:
                     rows[path][0] = torch.maximum(rows[path][0], target)
                     rows[path][1] |= known
                 else:
                     rows[path] = [target, known]
                     records[path] = ds.coco.imgs[image_id]
-        skipped = []
         paths = []
         for path in rows:
             reason = check_image(path) if check_images else None

@@ -38,18 +38,20 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("it uses persistent ids; only plain values are accepted")
 
 
-def _check_plain(value, depth: int = 0):
+def _check_plain(value, depth: int = 0, seen: set[int] | None = None):
+    """Raise unless ``value`` is plain data; each container is checked once, however often a pickle refers to it
+    (shared nested lists would otherwise take exponential time)."""
     if depth > 50:
         raise pickle.UnpicklingError("it nests deeper than 50 levels")
     if not isinstance(value, _PLAIN):
         raise pickle.UnpicklingError(f"it holds a {type(value).__name__}; only plain values are accepted")
-    if isinstance(value, (list, tuple)):
-        for v in value:
-            _check_plain(v, depth + 1)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _check_plain(k, depth + 1)
-            _check_plain(v, depth + 1)
+    if isinstance(value, (list, tuple, dict)):
+        seen = set() if seen is None else seen
+        if id(value) in seen:  # the whole value is alive while checked, so an id is never reused meanwhile
+            return
+        seen.add(id(value))
+        for v in (value if not isinstance(value, dict) else [x for kv in value.items() for x in kv]):
+            _check_plain(v, depth + 1, seen)
 
 
 def safe_unpickle(path: str | Path, *, max_bytes: int = 16 << 20):

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SERVER_USER = "postgres"  # who runs the server when we are root
-ROLE = "tagger"           # the superuser initdb makes, and the database the gateway uses
+ROLE = "tagger"           # the gateway's role (no superuser, creates no database or role) and its database
+ADMIN = "tagger_admin"    # the superuser initdb makes: provisions the role and database, nothing else uses it
 
 
 def bin_dir() -> Path:
@@ -57,6 +58,15 @@ class PostgresRun:
     @property
     def passfile(self) -> Path:
         return self.root / "pgpass"
+
+    @property
+    def admin_passfile(self) -> Path:
+        return self.root / "admin.pgpass"
+
+    @property
+    def admin_url(self) -> str:
+        """The superuser's connection to the ``postgres`` database (provisioning and tests' databases only)."""
+        return f"postgresql://{ADMIN}@127.0.0.1:{self.port}/postgres?passfile={self.admin_passfile}"
 
     @property
     def url(self) -> str:
@@ -101,7 +111,7 @@ class PostgresRun:
                                    f"chmod o+x {parent}")
 
     def initialized(self) -> bool:
-        return (self.data / "PG_VERSION").is_file() and self.passfile.is_file()
+        return (self.data / "PG_VERSION").is_file() and (self.admin_passfile.is_file() or self.passfile.is_file())
 
     def init(self) -> None:
         """initdb with a generated password (scram-sha-256 on every connection), listening on 127.0.0.1 only."""
@@ -110,7 +120,7 @@ class PostgresRun:
         self._check_reachable()
         self._own(self.data, 0o700)
         self._own(self.socket_dir, 0o700)
-        password = secrets.token_urlsafe(24)
+        password = secrets.token_urlsafe(24)  # the superuser's; the gateway's role gets its own (_provision)
         pwfile = self.socket_dir / "initdb-password"  # readable by the server user only, removed below
         pwfile.write_text(password + "\n")
         if os.getuid() == 0:
@@ -118,7 +128,7 @@ class PostgresRun:
             os.chown(pwfile, user.pw_uid, user.pw_gid)
         pwfile.chmod(0o600)
         try:
-            self._checked("initdb", "-D", str(self.data), "-U", ROLE, f"--pwfile={pwfile}", "--auth=scram-sha-256",
+            self._checked("initdb", "-D", str(self.data), "-U", ADMIN, f"--pwfile={pwfile}", "--auth=scram-sha-256",
                           "--encoding=UTF8", "--locale=C", "--no-instructions")
         finally:
             pwfile.unlink(missing_ok=True)
@@ -127,9 +137,7 @@ class PostgresRun:
                     "fsync": "on", "synchronous_commit": "on"}
         with open(self.data / "postgresql.auto.conf", "a") as conf:  # owned by the server user; we are root or it
             conf.writelines(f"{k} = {v}\n" for k, v in settings.items())
-        fd = os.open(self.passfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(f"127.0.0.1:{self.port}:*:{ROLE}:{password}\n")
+        _write_passfile(self.admin_passfile, self.port, ADMIN, password)
 
     def pid(self) -> int | None:
         """The postmaster's PID while it runs (its postmaster.pid names a live process)."""
@@ -151,16 +159,31 @@ class PostgresRun:
                 os.chown(self.log, user.pw_uid, user.pw_gid)
             self._checked("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", str(int(timeout)),
                           "-o", f"-p {self.port}", "start")
-        self._create_database()
+        self._provision()
         return self.pid()
 
-    def _create_database(self) -> None:
+    def _provision(self) -> None:
+        """The gateway's role (login only: no superuser, no CREATEDB or CREATEROLE) with a password of its own,
+        owning its database. A folder initialised before, whose only role was the superuser ``tagger``, gets the
+        separate superuser and its ``tagger`` demoted."""
         import psycopg
 
-        with psycopg.connect(host="127.0.0.1", port=self.port, user=ROLE, dbname="postgres",
-                             passfile=str(self.passfile), autocommit=True, connect_timeout=10) as db:
+        if not self.admin_passfile.is_file():  # made by an earlier version: tagger is initdb's superuser
+            password = secrets.token_urlsafe(24)
+            with psycopg.connect(host="127.0.0.1", port=self.port, user=ROLE, dbname="postgres",
+                                 passfile=str(self.passfile), autocommit=True, connect_timeout=10) as db:
+                db.execute(f"CREATE ROLE {ADMIN} SUPERUSER LOGIN PASSWORD {_literal(password)}")
+            _write_passfile(self.admin_passfile, self.port, ADMIN, password)
+        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10) as db:
+            row = db.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (ROLE,)).fetchone()
+            if row is None or not self.passfile.is_file():
+                password = secrets.token_urlsafe(24)
+                verb = "CREATE" if row is None else "ALTER"
+                db.execute(f"{verb} ROLE {ROLE} LOGIN PASSWORD {_literal(password)}")
+                _write_passfile(self.passfile, self.port, ROLE, password)
+            db.execute(f"ALTER ROLE {ROLE} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")
             if db.execute("SELECT 1 FROM pg_database WHERE datname = %s", (ROLE,)).fetchone() is None:
-                db.execute(f'CREATE DATABASE "{ROLE}"')
+                db.execute(f'CREATE DATABASE "{ROLE}" OWNER {ROLE}')
 
     def restart_immediate(self) -> None:
         """Crash-restart: ``pg_ctl restart -m immediate`` (no checkpoint; recovery replays the WAL)."""
@@ -179,3 +202,17 @@ class PostgresRun:
         if self.pid() is not None:
             os.kill(pid, signal.SIGKILL)
         return True
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal of a generated password (URL-safe characters only: no quote to escape)."""
+    if not text.replace("-", "").replace("_", "").isalnum():
+        raise ValueError("a password for a SQL literal holds URL-safe characters only")
+    return f"'{text}'"
+
+
+def _write_passfile(path: Path, port: int, role: str, password: str) -> None:
+    """libpq's password file for ``role`` (0600: libpq ignores a file others can read)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"127.0.0.1:{port}:*:{role}:{password}\n")

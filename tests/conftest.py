@@ -13,7 +13,7 @@ import pytest
 
 from gateway import create_app
 from photo_store.postgres import PostgresStore
-from serving.postgres import PostgresRun
+from serving.postgres import ROLE, PostgresRun
 from serving.stack import Stack, ensure_default_archive, gateway_pid, serve, start_gateway, stop, stop_gateway
 from serving.torchserve import Ports, free_ports
 from tagger.labels import load_labels
@@ -117,8 +117,8 @@ def migrated_template(postgres):
     """A database at the newest schema revision (migrated once by the store itself), copied for each test."""
     import psycopg
 
-    with psycopg.connect(postgres.connect_url, autocommit=True) as db:
-        db.execute('CREATE DATABASE "store_template"')
+    with psycopg.connect(postgres.admin_url, autocommit=True) as db:  # the gateway's role creates no database
+        db.execute(f'CREATE DATABASE "store_template" OWNER {ROLE}')
     PostgresStore(_url_of(postgres, "store_template"), photo_dir=postgres.root / "template-photos").close()
     return "store_template"
 
@@ -129,8 +129,8 @@ def database_url(postgres, migrated_template):
     import psycopg
 
     name = f"store_{next(_databases)}"
-    with psycopg.connect(postgres.connect_url, autocommit=True) as db:
-        db.execute(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"')
+    with psycopg.connect(postgres.admin_url, autocommit=True) as db:
+        db.execute(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}" OWNER {ROLE}')
     return _url_of(postgres, name)
 
 

@@ -364,7 +364,7 @@ def test_a_postgresql_outage_is_503_with_retry_after_and_the_gateway_reconnects(
     jpeg = (COCO / "images/000000000471.jpg").read_bytes()
     assert upload(client, jpeg, "kept").status_code == 200
     name = database_url.split("?")[0].rsplit("/", 1)[1]
-    with psycopg.connect(postgres.connect_url, autocommit=True) as admin:
+    with psycopg.connect(postgres.admin_url, autocommit=True) as admin:
         admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
         try:

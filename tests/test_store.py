@@ -237,3 +237,20 @@ def test_an_exif_parser_started_while_a_photo_file_is_locked_does_not_keep_the_l
     assert took.stdout.strip() == "taken", took.stderr
     assert parsers.processes()  # the parser lives on, idle
     parsers.close()
+
+
+@pytest.mark.stack
+def test_the_gateways_postgresql_role_is_no_superuser(postgres, database_url):
+    """What the gateway connects as can read and write its own tables only: no superuser (COPY ... PROGRAM, reading
+    server files), no CREATEDB or CREATEROLE; its password file is its own, 0600."""
+    import psycopg
+
+    with psycopg.connect(postgres.connect_url) as db:
+        row = db.execute("SELECT current_user, rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls"
+                         " FROM pg_roles WHERE rolname = current_user").fetchone()
+        assert row == ("tagger", False, False, False, False, False)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            db.execute("COPY (SELECT 1) TO PROGRAM 'true'")
+    assert postgres.passfile.stat().st_mode & 0o777 == 0o600
+    assert ":tagger_admin:" not in postgres.passfile.read_text()
+    open_store(postgres.root, database_url).put("a", photo(0), exif={}, fmt="JPEG")  # and it works

@@ -203,3 +203,25 @@ def test_the_gateway_tags_through_an_inference_service_over_kserve_v1(tiny_model
 def test_an_unknown_ts_protocol_is_refused_at_start(tmp_path):
     with pytest.raises(ValueError, match="TS_PROTOCOL='grpc'"):
         create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "TS_PROTOCOL": "grpc"})
+
+
+def test_only_the_inference_services_own_pods_reach_torchserve():
+    """deploy/kserve/networkpolicy.yaml on paper: it selects the InferenceService's pods by the label KServe sets, in
+    its namespace; other pods may reach KServe's model server and the metrics, never a port TorchServe listens on
+    for inference, management or gRPC (it runs without tokens there)."""
+    isvc = yaml.safe_load((KSERVE / "inferenceservice.yaml").read_text())
+    policy = yaml.safe_load((KSERVE / "networkpolicy.yaml").read_text())
+    assert policy["kind"] == "NetworkPolicy" and policy["metadata"]["namespace"] == isvc["metadata"]["namespace"]
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"] == {"serving.kserve.io/inferenceservice": isvc["metadata"]["name"]}
+    assert spec["policyTypes"] == ["Ingress"]
+    allowed = {p["port"] for rule in spec["ingress"] for p in rule["ports"]}
+    config = dict(line.split("=", 1) for line in (KSERVE / "config/config.properties").read_text().splitlines()
+                  if line and not line.startswith("#"))
+    torchserve = {int(config[k].rsplit(":", 1)[1]) for k in ("inference_address", "management_address")} | \
+        {int(config[k]) for k in ("grpc_inference_port", "grpc_management_port")}
+    assert config["disable_token_authorization"] == "true" and torchserve == {8085, 7070, 7071}
+    assert not allowed & torchserve and allowed == {8080, 8012, int(config["metrics_address"].rsplit(":", 1)[1])}
+    gateway = _manifests()[("Deployment", "tagger-gateway")]["spec"]["template"]["metadata"]["labels"]
+    assert any(peer.get("podSelector", {}).get("matchLabels", {}).items() <= gateway.items()
+               and "podSelector" in peer for rule in spec["ingress"] for peer in rule["from"])

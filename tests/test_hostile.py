@@ -15,6 +15,7 @@ import requests
 from photo_store import PhotoStore
 from serving.stack import Stack, gateway_pid, start_gateway, stop_gateway
 from serving.torchserve import Ports, free_ports
+from tests.helpers import wait_until
 from tests.hostile import PHOTO, id_name_cases, image_cases
 
 STATE = {}
@@ -33,7 +34,10 @@ def gateway(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     p = free_ports(6)
     st = Stack(var_dir=root / "var", ports=Ports(*p[:5]), gateway_port=p[5], gateway_workers=2)
-    start_gateway(st)
+    with pytest.MonkeyPatch.context() as env:  # logs capped small, checked often: the corpus rotates them
+        env.setenv("TAGGER_LOG_MAX_BYTES", "4096")
+        env.setenv("TAGGER_LOG_CHECK_S", "0.5")
+        start_gateway(st)
     master = gateway_pid(st)
     r = requests.post(f"{st.gateway_url}/imgup", files={"file": ("photo.jpg", PHOTO.read_bytes(), "image/jpeg")},
                       data={"id_name": "warm"}, timeout=30)
@@ -180,6 +184,20 @@ def test_a_body_no_route_takes_is_never_read(gateway, request_head, status, word
     assert closed
     _normal_request_still_served(gateway)
     assert "warm" in {r["id_name"] for r in PhotoStore(gateway.var_dir).list(limit=100)}  # the refused DELETE did nothing
+
+
+def test_the_gateways_logs_were_rotated_and_it_logs_on(gateway):
+    """gunicorn's master renamed its access log past the cap and had its workers reopen it: the next request is in
+    the new file, and at most TAGGER_LOG_KEEP old ones are kept."""
+    log = gateway.gateway_dir / "access.log"
+    wait_until(lambda: log.with_name("access.log.1").exists(), what="access.log rotated", timeout=30)
+    rid = "rotated" + os.urandom(4).hex()
+
+    def logged():
+        requests.get(f"{gateway.gateway_url}/healthz", headers={"X-Request-ID": rid}, timeout=5)
+        return rid in log.read_text()
+    wait_until(logged, what="the next request in the reopened access.log", timeout=30, interval=0.5)
+    assert len(list(gateway.gateway_dir.glob("access.log.*"))) <= 5
 
 
 def test_afterwards_every_process_lives_memory_is_bounded_and_nothing_left_the_store(gateway):

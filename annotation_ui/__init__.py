@@ -405,7 +405,7 @@ def _job_config(model: dict) -> dict:
             "model_store": str(store_dir.resolve()),
             "model_name": cfg["MODEL_NAME"], "inference_url": cfg["TS_INFERENCE_URL"],
             "management_url": cfg["TS_MANAGEMENT_URL"],
-            "key_file": cfg["TS_KEY_FILE"],
+            "key_file": cfg["TS_KEY_FILE"], "timeout": int(cfg["JOB_TIMEOUT"]),
             "vocabulary": label_file_records(active), "retired": label_file_records(retired),
             "vocabulary_source": model["source"],
             "served_version": model["version"], "served_archive": str(served) if served else None}
@@ -469,6 +469,18 @@ def start_deploy():
 def jobs_list():
     jobs = _jobs().list()
     return jsonify(jobs=jobs, latest=_jobs().get(jobs[0]["id"]) if jobs else None)
+
+
+@bp.post("/api/jobs/<job_id>/cancel")
+def cancel_job(job_id: str):
+    """Stop a running retrain: its training run is killed and the job ends ``cancelled`` (202: asked)."""
+    try:
+        job = _jobs().cancel(job_id)
+    except KeyError:
+        return error(404, f"no job {job_id!r}")
+    except JobBusy as exc:
+        return error(409, str(exc))
+    return jsonify(job=job), 202
 
 
 @bp.get("/api/jobs/<job_id>")

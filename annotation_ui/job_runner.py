@@ -14,6 +14,7 @@ import io
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import traceback
@@ -42,6 +43,23 @@ PAGE_METRICS = ("mAP", "CF1", "OF1", "CP", "CR")  # what the page compares, in t
 
 class JobError(RuntimeError):
     """A job that cannot go on; its message is shown on the page."""
+
+
+class JobStopped(JobError):
+    """A retrain cancelled from the page (SIGTERM) or past its time limit (SIGALRM): final state ``state``."""
+
+    def __init__(self, message: str, state: str):
+        super().__init__(message)
+        self.state = state
+
+
+def _stop_on(signum: int, message: str, state: str) -> None:
+    """Raise ``JobStopped`` in the main thread when ``signum`` arrives: whatever the job waits on (the training
+    run, kept by subprocess.run, is killed as the exception passes) unwinds, and the final state is written."""
+    def handler(_signum, _frame):
+        signal.signal(signum, signal.SIG_IGN)  # once
+        raise JobStopped(message, state)
+    signal.signal(signum, handler)
 
 
 class Job:
@@ -128,6 +146,7 @@ def run_train(job: Job) -> dict:
             "--epochs", str(int(opt["epochs"])), "--workers", "0"]
     print("$ " + " ".join(cmd), flush=True)
     # the training run dies with this runner: a killed job leaves nothing training on
+    # (and is killed when this job is cancelled or runs out of time: subprocess.run kills it as JobStopped passes)
     rc = subprocess.run(cmd, cwd=REPO, stdin=subprocess.DEVNULL,
                         preexec_fn=functools.partial(die_with_parent, os.getpid())).returncode
     if rc != 0 or not (out / "best.pt").is_file():
@@ -212,18 +231,35 @@ def _cluster_lock() -> None:
             raise JobError("a job runs on another gateway replica; wait for it to finish")
 
 
+def _unstoppable() -> None:
+    """From here on the final state is being written: no cancel or time limit interrupts it."""
+    signal.alarm(0)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
+
+
 def main(job_dir: str) -> int:
     job = Job(Path(job_dir))
-    job.update(state="running", pid=os.getpid())
+    if job.data["kind"] == "train":  # a deploy is never interrupted half-way: it finishes or fails by itself
+        timeout = int(job.data["config"].get("timeout") or 0)
+        _stop_on(signal.SIGTERM, "cancelled from the page", "cancelled")
+        if timeout:
+            _stop_on(signal.SIGALRM, f"the retrain took longer than {timeout} s (the gateway's JOB_TIMEOUT); "
+                                     "label fewer photos at once, choose fewer epochs, or raise the limit", "failed")
+            signal.alarm(timeout)
     try:
+        job.update(state="running", pid=os.getpid())
         _cluster_lock()
         result = {"train": run_train, "deploy": run_deploy}[job.data["kind"]](job)
+        _unstoppable()
     except Exception as exc:  # noqa: BLE001 - every failure is reported on the page
+        _unstoppable()
         if not isinstance(exc, JobError):
             traceback.print_exc()
         message = str(exc) or type(exc).__name__
-        print(f"job failed: {message}", flush=True)
-        job.update(state="failed", error=message, finished=utc_now())
+        state = exc.state if isinstance(exc, JobStopped) else "failed"
+        print(f"job {state}: {message}", flush=True)
+        job.update(state=state, error=message, finished=utc_now())
         _release_lock()
         return 1
     job.update(state="succeeded", step="done", result=result, finished=utc_now())

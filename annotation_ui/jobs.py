@@ -17,6 +17,7 @@ import datetime as _dt
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -119,6 +120,25 @@ class Jobs:
             job["log"] = "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))  # tqdm's \r updates
         if job is not None:
             job.pop("config", None)
+        return job
+
+    def cancel(self, job_id: str) -> dict:
+        """Ask a running retrain to stop (SIGTERM to its runner, which kills its training run and records
+        ``cancelled``); returns the job as it stands. ``JobBusy`` when it cannot be cancelled (with why)."""
+        job = self.get(job_id, log=False)
+        if job is None:
+            raise KeyError(job_id)
+        if job["state"] not in ("queued", "running"):
+            raise JobBusy(f"job {job_id} is {job['state']}: there is nothing to cancel")
+        if job["kind"] != "train":
+            raise JobBusy("a deploy is never stopped half-way: it finishes or fails by itself (make rollback "
+                          "returns to the previous version)")
+        if not job.get("pid") or self._lock_is_free():
+            raise JobBusy(f"job {job_id} is starting; cancel it again in a moment")
+        try:
+            os.kill(int(job["pid"]), signal.SIGTERM)  # the runner holds the lock: the pid is its, not reused
+        except ProcessLookupError:
+            pass  # it ended just now; its own final state stands
         return job
 
     def list(self, limit: int = 20) -> list[dict]:

@@ -9,6 +9,7 @@ import zipfile
 from io import BytesIO
 from pathlib import Path
 
+import psutil
 import pytest
 from PIL import Image
 
@@ -24,6 +25,7 @@ from tagger.labels import label_names, load_labels
 from tagger.layout import DataDir
 from tagger.meta import make_meta
 from tests.conftest import COCO
+from tests.helpers import alive, wait_until
 
 IMAGES = sorted((COCO / "images").iterdir())[:4]
 
@@ -272,6 +274,29 @@ def test_jobs_run_one_at_a_time_and_report_errors(client, app, photos):
     assert client.post("/annotate/api/jobs/deploy", json={}).status_code == 400
     assert client.get("/annotate/api/jobs/nope").status_code == 404
     assert client.get("/annotate/api/jobs").json["latest"]["id"] == job_id
+
+
+@pytest.mark.slow
+def test_a_retrain_past_its_time_limit_is_stopped_with_its_training_run(tmp_path, fake_tagger):
+    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "TAGGER_CLIENT": fake_tagger,
+                      "JOB_TIMEOUT": 4})
+    client = app.test_client()
+    for i, image in enumerate(IMAGES[:4]):
+        upload(client, image, f"p{i}")
+        assert client.put(f"/annotate/api/photos/p{i}/labels", json={"labels": ["sea"]}).status_code == 200
+    job = client.post("/annotate/api/jobs/train", json={"recipe": "sgd", "epochs": 200, "samples": True}).json["job"]
+    done = wait_until(lambda: (j := client.get(f"/annotate/api/jobs/{job['id']}").json)["state"] not in
+                      ("queued", "running") and j, timeout=120, what="the job to stop")
+    assert done["state"] == "failed" and "took longer than 4 s" in done["error"], done
+    assert "== training" in done["log"]  # stopped while training: the training run went with it
+
+    def training_runs():
+        return [p for p in psutil.process_iter(["cmdline"]) if job["id"] in " ".join(p.info["cmdline"] or [])]
+    wait_until(lambda: not alive(job["pid"]) and not training_runs(), what="the job runner and its training run")
+    cancel = client.post(f"/annotate/api/jobs/{job['id']}/cancel")
+    assert cancel.status_code == 409
+    assert client.post("/annotate/api/jobs/nope/cancel").status_code == 404
+    app.extensions["exif"].close()
 
 
 def test_a_deploy_while_the_model_server_is_down_is_503_with_retry_after(client, app, fake_tagger, tmp_path):

@@ -338,6 +338,18 @@ def test_failed_jobs_show_their_error_and_change_nothing_served(stack, browser):
     page.wait_for_selector("#job-state.failed", timeout=30_000)
     assert "ended without a result" in page.text_content("#job-state")
     assert page.is_hidden("#deploy")
+    # a retrain cancelled from the page: its training run is killed, the job says so, the next one can start
+    page.click("#train")
+    page.wait_for_function("document.querySelector('#job-state').textContent.includes('running (training)')",
+                           timeout=60_000)
+    job = requests.get(f"{url}/annotate/api/jobs", timeout=10).json()["latest"]
+    training = wait_until(lambda: children(job["pid"]), timeout=60, what="the job's training process")
+    page.click("#cancel-job")
+    page.wait_for_selector("#job-state.cancelled", timeout=60_000)
+    assert "cancelled from the page" in page.text_content("#job-state") and page.is_hidden("#cancel-job")
+    wait_until(lambda: not any(alive(p) for p in training + [job["pid"]]), what="the cancelled job's processes")
+    again = requests.post(f"{url}/annotate/api/jobs/{job['id']}/cancel", timeout=10)
+    assert again.status_code == 409 and "nothing to cancel" in again.json()["error"]
     # a deploy whose checkpoint is gone fails with its reason; the served version stays
     done = next(j for j in requests.get(f"{url}/annotate/api/jobs", timeout=10).json()["jobs"]
                 if j["kind"] == "train" and j["state"] == "succeeded")

@@ -10,13 +10,15 @@ function renderJob(job) {
   if (!job) return;
   const what = job.kind === "train" ? "Retrain" : "Deploy";
   let text = `${what} job ${job.id}: ${job.state}${job.state === "running" ? ` (${job.step})` : ""}`;
-  if (job.state === "failed") text += ` — ${job.error}`;
+  if (job.state === "failed" || job.state === "cancelled") text += ` — ${job.error}`;
   if (job.kind === "deploy" && job.state === "succeeded") text += ` — version ${job.result.version} serves now`;
   $("#job-state").textContent = text;
   $("#job-state").className = job.state;
   $("#job-log").textContent = job.log || "";
   const busy = job.state === "running" || job.state === "queued";
   $("#train").disabled = busy;
+  $("#cancel-job").hidden = !(busy && job.kind === "train");
+  $("#cancel-job").disabled = false;
   const table = $("#compare");
   const train = job.kind === "train" ? job : null;
   if (train && train.state === "succeeded") {
@@ -52,6 +54,14 @@ export function installJobs() {
       renderJob(job);
       pollJob(job.id);
     } catch (err) { say(`Retrain: ${err.message}`, true); }
+  });
+
+  $("#cancel-job").addEventListener("click", async () => {
+    const job = state.job;
+    if (!job) return;
+    $("#cancel-job").disabled = true;
+    try { await send("POST", `api/jobs/${q(job.id)}/cancel`); pollJob(job.id); }
+    catch (err) { say(`Cancel: ${err.message}`, true); $("#cancel-job").disabled = false; }
   });
 
   $("#deploy").addEventListener("click", async () => {

@@ -14,7 +14,7 @@ CHECKPOINT ?= checkpoints/default/best.pt
 VERSION ?=
 DATA_FLAGS = $(foreach d,$(DATA),--data $(d)) $(foreach a,$(ANN),--ann $(a))
 
-.PHONY: setup java chromium exiftool postgres nginx test-packages default-archive serve-cluster migrate-store token revoke tokens test-fast tag export fuzz fuzz-api chaos load serve stop status reparse-exif test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
+.PHONY: setup java chromium exiftool postgres nginx test-packages default-archive serve-cluster migrate-store token revoke tokens test-fast tag export fuzz fuzz-api chaos load serve stop status reparse-exif backup restore empty-trash test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
 
 setup: java $(STAMP)
 
@@ -75,6 +75,17 @@ migrate-store: setup
 # Parse again the EXIF of photos whose parse overran or whose parser died when they were stored
 reparse-exif: setup
 	@$(PY) -m serving reparse-exif
+
+# A consistent backup while it serves (BACKUP=DIR, a new folder); its restore into an empty data folder (services
+# stopped; DATABASE_URL=an empty database for a PostgreSQL backup); erase the trash (DAYS=N: only older entries)
+backup: setup
+	@$(PY) -m serving backup "$(BACKUP)"
+
+restore: setup
+	@$(PY) -m serving restore "$(BACKUP)"
+
+empty-trash: setup
+	@$(PY) -m serving empty-trash $(if $(DAYS),--days $(DAYS))
 
 status: setup
 	$(PY) -m serving status

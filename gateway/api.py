@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as _dt
 import hashlib
 import re
 import time
@@ -18,6 +19,7 @@ from gateway.tagger_client import TaggerError
 from photo_store import Conflict
 from tagger.exif_parsers import needs_reparse, reparsed
 from tagger.image import ImageError, decode_image, decoded_bytes, open_image, oriented_size, shrinks
+from tagger.meta import utc_now
 from tagger.tags import PolicyMissing, UnknownPolicy, answer_tags, check_policy
 
 bp = Blueprint("api", __name__)
@@ -274,12 +276,50 @@ def photos():
     return jsonify(photos=items, next_cursor=next_cursor, model_version=version)
 
 
+def _trash_days() -> float:
+    return float(current_app.config["TRASH_DAYS"])
+
+
+def _restorable_until(deleted_at: str) -> str:
+    at = _dt.datetime.strptime(deleted_at, "%Y-%m-%dT%H:%M:%S.%fZ") + _dt.timedelta(days=_trash_days())
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _empty_expired_trash() -> None:
+    """Erase what has been in the trash longer than TRASH_DAYS (asked on each delete and each listing)."""
+    current_app.extensions["store"].empty_trash(before=utc_now(micro=True, hours=-24 * _trash_days()))
+
+
 @bp.delete("/photos/<id_name:id_name>")
 def delete_photo(id_name: str):
-    """Remove a photo, its file, its earlier versions and its cached predictions."""
-    if not current_app.extensions["store"].delete(id_name):
+    """Move a photo and its earlier versions to the trash: ``GET /trash`` lists it, ``POST
+    /trash/<trash_id>/restore`` puts it back; after TRASH_DAYS days (or ``make empty-trash``) it is erased."""
+    store = current_app.extensions["store"]
+    entry = store.delete(id_name)
+    if entry is None:
         return error(404, f"no photo stored under id_name {id_name!r}")
-    return jsonify(image_id=id_name, status="deleted")
+    _empty_expired_trash()
+    return jsonify(image_id=id_name, status="deleted", trash_id=entry["trash_id"],
+                   restorable_until=_restorable_until(entry["deleted_at"]))
+
+
+@bp.get("/trash")
+def list_trash():
+    _empty_expired_trash()
+    entries = current_app.extensions["store"].trash()
+    return jsonify(days=_trash_days(), trash=[{**e, "restorable_until": _restorable_until(e["deleted_at"])}
+                                              for e in entries])
+
+
+@bp.post("/trash/<int:trash_id>/restore")
+def restore_photo(trash_id: int):
+    try:
+        record = current_app.extensions["store"].restore(trash_id)
+    except Conflict as exc:
+        return error(409, str(exc))
+    if record is None:
+        return error(404, f"nothing in the trash under trash_id {trash_id} (GET /trash lists what is there)")
+    return jsonify(image_id=record["id_name"], status="restored")
 
 
 @bp.get("/healthz")

@@ -38,6 +38,8 @@ BODIES = {  # endpoint -> the body it takes; every other route takes none
     "annotation_ui.save_labels": SMALL,
     "annotation_ui.start_train": SMALL,
     "annotation_ui.start_deploy": SMALL,
+    "annotation_ui.cancel_job": None,  # POSTs that take no body
+    "api.restore_photo": None,
 }
 
 

@@ -125,12 +125,29 @@ SPEC = {
                 "414": _TOO_LONG}}},
         "/photos/{id_name}": {"delete": {
             "operationId": "deletePhoto",
-            "summary": "Remove a photo, its file, its earlier versions and its cached predictions",
+            "summary": "Move a photo and its earlier versions to the trash (restorable for TRASH_DAYS days)",
             "parameters": [{"name": "id_name", "in": "path", "required": True, "schema": _ID_NAME}],
-            "responses": {"200": {"description": "deleted", "content": {"application/json": {"schema": {
-                "type": "object", "required": ["image_id", "status"],
-                "properties": {"image_id": {"type": "string"}, "status": {"const": "deleted"}}}}}},
+            "responses": {"200": {"description": "in the trash", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["image_id", "status", "trash_id", "restorable_until"],
+                "properties": {"image_id": {"type": "string"}, "status": {"const": "deleted"},
+                               "trash_id": {"type": "integer"}, "restorable_until": {"type": "string"}}}}}},
                 "404": _ERROR, "414": _TOO_LONG}}},
+        "/trash": {"get": {
+            "operationId": "listTrash", "summary": "Deleted photos that can still be restored, newest first",
+            "responses": {"200": {"description": "the trash", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["trash", "days"], "properties": {
+                    "days": {"type": "number"},
+                    "trash": {"type": "array", "items": {"type": "object", "required": [
+                        "trash_id", "id_name", "deleted_at", "restorable_until", "sha256", "bytes", "versions"]}}}}}}}}}},
+        "/trash/{trash_id}/restore": {"post": {
+            "operationId": "restorePhoto",
+            "summary": "Put a deleted photo (and its earlier versions, labels and all) back under its id_name",
+            "parameters": [{"name": "trash_id", "in": "path", "required": True,
+                            "schema": {"type": "integer", "minimum": 1}}],
+            "responses": {"200": {"description": "restored", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["image_id", "status"], "properties": {
+                    "image_id": {"type": "string"}, "status": {"const": "restored"}}}}}},
+                "404": _ERROR, "409": {**_ERROR, "description": "a photo is stored under that id_name now"}}}},
         "/session": {
             "get": {"operationId": "getSession", "security": [],
                     "summary": "Whether this client needs a token, and who is signed in (the annotation page asks)",

@@ -11,11 +11,12 @@ under its lock, so a delete never takes the file of an upload of the same bytes 
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 from collections.abc import Callable
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
 from photo_store.tokens import TokenStore
@@ -28,6 +29,8 @@ from tagger.meta import atomic_write, utc_now
 RECORD = ("file", "sha256", "bytes", "format", "width", "height", "exif", "labels", "uploaded_at", "labelled_at",
           "label_detail", "suggested")
 JSON_FIELDS = ("exif", "labels", "label_detail", "suggested")
+TABLES = ("photos", "history", "predictions", "tokens", "sessions", "vocabulary", "vocabulary_words", "trash",
+          "trash_records")  # every table of the schema: what a backup counts
 
 
 class Conflict(Exception):
@@ -45,6 +48,17 @@ class StalePhoto(Exception):
 
 class StoreUnavailable(Exception):
     """The database does not answer now (restarting, unreachable): nothing was stored; retry (answered 503)."""
+
+
+@contextmanager
+def erase_lock(photo_dir: Path, *, shared: bool):
+    """Held shared by a backup while it copies files, exclusively while photo files are erased (emptying the
+    trash): a backup never misses a file its database copy names."""
+    path = Path(photo_dir) / "images" / ".erase.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
 
 
 def content_file(sha: str, fmt: str | None) -> str:
@@ -109,9 +123,34 @@ class SqlStore(TokenStore, VocabularyStore):
         return stack
 
     def _held_elsewhere(self, db, file: str, sha: str) -> bool:
-        """Whether a photo or history row still names ``file`` (looked up by its SHA-256, which is indexed)."""
+        """Whether a photo, history or trash row still names ``file`` (looked up by its SHA-256, indexed)."""
         return self._one(db, "SELECT 1 FROM photos WHERE sha256 = ? AND file = ? UNION ALL SELECT 1 FROM history"
-                             " WHERE sha256 = ? AND file = ? LIMIT 1", (sha, file, sha, file)) is not None
+                             " WHERE sha256 = ? AND file = ? UNION ALL SELECT 1 FROM trash_records WHERE sha256 = ?"
+                             " AND file = ? LIMIT 1", (sha, file, sha, file, sha, file)) is not None
+
+    def _inventory(self, db) -> tuple[dict[str, int], set[tuple[str, str]]]:
+        """Rows per table and every ``(file, sha256)`` a photo, history or trash row names, on connection ``db``."""
+        counts = {t: self._one(db, f"SELECT count(*) AS n FROM {t}")["n"] for t in TABLES}
+        files = {(r["file"], r["sha256"]) for r in self._rows(
+            db, "SELECT file, sha256 FROM photos UNION SELECT file, sha256 FROM history UNION SELECT file, sha256"
+                " FROM trash_records")}
+        return counts, files
+
+    def inventory(self) -> tuple[dict[str, int], set[tuple[str, str]]]:
+        """``(rows per table, {(file, sha256)})`` now (a restore's check)."""
+        with self._connect() as db:
+            return self._inventory(db)
+
+    def schema_revision(self) -> str | None:
+        with self._connect() as db:
+            row = self._one(db, "SELECT version_num FROM alembic_version")
+        return row["version_num"] if row else None
+
+    def _sha_held(self, db, sha: str) -> bool:
+        """Whether any photo, history or trash row holds these bytes (their predictions and renderings stay)."""
+        return self._one(db, "SELECT 1 FROM photos WHERE sha256 = ? UNION ALL SELECT 1 FROM history WHERE sha256 = ?"
+                             " UNION ALL SELECT 1 FROM trash_records WHERE sha256 = ? LIMIT 1",
+                         (sha, sha, sha)) is not None
 
     # ---- the store
     def put(self, id_name: str, data: bytes, *, exif: dict | Callable[[], dict], fmt: str | None = None,
@@ -269,39 +308,94 @@ class SqlStore(TokenStore, VocabularyStore):
                     db, "SELECT model_version, answer FROM predictions WHERE sha256 = ?", (rec["sha256"],))}
         return records
 
-    def delete(self, id_name: str) -> bool:
-        """Remove a photo, its earlier versions (history), their files and their cached predictions (those no
-        other photo shares); False when there is no such photo."""
+    def delete(self, id_name: str) -> dict | None:
+        """Move a photo and its earlier versions (history) to the trash; returns the trash entry (``trash_id``,
+        ``id_name``, ``deleted_at``), None when there is no such photo. Files, labels and cached predictions stay
+        until the trash is emptied (``empty_trash``); ``restore`` puts it all back."""
         with self._connect() as db:
-            while True:
-                shas = {r["sha256"] for r in self._rows(db, "SELECT sha256 FROM photos WHERE id_name = ? UNION"
-                                                            " SELECT sha256 FROM history WHERE id_name = ?",
-                                                        (id_name, id_name))}
-                if not shas:
-                    return False
-                with self._file_locks(db, shas):  # files before the id_name: the order put takes them in
-                    with self._write(db, id_name):
-                        rows = self._rows(db, "SELECT file, sha256 FROM photos WHERE id_name = ? UNION ALL"
-                                              " SELECT file, sha256 FROM history WHERE id_name = ?",
-                                          (id_name, id_name))
-                        if not rows or not {r["sha256"] for r in rows} <= shas:
-                            continue  # replaced meanwhile by other bytes (or deleted): look again
-                        self._run(db, "DELETE FROM photos WHERE id_name = ?", (id_name,))
-                        self._run(db, "DELETE FROM history WHERE id_name = ?", (id_name,))
-                        for sha in {r["sha256"] for r in rows}:
+            with self._write(db, id_name):
+                if self._one(db, "SELECT 1 FROM photos WHERE id_name = ?", (id_name,)) is None:
+                    return None
+                now = utc_now(micro=True)
+                trash_id = self._one(db, "INSERT INTO trash (id_name, deleted_at) VALUES (?, ?) RETURNING id",
+                                     (id_name, now))["id"]
+                columns = ", ".join(RECORD)
+                self._run(db, f"INSERT INTO trash_records (trash_id, id_name, {columns}, replaced_at) SELECT ?,"
+                              f" id_name, {columns}, NULL FROM photos WHERE id_name = ?", (trash_id, id_name))
+                self._run(db, f"INSERT INTO trash_records (trash_id, id_name, {columns}, replaced_at) SELECT ?,"
+                              f" id_name, {columns}, replaced_at FROM history WHERE id_name = ?", (trash_id, id_name))
+                self._run(db, "DELETE FROM photos WHERE id_name = ?", (id_name,))
+                self._run(db, "DELETE FROM history WHERE id_name = ?", (id_name,))
+        return {"trash_id": trash_id, "id_name": id_name, "deleted_at": now}
+
+    def trash(self) -> list[dict]:
+        """What the trash holds, newest first: ``trash_id``, ``id_name``, ``deleted_at``, the photo's ``sha256``,
+        ``bytes`` and ``labels``, and how many earlier versions came with it."""
+        with self._connect() as db:
+            rows = self._rows(db, "SELECT t.id AS trash_id, t.id_name, t.deleted_at, r.sha256, r.bytes, r.labels,"
+                                  " (SELECT count(*) FROM trash_records h WHERE h.trash_id = t.id AND h.replaced_at"
+                                  " IS NOT NULL) AS versions FROM trash t JOIN trash_records r ON r.trash_id = t.id"
+                                  " AND r.replaced_at IS NULL ORDER BY t.deleted_at DESC, t.id DESC")
+        return [{**dict(r), "labels": json.loads(r["labels"]) if r["labels"] else None} for r in rows]
+
+    def restore(self, trash_id: int) -> dict | None:
+        """Put a trashed photo and its earlier versions back under their id_name; None when there is no such
+        entry. ``Conflict`` when a photo is stored under that id_name now."""
+        with self._connect() as db:
+            entry = self._one(db, "SELECT id_name FROM trash WHERE id = ?", (trash_id,))
+            if entry is None:
+                return None
+            id_name = entry["id_name"]
+            with self._write(db, id_name):
+                if self._one(db, "SELECT 1 FROM trash WHERE id = ?", (trash_id,)) is None:
+                    return None  # restored or emptied meanwhile
+                if self._one(db, "SELECT 1 FROM photos WHERE id_name = ?", (id_name,)) is not None:
+                    raise Conflict(f"a photo is stored under id_name {id_name!r} now; delete it (or upload the "
+                                   "trashed one under another name) first")
+                columns = ", ".join(RECORD)
+                self._run(db, f"INSERT INTO photos (id_name, {columns}) SELECT id_name, {columns} FROM"
+                              " trash_records WHERE trash_id = ? AND replaced_at IS NULL", (trash_id,))
+                self._run(db, f"INSERT INTO history (id_name, {columns}, replaced_at) SELECT id_name, {columns},"
+                              " replaced_at FROM trash_records WHERE trash_id = ? AND replaced_at IS NOT NULL",
+                          (trash_id,))
+                self._run(db, "DELETE FROM trash_records WHERE trash_id = ?", (trash_id,))
+                self._run(db, "DELETE FROM trash WHERE id = ?", (trash_id,))
+                row = self._one(db, "SELECT * FROM photos WHERE id_name = ?", (id_name,))
+        return decode_record(row)
+
+    def empty_trash(self, *, before: str | None = None) -> int:
+        """Erase the trash entries deleted before ``before`` (an ISO time; None: all of them): their rows, then
+        each file, cached prediction, thumbnail and view no other row holds. Returns how many were erased."""
+        with self._connect() as db:
+            ids = [r["id"] for r in (self._rows(db, "SELECT id FROM trash") if before is None else
+                                     self._rows(db, "SELECT id FROM trash WHERE deleted_at < ?", (before,)))]
+        erased = 0
+        for trash_id in ids:
+            with self._connect() as db:
+                files = {(r["file"], r["sha256"]) for r in self._rows(
+                    db, "SELECT file, sha256 FROM trash_records WHERE trash_id = ?", (trash_id,))}
+                shas = {sha for _, sha in files}
+                with self._file_locks(db, shas):  # an upload of the same bytes waits until we are done
+                    with self._write(db, f"trash:{trash_id}"):
+                        self._run(db, "DELETE FROM trash_records WHERE trash_id = ?", (trash_id,))
+                        if self._run(db, "DELETE FROM trash WHERE id = ?", (trash_id,)) == 0:
+                            continue  # restored meanwhile
+                        for sha in shas:
                             self._run(db, "DELETE FROM predictions WHERE sha256 = ? AND NOT EXISTS (SELECT 1 FROM"
                                           " photos WHERE sha256 = ?) AND NOT EXISTS (SELECT 1 FROM history WHERE"
-                                          " sha256 = ?)", (sha, sha, sha))
+                                          " sha256 = ?) AND NOT EXISTS (SELECT 1 FROM trash_records WHERE sha256 = ?)",
+                                      (sha, sha, sha, sha))
                     # committed; still under the files' locks: a crash leaves an orphan file, never a record
-                    # without its file, and an upload of the same bytes waits until we are done
-                    for f, sha in {(r["file"], r["sha256"]) for r in rows}:
-                        if not self._held_elsewhere(db, f, sha):
-                            (self.root / f).unlink(missing_ok=True)
-                    for sha in {r["sha256"] for r in rows}:
-                        if self._one(db, "SELECT 1 FROM photos WHERE sha256 = ? UNION ALL SELECT 1 FROM history"
-                                         " WHERE sha256 = ? LIMIT 1", (sha, sha)) is None:
+                    # without its file; and never while a backup copies files
+                    with erase_lock(self.root, shared=False):
+                        for f, sha in files:
+                            if not self._held_elsewhere(db, f, sha):
+                                (self.root / f).unlink(missing_ok=True)
+                    for sha in shas:
+                        if not self._sha_held(db, sha):
                             self._remove_renderings(sha)
-                return True
+                erased += 1
+        return erased
 
     def _remove_renderings(self, sha: str) -> None:
         """The thumbnails and view-size copies made of these bytes (``<data>/thumbs/<size>/``), which no photo

@@ -12,6 +12,7 @@ never from the URL itself. A database that does not answer raises ``StoreUnavail
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,22 @@ def sqlalchemy_url(url: str) -> str:
     """The SQLAlchemy spelling of a libpq URL (psycopg 3 as the driver)."""
     scheme, _, rest = url.partition("://")
     return f"postgresql+psycopg://{rest}"
+
+
+def bin_dir() -> Path:
+    """The newest installed PostgreSQL's programs (Debian: /usr/lib/postgresql/<major>/bin)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
+    if not found:
+        raise RuntimeError("PostgreSQL is not installed: make postgres (or apt-get install postgresql-15)")
+    return found[-1].parent
+
+
+def pg_tool(name: str, *args: str) -> None:
+    """Run ``pg_dump`` or ``pg_restore``; a failure is a RuntimeError with its last words (no password in them)."""
+    done = subprocess.run([str(bin_dir() / name), *args], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-600:]}")
 
 
 class PostgresStore(SqlStore):
@@ -59,6 +76,18 @@ class PostgresStore(SqlStore):
                     name="photo-store")
                 self._pool_pid = os.getpid()
             return self._pool
+
+    def dump(self, out_dir: Path) -> dict:
+        """A consistent copy of the database in ``out_dir``: ``pg_dump`` (custom format, no owners: it restores
+        into any empty database) reads the snapshot this transaction exports, and the row counts and files are
+        read in the same one. Returns ``{"database": file name, "counts": ..., "files": {(file, sha256)}}``."""
+        with self._connect() as db, db.transaction():
+            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            snapshot = db.execute("SELECT pg_export_snapshot() AS s").fetchone()["s"]
+            pg_tool("pg_dump", "--format=custom", "--no-owner", "--no-privileges", f"--snapshot={snapshot}",
+                    "--file", str(Path(out_dir) / "photos.dump"), self.url)
+            counts, files = self._inventory(db)
+        return {"database": "photos.dump", "counts": counts, "files": files}
 
     def close(self) -> None:
         with self._pool_lock:

@@ -72,6 +72,19 @@ class SQLiteStore(SqlStore):
         db.execute("PRAGMA busy_timeout=30000")
         return db
 
+    def dump(self, out_dir: Path) -> dict:
+        """A consistent copy of the database in ``out_dir`` (SQLite's online backup API: writers go on meanwhile),
+        with the row counts and files read from the copy. Returns ``{"database": file name, "counts": ...,
+        "files": {(file, sha256)}}``."""
+        copy_path = Path(out_dir) / "photos.db"
+        with closing(self._open()) as db, closing(sqlite3.connect(copy_path)) as copy:
+            db.backup(copy)
+        os.chmod(copy_path, 0o600)
+        with closing(sqlite3.connect(copy_path)) as copy:
+            copy.row_factory = sqlite3.Row
+            counts, files = self._inventory(copy)
+        return {"database": "photos.db", "counts": counts, "files": files}
+
     @contextmanager
     def _connect(self):
         with closing(self._open()) as db:

@@ -5,6 +5,8 @@
     python -m serving serve-cluster [--replicas N] [--listen HOST] [--hosts NAMES]   # PostgreSQL, TorchServe, ...
     python -m serving {token,revoke,tokens} [--name NAME] [--scope read|write]   # API tokens (serving/tokens.py)
     python -m serving reparse-exif                      # EXIF whose parse overran, parsed again (serving/reparse.py)
+    python -m serving {backup,restore} DIR              # a consistent backup; its restore (serving/backups.py)
+    python -m serving empty-trash [--days N]            # erase deleted photos (all, or older than N days)
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from photo_store import StoreUnavailable
 from serving import torchserve
+from serving.backups import backup_command, empty_trash_command, restore_command
 from serving.cluster import Cluster, cluster_status, is_cluster, serve_cluster, stop_cluster
 from serving.stack import Stack, gateway_pid, serve, stop, versions
 from serving.leftovers import stop_leftovers
@@ -27,8 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m serving", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["serve", "serve-cluster", "stop", "status", "deploy", "rollback", "versions",
-                                        "token", "revoke", "tokens", "reparse-exif"])
-    p.add_argument("version", nargs="?", help="with deploy: the version to deploy (model_store/tagger-VERSION.mar)")
+                                        "token", "revoke", "tokens", "reparse-exif", "backup", "restore", "empty-trash"])
+    p.add_argument("version", nargs="?", help="with deploy: the version to deploy (model_store/tagger-VERSION.mar); "
+                   "with backup and restore: the backup's folder")
+    p.add_argument("--days", type=float, default=None, help="with empty-trash: only what was deleted more than "
+                   "this many days ago (default: everything)")
     p.add_argument("--var", default=None, help="data and runtime directory (default: var/ in the repository)")
     p.add_argument("--replicas", type=int, default=None, help="with serve-cluster: gateway replicas (default 2, "
                    "or as many as last time)")
@@ -46,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         return status
     if args.command == "reparse-exif":
         return reparse_command(stack)
+    if args.command == "backup":
+        return backup_command(stack, args.version)
+    if args.command == "restore":
+        return restore_command(stack, args.version)
+    if args.command == "empty-trash":
+        return empty_trash_command(stack, args.days)
     cluster = Cluster.load(stack.var_dir, replicas=args.replicas, proxy_host=args.listen,
                            hosts=None if args.hosts is None else tuple(args.hosts.replace(",", " ").split()))
     if args.command == "serve-cluster":

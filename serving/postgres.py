@@ -22,17 +22,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from photo_store.postgres import bin_dir  # the one place that finds PostgreSQL's programs
+
 SERVER_USER = "postgres"  # who runs the server when we are root
 ROLE = "tagger"           # the gateway's role (no superuser, creates no database or role) and its database
 ADMIN = "tagger_admin"    # the superuser initdb makes: provisions the role and database, nothing else uses it
-
-
-def bin_dir() -> Path:
-    """The newest installed PostgreSQL's programs (Debian: /usr/lib/postgresql/<major>/bin)."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
-    if not found:
-        raise RuntimeError("PostgreSQL is not installed: make postgres (or apt-get install postgresql-15)")
-    return found[-1].parent
 
 
 @dataclass(frozen=True)

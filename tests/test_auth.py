@@ -31,9 +31,12 @@ MATRIX = {
     ("annotation_ui.save_labels", "PUT"): "write", ("annotation_ui.clear_labels", "DELETE"): "write",
     ("annotation_ui.start_train", "POST"): "write", ("annotation_ui.start_deploy", "POST"): "write",
     ("annotation_ui.add_label", "POST"): "write", ("annotation_ui.retire_label", "DELETE"): "write",
+    ("annotation_ui.cancel_job", "POST"): "write", ("api.list_trash", "GET"): "read",
+    ("api.restore_photo", "POST"): "write",
 }
 # Values for a route's arguments, and a body each view refuses or does cheaply once let through (no job starts).
-ARGS = {"id_name": "bus", "job_id": "no-such-job", "filename": "annotate.css", "name": "no-such-label"}
+ARGS = {"id_name": "bus", "job_id": "no-such-job", "filename": "annotate.css", "name": "no-such-label",
+        "trash_id": "99999"}
 BODIES = {"annotation_ui.start_train": {"json": {"recipe": "no-such-recipe"}},
           "annotation_ui.start_deploy": {"json": {"train_job": "no-such-job"}},
           "annotation_ui.save_labels": {"json": {"labels": ["bus"]}},

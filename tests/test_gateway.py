@@ -24,6 +24,7 @@ from gateway.openapi import SPEC
 from photo_library.files import photos_in
 from tagger.image import EXTENSIONS, FORMATS, MEDIA_TYPES, ImageError, decode_image
 from tagger.labels import label_names
+from tagger.meta import utc_now
 from training.datasets import check_image
 from tests.conftest import COCO, EXIF, REPO
 from tests.slow_exif import hanging_jpeg
@@ -264,12 +265,15 @@ def test_photos_search_by_tag_is_paged_newest_first_and_labels_win(client, app, 
     assert client.get("/photos", query_string={"cursor": "2999-01-01T00:00:00.000000Z~\n"}).status_code == 400
 
 
-def test_delete_removes_photo_file_history_and_predictions(client, app):
+def test_delete_moves_to_the_trash_restore_brings_all_back_and_emptying_erases_it(client, app):
+    """DELETE keeps the photo, its earlier versions, labels, files, thumbnails and predictions in the trash (GET
+    /trash); a restore puts it all back; emptying the trash (make empty-trash, or TRASH_DAYS) erases everything."""
     store = app.extensions["store"]
     a = (COCO / "images/000000000471.jpg").read_bytes()
     b = (COCO / "images/000000000382.jpg").read_bytes()
     client.post("/imgup", data={"file": (BytesIO(a), "a.jpg"), "id_name": "x"})
     client.post("/imgup", data={"file": (BytesIO(b), "b.jpg"), "id_name": "x"})  # a goes to the history
+    assert client.put("/annotate/api/photos/x/labels", json={"labels": ["sea"]}).status_code == 200
     app.extensions["predictions"].wait_idle()
     files = [store.image_path(store.get("x")), store.image_path(store.history("x")[0])]
     for size in ("thumb", "view"):
@@ -278,13 +282,42 @@ def test_delete_removes_photo_file_history_and_predictions(client, app):
     renderings = list((Path(app.config["DATA_DIR"]) / "thumbs").rglob("*.jpg"))
     assert len(renderings) == 2
     files += renderings
-    assert all(f.exists() for f in files)
+
     r = client.delete("/photos/x")
-    assert r.status_code == 200 and r.json == {"image_id": "x", "status": "deleted"}
-    assert store.get("x") is None and store.history("x") == [] and not any(f.exists() for f in files)
-    assert store.cached_prediction(hashlib.sha256(b).hexdigest(), "fake") is None
+    assert r.status_code == 200 and (r.json["image_id"], r.json["status"]) == ("x", "deleted")
+    trash_id = r.json["trash_id"]
+    assert r.json["restorable_until"] > utc_now(hours=24 * 29)
+    assert store.get("x") is None and store.history("x") == [] and client.get("/imginfo?id_name=x").status_code == 404
     assert client.delete("/photos/x").status_code == 404
-    assert client.get("/imginfo?id_name=x").status_code == 404
+    listed = client.get("/trash").json
+    assert listed["days"] == 30 and [(e["trash_id"], e["id_name"], e["labels"], e["versions"]) for e in
+                                     listed["trash"]] == [(trash_id, "x", ["sea"], 1)]
+    assert all(f.exists() for f in files)  # kept while in the trash
+
+    r = client.post(f"/trash/{trash_id}/restore")
+    assert r.status_code == 200 and r.json == {"image_id": "x", "status": "restored"}
+    assert store.get("x")["labels"] == ["sea"] and store.read_image(store.get("x")) == b
+    assert [h["sha256"] for h in store.history("x")] == [hashlib.sha256(a).hexdigest()]
+    assert client.get("/trash").json["trash"] == [] and client.post(f"/trash/{trash_id}/restore").status_code == 404
+
+    trash_id = client.delete("/photos/x").json["trash_id"]
+    client.post("/imgup", data={"file": (BytesIO(a), "a.jpg"), "id_name": "x"})  # the name taken again
+    r = client.post(f"/trash/{trash_id}/restore")
+    assert r.status_code == 409 and "is stored under id_name 'x' now" in r.json["error"]
+    assert client.delete("/photos/x").status_code == 200
+    assert store.empty_trash() == 2
+    assert client.get("/trash").json["trash"] == [] and not any(f.exists() for f in files)
+    assert store.cached_prediction(hashlib.sha256(b).hexdigest(), "fake") is None
+
+
+def test_what_stayed_in_the_trash_past_trash_days_is_erased(tmp_path, fake_tagger):
+    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "TAGGER_CLIENT": fake_tagger, "TRASH_DAYS": 0})
+    client = app.test_client()
+    upload(client, id_name="old")
+    file = app.extensions["store"].image_path(app.extensions["store"].get("old"))
+    assert client.delete("/photos/old").status_code == 200
+    assert client.get("/trash").json == {"days": 0, "trash": []} and not file.exists()
+    app.extensions["exif"].close()
 
 
 def test_place_names_come_offline_from_geonames(client, monkeypatch):
@@ -419,7 +452,7 @@ def test_an_id_name_with_slashes_is_deleted_and_labelled_by_its_path(client):
     r = client.put("/annotate/api/photos//a//b.jpg/labels", json={"labels": ["sea"]})
     assert r.status_code == 200, r.json
     r = client.delete("/photos//a//b.jpg")
-    assert r.status_code == 200 and r.json == {"image_id": "/a//b.jpg", "status": "deleted"}
+    assert r.status_code == 200 and (r.json["image_id"], r.json["status"]) == ("/a//b.jpg", "deleted")
     assert client.get("/imginfo", query_string={"id_name": "/a//b.jpg"}).status_code == 404
 
 

@@ -115,7 +115,9 @@ def test_the_same_bytes_under_two_names_share_one_file_until_both_are_deleted(st
     b = store.put("b", photo(1), exif={}, fmt="JPEG")
     assert a["file"] == b["file"] == f"images/{a['sha256'][:2]}/{a['sha256']}.jpg"
     assert store.delete("a") and store.read_image(b) == photo(1)
-    assert store.delete("b") and not store.image_path(b).exists()
+    assert store.empty_trash() == 1 and store.read_image(b) == photo(1)
+    assert store.delete("b") and store.image_path(b).exists()  # in the trash
+    assert store.empty_trash() == 1 and not store.image_path(b).exists()
 
 
 def test_a_store_made_before_migrations_is_brought_to_the_newest_schema_in_place(tmp_path):

@@ -49,7 +49,8 @@ LISTEN ?=
 HOSTS ?=
 serve-cluster: setup postgres nginx
 	$(PY) -m serving serve-cluster $(if $(REPLICAS),--replicas $(REPLICAS)) $(if $(LISTEN),--listen $(LISTEN)) \
-		$(if $(HOSTS),--hosts "$(HOSTS)")
+		$(if $(HOSTS),--hosts "$(HOSTS)") $(if $(TLS_CERT),--tls-cert "$(TLS_CERT)") \
+		$(if $(TLS_KEY),--tls-key "$(TLS_KEY)")
 
 # API tokens for the gateway: make token NAME=laptop SCOPE=read|write (printed once), make revoke NAME=laptop|ID
 # (NAME and SCOPE only from the command line: some systems export NAME, e.g. WSL's host name)

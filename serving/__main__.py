@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
                    "127.0.0.1; beyond loopback every request then needs a token)")
     p.add_argument("--hosts", default=None, help="with serve-cluster: more host names clients use to reach it (a "
                    "DNS alias, a NAT address), comma-separated (default: this machine's own names and addresses)")
+    p.add_argument("--tls-cert", default=None, help="with serve-cluster: a PEM certificate (chain); nginx then "
+                   "terminates TLS (give --tls-key too; '' turns TLS off again)")
+    p.add_argument("--tls-key", default=None, help="with serve-cluster: the certificate's private key (PEM)")
     p.add_argument("--name", default=None, help="with token: who holds it; with revoke: its name or id")
     p.add_argument("--scope", default=None, choices=["read", "write"], help="with token (write includes read)")
     args = p.parse_args(argv)
@@ -58,11 +61,18 @@ def main(argv: list[str] | None = None) -> int:
         return restore_command(stack, args.version)
     if args.command == "empty-trash":
         return empty_trash_command(stack, args.days)
+    tls = {k: (str(Path(v).resolve()) if v else "") for k, v in (("tls_cert", args.tls_cert),
+                                                                  ("tls_key", args.tls_key)) if v is not None}
     cluster = Cluster.load(stack.var_dir, replicas=args.replicas, proxy_host=args.listen,
-                           hosts=None if args.hosts is None else tuple(args.hosts.replace(",", " ").split()))
+                           hosts=None if args.hosts is None else tuple(args.hosts.replace(",", " ").split()),
+                           **tls)
     if args.command == "serve-cluster":
         if cluster.replicas < 1:
             p.error("--replicas must be at least 1")
+        if cluster.plain_beyond_loopback:
+            print(f"warning: listening on {cluster.proxy_host} without TLS: tokens, session cookies and photos "
+                  "cross the network in the clear; give TLS_CERT=... TLS_KEY=... (make serve-cluster)",
+                  file=sys.stderr)
         try:
             timings = serve_cluster(cluster)
         except RuntimeError as exc:

@@ -50,9 +50,13 @@ class Cluster:
     model_store: Path = REPO / "model_store"
     gateway_workers: int = 2
     hosts: tuple[str, ...] = ()  # host names answered beyond this machine's own (a DNS alias, a NAT address)
+    tls_cert: str | None = None  # PEM certificate and key: nginx terminates TLS (https://, plain HTTP redirected)
+    tls_key: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "var_dir", Path(self.var_dir).resolve())
+        for name in ("tls_cert", "tls_key"):  # "" (make serve-cluster TLS_CERT=) turns TLS off
+            object.__setattr__(self, name, getattr(self, name) or None)
         object.__setattr__(self, "hosts", parse_hosts(self.hosts))
         if not self.replica_ports:
             object.__setattr__(self, "replica_ports",
@@ -66,7 +70,8 @@ class Cluster:
         saved = DataDir(var_dir).run / "cluster.json"
         settings = json.loads(saved.read_text()) if saved.is_file() else {}
         settings = {k: v for k, v in settings.items() if k in ("replicas", "replica_ports", "proxy_port",
-                                                               "proxy_host", "postgres_port", "ports", "hosts")}
+                                                               "proxy_host", "postgres_port", "ports", "hosts", "tls_cert",
+                                                               "tls_key")}
         settings["replica_ports"] = tuple(settings.get("replica_ports", ()))
         settings["hosts"] = tuple(settings.get("hosts", ()))
         if "ports" in settings:
@@ -80,7 +85,7 @@ class Cluster:
         save_json(DataDir(self.var_dir).run / "cluster.json", {
             "replicas": self.replicas, "replica_ports": list(self.replica_ports), "proxy_port": self.proxy_port,
             "proxy_host": self.proxy_host, "postgres_port": self.postgres_port, "ports": list(astuple(self.ports)),
-            "hosts": list(self.hosts)})
+            "hosts": list(self.hosts), "tls_cert": self.tls_cert, "tls_key": self.tls_key})
 
     @property
     def postgres(self) -> PostgresRun:
@@ -89,7 +94,14 @@ class Cluster:
     @property
     def proxy(self) -> NginxRun:
         return NginxRun(DataDir(self.var_dir).run / "nginx", host=self.proxy_host, listen=self.proxy_port,
-                        upstreams=self.replica_ports, hosts=self.served_hosts)
+                        upstreams=self.replica_ports, hosts=self.served_hosts,
+                        tls_cert=Path(self.tls_cert) if self.tls_cert else None,
+                        tls_key=Path(self.tls_key) if self.tls_key else None)
+
+    @property
+    def plain_beyond_loopback(self) -> bool:
+        """Listening beyond loopback without TLS: tokens and photos cross the network in the clear."""
+        return not self.on_loopback and not self.tls_cert
 
     @property
     def on_loopback(self) -> bool:

@@ -45,9 +45,19 @@ class NginxRun:
     upstreams: tuple[int, ...] = field(default=(7781, 7782))
     host: str = "127.0.0.1"
     hosts: tuple[str, ...] = ()  # host names answered beyond loopback ones ("*": any)
+    tls_cert: Path | None = None  # a PEM certificate (chain) and its key: nginx terminates TLS on ``listen``
+    tls_key: Path | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root).resolve())
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both TLS_CERT and TLS_KEY")
+        for name in ("tls_cert", "tls_key"):
+            if getattr(self, name) is not None:
+                path = Path(getattr(self, name)).resolve()
+                if not path.is_file():
+                    raise ValueError(f"{name.upper()} {path} is not a file")
+                object.__setattr__(self, name, path)
         object.__setattr__(self, "upstreams", tuple(self.upstreams))
         object.__setattr__(self, "hosts", tuple(self.hosts))
 
@@ -68,11 +78,22 @@ class NginxRun:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.listen}"
+        return f"{'https' if self.tls_cert else 'http'}://{self.host}:{self.listen}"
+
+    def _listen(self, extra: str = "") -> str:
+        """The ``listen`` line and, with TLS, the certificate: a plain-HTTP request to the TLS port (nginx's 497)
+        is redirected to https on the same port."""
+        if not self.tls_cert:
+            return f"listen {self.host}:{self.listen}{extra};"
+        return (f"listen {self.host}:{self.listen} ssl{extra};\n"
+                f"        ssl_certificate {self.tls_cert};\n        ssl_certificate_key {self.tls_key};\n"
+                "        ssl_protocols TLSv1.2 TLSv1.3;\n        ssl_session_cache shared:tls:1m;\n"
+                "        error_page 497 =301 https://$host:$server_port$request_uri;")
 
     def render(self) -> str:
         temp = self.root / "temp"
         user = f"user {WORKER_USER} nogroup;\n" if os.getuid() == 0 else ""
+        hsts = "\n        add_header Strict-Transport-Security \"max-age=31536000\" always;" if self.tls_cert else ""
         servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout={FAIL_TIMEOUT}s;"
                             for p in self.upstreams)
         return f"""# written by serving/nginx.py for make serve-cluster; edits are overwritten
@@ -100,15 +121,15 @@ http {{
         keepalive 32;
     }}
     server {{  # any other host name (a rebinding page): refused before a replica sees it
-        listen {self.host}:{self.listen} default_server;
+        {self._listen(" default_server")}
         location / {{
             default_type application/json;
             return 421 '{{"error": "this service does not answer to that host name; ask its operator which name to use (make serve-cluster HOSTS=...)"}}';
         }}
     }}
     server {{
-        listen {self.host}:{self.listen};
-        server_name {self.server_names()};
+        {self._listen()}
+        server_name {self.server_names()};{hsts}
         location / {{
             limit_req zone=per_client burst={BURST} nodelay;
             proxy_pass http://gateways;

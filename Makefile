@@ -14,7 +14,7 @@ CHECKPOINT ?= checkpoints/default/best.pt
 VERSION ?=
 DATA_FLAGS = $(foreach d,$(DATA),--data $(d)) $(foreach a,$(ANN),--ann $(a))
 
-.PHONY: setup java chromium exiftool postgres nginx test-packages default-archive serve-cluster migrate-store token revoke tokens test-fast tag export fuzz fuzz-api chaos load serve stop status reparse-exif backup restore empty-trash test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
+.PHONY: setup java chromium exiftool postgres nginx test-packages default-archive serve-cluster migrate-store token revoke tokens test-fast tag export fuzz fuzz-api chaos load serve stop status reparse-exif backup restore empty-trash lint test model archive train deploy rollback versions kserve-bundle bench recipe-cv clean
 
 setup: java $(STAMP)
 
@@ -97,7 +97,12 @@ TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min((os.cpu_count() or 1)
 # Side by side first: pip (then the default model, built when missing) and apt-get (what the tests start)
 test:
 	@$(MAKE) --no-print-directory -j3 setup test-packages default-archive
+	$(PY) -m ruff check .
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+# ruff (pyproject.toml [tool.ruff]): pyflakes, pycodestyle, bugbear, blind excepts, names; each noqa says why
+lint: setup
+	$(PY) -m ruff check .
 
 test-packages:
 	@$(PYTHON) -m serving.debian java chromium exiftool postgres nginx
@@ -109,6 +114,7 @@ default-archive: setup
 
 # The unit tests only (no TorchServe, gunicorn or Chromium started, no model trained): seconds, for a quick check
 test-fast: setup exiftool
+	$(PY) -m ruff check .
 	$(PY) -m pytest -m "not stack and not slow" -q
 
 # Tag a photo folder into XMP sidecars through the running gateway: make tag DIR=~/Pictures (GATEWAY=http://...)
@@ -181,18 +187,18 @@ bench: setup
 	$(PY) -m benchmarks.policies --checkpoint var/bench/default
 	$(PY) -m benchmarks.detector
 	$(PY) -m benchmarks.own_labels
-	$(PY) benchmarks/decode.py
-	$(PY) benchmarks/serving.py --checkpoint var/bench/default/best.pt
-	$(PY) benchmarks/model_budget.py --checkpoint var/bench/default/best.pt
-	$(PY) benchmarks/gateway.py
-	$(PY) benchmarks/photo_library.py
-	$(PY) benchmarks/cluster.py
-	$(PY) benchmarks/training.py --out var/bench/training
+	$(PY) -m benchmarks.decode
+	$(PY) -m benchmarks.serving --checkpoint var/bench/default/best.pt
+	$(PY) -m benchmarks.model_budget --checkpoint var/bench/default/best.pt
+	$(PY) -m benchmarks.gateway
+	$(PY) -m benchmarks.photo_library
+	$(PY) -m benchmarks.cluster
+	$(PY) -m benchmarks.training --out var/bench/training
 
 # The default recipe chosen by repeated k-fold CV on the bundled photos: every variant on the same folds, and the
 # learning curve docs/learning_curve.png (about 12 minutes on 2 cores).
 recipe-cv: setup
-	$(PY) benchmarks/recipe_cv.py --out var/bench/recipe
+	$(PY) -m benchmarks.recipe_cv --out var/bench/recipe
 
 clean: stop
 	rm -rf checkpoints model_store/*.mar var/run var/cache

@@ -61,9 +61,11 @@ def next_version(served: str, model_store: Path, model_name: str = "tagger") -> 
     parts = served.split(".")
     if len(parts) == 2 and all(p.isdigit() for p in parts):
         major, minor = int(parts[0]), int(parts[1]) + 1
-        make = lambda i: f"{major}.{minor + i}"  # noqa: E731
+        def make(i):
+            return f"{major}.{minor + i}"
     else:
-        make = lambda i: f"{served}.{i + 1}"  # noqa: E731
+        def make(i):
+            return f"{served}.{i + 1}"
     taken = {found.version for found in map(cached_archive, Path(model_store).glob(f"{model_name}*.mar")) if found}
     i = 0
     while make(i) in taken or (Path(model_store) / f"{model_name}-{make(i)}.mar").exists():

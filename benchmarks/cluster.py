@@ -1,6 +1,6 @@
 """The cluster against the single machine, side by side in one command (``make bench``):
 
-    .venv/bin/python benchmarks/cluster.py [--seconds 30] [--clients 8]
+    .venv/bin/python -m benchmarks.cluster [--seconds 30] [--clients 8]
 
 1. Baseline: ``make serve``'s shape, one gunicorn (2 workers x 4 threads) on SQLite, clients straight at it.
 2. ``make serve-cluster``'s shape: 2 replicas (each 2 x 4) on PostgreSQL, behind nginx.
@@ -25,14 +25,13 @@ from pathlib import Path
 
 import requests
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from benchmarks.load import synthetic_jpeg
+from serving.cluster import Cluster, serve_cluster, stop_cluster
+from serving.stack import Stack, ensure_default_archive, serve, stop
+from serving.tokens import open_setup_store
+from serving.torchserve import Ports, free_ports
 
-from benchmarks.load import synthetic_jpeg  # noqa: E402
-from serving.cluster import Cluster, serve_cluster, stop_cluster  # noqa: E402
-from serving.stack import Stack, ensure_default_archive, serve, stop  # noqa: E402
-from serving.tokens import open_setup_store  # noqa: E402
-from serving.torchserve import Ports, free_ports  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def load(url: str, seconds: float, clients: int, offset: int) -> dict:

@@ -1,6 +1,6 @@
 """Preprocessing speed, side by side: the stock path against the project's decoder (``make bench``).
 
-    python benchmarks/decode.py
+    python -m benchmarks.decode
 
 Stock path: PIL full decode, then torchvision's Resize, CenterCrop, ToTensor, Normalize on the PIL image.
 Ours: ``tagger.image.decode_image(data, min_side=resize)`` (JPEG DCT scaling while decoding), then the model's
@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import io
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from tagger.image import decode_image
+from tagger.presets import default_preprocessing, eval_transform
 
-from tagger.image import decode_image  # noqa: E402
-from tagger.presets import default_preprocessing, eval_transform  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def stock(pre: dict):

@@ -8,7 +8,8 @@
     python -m benchmarks.detector [--photos 40]     # prints a table, writes var/bench/detector.json
 
 Each is timed on 1 and on 2 threads (median over the photos, each photo decoded as the handler decodes it; a photo's
-time is its resize to 300x300 and the network, as ``model.detector.detect`` runs them). Beside the times: each network's multiply-adds per photo (counted from its ONNX graph),
+time is its resize to 300x300 and the network, as ``model.detector.detect`` runs them). Beside the times: each
+network's multiply-adds per photo (counted from its ONNX graph),
 the GFLOP/s achieved, and this CPU's fp32 peak (the FMA width times the cores' clock, and a large matrix product
 measured) as the physical limit. The classifier is counted and timed the same way.
 """
@@ -23,14 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from model.detector import blob, detector_spec, graph_files, label_scores
+from model.detector import blob, detector_spec, graph_files
 from model.detector_onnx import convert
 from tagger import REPO
 from tagger.image import decode_image
 from tagger.labels import load_labels
 from tagger.layout import DataDir
 from tagger.meta import save_json
-from training.detections import calibration_photos, detector_graph
+from training.detections import detector_graph
 
 PHOTOS = REPO / "samples/coco_subset/images"
 OLD_CONFIG = "models/ssd_mobilenet_v2_coco_2018_03_29.pbtxt"  # OpenCV's text graph in the same package
@@ -63,8 +64,8 @@ class OpenCvBaseline:
             self.heads.append((torch.from_numpy(w[rows].copy()), torch.from_numpy(b[rows].copy()), anchors))
         head, *nodes = re.split(r"(?m)^node \{\n", text)
         kept = [n for n in nodes if not re.search(r'name: "([^"]+)"', n).group(1).startswith(OLD_BOX_NODES)]
-        self.net = cv2.dnn.readNetFromTensorflow(weights, np.frombuffer(("".join([head] + ["node {\n" + n for n in kept])
-                                                                         ).encode(), np.uint8))
+        graph = "".join([head] + ["node {\n" + n for n in kept]).encode()
+        self.net = cv2.dnn.readNetFromTensorflow(weights, np.frombuffer(graph, np.uint8))
         self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
         self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
         self.classes = len(class_ids)
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
         old = OpenCvBaseline(spec, thing_ids, threads)
         runs = {"opencv_13": old, "onnx_fp32_80": session(fp32, threads), "onnx_int8_80": session(int8, threads)}
         for name, fn in runs.items():  # a photo's detection: its resize to 300x300 and the network
-            result[f"{name}_ms_t{threads}"] = round(timed(lambda im: fn(blob([im], spec["input"])), images), 2)
+            result[f"{name}_ms_t{threads}"] = round(timed(lambda im: fn(blob([im], spec["input"])), images), 2)  # noqa: B023 - called within this iteration
         if threads == 1:  # the same scores: the 13 classes of the old path against the new graph's columns
             new = np.concatenate([runs["onnx_fp32_80"](v) for v in views[:10]])
             cols = [list(spec["classes"].values()).index(c) for c in thing_ids]
@@ -216,7 +217,7 @@ def classifier_figures(result: dict) -> dict:
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         s = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-        out[f"ms_t{threads}"] = round(timed(lambda _: s.run(None, {"images": x}), [x] * 40), 2)
+        out[f"ms_t{threads}"] = round(timed(lambda _: s.run(None, {"images": x}), [x] * 40), 2)  # noqa: B023 - called within this iteration
     return out
 
 

@@ -1,6 +1,6 @@
 """Gateway speed, side by side in one run (``make bench``), against the real TorchServe behind it.
 
-    python benchmarks/gateway.py
+    python -m benchmarks.gateway
 
 Starts TorchServe and the gateway (gunicorn) on free loopback ports with their own data directory, then for a
 640x480 sample photo and a 12-megapixel JPEG (made here): a direct TorchServe prediction (baseline), ``/imgup``
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,12 +18,11 @@ from pathlib import Path
 import requests
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from serving.stack import Stack, ensure_default_archive, serve, stop
+from serving.torchserve import Ports, free_ports
+from tagger.ts_keys import key_rejected, read_keys, renew_key
 
-from serving.stack import Stack, ensure_default_archive, serve, stop  # noqa: E402
-from serving.torchserve import Ports, free_ports  # noqa: E402
-from tagger.ts_keys import key_rejected, read_keys, renew_key  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def variants(base: Image.Image, size, n):

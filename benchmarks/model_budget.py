@@ -2,7 +2,7 @@
 served with the detector (the default) and without it (``--detector none``), both through the real TorchServe
 with the shipped ``handler/model-config.yaml``, on one 640x480 COCO photo.
 
-    python benchmarks/model_budget.py [--checkpoint checkpoints/default/best.pt]
+    python -m benchmarks.model_budget [--checkpoint checkpoints/default/best.pt]
 
 Goals: c=1 latency <= 1.8x the classifier-only model's and c=8 throughput >= 0.5x (issue 26; issue 19's were 3.5x
 and 0.3x, met at 3.29x and 0.32x by the 13-class OpenCV detector), every worker's RSS <= 1.2 GB (1,144 MiB), READY
@@ -11,17 +11,15 @@ within 20 s of the JVM start.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from benchmarks.serving import PHOTO, torchserve_run
+from training.checkpoint import load_checkpoint, save_checkpoint
 
-from benchmarks.serving import PHOTO, torchserve_run  # noqa: E402
-from training.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def classifier_only(ckpt: Path, out: Path) -> Path:

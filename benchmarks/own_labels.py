@@ -8,9 +8,11 @@ Ground truth: ``samples/coco_ext`` (the 544 bundled photos over all 171 COCO cat
 10 positives: the COCO objects beyond the default 34 (detector evidence); those of them whose name the curated
 ImageNet table knows, and "table", scored without the detector (ImageNet evidence); and labels a person would add
 for what no class speaks for, COCO-Stuff's classes under their everyday names (sky = sky-other + clouds, wall = the
-seven wall-* classes, floor, ceiling, window, door, curtain, fence, shelf, counter, light, clothes: no evidence). Protocol: 5 folds over the photos; in the other
+seven wall-* classes, floor, ceiling, window, door, curtain, fence, shelf, counter, light, clothes: no evidence).
+Protocol: 5 folds over the photos; in the other
 folds a person labelled photos in a random order (seeded) until k of them showed the label, the negatives met on
-the way included (k = 0: nothing); the label's head is fitted as the default recipe fits it (``training.head.fit_head``: the frozen backbone's
+the way included (k = 0: nothing); the label's head is fitted as the default recipe fits it
+(``training.head.fit_head``: the frozen backbone's
 features, the ImageNet prior pooled by positives) and the held-out fold is scored; AP over every held-out photo
 whose truth is known, the folds' scores pooled. Goals: detector evidence >= 0.80 mean AP with 0 examples; no evidence
 >= 0.45 at 10 examples; retrain + deploy with one added label <= 3 minutes.
@@ -122,7 +124,8 @@ def measure(cache_dir: Path, seed: int = 0) -> dict:
             fit_head(net, features[train], targets[train], labelled[train])
             with torch.no_grad():
                 scores[k][test] = net.logits_from_features(features[test])
-    out = {"labels": {g: [lab["name"] for lab in members] for g, members in groups.items()}, "photos": len(ds), "mean_positives_given": {k: statistics.mean(v) for k, v in shots.items()}}
+    out = {"labels": {g: [lab["name"] for lab in members] for g, members in groups.items()}, "photos": len(ds),
+           "mean_positives_given": {k: statistics.mean(v) for k, v in shots.items()}}
     for group, members in groups.items():
         cols = [names.index(lab["name"]) for lab in members]
         row = {}

@@ -3,7 +3,7 @@ over a folder of 200 photos at concurrency 1 and at its default (4), against 200
 ``/imginfo`` calls of the same kind of photos, all against one real stack (TorchServe + gunicorn, free loopback
 ports) started here.
 
-    python benchmarks/photo_library.py [--photos 200]
+    python -m benchmarks.photo_library [--photos 200]
 
 Each run gets photos no run has sent before (the same COCO photos with a different trailing byte after the JPEG
 end marker: other bytes, the same pixels), so no run finds another's predictions in the gateway's cache.
@@ -11,26 +11,24 @@ end marker: other bytes, the same pixels), so no run finds another's predictions
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import requests
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from photo_library.tagging import tag_folder
+from serving.stack import Stack, ensure_default_archive, serve, stop
+from serving.torchserve import Ports, free_ports
 
-from photo_library.tagging import tag_folder  # noqa: E402
-from serving.stack import Stack, ensure_default_archive, serve, stop  # noqa: E402
-from serving.torchserve import Ports, free_ports  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 SOURCE = REPO / "samples/coco_more/images"
 
 
 def folder(root: Path, n: int, salt: int) -> Path:
     root.mkdir(parents=True)
-    for i, photo in enumerate(sorted(SOURCE.glob("*.jpg"))[:n]):
+    for photo in sorted(SOURCE.glob("*.jpg"))[:n]:
         (root / photo.name).write_bytes(photo.read_bytes() + bytes([salt]))  # after EOI: same pixels
     return root
 

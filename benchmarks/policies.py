@@ -20,7 +20,8 @@ GOALS = {"scene": "precise: OP >= 0.70 with OR >= 0.40", "object_unseen": "preci
 
 
 def table(report: dict) -> str:
-    lines = ["| thresholds | scene OP | scene OR | scene OF1 | objects (unseen) OP | OR | OF1 | objects (all) OP | OR |",
+    lines = ["| thresholds | scene OP | scene OR | scene OF1 | objects (unseen) OP | OR | OF1 "
+             "| objects (all) OP | OR |",
              "|---|---|---|---|---|---|---|---|---|"]
     for policy in ("today", *POLICIES):
         r = report[policy]
@@ -36,7 +37,8 @@ def label_table(meta: dict) -> str:
     (the README's quality table)."""
     names = [lab["name"] for lab in meta["labels"]]
     ap = meta["metrics"].get("cv_per_label_ap", {})
-    fmt = lambda x: "–" if x is None else f"{x:.2f}"  # noqa: E731
+    def fmt(x):
+        return "–" if x is None else f"{x:.2f}"
     lines = ["| label | CV AP | precise: right / finds | balanced | complete |", "|---|---|---|---|---|"]
     for j, name in enumerate(names):
         cells = []

@@ -1,6 +1,6 @@
 """Choose the default model's recipe by repeated k-fold cross-validation on the bundled photos (never a test set).
 
-    python benchmarks/recipe_cv.py --out var/bench/recipe        # table on stdout, results.json, learning curve
+    python -m benchmarks.recipe_cv --out var/bench/recipe        # table on stdout, results.json, learning curve
 
 Every variant is scored on the same folds (``training.prior_recipe.fold_indices``: 5 folds x 3 repeats, seeded),
 from out-of-fold predictions with unknown labels masked; the spread is the standard deviation over repeats.
@@ -15,26 +15,24 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tagger.labels import label_names, load_labels  # noqa: E402
-from tagger.presets import default_preprocessing, eval_transform  # noqa: E402
-from training.datasets import LabelledImages  # noqa: E402
-from model.detector import detector_spec  # noqa: E402
-from training.detections import detector_inputs  # noqa: E402
-from training.features import cached_features  # noqa: E402
-from training.head import (blend_weights, fit_linear, fit_prior_calibration, fit_sibling_prior,  # noqa: E402
+from tagger.labels import label_names, load_labels
+from tagger.presets import default_preprocessing, eval_transform
+from training.datasets import LabelledImages
+from model.detector import detector_spec
+from training.detections import detector_inputs
+from training.features import cached_features
+from training.head import (blend_weights, fit_linear, fit_prior_calibration, fit_sibling_prior,
                            set_prior_structure)
-from training.metrics import calibrate_thresholds, decision_metrics, mean_average_precision, per_label_ap  # noqa: E402
-from model.network import build_model  # noqa: E402
-from training.folds import fold_indices  # noqa: E402
+from training.metrics import calibrate_thresholds, decision_metrics, mean_average_precision, per_label_ap
+from model.network import build_model
+from training.folds import fold_indices
+
+REPO = Path(__file__).resolve().parent.parent
 
 SOURCES = [(REPO / "samples/coco_subset", REPO / "samples/coco_subset/annotations.json"),
            (REPO / "samples/coco_more", REPO / "samples/coco_more/annotations.json")]
@@ -103,8 +101,10 @@ def score(runs, targets, known) -> dict:
     per = [decision_metrics(r.sigmoid(), targets, thresholds, known) for r in runs]
     return {"map": round(statistics.mean(maps), 4), "spread": round(statistics.pstdev(maps), 4),
             "per_repeat": [round(m, 4) for m in maps],
-            "CF1": round(statistics.mean(p["CF1"] for p in per), 4), "CF1_spread": round(statistics.pstdev(p["CF1"] for p in per), 4),
-            "OF1": round(statistics.mean(p["OF1"] for p in per), 4), "OF1_spread": round(statistics.pstdev(p["OF1"] for p in per), 4)}
+            "CF1": round(statistics.mean(p["CF1"] for p in per), 4),
+            "CF1_spread": round(statistics.pstdev(p["CF1"] for p in per), 4),
+            "OF1": round(statistics.mean(p["OF1"] for p in per), 4),
+            "OF1_spread": round(statistics.pstdev(p["OF1"] for p in per), 4)}
 
 
 def detections_of(cache: Path, *, tiles: bool = False):
@@ -222,7 +222,8 @@ def main() -> None:
         if name.startswith("baseline"):
             base_maps = maps
             ap = torch.tensor([per_label_ap(r, targets, known) for r in runs])
-            per_label = lambda t: {n: None if x != x else round(float(x), 4) for n, x in zip(names, t)}  # noqa: E731
+            def per_label(t):
+                return {n: None if x != x else round(float(x), 4) for n, x in zip(names, t)}
             results[name]["per_label_ap"] = per_label(ap.mean(0))
             results[name]["per_label_ap_spread"] = per_label(ap.std(0, unbiased=False))
             results[name]["label_frequency_ap"] = per_label(freq_ap)
@@ -248,7 +249,7 @@ def main() -> None:
         print(f"{results[name]['map']:.4f} ± {results[name]['spread']:.4f} {results[name]['per_repeat']}  {name}",
               flush=True)
     base = results["baseline: pseudo-count 10, head L2 1e-2"]
-    for name, r in results.items():
+    for r in results.values():
         if not isinstance(r, dict) or "map" not in r:
             continue
         r["vs_baseline"] = round(r["map"] - base["map"], 4)

@@ -1,9 +1,10 @@
 """Serving speed, side by side in one run (``make bench``): the in-process pipeline against the real TorchServe.
 
-    python benchmarks/serving.py [--checkpoint checkpoints/default/best.pt] [--arch-label default]
+    python -m benchmarks.serving [--checkpoint checkpoints/default/best.pt] [--arch-label default]
 
 In process: the handler's own functions from bytes to serialised tags (fast decode, eval preset, the model in
-the runtime a worker serves, the detector when the model has one, postprocess), for batch sizes 1/4/8 and 1/2 threads, in images per second; and the
+the runtime a worker serves, the detector when the model has one, postprocess), for batch sizes 1/4/8 and 1/2
+threads, in images per second; and the
 forward pass alone, eager fp32 against ONNX Runtime and against TorchScript + oneDNN. TorchServe: the same
 checkpoint archived with ``handler/model-config.yaml`` and with variants (workers, threads, batching), started on
 free loopback ports; round trip at concurrency 1 (median) and throughput at concurrency 8. Its floor: a handler
@@ -24,19 +25,18 @@ import psutil
 import requests
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from handler.core import (onnxruntime_model, optimize_for_inference, postprocess,  # noqa: E402
+from handler.core import (onnxruntime_model, optimize_for_inference, postprocess,
                           runtime_name, serialize, with_detector)
-from serving import torchserve  # noqa: E402
-from serving.torchserve import Ports, TorchServeRun, free_ports  # noqa: E402
-from tagger.image import decode_image  # noqa: E402
-from tagger.presets import eval_transform  # noqa: E402
-from tagger.ts_keys import read_keys  # noqa: E402
-from training.archive import build_archive  # noqa: E402
-from training.checkpoint import load_for_inference  # noqa: E402
-from training.detections import model_detector  # noqa: E402
+from serving import torchserve
+from serving.torchserve import Ports, TorchServeRun, free_ports
+from tagger.image import decode_image
+from tagger.presets import eval_transform
+from tagger.ts_keys import read_keys
+from training.archive import build_archive
+from training.checkpoint import load_for_inference
+from training.detections import model_detector
+
+REPO = Path(__file__).resolve().parent.parent
 
 PHOTO = REPO / "samples/coco_subset/images/000000000471.jpg"
 
@@ -86,17 +86,17 @@ def in_process(ckpt: Path, data: bytes) -> dict:
             images = [decode_image(data, min_side=side) for _ in range(batch)]
             x = torch.stack([transform(im) for im in images])
             with torch.inference_mode():
-                return [serialize(a) for a in postprocess(with_detector(fast(x), images, detector, meta), meta)]
+                return [serialize(a) for a in postprocess(with_detector(fast(x), images, detector, meta), meta)]  # noqa: B023 - called within this iteration
 
         with torch.inference_mode():
-            eager, opt = paired_ms(lambda: model(x1), lambda: quiet(x1))
-            eager2, ts = paired_ms(lambda: model(x1), lambda: script(x1))
+            eager, opt = paired_ms(lambda: model(x1), lambda: quiet(x1))  # noqa: B023 - called within this iteration
+            eager2, ts = paired_ms(lambda: model(x1), lambda: script(x1))  # noqa: B023 - called within this iteration
         out[f"forward_eager_ms_t{threads}"], out[f"forward_opt_ms_t{threads}"] = eager, opt
         out[f"forward_eager2_ms_t{threads}"], out[f"forward_torchscript_ms_t{threads}"] = eager2, ts
         out[f"runtime_t{threads}"] = runtime_name(fast)
         out[f"pipeline_ms_t{threads}"] = median_ms(lambda: pipeline(1))
         for bs in (1, 4, 8):
-            ms = median_ms(lambda: pipeline(bs), n=max(5, 40 // bs), warm=2)
+            ms = median_ms(lambda: pipeline(bs), n=max(5, 40 // bs), warm=2)  # noqa: B023 - called within this iteration
             out[f"img_per_s_bs{bs}_t{threads}"] = bs * 1000 / ms
     torch.set_num_threads(2)
     return out
@@ -127,7 +127,8 @@ def torchserve_run(ckpt: Path | None, data: bytes, config: str, label: str, thre
             url = f"{run.inference_url}/predictions/tagger"
             headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/octet-stream"}
             session = requests.Session()
-            one = lambda: session.post(url, data=data, headers=headers, timeout=60).raise_for_status()  # noqa: E731
+            def one():
+                session.post(url, data=data, headers=headers, timeout=60).raise_for_status()
             c1 = median_ms(one, n=60, warm=100)  # steady state: both workers warmed
             n_each, errors = 30, []
 

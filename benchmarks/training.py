@@ -1,6 +1,6 @@
 """Training benchmarks, side by side in one run (``make bench`` runs this after the default-model build).
 
-    python benchmarks/training.py --out var/bench/training        # prints a table and writes results.json
+    python -m benchmarks.training --out var/bench/training        # prints a table and writes results.json
 
 1. Epoch speed: with ``--lrp 0``, epochs on cached features against epochs of full forward passes of the
    frozen backbone (``--no-cache``), same data, seed and split; the ratio of epoch times and the difference
@@ -14,15 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from tagger.meta import save_json
+from training.cli import cli
 
-from tagger.meta import save_json  # noqa: E402
-from training.cli import cli  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def write_fold_files(ann: Path, out: Path, folds: int) -> list[tuple[Path, Path]]:
@@ -56,7 +54,8 @@ def epoch_speed(out: Path, data: Path, ann: Path, cache: Path, epochs: int) -> d
     cached_s = statistics.median(e["train_seconds"] for e in cached["epochs"][1:])
     return {"full_forward_epoch_s": full_s, "cached_epoch_s": cached_s, "speedup": full_s / max(cached_s, 1e-6),
             "first_epoch_features_s": cached["features_seconds"],
-            "val_map_full_forward_epoch2": full["epochs"][1]["mAP"], "val_map_cached_epoch2": cached["epochs"][1]["mAP"]}
+            "val_map_full_forward_epoch2": full["epochs"][1]["mAP"],
+            "val_map_cached_epoch2": cached["epochs"][1]["mAP"]}
 
 
 def recipes_cv(out: Path, data: Path, ann: Path, cache: Path, folds: int, finetune_epochs: int) -> dict:
@@ -93,7 +92,8 @@ def recipes_cv(out: Path, data: Path, ann: Path, cache: Path, folds: int, finetu
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(REPO / "var/bench/training"), help="work folder (default: var/bench/training)")
-    p.add_argument("--data", default=str(REPO / "samples/coco_subset"), help="image root (default: samples/coco_subset)")
+    p.add_argument("--data", default=str(REPO / "samples/coco_subset"),
+                   help="image root (default: samples/coco_subset)")
     p.add_argument("--ann", default=None, help="annotation file (default: DATA/annotations.json)")
     p.add_argument("--folds", type=int, default=3, help="CV folds for the recipe comparison (default: 3)")
     p.add_argument("--finetune-epochs", type=int, default=4, help="fine-tuning epochs per fold (default: 4)")
@@ -115,7 +115,8 @@ def main() -> None:
           f"{speed['speedup']:.0f}x faster (goal >= 20x)")
     print(f"val mAP after 2 epochs: full forward {speed['val_map_full_forward_epoch2']:.4f}, cached "
           f"{speed['val_map_cached_epoch2']:.4f} (difference "
-          f"{abs(speed['val_map_full_forward_epoch2'] - speed['val_map_cached_epoch2']) * 100:.2f} points, goal <= 0.5)")
+          f"{abs(speed['val_map_full_forward_epoch2'] - speed['val_map_cached_epoch2']) * 100:.2f} points, "
+          "goal <= 0.5)")
     for name, r in results.get("recipes_cv", {}).items():
         extra = f", epoch {r['epoch_s']:.2f} s" if "epoch_s" in r else ""
         print(f"{a.folds}-fold CV mAP {r['mean_map']:.3f} ± {r['spread']:.3f} {r['fold_map']}  {name} "

@@ -88,9 +88,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         GATEWAY_AUTH=os.environ.get("GATEWAY_AUTH", "auto"),  # auto: tokens for other machines; required; off
         TAG_POLICY="precise",  # whose tags /imginfo answers: precise, balanced or complete (?policy= picks another)
         HOSTS="",  # host names answered beyond loopback ones (TAGGER_HOSTS="nas.local 192.168.1.5"; "*": any)
-        SESSION_HOURS=12.0,
+        SESSION_HOURS=12.0,  # how long the annotation page's sign-in lasts
         TRASH_DAYS=30.0,  # days a deleted photo stays restorable (GET /trash) before it is erased
-        JOB_TIMEOUT=7200,  # seconds a retrain from the annotation page may run before it is stopped  # how long the annotation page's sign-in lasts
+        JOB_TIMEOUT=7200,  # seconds a retrain from the annotation page may run before it is stopped
     )
     if test_config is None:
         app.config.from_prefixed_env("TAGGER")

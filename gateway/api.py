@@ -11,7 +11,7 @@ from concurrent.futures import Future
 from flask import Blueprint, current_app, jsonify, request
 
 from annotation_ui import error  # the one JSON error answer of the service
-from gateway.openapi import SPEC
+from gateway.openapi import CURSOR_MAX, CURSOR_PATTERN, SPEC, refused_id_name_categories  # one spec and check
 from gateway.place import gps_information, place_name
 from gateway.server_timing import record as record_timing
 from gateway.server_timing import timed
@@ -28,8 +28,6 @@ MAX_ID_NAME = 256
 # Uploads are checked by decoding at this shorter side (JPEG: DCT-scaled, 1/8 of a phone photo's pixels or less).
 UPLOAD_CHECK_SIDE = 64
 
-
-from gateway.openapi import CURSOR_MAX, CURSOR_PATTERN, refused_id_name_categories  # one definition for spec and check
 
 _CURSOR = re.compile(CURSOR_PATTERN)
 

@@ -84,10 +84,12 @@ SPEC = {
                 "200": {"description": "stored", "content": {"application/json": {"schema": {
                     "$ref": "#/components/schemas/Stored"}}},
                     "links": {
-                        "imginfo": {"operationId": "getImageInfo", "parameters": {"id_name": "$response.body#/image_id"}},
+                        "imginfo": {"operationId": "getImageInfo",
+                                    "parameters": {"id_name": "$response.body#/image_id"}},
                         "imginfoByForm": {"operationId": "postImageInfo",
                                           "requestBody": {"id_name": "$response.body#/image_id"}},
-                        "delete": {"operationId": "deletePhoto", "parameters": {"id_name": "$response.body#/image_id"}}}},
+                        "delete": {"operationId": "deletePhoto",
+                                   "parameters": {"id_name": "$response.body#/image_id"}}}},
                 "400": _ERROR, "409": {**_ERROR, "description": "if_absent=1 and the id_name is taken"},
                 "413": {**_ERROR, "description": "the file is over the size or pixel limit"},
                 "415": {**_ERROR, "description": "the file is not a photo the decoder reads, or does not decode "
@@ -138,7 +140,8 @@ SPEC = {
                 "type": "object", "required": ["trash", "days"], "properties": {
                     "days": {"type": "number"},
                     "trash": {"type": "array", "items": {"type": "object", "required": [
-                        "trash_id", "id_name", "deleted_at", "restorable_until", "sha256", "bytes", "versions"]}}}}}}}}}},
+                        "trash_id", "id_name", "deleted_at", "restorable_until", "sha256", "bytes",
+                        "versions"]}}}}}}}}}},
         "/trash/{trash_id}/restore": {"post": {
             "operationId": "restorePhoto",
             "summary": "Put a deleted photo (and its earlier versions, labels and all) back under its id_name",
@@ -197,7 +200,8 @@ SPEC = {
             "next_cursor": {"type": ["string", "null"], "pattern": CURSOR_PATTERN},
             "model_version": {"type": ["string", "null"]}}},
         "GPS": {"type": ["object", "null"], "properties": {
-            "GPSAltitude": {"type": ["string", "null"], "description": "metres above (ref 0) or below (ref 1) sea level"},
+            "GPSAltitude": {"type": ["string", "null"],
+                            "description": "metres above (ref 0) or below (ref 1) sea level"},
             "GPSAltitudeRef": {"type": "string", "enum": ["0", "1"]},
             "GPSLatitude": {"type": "number", "description": "signed decimal degrees (south negative)"},
             "GPSLatitudeRef": {"type": "string", "enum": ["N", "S"]},

@@ -236,5 +236,5 @@ class Predictions:
             for f in futures:
                 try:
                     f.result(timeout=max(0.0, deadline - time.monotonic()))
-                except Exception:  # noqa: BLE001
+                except Exception:  # noqa: BLE001 - waiting only: each prediction reports its own failure
                     pass

@@ -21,7 +21,8 @@ from model.tf_graph import GraphError, Node, read_graph, source
 
 NUM_CLASSES = 91  # the class predictors' channels per anchor: COCO ids 1..90 and the background (0)
 INPUT = "Preprocessor/sub"  # the preprocessed image: where the converted graph starts
-FEATURE_MAPS = ("FeatureExtractor/MobilenetV2/expanded_conv_13/expansion_output", "FeatureExtractor/MobilenetV2/Conv_1/Relu6",
+FEATURE_MAPS = ("FeatureExtractor/MobilenetV2/expanded_conv_13/expansion_output",
+                "FeatureExtractor/MobilenetV2/Conv_1/Relu6",
                 *(f"FeatureExtractor/MobilenetV2/layer_19_2_Conv2d_{k}_3x3_s2_{c}/Relu6"
                   for k, c in ((2, 512), (3, 256), (4, 256), (5, 128))))
 CLASS_PREDICTOR = "BoxPredictor_{k}/ClassPredictor"
@@ -96,7 +97,8 @@ class _Converter:
             else:
                 raise GraphError(f"{name}: a constant minus data is not converted")
         elif node.op == "Relu6":
-            lo, hi = (self.initializer(f"{name}/{k}", np.array(v, dtype=np.float32)) for k, v in (("min", 0), ("max", 6)))
+            lo, hi = (self.initializer(f"{name}/{k}", np.array(v, dtype=np.float32))
+                      for k, v in (("min", 0), ("max", 6)))
             result = self.add("Clip", [self.value(node.inputs[0]), lo, hi], out)
         else:
             raise GraphError(f"{name}: operation {node.op} is not converted (the feature extractor uses none)")

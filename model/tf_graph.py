@@ -136,7 +136,7 @@ def _list(data) -> list:
 
 
 def _attr_value(data):
-    for number, wire, value in fields(data):
+    for number, _wire, value in fields(data):
         if number == 1:
             return _list(value)
         if number == 2:

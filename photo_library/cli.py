@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     root = args.dir.resolve()
     if unsafe(str(root)) or unsafe(getattr(args, "parent", "")):
-        print("error: the folder or --parent holds a line break, which ExifTool's protocol cannot take", file=sys.stderr)
+        print("error: the folder or --parent holds a line break, which ExifTool's protocol cannot take",
+              file=sys.stderr)
         return 2
     try:
         if args.command == "tag":

@@ -3,7 +3,8 @@
     summary = tag_folder(Path("~/Pictures").expanduser(), gateway="http://127.0.0.1:7777")
     summary.failed            # [(path, reason), ...]; the run went on past them
 
-Resumable: a photo whose sidecar records the same SHA-256, the served model version and the tag policy is skipped, so a run
+Resumable: a photo whose sidecar records the same SHA-256, the served model version and the tag policy is
+skipped, so a run
 stopped by Ctrl-C or ``kill -9`` costs, when started again, only what it had left (each sidecar is written
 atomically). Originals are only read.
 """

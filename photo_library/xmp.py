@@ -129,7 +129,8 @@ def merge_tags(current: dict, tags: list[str], parent: str, *, version: str, sha
     ours_before = set(current.get(TAGGER_SUBJECTS) or [])
     user_subject = [s for s in current.get(SUBJECT) or [] if s not in ours_before]
     added = [t for t in tags if t not in user_subject]
-    keep = lambda values, sep: [v for v in values or [] if v != parent and not v.startswith(parent + sep)]  # noqa
+    def keep(values, sep):
+        return [v for v in values or [] if v != parent and not v.startswith(parent + sep)]
     return {SUBJECT: user_subject + added,
             HIERARCHICAL: keep(current.get(HIERARCHICAL), "|") + [f"{parent}|{t}" for t in tags],
             TAGS_LIST: keep(current.get(TAGS_LIST), "/") + [f"{parent}/{t}" for t in tags],

@@ -17,7 +17,8 @@ from photo_store.postgres import PostgresStore, redact
 from photo_store.sqlite import PhotoStore, SQLiteStore
 from photo_store.vocabulary import LabelTaken
 
-__all__ = ["Conflict", "LabelTaken", "StalePhoto", "PhotoStore", "SQLiteStore", "SqlStore", "StoreUnavailable", "open_store"]
+__all__ = ["Conflict", "LabelTaken", "StalePhoto", "PhotoStore", "SQLiteStore", "SqlStore", "StoreUnavailable",
+           "open_store"]
 
 
 def open_store(data_dir: str | Path, database_url: str | None = None, *,

@@ -72,7 +72,8 @@ class PostgresStore(SqlStore):
                 self._pool = ConnectionPool(
                     self.url, min_size=1, max_size=self.pool_size, open=True, timeout=self.connect_timeout,
                     check=ConnectionPool.check_connection, reconnect_timeout=0,
-                    kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": max(1, round(self.connect_timeout))},
+                    kwargs={"autocommit": True, "row_factory": dict_row,
+                            "connect_timeout": max(1, round(self.connect_timeout))},
                     name="photo-store")
                 self._pool_pid = os.getpid()
             return self._pool

@@ -38,8 +38,9 @@ def iter_rows(store, table: str, *, batch: int = 500) -> Iterator[dict]:
             if after is None:
                 rows = store._rows(db, f"SELECT * FROM {table} ORDER BY {', '.join(keys)} LIMIT ?", (batch,))
             else:
-                rows = store._rows(db, f"SELECT * FROM {table} WHERE ({', '.join(keys)}) > ({', '.join('?' * len(keys))})"
-                                       f" ORDER BY {', '.join(keys)} LIMIT ?", (*after, batch))
+                rows = store._rows(db, f"SELECT * FROM {table} WHERE ({', '.join(keys)}) >"
+                                       f" ({', '.join('?' * len(keys))}) ORDER BY {', '.join(keys)} LIMIT ?",
+                                   (*after, batch))
         rows = [dict(r) for r in rows]
         yield from rows
         if len(rows) < batch:

@@ -108,8 +108,9 @@ class VocabularyStore:
                     return {**owner, "retired_at": now, "retired_by": by}
                 if served is None:
                     return None
-                self._run(db, "INSERT INTO vocabulary (name, synonyms, kind, detector_class, imagenet, evidence, served,"
-                              " added_by, added_at, retired_at, retired_by) VALUES (?, ?, ?, NULL, NULL, ?, 1, ?, ?, ?, ?)",
+                self._run(db, "INSERT INTO vocabulary (name, synonyms, kind, detector_class, imagenet, evidence,"
+                              " served, added_by, added_at, retired_at, retired_by)"
+                              " VALUES (?, ?, ?, NULL, NULL, ?, 1, ?, ?, ?, ?)",
                           (served["name"], json.dumps(served.get("synonyms", [])),
                            "object" if served.get("isthing") else "scene", json.dumps({}), "served", now, now, by))
                 label_id = self._one(db, "SELECT id FROM vocabulary WHERE name = ? AND retired_at = ? ORDER BY id DESC"

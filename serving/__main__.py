@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m serving", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["serve", "serve-cluster", "stop", "status", "deploy", "rollback", "versions",
-                                        "token", "revoke", "tokens", "reparse-exif", "backup", "restore", "empty-trash"])
+                                        "token", "revoke", "tokens", "reparse-exif", "backup", "restore",
+                                        "empty-trash"])
     p.add_argument("version", nargs="?", help="with deploy: the version to deploy (model_store/tagger-VERSION.mar); "
                    "with backup and restore: the backup's folder")
     p.add_argument("--days", type=float, default=None, help="with empty-trash: only what was deleted more than "

@@ -9,7 +9,8 @@ nginx in front (``make serve-cluster``; ``make status``, ``make stop``).
 Running it again starts only what is missing (a killed replica comes back; nginx's upstream list follows
 ``--replicas``; a new ``--listen`` or ``--hosts`` restarts the replicas when it changes who may call them).
 Beyond loopback, nginx and the replicas answer only to the host names of this machine (its name, and with
-``--listen 0.0.0.0`` its addresses) and those ``--hosts`` adds; a request naming another host is refused (421). Each replica
+``--listen 0.0.0.0`` its addresses) and those ``--hosts`` adds; a request naming another host is refused (421).
+Each replica
 is one gunicorn (its run folder ``var/run/gateway-<port>``); every replica opens the same database, so on several
 machines the same command line with a shared ``--var`` photo folder (NFS) and one database works the same way.
 """
@@ -69,9 +70,9 @@ class Cluster:
         """The cluster last started in ``var_dir`` (its replica count and ports), with ``overrides``."""
         saved = DataDir(var_dir).run / "cluster.json"
         settings = json.loads(saved.read_text()) if saved.is_file() else {}
-        settings = {k: v for k, v in settings.items() if k in ("replicas", "replica_ports", "proxy_port",
-                                                               "proxy_host", "postgres_port", "ports", "hosts", "tls_cert",
-                                                               "tls_key")}
+        settings = {k: v for k, v in settings.items() if k in (
+            "replicas", "replica_ports", "proxy_port", "proxy_host", "postgres_port", "ports", "hosts", "tls_cert",
+            "tls_key")}
         settings["replica_ports"] = tuple(settings.get("replica_ports", ()))
         settings["hosts"] = tuple(settings.get("hosts", ()))
         if "ports" in settings:
@@ -176,7 +177,8 @@ def cluster_status(cluster: Cluster) -> list[tuple[str, int | None, str]]:
     """(process, pid or None, address) for every part of the cluster."""
     pg, proxy = cluster.postgres, cluster.proxy
     rows = [("postgres", pg.pid(), f"127.0.0.1:{pg.port}"),
-            ("torchserve", torchserve.running_pid(cluster.stacks[0].torchserve), cluster.stacks[0].torchserve.inference_url)]
+            ("torchserve", torchserve.running_pid(cluster.stacks[0].torchserve),
+             cluster.stacks[0].torchserve.inference_url)]
     rows += [(s.gateway_name, gateway_pid(s), s.gateway_url) for s in cluster.stacks]
     rows.append(("nginx", proxy.pid(), proxy.url))
     return rows

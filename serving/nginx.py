@@ -29,6 +29,9 @@ FAIL_TIMEOUT = 5        # seconds a failed replica is left out
 RATE = "100r/s"         # per client address, with a burst of BURST
 BURST = 400
 WORKER_USER = "nobody"  # nginx's workers when it starts as root
+OTHER_HOST = ("this service does not answer to that host name; ask its operator which name to use "
+              "(make serve-cluster HOSTS=...)")
+TOO_LARGE = f"the request body is over {MAX_BODY[:-1]} MB; send one photo (at most 40 MB) at a time"
 
 
 def nginx_binary() -> str:
@@ -124,7 +127,7 @@ http {{
         {self._listen(" default_server")}
         location / {{
             default_type application/json;
-            return 421 '{{"error": "this service does not answer to that host name; ask its operator which name to use (make serve-cluster HOSTS=...)"}}';
+            return 421 '{{"error": "{OTHER_HOST}"}}';
         }}
     }}
     server {{
@@ -151,7 +154,7 @@ http {{
         error_page 502 503 504 = @no_gateway;
         location @too_large {{
             default_type application/json;
-            return 413 '{{"error": "the request body is over {MAX_BODY[:-1]} MB; send one photo (at most 40 MB) at a time"}}';
+            return 413 '{{"error": "{TOO_LARGE}"}}';
         }}
         location @too_many {{
             default_type application/json;

@@ -90,7 +90,7 @@ class TorchServeRun:
     model_store: Path = REPO / "model_store"
     config_file: Path = REPO / "config.properties"
     model_name: str = "tagger"
-    overrides: tuple[tuple[str, str], ...] = ()  # extra config.properties entries, e.g. (("token_expiration_min", "1"),)
+    overrides: tuple[tuple[str, str], ...] = ()  # extra config.properties lines: (("token_expiration_min", "1"),)
 
     @property
     def run_dir(self) -> Path:
@@ -151,7 +151,7 @@ def render_config(run: TorchServeRun) -> str:
     }
     for key, value in values.items():
         line = f"{key}={value}"
-        text, n = re.subn(rf"(?m)^{re.escape(key)}=.*$", lambda _m: line, text)
+        text, n = re.subn(rf"(?m)^{re.escape(key)}=.*$", lambda _m: line, text)  # noqa: B023 - called within this iteration
         if n == 0:
             text += f"\n{line}"
     return text + "\n"

@@ -169,7 +169,7 @@ def parse_exif(data: bytes) -> dict:
         out["orientation"] = None
     try:
         out["gps"] = _gps(tags)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - hostile GPS IFDs fail in any way; the photo keeps gps null
         logger.info("unreadable GPS IFD", exc_info=True)
         out["gps"] = None
     return out

@@ -41,7 +41,8 @@ def make_meta(*, arch: str, labels: list[dict], thresholds: list[float], preproc
               metrics: dict | None = None, imagenet_prior: bool = False, **extra) -> dict:
     """Build and validate a metadata record (see module docstring)."""
     meta = {"format": META_FORMAT, "arch": arch, "imagenet_prior": imagenet_prior, "labels": labels,
-            "thresholds": [None if t is None else float(t) for t in thresholds], "preprocessing": preprocessing, "version": str(version),
+            "thresholds": [None if t is None else float(t) for t in thresholds], "preprocessing": preprocessing,
+            "version": str(version),
             "metrics": metrics or {}, "created": utc_now(),
             **extra}
     validate_meta(meta)

@@ -208,7 +208,8 @@ STACK_FIXTURES = {"stack", "browser", "gateway", "archive", "server", "detector_
 # worker is left with a long one at the end: seconds of one warm serial run (``--durations=0`` summed per module,
 # 2 cores, BENCHMARKS.md); a module not listed counts as cheap and keeps its place.
 MODULE_SECONDS = {
-    "test_annotation_browser": 125, "test_e2e": 47, "test_own_labels": 16, "test_training": 41, "test_versions": 37, "test_cluster": 35,
+    "test_annotation_browser": 125, "test_e2e": 47, "test_own_labels": 16, "test_training": 41, "test_versions": 37,
+    "test_cluster": 35,
     "test_photo_library": 34, "test_chaos": 32, "test_load": 25, "test_fuzz": 19, "test_hostile": 19,
     "test_train_serve": 16, "test_gateway": 9, "test_decode": 7, "test_default_model": 7, "test_detector": 6,
 }

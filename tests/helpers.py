@@ -3,18 +3,25 @@
     value = wait_until(lambda: store.get("x"), timeout=30, what="the upload to be stored")
     exiftool(sidecar, "XMP-dc:Subject")       # what the ExifTool command line reads back
     alive(pid), children(pid)                  # a process (not a zombie), and its live children
+    upload(client, PHOTO, "tuscany")           # a photo through a Flask test client (upload_file: from a path)
+    HandlerContext(model_dir)                  # the parts of TorchServe's context the handler uses
 
 ``wait_until`` is the one way a test waits for the system: it polls a condition, bounded, and fails naming what it
 waited for and for how long; it never asserts how long something took (a busy machine is slower, not wrong).
 """
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import psutil
+from PIL import Image
+
+from tests.conftest import COCO, EXIF
 
 EXIFTOOL = shutil.which("exiftool") or "/usr/bin/exiftool"
 
@@ -60,3 +67,54 @@ def children(pid: int) -> list[int]:
         return sorted(c.pid for c in psutil.Process(pid).children() if c.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return []
+
+
+# ---- photos through a Flask test client
+PHOTO = (EXIF / "DSCN0010.jpg").read_bytes()  # a camera photo with a date and a GPS position
+IMAGES = sorted((COCO / "images").iterdir())[:4]
+
+
+def upload(client, data: bytes = PHOTO, id_name: str = "tuscany", filename: str = "photo.jpg"):
+    """``POST /imgup`` of ``data`` under ``id_name``; the response (whatever its status)."""
+    return client.post("/imgup", data={"file": (io.BytesIO(data), filename), "id_name": id_name},
+                       content_type="multipart/form-data")
+
+
+def upload_file(client, path: Path, name: str | None = None):
+    """``POST /imgup`` of the file at ``path`` (under its file name unless ``name``); asserts it was stored."""
+    r = client.post("/imgup", data={"file": (io.BytesIO(path.read_bytes()), path.name), "id_name": name or path.name})
+    assert r.status_code == 200, r.json
+    return r
+
+
+def phone_jpeg(name: str, size=(4000, 3000), quality=92) -> bytes:
+    """A 12-megapixel JPEG made from a sample photo (upscaled), as a phone would send it."""
+    with Image.open(COCO / "images" / name) as im:
+        big = im.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    big.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+
+# ---- TorchServe's handler without TorchServe
+class HandlerContext:
+    """The parts of ts.context.Context the handler uses."""
+
+    def __init__(self, model_dir):
+        self.system_properties = {"model_dir": str(model_dir), "gpu_id": None}
+        self.manifest = {"model": {"modelName": "tagger", "serializedFile": "model.pt"}}
+        self.model_yaml_config = {}
+        self.statuses = {}
+        self.metrics = _NoMetrics()
+
+    def set_response_status(self, code=200, phrase="", idx=0):
+        self.statuses[idx] = (code, phrase)
+
+    def get_request_header(self, idx, key):
+        return None
+
+
+class _NoMetrics:
+    def add_time(self, *args, **kwargs):
+        pass

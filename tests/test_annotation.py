@@ -24,16 +24,10 @@ from photo_store.postgres import hold_job_lock, release_job_lock
 from tagger.labels import label_names, load_labels
 from tagger.layout import DataDir
 from tagger.meta import make_meta
-from tests.conftest import COCO
+from tests.helpers import IMAGES
+from tests.helpers import upload_file as upload
 from tests.helpers import alive, wait_until
 
-IMAGES = sorted((COCO / "images").iterdir())[:4]
-
-
-def upload(client, path, name=None):
-    r = client.post("/imgup", data={"file": (BytesIO(path.read_bytes()), path.name), "id_name": name or path.name})
-    assert r.status_code == 200, r.json
-    return r
 
 
 @pytest.fixture

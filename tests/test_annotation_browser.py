@@ -120,7 +120,7 @@ def test_the_whole_loop_upload_label_reload_export_retrain_deploy(stack, browser
 
     # keyboard only: toggle sea (key 1), mark ground-other unknown (Shift+2), undo a toggle (3 then u), Enter
     expected = {}
-    for step in range(5):
+    for _ in range(5):
         name = current(page)
         before = chips(page)
         page.keyboard.press("Digit1")

@@ -3,6 +3,7 @@ inside functions count), so there is no circle between packages, nor between the
 floor imports nothing of the project, and no torch except in its preprocessing; what an archive packs for TorchServe
 (the handler, the served model, the ground floor) imports nothing else of the project."""
 import ast
+import re
 from pathlib import Path
 
 from tagger.archive import PAYLOAD_PACKAGES
@@ -207,3 +208,22 @@ def test_the_import_check_tells_reasons_from_habits(tmp_path, monkeypatch):
     bad.write_text("def f():\n    import json\n\n    import torch\n\n    # loads onnxruntime\n    import x.y\n"
                    "    from training import model\n")
     assert unexplained_imports(bad, {"training.model": {"torch"}}) == ["m.py:2 imports json"]
+
+
+def test_no_test_module_imports_another_and_no_benchmark_edits_sys_path():
+    """What tests share lives in tests/helpers.py (or conftest.py); benchmarks run as modules (python -m
+    benchmarks.NAME from the repository), so none puts the repository on sys.path itself."""
+    crossing = [f"{path.relative_to(REPO)}:{line} imports {module}" for _, path in sources(tests=True)
+                for line, module in imports(path) if module.startswith("tests.test_")]
+    assert not crossing, crossing
+    edits = [p.name for p in (REPO / "benchmarks").glob("*.py") if "sys.path.insert" in p.read_text()]
+    assert not edits, edits
+
+
+def test_every_noqa_says_why():
+    """ruff (make lint) checks the code; where a rule is silenced on one line, the line says why."""
+    marker = "# no" + "qa"  # spelled apart, so that this line is no such comment
+    unexplained = [f"{path.relative_to(REPO)}:{n}" for _, path in sources(tests=True)
+                   for n, line in enumerate(path.read_text().splitlines(), 1)
+                   if marker in line and not re.search(marker + r": [A-Z]+[0-9]+(, ?[A-Z]+[0-9]+)* - \S", line)]
+    assert not unexplained, unexplained

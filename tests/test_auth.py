@@ -13,7 +13,7 @@ from gateway import create_app
 from gateway.auth import needed_scope
 from photo_store import open_store
 from tests.conftest import REPO
-from tests.test_gateway import PHOTO
+from tests.helpers import PHOTO
 
 # Every route of the app and what it needs: a new route fails this test until it is placed here.
 MATRIX = {

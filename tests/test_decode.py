@@ -8,25 +8,17 @@ from PIL import Image
 from serving.stack import ensure_default_archive
 
 from tagger.image import HANDLER_FORMATS, ImageError, decode_image, decoded_bytes, open_image, oriented_size, shrinks
+from tests.helpers import phone_jpeg
 from tests.conftest import COCO, EXIF, REPO
 
 LARGE_CAMERA_FILES = ["30-type_error.jpg", "67-0_length_string.jpg", "87_OSError.jpg", "iphone_hdr_YES.jpg",
                       "IMG_5195.HEIC"]
 
 
-def _phone_jpeg(name: str, size=(4000, 3000), quality=92) -> bytes:
-    """A 12-megapixel JPEG made from a sample photo (upscaled), as a phone would send it."""
-    with Image.open(COCO / "images" / name) as im:
-        big = im.convert("RGB").resize(size, Image.Resampling.BICUBIC)
-    out = io.BytesIO()
-    big.save(out, "JPEG", quality=quality)
-    return out.getvalue()
-
-
 @pytest.fixture(scope="module")
 def phone_photos():
     names = sorted(p.name for p in (COCO / "images").iterdir())[::6][:16]
-    return [_phone_jpeg(n) for n in names]
+    return [phone_jpeg(n) for n in names]
 
 
 def test_a_12_megapixel_jpeg_is_scaled_down_while_decoding(phone_photos):

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import HandlerContext
 from tests.conftest import COCO
 from model import detector_graph
 from model.detector import (GRAPH_FILE, DetectorError, detect, detector_spec, digest, graph_files, label_scores,
@@ -193,10 +194,9 @@ def detector_model_dir(tmp_path_factory, tiny_model_dir, labels, graph):
 
 def test_the_handler_answers_the_detectors_objects_and_fails_only_a_bad_image(detector_model_dir):
     from handler.tagger_handler import TaggerHandler
-    from tests.test_handler import Context
 
     handler = TaggerHandler()
-    ctx = Context(detector_model_dir)
+    ctx = HandlerContext(detector_model_dir)
     handler.initialize(ctx)
     assert handler.detector is not None
     gray = io.BytesIO()
@@ -211,7 +211,6 @@ def test_the_handler_answers_the_detectors_objects_and_fails_only_a_bad_image(de
 
 def test_a_model_whose_detector_was_altered_does_not_load(detector_model_dir, tmp_path):
     from handler.tagger_handler import TaggerHandler
-    from tests.test_handler import Context
 
     d = tmp_path / "model"
     shutil.copytree(detector_model_dir, d)
@@ -219,4 +218,4 @@ def test_a_model_whose_detector_was_altered_does_not_load(detector_model_dir, tm
     meta["detector"]["onnx_sha256"] = "0" * 64  # the model expects another graph than the one its archive carries
     (d / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(DetectorError, match="altered"):
-        TaggerHandler().initialize(Context(d))
+        TaggerHandler().initialize(HandlerContext(d))

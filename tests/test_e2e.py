@@ -27,6 +27,7 @@ from serving.stack import (Stack, ensure_default_archive, gateway_pid, model_wor
 from serving.torchserve import SOCKET_NAME, SOCKET_PATH_MAX, Ports, free_ports
 from tagger.image import DEFAULT_MAX_BYTES, decode_image
 from tagger.ts_keys import key_rejected, read_keys, renew_key
+from tests.helpers import phone_jpeg
 from tests.conftest import COCO, EXIF, REPO
 from tests.helpers import alive, wait_until
 
@@ -155,9 +156,8 @@ def test_upload_and_info_for_real(stack):
 def test_a_12_megapixel_photo_is_decoded_once_and_tagged_as_torchserve_tags_it(stack):
     """The gateway decodes a photo the model reduces (12 MP) once and sends TorchServe those pixels: the answer
     is the one TorchServe gives for the photo's own bytes."""
-    from tests.test_decode import _phone_jpeg
 
-    data = _phone_jpeg("000000000471.jpg")
+    data = phone_jpeg("000000000471.jpg")
     url = stack.gateway_url
     up = requests.post(f"{url}/imgup", files={"file": ("big.jpg", data)}, data={"id_name": "big"}, timeout=60)
     assert up.status_code == 200, up.text

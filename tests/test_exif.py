@@ -101,7 +101,8 @@ def hostile_cases():
     # truncated header
     cases["truncated_header"] = b"II*\x00\xff"
     # GPS with 0/0 rationals, and GPS out of range
-    for name, lat in (("gps_zero_over_zero", [(0, 0), (0, 0), (0, 0)]), ("gps_out_of_range", [(200, 1), (0, 1), (0, 1)])):
+    for name, lat in (("gps_zero_over_zero", [(0, 0), (0, 0), (0, 0)]),
+                      ("gps_out_of_range", [(200, 1), (0, 1), (0, 1)])):
         gps_at = 8 + 2 + 12 + 4
         data_at = gps_at + 2 + 2 * 12 + 4
         gps = _ifd([(0x0002, 5, 3, struct.pack("<I", data_at)), (0x0004, 5, 3, struct.pack("<I", data_at + 24))])

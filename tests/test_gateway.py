@@ -26,15 +26,10 @@ from tagger.image import EXTENSIONS, FORMATS, MEDIA_TYPES, ImageError, decode_im
 from tagger.labels import label_names
 from tagger.meta import utc_now
 from training.datasets import check_image
+from tests.helpers import PHOTO, upload
 from tests.conftest import COCO, EXIF, REPO
 from tests.slow_exif import hanging_jpeg
 
-PHOTO = (EXIF / "DSCN0010.jpg").read_bytes()
-
-
-def upload(client, data=PHOTO, id_name="tuscany", filename="photo.jpg"):
-    return client.post("/imgup", data={"file": (io.BytesIO(data), filename), "id_name": id_name},
-                       content_type="multipart/form-data")
 
 
 def test_upload_then_info_has_exactly_the_original_keys_plus_additive_ones(client):
@@ -461,7 +456,8 @@ def test_server_timing_says_where_an_upload_spent_its_time(client):
     names = [part.split(";")[0].strip() for part in r.headers["Server-Timing"].split(",")]
     assert names == ["body", "form", "header", "prefetch", "decode-wait", "decode", "exif-wait", "store", "total"]
     assert all(float(part.split("dur=")[1]) >= 0 for part in r.headers["Server-Timing"].split(","))
-    names = [p.split(";")[0].strip() for p in client.get("/imginfo?id_name=tuscany").headers["Server-Timing"].split(",")]
+    timing = client.get("/imginfo?id_name=tuscany").headers["Server-Timing"]
+    names = [p.split(";")[0].strip() for p in timing.split(",")]
     assert names == ["lookup", "tags", "total"]
 
 

@@ -10,6 +10,7 @@ from PIL import Image
 
 from handler.core import load_model, postprocess, request_bytes
 from tagger.image import ImageError, decode_image
+from tests.helpers import HandlerContext
 from tests.conftest import COCO, EXIF
 
 JPEG = (COCO / "images/000000000471.jpg").read_bytes()
@@ -72,33 +73,11 @@ def test_postprocess_schema(labels):
     assert out[0]["model_version"] == "9"
 
 
-class Context:
-    """The parts of ts.context.Context the handler uses."""
-
-    def __init__(self, model_dir):
-        self.system_properties = {"model_dir": str(model_dir), "gpu_id": None}
-        self.manifest = {"model": {"modelName": "tagger", "serializedFile": "model.pt"}}
-        self.model_yaml_config = {}
-        self.statuses = {}
-        self.metrics = _Metrics()
-
-    def set_response_status(self, code=200, phrase="", idx=0):
-        self.statuses[idx] = (code, phrase)
-
-    def get_request_header(self, idx, key):
-        return None
-
-
-class _Metrics:
-    def add_time(self, *args, **kwargs):
-        pass
-
-
 def test_handler_batch_with_one_bad_image_fails_only_that_request(tiny_model_dir):
     from handler.tagger_handler import TaggerHandler
 
     handler = TaggerHandler()
-    ctx = Context(tiny_model_dir)
+    ctx = HandlerContext(tiny_model_dir)
     handler.initialize(ctx)
     gif = io.BytesIO()
     Image.new("RGB", (90, 70), (200, 30, 30)).save(gif, "GIF", save_all=True,

@@ -183,7 +183,7 @@ def test_a_body_no_route_takes_is_never_read(gateway, request_head, status, word
     assert words in body.lower(), body
     assert closed
     _normal_request_still_served(gateway)
-    assert "warm" in {r["id_name"] for r in PhotoStore(gateway.var_dir).list(limit=100)}  # the refused DELETE did nothing
+    assert "warm" in {r["id_name"] for r in PhotoStore(gateway.var_dir).list(limit=100)}  # no DELETE happened
 
 
 def test_the_gateways_logs_were_rotated_and_it_logs_on(gateway):

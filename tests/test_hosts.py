@@ -7,7 +7,7 @@ import pytest
 
 from gateway import create_app
 from tagger.net import host_allowed, host_name, parse_hosts
-from tests.test_gateway import PHOTO, upload
+from tests.helpers import PHOTO, upload
 
 EVIL = {"Host": "evil.example:7777", "Origin": "http://evil.example:7777"}
 

@@ -11,6 +11,7 @@ import yaml
 from gateway import create_app
 from gateway.auth import needed_scope
 from serving.stack import kserve_bundle
+from tests.helpers import HandlerContext
 from tests.conftest import COCO, REPO, send_json
 
 KSERVE = REPO / "deploy/kserve"
@@ -38,7 +39,7 @@ def test_bundle_layout_and_every_referenced_file_exists():
     assert props["metrics_mode"] == "prometheus"
     snapshot = json.loads(props["model_snapshot"])
     assert list(snapshot["models"]) == ["tagger"] and snapshot["modelCount"] == 1
-    for version, entry in snapshot["models"]["tagger"].items():
+    for entry in snapshot["models"]["tagger"].values():
         # /mnt/models/model-store in the pod is deploy/kserve/model-store here
         assert (bundle / "model-store" / entry["marName"]).is_file(), entry["marName"]
         assert entry["defaultVersion"] is True
@@ -49,11 +50,10 @@ def test_the_handler_answers_under_torchserves_kserve_envelope(tiny_model_dir, m
     from ts.torch_handler.request_envelope.kserve import KServeEnvelope
 
     from handler.tagger_handler import TaggerHandler
-    from tests.test_handler import Context
 
     monkeypatch.setenv("TAGGER_JSON_OBJECTS", "1")
     handler = TaggerHandler()
-    ctx = Context(tiny_model_dir)
+    ctx = HandlerContext(tiny_model_dir)
     handler.initialize(ctx)
     photo = (COCO / "images/000000000471.jpg").read_bytes()
     body = json.dumps({"instances": [{"data": base64.b64encode(photo).decode()}] * 2}).encode()
@@ -94,7 +94,8 @@ def test_gateway_manifests_replicas_on_one_claim_and_a_secret_database_url(tmp_p
     # the claim is mounted where the photo folder setting points
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
-    photos = next(n for n, v in volumes.items() if v.get("persistentVolumeClaim", {}).get("claimName") == "tagger-photos")
+    photos = next(n for n, v in volumes.items()
+                  if v.get("persistentVolumeClaim", {}).get("claimName") == "tagger-photos")
     assert mounts[photos] == env["TAGGER_PHOTO_DIR"]["value"]
     assert env["TAGGER_DATA_DIR"]["value"] in mounts.values()
     assert env["GATEWAY_AUTH"]["value"] == "required"  # reachable from other pods: every request needs a token
@@ -138,10 +139,9 @@ class _Predictor:
         from ts.torch_handler.request_envelope.kserve import KServeEnvelope
 
         from handler.tagger_handler import TaggerHandler
-        from tests.test_handler import Context
 
         monkeypatch.setenv("TAGGER_JSON_OBJECTS", "1")
-        handler, ctx = TaggerHandler(), Context(model_dir)
+        handler, ctx = TaggerHandler(), HandlerContext(model_dir)
         handler.initialize(ctx)
         envelope = KServeEnvelope(handler.handle)
         self.calls = []

@@ -73,5 +73,6 @@ def test_the_archive_reader_says_what_is_wrong(tmp_path, labels):
 
 def test_key_files_old_and_new_forms(tmp_path):
     f = tmp_path / "key_file.json"
-    f.write_text(json.dumps({"management": {"key": "m", "expiration time": "x"}, "inference": "i", "API": {"key": "a"}}))
+    f.write_text(json.dumps({"management": {"key": "m", "expiration time": "x"}, "inference": "i",
+                             "API": {"key": "a"}}))
     assert read_keys(f) == {"management": "m", "inference": "i", "API": "a"}

@@ -61,7 +61,8 @@ def test_listening_beyond_loopback_without_tls_warns(tmp_path, tls):
     _, _, cert = tls
     assert Cluster(var_dir=tmp_path, proxy_host="0.0.0.0").plain_beyond_loopback
     assert not Cluster(var_dir=tmp_path, proxy_host="127.0.0.1").plain_beyond_loopback
-    assert not Cluster(var_dir=tmp_path, proxy_host="0.0.0.0", tls_cert=str(cert), tls_key=str(cert)).plain_beyond_loopback
+    with_tls = Cluster(var_dir=tmp_path, proxy_host="0.0.0.0", tls_cert=str(cert), tls_key=str(cert))
+    assert not with_tls.plain_beyond_loopback
     assert Cluster(var_dir=tmp_path, proxy_host="0.0.0.0", tls_cert="", tls_key="").plain_beyond_loopback
     with pytest.raises(ValueError, match="both TLS_CERT and TLS_KEY"):
         NginxRun(tmp_path, tls_cert=cert)

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.stack  # starts real TorchServe (make test-fast leaves 
 
 def test_a_trained_checkpoint_archives_and_torchserve_serves_it(tmp_path):
     out = tmp_path / "run"
-    assert cli(["--data", str(COCO), "--output", str(out), "--epochs", "3", "-j", "0", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert cli(["--data", str(COCO), "--output", str(out), "--epochs", "3", "-j", "0",
+                "--cache-dir", str(tmp_path / "cache")]) == 0
     from training.archive import build_archive
 
     store = tmp_path / "store"

@@ -71,8 +71,8 @@ def test_config_file_sits_between_defaults_and_command_line(tmp_path):
 def test_head_only_training_writes_everything_and_the_archive_serves_it(tmp_path, cache_dir):
     out = tmp_path / "run"
     result = tmp_path / "result.csv"
-    assert run(["--data", COCO, "--output", out, "--cache-dir", cache_dir, "--epochs", 4, "--epoch_step", 2, "--result", result,
-                "-j", 0]) == 0
+    assert run(["--data", COCO, "--output", out, "--cache-dir", cache_dir, "--epochs", 4, "--epoch_step", 2,
+                "--result", result, "-j", 0]) == 0
     for name in ("best.pt", "last.pt", "metrics.json", "args.json", "meta.json", "plots/loss_map.png",
                  "plots/per_label_ap.png", "plots/pr_curves.png"):
         assert (out / name).is_file(), name

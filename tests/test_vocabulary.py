@@ -8,7 +8,8 @@ import pytest
 
 from annotation_ui import _job_config, _model
 from tagger.labels import LabelNameError, check_name, load_labels, normalise, words_of
-from tests.test_annotation import IMAGES, upload
+from tests.helpers import IMAGES
+from tests.helpers import upload_file as upload
 from training.evidence import evidence, suggestions
 
 

@@ -5,7 +5,8 @@
 
 The archive holds ``model.pt`` (a plain state_dict), ``meta.json`` (labels, thresholds, preprocessing, arch,
 version, metrics), and the packages the handler imports, whole: ``handler``, ``model`` (the served model) and
-``tagger`` (the ground floor); the handler rebuilds the network and its preprocessing from ``meta.json`` alone. It also holds the classifier exported to ONNX (``model.onnx``, checked by
+``tagger`` (the ground floor); the handler rebuilds the network and its preprocessing from ``meta.json`` alone.
+It also holds the classifier exported to ONNX (``model.onnx``, checked by
 each worker against ``model.onnx.check.json``), which ONNX Runtime serves without the network being built.
 """
 from __future__ import annotations

@@ -36,8 +36,10 @@ SAMPLES = (REPO / "samples/coco_subset", REPO / "samples/coco_more")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training", description="Train the photo tagger on COCO-format data (the original "
-                                "transfer-learning tool's flags).", formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = argparse.ArgumentParser(prog="python -m training",
+                                description="Train the photo tagger on COCO-format data (the original "
+                                "transfer-learning tool's flags).",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     a = p.add_argument
     a("--config", default=None, help="JSON file of flag values (defaults < file < command line; default: none)")

@@ -95,7 +95,10 @@ def detector_inputs(spec: dict, dataset, names: list[str], cache_dir) -> tuple[t
     return detections, seen, {**stats, "seconds": round(time.perf_counter() - t, 1)}
 
 
-def model_detector(meta: dict, cache_dir: str | Path = DataDir(REPO / "var").cache, *, threads: int = 1):
+DEFAULT_CACHE = DataDir(REPO / "var").cache
+
+
+def model_detector(meta: dict, cache_dir: str | Path = DEFAULT_CACHE, *, threads: int = 1):
     """The detector a checkpoint's metadata records, from the graph in ``cache_dir`` (built when missing, its
     SHA-256 checked): what its archive will carry, for scoring a checkpoint in-process. ``None`` without one."""
     if not meta.get("detector"):

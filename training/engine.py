@@ -32,7 +32,8 @@ class GlobalBatches(torch.utils.data.Sampler):
     """
 
     def __init__(self, n: int, batch_size: int, *, seed: int, rank: int = 0, world: int = 1, shuffle: bool = True):
-        self.n, self.batch_size, self.seed, self.rank, self.world, self.shuffle = n, batch_size, seed, rank, world, shuffle
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world, self.shuffle = rank, world, shuffle
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

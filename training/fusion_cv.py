@@ -90,7 +90,8 @@ def detector_report(cv: dict, detections, targets, known, names, seen, source: l
     cols = detector_columns(detections)
     stuff = [j for j in range(len(names)) if j not in cols]
     det = torch.where(detections.isnan(), torch.zeros_like(detections), detections)
-    mean = lambda xs: None if any(x is None for x in xs) else round(sum(xs) / len(xs), 4)  # noqa: E731
+    def mean(xs):
+        return None if any(x is None for x in xs) else round(sum(xs) / len(xs), 4)
     report = {"thing_labels": [names[j] for j in cols], "photos_unseen_by_detector": int((~seen).sum()),
               "photos_seen_by_detector": int(seen.sum()), "fusion_source": {names[j]: source[j] for j in cols},
               "fusion": mode, "fusion_chosen_on": "photos the detector never saw" if bool((~seen).any())

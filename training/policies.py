@@ -111,8 +111,9 @@ def calibrated(z, y, k) -> torch.Tensor:
     their mean (``CALIBRATION_REG``), fitted on the known entries."""
     if z.shape[1] == 0 or len(z) == 0:
         return z.sigmoid()
-    a, b = minimize(lambda a, b: masked_loss(a * z + b, y.float(), k.float()) + CALIBRATION_REG * ((b - b.mean()) ** 2).sum(),
-                    torch.ones(1), torch.zeros(z.shape[1]))
+    def loss(a, b):
+        return masked_loss(a * z + b, y.float(), k.float()) + CALIBRATION_REG * ((b - b.mean()) ** 2).sum()
+    a, b = minimize(loss, torch.ones(1), torch.zeros(z.shape[1]))
     return (a * z + b).sigmoid()
 
 
@@ -208,7 +209,8 @@ def choose_policies(rows: OutOfFold, *, min_positives: int = 3) -> tuple[dict[st
     positives = (y.bool() & k).sum(0)
     measured = [int(p) >= need for p in positives.tolist()]
     label_source = ["own" if m else "too-few-positives" for m in measured]
-    for group, cols, policies in (("detector", objects, POLICIES), ("imagenet", rows.imagenet_cols, ("balanced", "complete"))):
+    for group, cols, policies in (("detector", objects, POLICIES),
+                                  ("imagenet", rows.imagenet_cols, ("balanced", "complete"))):
         few = [j for j in cols if not measured[j] and (group == "detector" or j not in objects)]
         pool = [j for j in cols if measured[j]]
         if not few or not pool:
@@ -243,7 +245,8 @@ def _pooled(pred, y, k, cols, rows=None, repeats: int = 1) -> dict:
     p, t = pred[rows][:, cols] & k[rows][:, cols], y[rows][:, cols] & k[rows][:, cols]
     tp, n, pos = int((p & t).sum()), int(p.sum()), int(t.sum())
     op, orec = (tp / n if n else 0.0), (tp / pos if pos else 0.0)
-    return {"OP": round(op, 4), "OR": round(orec, 4), "OF1": round(2 * op * orec / (op + orec), 4) if op + orec else 0.0,
+    of1 = round(2 * op * orec / (op + orec), 4) if op + orec else 0.0
+    return {"OP": round(op, 4), "OR": round(orec, 4), "OF1": of1,
             "tags": round(n / repeats), "positives": round(pos / repeats)}
 
 

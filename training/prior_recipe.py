@@ -99,10 +99,12 @@ def fit(model, features, targets, known, names: list[str], *, folds: int, repeat
     thresholds = policies[DEFAULT_POLICY]["thresholds"]
     ap = torch.tensor([per_label_ap(s, targets, known) for s in cv["blend"]]).mean(0)
     freq_ap = torch.tensor([per_label_ap(s, targets, known) for s in cv["label_frequency"]]).mean(0)
-    per_label = lambda t: {n: (None if a != a else round(float(a), 4)) for n, a in zip(names, t.tolist())}  # noqa
+    def per_label(t):
+        return {n: (None if a != a else round(float(a), 4)) for n, a in zip(names, t.tolist())}
     at_thresholds = summarize(blend_probs, all_targets, all_known, thresholds, names)
     fit_head(model, features, targets, known, weight_decay=wd, pseudo_count=pseudo_count)
-    mean = lambda xs: round(sum(xs) / len(xs), 4)  # noqa: E731
+    def mean(xs):
+        return round(sum(xs) / len(xs), 4)
     metrics = {
         "cv_map": mean(cv_maps["blend"]),
         "cv_map_per_repeat": [round(m, 4) for m in cv_maps["blend"]],
@@ -186,7 +188,8 @@ def run(args, model, labels, names, train, val, report, out: Path, pre: dict) ->
     if spec:
         rep = metrics["detector"]
         print(f"thing labels, CV mAP on the {rep['photos_unseen_by_detector']} photos the detector never saw: served "
-              f"{rep['thing_map_unseen']['served']} ({rep['fusion']}), classifier {rep['thing_map_unseen']['classifier']}, detector "
+              f"{rep['thing_map_unseen']['served']} ({rep['fusion']}), classifier "
+              f"{rep['thing_map_unseen']['classifier']}, detector "
               f"{rep['thing_map_unseen']['detector']} (classifier-only model: cv mAP "
               f"{metrics['cv_map_classifier_only']:.3f})")
     print(f"cv mAP {metrics['cv_map']:.3f} (head only {metrics['cv_map_head_only']:.3f}, ImageNet prior only "

@@ -31,7 +31,8 @@ def write_result_csv(path: str | Path, image_paths, probs: torch.Tensor, names: 
 
 
 def format_summary(s: dict, *, not_applicable: bool = True) -> str:
-    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.3f}"
     head = " ".join(f"{k} {fmt(s[k])}" for k in METRIC_NAMES)
     na = (s.get("labels_not_applicable") or []) if not_applicable else []
     return head + (f"  (not applicable, no known positive: {', '.join(na)})" if na else "")

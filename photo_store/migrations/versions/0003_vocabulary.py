@@ -26,7 +26,7 @@ def upgrade() -> None:
         sa.Column("detector_class", TEXT),                 # the COCO object named explicitly, if any
         sa.Column("imagenet", TEXT),                       # JSON list of WordNet ids named explicitly, if any
         sa.Column("evidence", TEXT, nullable=False),       # JSON: {"source", "detector", "imagenet"} when added
-        sa.Column("served", sa.Integer, nullable=False),   # 1: a label of the served model (a row records its retirement)
+        sa.Column("served", sa.Integer, nullable=False),   # 1: a served model's label (a row records its retirement)
         sa.Column("added_by", TEXT, nullable=False),
         sa.Column("added_at", TEXT, nullable=False),
         sa.Column("retired_at", TEXT),

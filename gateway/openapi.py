@@ -132,7 +132,9 @@ SPEC = {
             "responses": {"200": {"description": "in the trash", "content": {"application/json": {"schema": {
                 "type": "object", "required": ["image_id", "status", "trash_id", "restorable_until"],
                 "properties": {"image_id": {"type": "string"}, "status": {"const": "deleted"},
-                               "trash_id": {"type": "integer"}, "restorable_until": {"type": "string"}}}}}},
+                               "trash_id": {"type": "integer"}, "restorable_until": {"type": "string"}}}}},
+                "links": {"restore": {"operationId": "restorePhoto",
+                                      "parameters": {"trash_id": "$response.body#/trash_id"}}}},
                 "404": _ERROR, "414": _TOO_LONG}}},
         "/trash": {"get": {
             "operationId": "listTrash", "summary": "Deleted photos that can still be restored, newest first",

@@ -63,7 +63,7 @@ class ExifTools:
                 self._free.put(tool)
         except (FileNotFoundError, exiftool.exceptions.ExifToolException) as exc:
             self.close()
-            raise XmpError(f"ExifTool is not available ({exc}): install it with `make exiftool` "
+            raise XmpError(f"ExifTool is not available ({exc}): install it with `make install-exiftool` "
                            "(Debian: apt-get install libimage-exiftool-perl)") from None
 
     @contextmanager

@@ -34,7 +34,7 @@ def bin_dir() -> Path:
     """The newest installed PostgreSQL's programs (Debian: /usr/lib/postgresql/<major>/bin)."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
     if not found:
-        raise RuntimeError("PostgreSQL is not installed: make postgres (or apt-get install postgresql-15)")
+        raise RuntimeError("PostgreSQL is not installed: make install-postgres (or apt-get install postgresql-15)")
     return found[-1].parent
 
 

@@ -37,7 +37,7 @@ TOO_LARGE = f"the request body is over {MAX_BODY[:-1]} MB; send one photo (at mo
 def nginx_binary() -> str:
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").is_file() else None)
     if found is None:
-        raise RuntimeError("nginx is not installed: make nginx (or apt-get install nginx)")
+        raise RuntimeError("nginx is not installed: make install-nginx (or apt-get install nginx)")
     return found
 
 

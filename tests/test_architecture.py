@@ -227,3 +227,17 @@ def test_every_noqa_says_why():
                    for n, line in enumerate(path.read_text().splitlines(), 1)
                    if marker in line and not re.search(marker + r": [A-Z]+[0-9]+(, ?[A-Z]+[0-9]+)* - \S", line)]
     assert not unexplained, unexplained
+
+
+def test_the_makefile_explains_itself_and_reading_installs_nothing():
+    """A bare `make` prints `make help`: every target with one line; installing targets say so in their name or
+    line; read-only ones (status, tokens, versions) run no pip or apt-get."""
+    text = (REPO / "Makefile").read_text()
+    targets = dict(re.findall(r"^([a-z][a-z-]*):([^\n]*)$", text, re.M))
+    assert ".DEFAULT_GOAL := help" in text
+    assert [t for t, line in targets.items() if "## " not in line] == []
+    for name in ("status", "tokens", "versions", "help", "stop"):
+        deps = targets[name].split("##")[0].split()
+        assert not deps, (name, deps)
+    installing = [t for t, line in targets.items() if "serving.debian" in text.split(f"\n{t}:", 1)[1].split("\n\n")[0]]
+    assert installing and all(t.startswith("install-") for t in installing), installing

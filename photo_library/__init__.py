@@ -5,5 +5,5 @@ typed as training labels. It talks to the gateway over HTTP only.
     python -m photo_library import ~/Pictures --output keywords.json
     python -m photo_library export ~/Pictures --format csv > tags.csv
 
-See ``python -m photo_library --help`` and the README section "Your photo library".
+See ``python -m photo_library --help`` and docs/PHOTO_LIBRARY.md.
 """

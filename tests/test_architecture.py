@@ -241,3 +241,16 @@ def test_the_makefile_explains_itself_and_reading_installs_nothing():
         assert not deps, (name, deps)
     installing = [t for t, line in targets.items() if "serving.debian" in text.split(f"\n{t}:", 1)[1].split("\n\n")[0]]
     assert installing and all(t.startswith("install-") for t in installing), installing
+
+
+def test_the_readme_is_a_front_door_and_every_link_leads_somewhere():
+    """The README stays short (what it is, the two commands, the API in brief, the quality, where to read on); the
+    rest lives in docs/, and every relative link of the README and docs/ names a file that exists."""
+    readme = (REPO / "README.md").read_text()
+    assert readme.count("\n") <= 250
+    broken = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            if not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(REPO)} -> {target}")
+    assert not broken, broken

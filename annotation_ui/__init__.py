@@ -27,7 +27,7 @@ from model.detector import coco_objects
 from photo_store import LabelTaken, StalePhoto
 from tagger.archive import archive_of
 from tagger.image import EXTENSIONS, MEDIA_TYPES, ImageError, media_type
-from tagger.labels import LabelNameError, check_name, key
+from tagger.labels import LabelNameError, check_name, key, label_names
 from tagger.layout import DataDir
 from tagger.meta import utc_now
 from tagger.tags import PolicyMissing, UnknownPolicy, answer_tags, check_policy
@@ -47,7 +47,7 @@ def error(status: int, message: str, **headers):
 
 
 RECIPES = ("prior", "sgd")
-MAX_PAGE = 500
+GRID_LIMIT_MAX = 500  # the page's grid: photos per request
 LABELLER = re.compile(r"^[\w .@-]{1,64}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -112,7 +112,7 @@ def labels():
 def _label_views(model: dict, labels: list[dict]) -> list[dict]:
     """``labels`` with their evidence, the photos people labelled with each, the bundled photos that show it, and
     what each needs."""
-    stats = progress(_ext("store").summaries(model["version"]), [lab["name"] for lab in labels])["per_label"]
+    stats = progress(_ext("store").summaries(model["version"]), label_names(labels))["per_label"]
     out = []
     for lab in labels:
         ev = evidence(lab)
@@ -234,17 +234,17 @@ def photos():
     if order not in ("upload", "uncertain"):
         return error(400, "order must be upload or uncertain")
     try:
-        offset, limit = int(request.args.get("offset", 0)), int(request.args.get("limit", MAX_PAGE))
+        offset, limit = int(request.args.get("offset", 0)), int(request.args.get("limit", GRID_LIMIT_MAX))
     except ValueError:
         return error(400, "offset and limit must be integers")
-    if offset < 0 or not 1 <= limit <= MAX_PAGE:
-        return error(400, f"offset must be >= 0 and limit between 1 and {MAX_PAGE}")
+    if offset < 0 or not 1 <= limit <= GRID_LIMIT_MAX:
+        return error(400, f"offset must be >= 0 and limit between 1 and {GRID_LIMIT_MAX}")
     model, active, _ = _vocabulary()
     try:
         policy = _policy(model, request.args.get("policy"))
     except (UnknownPolicy, PolicyMissing) as exc:
         return error(400, str(exc))
-    names = {lab["name"] for lab in active}
+    names = set(label_names(active))
     label = request.args.get("label") or None
     if label is not None and label not in names:
         return error(400, f"label {label!r} is not in the vocabulary")
@@ -281,7 +281,7 @@ def save_labels(id_name: str):
             or not isinstance(body.get("unknown", []), list):
         return error(400, 'send JSON {"labels": ["sea", ...], "unknown": ["fog", ...]}')
     model, active, _ = _vocabulary()
-    vocabulary = [lab["name"] for lab in active]
+    vocabulary = label_names(active)
     given = body["labels"] + body.get("unknown", [])
     bad = [x for x in given if not isinstance(x, str) or x not in vocabulary]
     if bad:
@@ -331,7 +331,7 @@ def clear_labels(id_name: str):
 @bp.get("/api/progress")
 def progress_view():
     model, active, _ = _vocabulary()
-    stats = progress(_ext("store").summaries(model["version"]), [lab["name"] for lab in active])
+    stats = progress(_ext("store").summaries(model["version"]), label_names(active))
     return jsonify(model_version=model["version"], **stats)
 
 

@@ -20,7 +20,7 @@ from annotation_ui.labelling import reviewed
 from annotation_ui.vocabulary import served_model
 from photo_store import StoreUnavailable, open_store
 from tagger import REPO
-from tagger.labels import load_labels
+from tagger.labels import label_names, load_labels
 from tagger.layout import DataDir
 from tagger.meta import save_json, utc_now
 
@@ -32,7 +32,7 @@ def build_export(records: list[dict], vocabulary: list[dict], *, source: str = "
     A label a photo's save did not show (not reviewed, or added after it was saved) is in its
     ``unknown_category_ids``: unknown, never a negative. Categories carry their synonyms and evidence fields, so
     the file also tells the training tool what a label is called elsewhere."""
-    names = [lab["name"] for lab in vocabulary]
+    names = label_names(vocabulary)
     by_name = {lab["name"]: lab for lab in vocabulary}
     images, annotations = [], []
     for record in records:

@@ -102,7 +102,7 @@ def measure(cache_dir: Path, seed: int = 0) -> dict:
     groups = candidate_labels()
     labels = list({lab["name"]: lab for g in groups.values() for lab in g}.values())
     labels = [{k: v for k, v in lab.items() if k != "as"} for lab in labels]
-    names = [lab["name"] for lab in labels]
+    names = label_names(labels)
     ds, _ = LabelledImages.from_coco([(REPO / "samples", EXT)], names, words=words_of(labels))
     pre = {**default_preprocessing("efficientnet_lite0"), "squash": True}
     set_preset(ds, pre)

@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from tagger.labels import label_names
 from tagger.meta import save_json
 from tagger.tags import POLICIES
 
@@ -35,7 +36,7 @@ def table(report: dict) -> str:
 def label_table(meta: dict) -> str:
     """Each label's cross-validated AP and, under each policy, the precision and recall expected at its threshold
     (the README's quality table)."""
-    names = [lab["name"] for lab in meta["labels"]]
+    names = label_names(meta["labels"])
     ap = meta["metrics"].get("cv_per_label_ap", {})
     def fmt(x):
         return "–" if x is None else f"{x:.2f}"

@@ -20,17 +20,16 @@ from pathlib import Path
 
 import torch
 
+from model.detector import detector_spec
+from model.network import build_model
 from tagger.labels import label_names, load_labels
 from tagger.presets import default_preprocessing, eval_transform
 from training.datasets import LabelledImages
-from model.detector import detector_spec
 from training.detections import detector_inputs
 from training.features import cached_features
-from training.head import (blend_weights, fit_linear, fit_prior_calibration, fit_sibling_prior,
-                           set_prior_structure)
-from training.metrics import calibrate_thresholds, decision_metrics, mean_average_precision, per_label_ap
-from model.network import build_model
 from training.folds import fold_indices
+from training.head import blend_weights, fit_linear, fit_prior_calibration, fit_sibling_prior, set_prior_structure
+from training.metrics import calibrate_thresholds, decision_metrics, mean_average_precision, per_label_ap
 
 REPO = Path(__file__).resolve().parent.parent
 

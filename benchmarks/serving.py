@@ -25,8 +25,7 @@ import psutil
 import requests
 import torch
 
-from handler.core import (onnxruntime_model, optimize_for_inference, postprocess,
-                          runtime_name, serialize, with_detector)
+from handler.core import onnxruntime_model, optimize_for_inference, postprocess, runtime_name, serialize, with_detector
 from serving import torchserve
 from serving.torchserve import Ports, TorchServeRun, free_ports
 from tagger.image import decode_image

@@ -34,7 +34,9 @@ from tagger import REPO
 from tagger.exif_parsers import ExifParsers
 from tagger.image import DEFAULT_MAX_BYTES
 from tagger.labels import load_labels
+from tagger.layout import DEFAULT as DEFAULT_DATA
 from tagger.layout import DataDir
+from tagger.net import TS_INFERENCE_PORT, TS_MANAGEMENT_PORT, local_url
 from tagger.tags import check_policy
 
 logger = logging.getLogger(__name__)
@@ -64,14 +66,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.url_map.merge_slashes = False
     app.url_map.converters["id_name"] = IdNameConverter
     app.config.from_mapping(
-        DATA_DIR=str(REPO / "var"),
+        DATA_DIR=str(DEFAULT_DATA.root),
         DATABASE_URL=os.environ.get("DATABASE_URL", ""),  # empty: SQLite in DATA_DIR; postgresql://USER@HOST:PORT/DB
         PHOTO_DIR=None,  # default: DATA_DIR; replicas share one (a NAS or NFS mount)
         CACHE_DIR=None,  # training's per-photo features and detections (default: DATA_DIR/cache; jobs write there)
         DATABASE_TIMEOUT=3.0,  # seconds to wait for a PostgreSQL connection before answering 503
         TS_PROTOCOL="torchserve",  # or kserve-v1: an InferenceService at TS_INFERENCE_URL (no management API)
-        TS_INFERENCE_URL="http://127.0.0.1:8080",
-        TS_MANAGEMENT_URL="http://127.0.0.1:8081",
+        TS_INFERENCE_URL=local_url(TS_INFERENCE_PORT),
+        TS_MANAGEMENT_URL=local_url(TS_MANAGEMENT_PORT),
         TS_KEY_FILE=None,  # default: DATA_DIR/run/torchserve/key_file.json
         TS_TIMEOUT=30.0,
         MODEL_NAME="tagger",

@@ -11,12 +11,19 @@ from concurrent.futures import Future
 from flask import Blueprint, current_app, jsonify, request
 
 from annotation_ui import error  # the one JSON error answer of the service
-from gateway.openapi import CURSOR_MAX, CURSOR_PATTERN, SPEC, refused_id_name_categories  # one spec and check
+from gateway.openapi import (  # one definition for the spec and the check
+    CURSOR_MAX,
+    CURSOR_PATTERN,
+    PHOTOS_LIMIT_MAX,
+    SPEC,
+    refused_id_name_categories,
+)
 from gateway.place import gps_information, place_name
 from gateway.server_timing import record as record_timing
 from gateway.server_timing import timed
 from gateway.tagger_client import TaggerError
 from photo_store import Conflict
+from photo_store.base import MAX_ID_NAME
 from tagger.exif_parsers import needs_reparse, reparsed
 from tagger.image import ImageError, decode_image, decoded_bytes, open_image, oriented_size, shrinks
 from tagger.meta import utc_now
@@ -24,7 +31,6 @@ from tagger.tags import PolicyMissing, UnknownPolicy, answer_tags, check_policy
 
 bp = Blueprint("api", __name__)
 
-MAX_ID_NAME = 256
 # Uploads are checked by decoding at this shorter side (JPEG: DCT-scaled, 1/8 of a phone photo's pixels or less).
 UPLOAD_CHECK_SIDE = 64
 
@@ -200,7 +206,6 @@ def imginfo():
     )
 
 
-MAX_PAGE = 200
 
 
 def encode_cursor(uploaded_at: str, id_name: str) -> str:
@@ -234,10 +239,10 @@ def photos():
         return error(400, str(exc))
     try:
         limit = int(request.args.get("limit", "50"))
-        if not 1 <= limit <= MAX_PAGE:
+        if not 1 <= limit <= PHOTOS_LIMIT_MAX:
             raise ValueError
     except ValueError:
-        return error(400, f"limit must be an integer from 1 to {MAX_PAGE}")
+        return error(400, f"limit must be an integer from 1 to {PHOTOS_LIMIT_MAX}")
     try:
         after = decode_cursor(request.args.get("cursor"))
     except ValueError as exc:

@@ -2,6 +2,7 @@
 import unicodedata
 
 from tagger.image import FORMAT_NAMES, MEDIA_TYPES
+from tagger.net import GATEWAY_PORT, local_url
 from tagger.tags import POLICIES
 
 # Characters refused in an id_name: in the Basic Multilingual Plane, the Unicode categories control, format
@@ -55,13 +56,14 @@ _ERROR = {"description": "error", "content": {"application/json": {"schema": {"$
 _NO_POLICY = {**_ERROR, "description": "the served model was made before tag policies and has only balanced "
                                         "thresholds"}
 # gunicorn's own answer (not JSON) to a request line over its 4094-byte limit, before the app sees the request
+PHOTOS_LIMIT_MAX = 200  # GET /photos?limit=
 _TOO_LONG = {"description": "request line over the HTTP server's 4094-byte limit (answered by gunicorn)"}
 
 SPEC = {
     "openapi": "3.1.0",
     "info": {"title": "Photo tagger gateway", "version": "1.0",
              "description": "Store photos, then ask for their tags (34 COCO-Stuff labels), EXIF date and GPS."},
-    "servers": [{"url": "http://127.0.0.1:7777"}],
+    "servers": [{"url": local_url(GATEWAY_PORT)}],
     "paths": {
         "/imgup": {"post": {
             "operationId": "storePhoto",
@@ -118,7 +120,7 @@ SPEC = {
                 {"name": "tag", "in": "query", "required": False, "schema": {"type": "string"}},
                 _POLICY,
                 {"name": "limit", "in": "query", "required": False,
-                 "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
+                 "schema": {"type": "integer", "minimum": 1, "maximum": PHOTOS_LIMIT_MAX, "default": 50}},
                 {"name": "cursor", "in": "query", "required": False,
                  "schema": {"type": "string", "pattern": CURSOR_PATTERN, "maxLength": CURSOR_MAX},
                  "description": "next_cursor of the previous page (upload time ~ base64url id_name)"}],

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
-from tagger.meta import validate_meta
-from tagger.tags import served_policy, tags_by_policy
 from model.detector import GRAPH_FILE, detect, label_scores, load_detector
 from model.export import ONNX_CHECK_FILE, ONNX_FILE, export_onnx, probe_batch
 from model.fusion import fuse
 from model.network import model_from_meta
 from tagger.labels import label_names
+from tagger.meta import validate_meta
+from tagger.tags import served_policy, tags_by_policy
 
 META_FILE = "meta.json"
 WEIGHTS_FILE = "model.pt"

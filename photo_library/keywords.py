@@ -21,8 +21,18 @@ import json
 from pathlib import Path
 
 from photo_library.files import SIDECAR_NAMES, photos_in, sidecar_path
-from photo_library.xmp import (HIERARCHICAL, MODEL_VERSION, SUBJECT, TAGGER_SUBJECTS, TAGS_LIST, UNSAFE_NAME,
-                               ExifTools, XmpError, read_tags, unsafe)
+from photo_library.xmp import (
+    HIERARCHICAL,
+    MODEL_VERSION,
+    SUBJECT,
+    TAGGER_SUBJECTS,
+    TAGS_LIST,
+    UNSAFE_NAME,
+    ExifTools,
+    XmpError,
+    read_tags,
+    unsafe,
+)
 from tagger.image import open_file
 from tagger.labels import FIRST_ADDED_ID, LabelNameError, check_name, key, words_of
 from training.evidence import evidence

@@ -16,8 +16,18 @@ from pathlib import Path
 
 from photo_library.files import id_name, photos_in, sha256_of, sidecar_path
 from photo_library.gateway_client import GatewayClient, PhotoRefused
-from photo_library.xmp import (MODEL_VERSION, SOURCE_SHA256, TAG_POLICY, UNSAFE_NAME, ExifTools, XmpError,
-                               read_sidecar, sidecar_changes, unsafe, write_sidecar)
+from photo_library.xmp import (
+    MODEL_VERSION,
+    SOURCE_SHA256,
+    TAG_POLICY,
+    UNSAFE_NAME,
+    ExifTools,
+    XmpError,
+    read_sidecar,
+    sidecar_changes,
+    unsafe,
+    write_sidecar,
+)
 
 
 @dataclass

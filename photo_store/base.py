@@ -26,6 +26,7 @@ from tagger.layout import DataDir
 from tagger.meta import atomic_write, utc_now
 
 # The photo record's columns (the migrations in photo_store/migrations/versions define the tables).
+MAX_ID_NAME = 256  # characters in an id_name (the gateway refuses longer ones; the photo library truncates)
 RECORD = ("file", "sha256", "bytes", "format", "width", "height", "exif", "labels", "uploaded_at", "labelled_at",
           "label_detail", "suggested")
 JSON_FIELDS = ("exif", "labels", "label_detail", "suggested")

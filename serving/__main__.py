@@ -18,12 +18,12 @@ from photo_store import StoreUnavailable
 from serving import torchserve
 from serving.backups import backup_command, empty_trash_command, restore_command
 from serving.cluster import Cluster, cluster_status, is_cluster, serve_cluster, stop_cluster
-from serving.stack import Stack, gateway_pid, serve, stop, versions
 from serving.leftovers import stop_leftovers
 from serving.reparse import reparse_exif
+from serving.stack import Stack, gateway_pid, serve, stop, versions
 from serving.tokens import open_setup_store, run
-from tagger.exif_parsers import ExifParsers
 from serving.versions import DeployError
+from tagger.exif_parsers import ExifParsers
 
 
 def main(argv: list[str] | None = None) -> int:

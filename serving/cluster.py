@@ -32,11 +32,9 @@ from serving.torchserve import Ports
 from tagger import REPO
 from tagger.layout import DataDir
 from tagger.meta import save_json
-from tagger.net import host_name, is_loopback, parse_hosts
+from tagger.net import FIRST_REPLICA_PORT, GATEWAY_PORT, POSTGRES_PORT, host_name, is_loopback, parse_hosts
 
-FIRST_REPLICA_PORT = 7781
-PROXY_PORT = 7777
-POSTGRES_PORT = 5433  # beside a system PostgreSQL on 5432
+PROXY_PORT = GATEWAY_PORT  # nginx takes the gateway's address; the replicas listen from FIRST_REPLICA_PORT on
 
 
 @dataclass(frozen=True)

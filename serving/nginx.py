@@ -24,14 +24,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MAX_BODY = "60m"        # above the gateway's own limit: the gateway answers 413 itself, as JSON
+from tagger.image import DEFAULT_MAX_BYTES
+from tagger.net import FIRST_REPLICA_PORT, GATEWAY_PORT, LOOPBACK
+
+MAX_BODY = f"{DEFAULT_MAX_BYTES * 3 // 2 // 2**20}m"  # above the gateway's own limit: it answers 413 itself, as JSON
 FAIL_TIMEOUT = 5        # seconds a failed replica is left out
 RATE = "100r/s"         # per client address, with a burst of BURST
 BURST = 400
 WORKER_USER = "nobody"  # nginx's workers when it starts as root
 OTHER_HOST = ("this service does not answer to that host name; ask its operator which name to use "
               "(make serve-cluster HOSTS=...)")
-TOO_LARGE = f"the request body is over {MAX_BODY[:-1]} MB; send one photo (at most 40 MB) at a time"
+TOO_LARGE = (f"the request body is over {MAX_BODY[:-1]} MB; send one photo (at most {DEFAULT_MAX_BYTES // 2**20} MB) "
+             "at a time")
 
 
 def nginx_binary() -> str:
@@ -44,9 +48,9 @@ def nginx_binary() -> str:
 @dataclass(frozen=True)
 class NginxRun:
     root: Path
-    listen: int = 7777
-    upstreams: tuple[int, ...] = field(default=(7781, 7782))
-    host: str = "127.0.0.1"
+    listen: int = GATEWAY_PORT
+    upstreams: tuple[int, ...] = field(default=(FIRST_REPLICA_PORT, FIRST_REPLICA_PORT + 1))
+    host: str = LOOPBACK
     hosts: tuple[str, ...] = ()  # host names answered beyond loopback ones ("*": any)
     tls_cert: Path | None = None  # a PEM certificate (chain) and its key: nginx terminates TLS on ``listen``
     tls_key: Path | None = None

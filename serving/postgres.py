@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from photo_store.postgres import bin_dir  # the one place that finds PostgreSQL's programs
+from tagger.net import POSTGRES_PORT
 
 SERVER_USER = "postgres"  # who runs the server when we are root
 ROLE = "tagger"           # the gateway's role (no superuser, creates no database or role) and its database
@@ -32,7 +33,7 @@ ADMIN = "tagger_admin"    # the superuser initdb makes: provisions the role and 
 @dataclass(frozen=True)
 class PostgresRun:
     root: Path
-    port: int = 5433
+    port: int = POSTGRES_PORT
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root).resolve())

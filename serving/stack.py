@@ -29,6 +29,7 @@ from serving.torchserve import Ports, TorchServeRun
 from serving.versions import DeployError, Versions, deployed_mar
 from tagger import REPO
 from tagger.layout import DataDir
+from tagger.net import GATEWAY_PORT
 
 DEFAULT_MAR = "tagger.mar"
 # The default model: the training tool's prior recipe on the bundled samples (what `make model` runs).
@@ -39,7 +40,7 @@ DEFAULT_MODEL_ARGS = ("--recipe", "prior", "--output", "checkpoints/default")  #
 class Stack:
     var_dir: Path = REPO / "var"
     ports: Ports = field(default_factory=Ports)
-    gateway_port: int = 7777
+    gateway_port: int = GATEWAY_PORT
     gateway_workers: int = 2
     gateway_threads: int | None = None  # None: gateway/gunicorn.conf.py's
     model_store: Path = REPO / "model_store"

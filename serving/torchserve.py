@@ -24,7 +24,15 @@ from pathlib import Path
 import requests
 
 from tagger import REPO
+from tagger.image import DEFAULT_MAX_BYTES
 from tagger.layout import DataDir
+from tagger.net import (
+    TS_GRPC_INFERENCE_PORT,
+    TS_GRPC_MANAGEMENT_PORT,
+    TS_INFERENCE_PORT,
+    TS_MANAGEMENT_PORT,
+    TS_METRICS_PORT,
+)
 from tagger.ts_keys import KeyRefused, key_rejected, read_keys, renew_key
 
 PID_FILE = ".model_server.pid"  # TorchServe's own name, written under $TEMP
@@ -74,11 +82,11 @@ def free_ports(n: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Ports:
-    inference: int = 8080
-    management: int = 8081
-    metrics: int = 8082
-    grpc_inference: int = 7070
-    grpc_management: int = 7071
+    inference: int = TS_INFERENCE_PORT
+    management: int = TS_MANAGEMENT_PORT
+    metrics: int = TS_METRICS_PORT
+    grpc_inference: int = TS_GRPC_INFERENCE_PORT
+    grpc_management: int = TS_GRPC_MANAGEMENT_PORT
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,7 @@ def render_config(run: TorchServeRun) -> str:
         "metrics_address": run.metrics_url, "grpc_inference_port": str(run.ports.grpc_inference),
         "grpc_management_port": str(run.ports.grpc_management), "model_store": str(store),
         "allowed_urls": f"file://{re.escape(str(store))}/[^/]+\\\\.mar",
+        "max_request_size": str(DEFAULT_MAX_BYTES),  # the photo limit, written down once (tagger.image)
         **dict(run.overrides),
     }
     for key, value in values.items():

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tagger import REPO
+
 
 @dataclass(frozen=True)
 class DataDir:
@@ -87,3 +89,6 @@ class DataDir:
         if key_file.parent.name != "torchserve" or key_file.parent.parent.name != "run":
             raise ValueError(f"{key_file} is not <data>/run/torchserve/key_file.json")
         return cls(key_file.parent.parent.parent)
+
+
+DEFAULT = DataDir(REPO / "var")  # the data folder when none is named (TAGGER_DATA_DIR, --var, --cache-dir)

@@ -17,6 +17,19 @@ from collections.abc import Iterable
 
 ANY_HOST = "*"  # in TAGGER_HOSTS: every host name (a proxy in front checks them), for GATEWAY_AUTH=required only
 
+# The addresses the services listen on by default: the one place each is written down.
+LOOPBACK = "127.0.0.1"
+GATEWAY_PORT = 7777          # make serve's gateway; make serve-cluster's nginx in front of the replicas
+FIRST_REPLICA_PORT = 7781    # make serve-cluster's gateway replicas: 7781, 7782, ...
+TS_INFERENCE_PORT, TS_MANAGEMENT_PORT, TS_METRICS_PORT = 8080, 8081, 8082  # TorchServe (config.properties)
+TS_GRPC_INFERENCE_PORT, TS_GRPC_MANAGEMENT_PORT = 7070, 7071
+POSTGRES_PORT = 5433         # make serve-cluster's PostgreSQL, beside a system one on 5432
+
+
+def local_url(port: int) -> str:
+    """``http://127.0.0.1:PORT``."""
+    return f"http://{LOOPBACK}:{port}"
+
 
 def is_loopback(address: str) -> bool:
     """True for a loopback IPv4 or IPv6 address (an IPv4-mapped one too, brackets allowed) and ``localhost``."""

@@ -5,8 +5,8 @@ The handler builds its transform with ``eval_transform(meta["preprocessing"])``;
 """
 from __future__ import annotations
 
-from torchvision.transforms import v2 as T
 import torch
+from torchvision.transforms import v2 as T
 
 _INTERPOLATION = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}
 

@@ -40,8 +40,8 @@ def tiny_model_dir(tmp_path_factory, labels):
     """An unpacked-archive directory (meta.json + model.pt) holding an untrained ResNet18 tagger."""
     import torch
 
-    from tagger.presets import default_preprocessing
     from model.network import build_model
+    from tagger.presets import default_preprocessing
 
     d = tmp_path_factory.mktemp("tiny_model")
     torch.manual_seed(0)

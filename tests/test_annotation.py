@@ -24,10 +24,8 @@ from photo_store.postgres import hold_job_lock, release_job_lock
 from tagger.labels import label_names, load_labels
 from tagger.layout import DataDir
 from tagger.meta import make_meta
-from tests.helpers import IMAGES
+from tests.helpers import IMAGES, alive, wait_until
 from tests.helpers import upload_file as upload
-from tests.helpers import alive, wait_until
-
 
 
 @pytest.fixture

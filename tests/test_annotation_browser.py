@@ -18,10 +18,10 @@ import pytest
 import requests
 
 from benchmarks.load import synthetic_jpeg
+from photo_library.tagging import tag_folder
 from photo_store import open_store
 from tagger.labels import label_names
 from tests.conftest import COCO, REPO, private_model_store, secured_gateway, served_stack
-from photo_library.tagging import tag_folder
 from tests.helpers import alive, children, exiftool, wait_until
 
 CHROMIUM = "/usr/bin/chromium"

@@ -6,10 +6,9 @@ import torch
 from PIL import Image
 
 from serving.stack import ensure_default_archive
-
 from tagger.image import HANDLER_FORMATS, ImageError, decode_image, decoded_bytes, open_image, oriented_size, shrinks
-from tests.helpers import phone_jpeg
 from tests.conftest import COCO, EXIF, REPO
+from tests.helpers import phone_jpeg
 
 LARGE_CAMERA_FILES = ["30-type_error.jpg", "67-0_length_string.jpg", "87_OSError.jpg", "iphone_hdr_YES.jpg",
                       "IMG_5195.HEIC"]

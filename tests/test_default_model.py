@@ -149,10 +149,11 @@ def test_archives_built_at_once_keep_their_own_files(archive, tmp_path):
 def test_evaluate_scores_the_default_model_as_the_handler_answers(archive, tmp_path):
     """training.evaluate fuses the detector in as the handler does: its CSV row is the handler's answer."""
     from handler.core import postprocess, with_detector
-    from training.detections import model_detector
     from tagger.presets import eval_transform
-    from training.evaluate import get_args_parser, main as evaluate_main
     from training.checkpoint import load_for_inference
+    from training.detections import model_detector
+    from training.evaluate import get_args_parser
+    from training.evaluate import main as evaluate_main
 
     coco = REPO / "samples/coco_subset"
     result = tmp_path / "result.csv"

@@ -8,15 +8,26 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import HandlerContext
-from tests.conftest import COCO
 from model import detector_graph
-from model.detector import (GRAPH_FILE, DetectorError, detect, detector_spec, digest, graph_files, label_scores,
-                            load_detector, load_minival_ids, seen_by_detector, tiles_of)
+from model.detector import (
+    GRAPH_FILE,
+    DetectorError,
+    detect,
+    detector_spec,
+    digest,
+    graph_files,
+    label_scores,
+    load_detector,
+    load_minival_ids,
+    seen_by_detector,
+    tiles_of,
+)
 from model.detector_graph import build_graph
 from model.detector_onnx import convert
-from training.detections import calibration_photos
 from model.fusion import detector_logits, fuse, identity_fusion
+from tests.conftest import COCO
+from tests.helpers import HandlerContext
+from training.detections import calibration_photos
 from training.fusion_cv import fit_fusion
 
 BUS = COCO / "images/000000000471.jpg"  # a bus in a street, people beside it

@@ -22,14 +22,21 @@ from PIL import Image
 
 from serving import torchserve
 from serving.leftovers import leftovers, marked
-from serving.stack import (Stack, ensure_default_archive, gateway_pid, model_workers, serve, start_gateway, stop,
-                           stop_gateway)
+from serving.stack import (
+    Stack,
+    ensure_default_archive,
+    gateway_pid,
+    model_workers,
+    serve,
+    start_gateway,
+    stop,
+    stop_gateway,
+)
 from serving.torchserve import SOCKET_NAME, SOCKET_PATH_MAX, Ports, free_ports
 from tagger.image import DEFAULT_MAX_BYTES, decode_image
 from tagger.ts_keys import key_rejected, read_keys, renew_key
-from tests.helpers import phone_jpeg
 from tests.conftest import COCO, EXIF, REPO
-from tests.helpers import alive, wait_until
+from tests.helpers import alive, phone_jpeg, wait_until
 
 KEY_MINUTES = 0.1
 PIDS = []  # TorchServe frontend, gunicorn master
@@ -174,9 +181,9 @@ def test_workers_serve_onnx_runtime_and_agree_with_the_eager_model(stack):
     import torch
 
     from handler.core import postprocess, with_detector
-    from training.detections import model_detector
     from tagger.presets import eval_transform
     from training.checkpoint import load_for_inference
+    from training.detections import model_detector
 
     log = (stack.torchserve.run_dir / "logs/model_log.log").read_text()
     assert log.count("onnxruntime (1 thread, the archive's graph), detector ssd_mobilenet_v2_coco_2018_03_29") \

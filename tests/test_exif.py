@@ -3,9 +3,9 @@ made by code: nothing hangs, nothing crashes, garbage gives None."""
 import io
 import json
 import os
+import signal
 import socket
 import struct
-import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor

@@ -5,8 +5,8 @@ import json
 import multiprocessing
 import socket
 import sqlite3
-import subprocess
 import struct
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
@@ -17,19 +17,18 @@ from PIL import Image
 
 from gateway import create_app
 from gateway.body import BODIES, _Watchdog
+from gateway.openapi import SPEC
 from gateway.tagger_client import TaggerError
+from photo_library.files import photos_in
 from photo_store import PhotoStore, base
 from photo_store import sqlite as store_module
-from gateway.openapi import SPEC
-from photo_library.files import photos_in
 from tagger.image import EXTENSIONS, FORMATS, MEDIA_TYPES, ImageError, decode_image
 from tagger.labels import label_names
 from tagger.meta import utc_now
-from training.datasets import check_image
-from tests.helpers import PHOTO, upload
 from tests.conftest import COCO, EXIF, REPO
+from tests.helpers import PHOTO, upload
 from tests.slow_exif import hanging_jpeg
-
+from training.datasets import check_image
 
 
 def test_upload_then_info_has_exactly_the_original_keys_plus_additive_ones(client):

@@ -10,8 +10,8 @@ from PIL import Image
 
 from handler.core import load_model, postprocess, request_bytes
 from tagger.image import ImageError, decode_image
-from tests.helpers import HandlerContext
 from tests.conftest import COCO, EXIF
+from tests.helpers import HandlerContext
 
 JPEG = (COCO / "images/000000000471.jpg").read_bytes()
 

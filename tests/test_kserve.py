@@ -11,8 +11,8 @@ import yaml
 from gateway import create_app
 from gateway.auth import needed_scope
 from serving.stack import kserve_bundle
-from tests.helpers import HandlerContext
 from tests.conftest import COCO, REPO, send_json
+from tests.helpers import HandlerContext
 
 KSERVE = REPO / "deploy/kserve"
 

@@ -3,9 +3,9 @@ import pytest
 import torch
 from PIL import Image
 
+from model.network import build_model, lite0_package_weights_path, map_efficientnet_pytorch_keys
 from tagger.presets import default_preprocessing, eval_transform
 from tests.conftest import COCO
-from model.network import build_model, lite0_package_weights_path, map_efficientnet_pytorch_keys
 
 
 def test_every_package_key_maps_to_a_model_parameter():

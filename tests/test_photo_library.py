@@ -18,14 +18,24 @@ from photo_library.cli import main
 from photo_library.files import id_name, photos_in, sidecar_path
 from photo_library.gateway_client import GatewayClient, GatewayDown
 from photo_library.keywords import load_synonyms, user_keywords
-from photo_library.xmp import (HIERARCHICAL, MODEL_VERSION, SUBJECT, TAGGER_SUBJECTS, TAGS_LIST, ExifTools, XmpError,
-                               merge_tags, read_sidecar, sidecar_changes, write_sidecar)
+from photo_library.xmp import (
+    HIERARCHICAL,
+    MODEL_VERSION,
+    SUBJECT,
+    TAGGER_SUBJECTS,
+    TAGS_LIST,
+    ExifTools,
+    XmpError,
+    merge_tags,
+    read_sidecar,
+    sidecar_changes,
+    write_sidecar,
+)
 from photo_store import open_store
-from tagger.labels import load_labels
 from serving.torchserve import free_ports
+from tagger.labels import load_labels
 from tests.conftest import COCO, EXIF, secured_gateway, served_stack
 from tests.helpers import EXIFTOOL, exiftool
-
 
 
 def sha(path):

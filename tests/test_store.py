@@ -12,12 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import create_engine, text
 
-from tagger.exif_parsers import ExifParsers
 from photo_store import Conflict, StoreUnavailable, open_store
 from photo_store.migrate import SchemaTooNew, current, head
 from photo_store.postgres import PostgresStore, sqlalchemy_url
 from photo_store.transfer import main, transfer, verify
 from serving.torchserve import free_ports
+from tagger.exif_parsers import ExifParsers
 
 PROCESSES, THREADS = 2, 4  # 8 threads across two processes, each process with its own store (as two replicas)
 

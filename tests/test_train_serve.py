@@ -39,9 +39,9 @@ def test_a_trained_checkpoint_archives_and_torchserve_serves_it(tmp_path):
     # the same scores as the checkpoint in-process (classifier and detector), and tags exactly the labels at or
     # above their thresholds
     from handler.core import with_detector
-    from training.detections import model_detector
     from tagger.presets import eval_transform
     from training.checkpoint import load_for_inference
+    from training.detections import model_detector
 
     model, meta, _ = load_for_inference(out / "best.pt")
     assert meta["detector"] is not None  # the SGD recipe fuses the detector in too

@@ -194,7 +194,8 @@ def test_original_checkpoint_resumes_and_says_what_it_found(tmp_path, tiny_coco,
     # the backbone is the original's (frozen with --lrp 0), the fc became the head
     torch.testing.assert_close(ckpt["model"]["backbone.layer1.0.conv1.weight"], net.layer1[0].conv1.weight)
 
-    from training.evaluate import get_args_parser, main as evaluate_main
+    from training.evaluate import get_args_parser
+    from training.evaluate import main as evaluate_main
 
     summary = evaluate_main(get_args_parser().parse_args(
         ["--checkpoint", str(orig), "--ann", str(tiny_coco), "--data", str(COCO), "--out", str(tmp_path / "e.json")]))
@@ -339,10 +340,10 @@ def test_bad_data_is_reported_clearly(tmp_path, capsys):
 
 
 def test_feature_cache_recomputes_only_what_changed(tmp_path):
+    from model.network import build_model
     from tagger.presets import default_preprocessing, eval_transform
     from training.datasets import LabelledImages
     from training.features import cached_features
-    from model.network import build_model
 
     data = json.loads((COCO / "annotations.json").read_text())
     root = tmp_path / "root"
@@ -393,9 +394,9 @@ def test_two_processes_match_one(tmp_path, cache_dir, tiny_coco):
 @pytest.mark.slow
 def test_cv_never_lets_a_photos_own_label_reach_its_out_of_fold_prediction():
     """Flip one photo's labels: its out-of-fold predictions (every repeat) must not move."""
-    from training.head import set_prior_structure
     from model.network import build_model
     from training.folds import fold_indices
+    from training.head import set_prior_structure
     from training.prior_recipe import cross_validate
 
     for train, test in fold_indices(40, 4, 0):
@@ -420,8 +421,8 @@ def test_cv_never_lets_a_photos_own_label_reach_its_out_of_fold_prediction():
 
 def test_supercategory_back_off_and_checkpoints_made_before_it():
     """A label without ImageNet classes leans on its supercategory siblings; older state dicts still load."""
-    from training.head import fit_head, set_prior_structure, sibling_matrix
     from model.network import build_model
+    from training.head import fit_head, set_prior_structure, sibling_matrix
 
     labels = load_labels()
     names = label_names(labels)

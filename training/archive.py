@@ -23,18 +23,18 @@ from pathlib import Path
 
 import torch
 
-from tagger import REPO
-from tagger.archive import CODE_HASH, PAYLOAD_PACKAGES, ArchiveError, read_archive
-from tagger.layout import DataDir
-from tagger.meta import save_json, validate_meta
 from model.detector import GRAPH_FILE, check_file
 from model.export import ONNX_CHECK_FILE, ONNX_FILE, export_onnx, probe_batch
 from model.network import model_from_meta
+from tagger import REPO
+from tagger.archive import CODE_HASH, PAYLOAD_PACKAGES, ArchiveError, read_archive
+from tagger.layout import DEFAULT as DEFAULT_DATA
+from tagger.meta import save_json, validate_meta
 from training.checkpoint import load_checkpoint
 from training.detections import detector_graph
 
 MODEL_NAME = "tagger"
-DEFAULT_CACHE = DataDir(REPO / "var").cache  # where the detector's graph is built (training's --cache-dir too)
+DEFAULT_CACHE = DEFAULT_DATA.cache  # where the detector's graph is built (training's --cache-dir too)
 
 
 def payload_files() -> list[Path]:

@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from tagger import REPO
+from tagger.layout import DEFAULT as DEFAULT_DATA
 from training.datasets import DatasetError
 from training.errors import UsageError
 from training.legacy import LegacyError
@@ -123,7 +124,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     w.add_argument("--result", default="", help="CSV of the validation photos: every label's score and the "
                                                 "predicted tags (default: none)")
     w.add_argument("--version", default="1.0", help="model version written into the metadata (default: 1.0)")
-    w.add_argument("--cache-dir", default=str(REPO / "var/cache"), help="feature cache (default: var/cache)")
+    w.add_argument("--cache-dir", default=str(DEFAULT_DATA.cache), help="feature cache (default: var/cache)")
     w.add_argument("--no-cache", action="store_true",
                    help="with --lrp 0, run the frozen backbone on every image every epoch instead of caching "
                         "its features (for comparison; default: off)")

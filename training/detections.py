@@ -15,12 +15,19 @@ from pathlib import Path
 
 import torch
 
-from model.detector import (DETECT_VERSION, detect, digest, label_scores, load_detector, load_minival_ids,
-                            seen_by_detector)
+from model.detector import (
+    DETECT_VERSION,
+    detect,
+    digest,
+    label_scores,
+    load_detector,
+    load_minival_ids,
+    seen_by_detector,
+)
 from model.detector_graph import build_graph
 from tagger import REPO
 from tagger.image import DECODER_VERSION, decode_image
-from tagger.layout import DataDir
+from tagger.layout import DEFAULT as DEFAULT_DATA
 from training.features import cached_rows, image_key
 
 # The photos the detector's int8 heads are calibrated on: the first 64 bundled samples, the same for every model.
@@ -95,7 +102,7 @@ def detector_inputs(spec: dict, dataset, names: list[str], cache_dir) -> tuple[t
     return detections, seen, {**stats, "seconds": round(time.perf_counter() - t, 1)}
 
 
-DEFAULT_CACHE = DataDir(REPO / "var").cache
+DEFAULT_CACHE = DEFAULT_DATA.cache
 
 
 def model_detector(meta: dict, cache_dir: str | Path = DEFAULT_CACHE, *, threads: int = 1):

@@ -18,6 +18,7 @@ import torch
 
 from model.fusion import fuse
 from tagger.labels import label_names, words_of
+from tagger.layout import DEFAULT as DEFAULT_DATA
 from tagger.meta import save_json
 from tagger.presets import eval_transform
 from training.checkpoint import load_for_inference
@@ -27,7 +28,7 @@ from training.legacy import LegacyError
 from training.metrics import summarize
 from training.report import format_summary, write_result_csv
 
-DEFAULT_CACHE = Path(__file__).resolve().parent.parent / "var/cache"
+DEFAULT_CACHE = DEFAULT_DATA.cache
 
 
 @torch.no_grad()

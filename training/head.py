@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from training.evidence import imagenet_classes
 
+
 def imagenet_prior_matrix(labels: list[dict]) -> torch.Tensor:
     """(1000, L) 0/1 matrix: which ImageNet-1k classes speak for each label (``training.evidence``: the default
     labels' ``imagenet_prior.json``, a record's own ``imagenet`` classes, or the curated names table).

@@ -17,8 +17,8 @@ import torch
 
 from model.detector import detector_spec
 from model.fusion import detector_columns, fuse
-from tagger.tags import DEFAULT_POLICY, POLICIES
 from tagger.meta import make_meta, save_json
+from tagger.tags import DEFAULT_POLICY, POLICIES
 from training.checkpoint import save_checkpoint
 from training.detections import detector_inputs, label_detections, with_graph
 from training.engine import set_preset
@@ -31,7 +31,6 @@ from training.metrics import AT_THRESHOLDS, calibrate_thresholds, mean_average_p
 from training.plots import plot_run
 from training.policies import OutOfFold, model_policies
 from training.report import write_result_csv
-
 
 #: Changes whenever the default model this recipe makes would differ: ``make serve`` rebuilds an older one.
 RECIPE_VERSION = 2  # 2: tag policies

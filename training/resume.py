@@ -21,6 +21,6 @@ def load_resume(args, labels) -> tuple[dict | None, str | None, dict | None]:
         state, info = convert_original_checkpoint(obj, len(labels), args.resume)
         return {"original": True, "model": state, "epoch": info["epoch"]}, "resnet18", None
     meta = obj["meta"]
-    if [lab["name"] for lab in meta["labels"]] != label_names(labels):
+    if label_names(meta["labels"]) != label_names(labels):
         raise UsageError(f"{args.resume} was trained on another label list; pass --labels with its vocabulary")
     return obj, meta["arch"], meta["preprocessing"]

@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from model.detector import detector_spec
 from model.fusion import detector_columns
-from tagger.tags import DEFAULT_POLICY
 from tagger.meta import make_meta, save_json
+from tagger.tags import DEFAULT_POLICY
 from training import distributed as D
 from training.checkpoint import CheckpointSaver, save_checkpoint
 from training.detections import detector_inputs, with_graph

@@ -178,6 +178,22 @@ def install(app: Flask) -> None:
             env["CONTENT_LENGTH"] = str(total)
         return None
 
+    @app.before_request
+    def _limit_form_parts():
+        """Refuse a multipart form with more parts than FORM_PARTS before it is parsed."""
+        if request.mimetype != "multipart/form-data":
+            return None
+        boundary = request.mimetype_params.get("boundary")
+        if not boundary:
+            return jsonify(error="multipart body without a boundary: let your HTTP client build the form "
+                                 "(curl -F file=@photo.jpg -F id_name=NAME)"), 400
+        data = request.get_data(cache=True)  # already read, within the limit, by gateway.body
+        parts = data.count(b"--" + boundary.encode("latin-1")) - 1
+        if parts > int(app.config["FORM_PARTS"]):
+            return jsonify(error=f"the form has {parts} parts; send at most {app.config['FORM_PARTS']} "
+                                 "(file, id_name, if_absent)"), 400
+        return None
+
     @app.after_request
     def _unread_body(response):
         """A body this request did not read whole (refused by the host, origin or token check, a route that takes

@@ -46,8 +46,13 @@ class SQLiteStore(SqlStore):
     def _migrate(self) -> None:
         """Open (or create, readable by its owner only) the database; migrate it, after a snapshot of the file
         beside it (``photos.db.before-<revision>``) when it holds an older schema."""
-        fd = os.open(self.db_path, os.O_RDWR | os.O_CREAT, 0o600)  # its -wal and -shm files take its mode
-        os.close(fd)
+        # Created readable by its owner only (its -wal and -shm files take its mode). An existing file is only
+        # chmodded: opening and closing another descriptor of it would drop this process's SQLite locks on it.
+        if not self.db_path.exists():
+            try:
+                os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:  # made by another opener just now
+                pass
         os.chmod(self.db_path, 0o600)  # a store made before holds tokens' hashes and every GPS position too
         with closing(self._open()) as db:
             db.execute("PRAGMA journal_mode=WAL")

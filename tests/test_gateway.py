@@ -1,4 +1,5 @@
 """The gateway through Flask's test client, with a fake model client (the real one is in test_e2e)."""
+import errno
 import hashlib
 import io
 import json
@@ -17,6 +18,7 @@ from PIL import Image
 
 from gateway import create_app
 from gateway.body import BODIES, _Watchdog
+from gateway.errors import storage_problem
 from gateway.openapi import SPEC
 from gateway.tagger_client import TaggerError
 from photo_library.files import photos_in
@@ -362,22 +364,39 @@ def test_a_full_or_read_only_photo_folder_answers_507_or_503_and_loses_nothing(c
     assert client.get("/healthz").status_code == 200
 
 
-@pytest.mark.parametrize("message, status", [("database or disk is full", 507),
-                                             ("attempt to write a readonly database", 503)])
+@pytest.mark.parametrize("pragma, status", [("full", 507), ("query_only", 503)])
 def test_a_full_or_read_only_sqlite_database_answers_507_or_503_and_loses_nothing(tmp_path, fake_tagger,
-                                                                                  monkeypatch, message, status):
+                                                                                  monkeypatch, pragma, status):
+    """SQLite errors classified by their code, never by their message: SQLITE_READONLY for real (a connection that
+    may not write); SQLITE_FULL as SQLite raises it (its result code on the exception), since a database cannot be
+    made to run out of room on demand."""
     client = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "TAGGER_CLIENT": fake_tagger}).test_client()
     jpeg = (COCO / "images/000000000471.jpg").read_bytes()
     assert upload(client, jpeg, "kept").status_code == 200
+    real_open = store_module.SQLiteStore._open
 
-    def failing(*args, **kwargs):
-        raise sqlite3.OperationalError(message)
-    monkeypatch.setattr(store_module.SQLiteStore, "_open", failing)
+    def constrained(self):
+        if pragma == "full":
+            full = sqlite3.OperationalError("database or disk is full")
+            full.sqlite_errorcode, full.sqlite_errorname = 13, "SQLITE_FULL"
+            raise full
+        db = real_open(self)
+        db.execute("PRAGMA query_only = 1")
+        return db
+    monkeypatch.setattr(store_module.SQLiteStore, "_open", constrained)
     r = upload(client, (COCO / "images/000000000382.jpg").read_bytes(), "new")
-    assert r.status_code == status and "nothing was stored" in r.json["error"]
+    assert r.status_code == status and "nothing was stored" in r.json["error"], r.json
     monkeypatch.undo()
     assert client.get("/imginfo", query_string={"id_name": "new"}).status_code == 404
     assert client.get("/imginfo", query_string={"id_name": "kept"}).status_code == 200
+
+
+def test_storage_errors_are_classified_by_their_code_not_their_message():
+    assert storage_problem(OSError(errno.ENOSPC, "anything")) == "full"
+    assert storage_problem(OSError(errno.EROFS, "anything")) == "read-only"
+    assert storage_problem(OSError(errno.ENOENT, "the disk is full")) == "missing"  # the message says nothing
+    assert storage_problem(OSError(errno.EIO, "database or disk is full")) is None
+    assert storage_problem(sqlite3.OperationalError("database or disk is full")) is None  # no code: not guessed
 
 
 def test_a_postgresql_outage_is_503_with_retry_after_and_the_gateway_reconnects(fake_tagger, tmp_path,

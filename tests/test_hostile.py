@@ -190,7 +190,11 @@ def test_the_gateways_logs_were_rotated_and_it_logs_on(gateway):
     """gunicorn's master renamed its access log past the cap and had its workers reopen it: the next request is in
     the new file, and at most TAGGER_LOG_KEEP old ones are kept."""
     log = gateway.gateway_dir / "access.log"
-    wait_until(lambda: log.with_name("access.log.1").exists(), what="access.log rotated", timeout=30)
+
+    def rotated():  # the corpus wrote most of it; a few more lines in case it ran on another worker
+        requests.get(f"{gateway.gateway_url}/healthz", timeout=5)
+        return log.with_name("access.log.1").exists()
+    wait_until(rotated, what="access.log rotated", timeout=60, interval=0.2)
     rid = "rotated" + os.urandom(4).hex()
 
     def logged():

@@ -2,6 +2,7 @@
 inside functions count), so there is no circle between packages, nor between the modules of one package; the ground
 floor imports nothing of the project, and no torch except in its preprocessing; what an archive packs for TorchServe
 (the handler, the served model, the ground floor) imports nothing else of the project."""
+import argparse
 import ast
 import re
 from pathlib import Path
@@ -254,3 +255,15 @@ def test_the_readme_is_a_front_door_and_every_link_leads_somewhere():
             if not (page.parent / target).exists():
                 broken.append(f"{page.relative_to(REPO)} -> {target}")
     assert not broken, broken
+
+
+def test_every_serving_command_has_its_own_help():
+    """python -m serving uses argparse subcommands: each make target's command answers --help with its options."""
+    from serving.__main__ import get_args_parser  # the command line, not a package module: imported here alone
+
+    parser = get_args_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"serve", "stop", "status", "serve-cluster", "deploy", "rollback", "versions", "token", "revoke", "tokens",
+            "reparse-exif", "backup", "restore", "empty-trash"} <= set(commands)
+    assert all(sub.description for sub in commands.values())
+    assert "--tls-cert" in commands["serve-cluster"].format_help()

@@ -384,8 +384,7 @@ def export():
 
 def _busy_elsewhere() -> str | None:
     """Why no job can start now on a PostgreSQL store: one runs on another replica (else None)."""
-    elsewhere = getattr(_ext("store"), "job_running_elsewhere", None)
-    if elsewhere is not None and elsewhere():
+    if _ext("store").job_running_elsewhere():
         return "a job runs on another gateway replica; wait for it to finish"
     return None
 

@@ -66,7 +66,7 @@ def export_store(data_dir: str | Path, vocabulary: list[dict], *, source: str = 
     try:
         return build_export(store.list(limit=10_000_000), vocabulary, source=source)
     finally:
-        getattr(store, "close", lambda: None)()
+        store.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from gateway.server_timing import record as record_timing
 from gateway.server_timing import timed
 from gateway.tagger_client import TaggerError
 from photo_store import Conflict
-from photo_store.base import MAX_ID_NAME
+from photo_store.records import MAX_ID_NAME
 from tagger.exif_parsers import needs_reparse, reparsed
 from tagger.image import ImageError, decode_image, decoded_bytes, open_image, oriented_size, shrinks
 from tagger.meta import utc_now

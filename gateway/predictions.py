@@ -21,7 +21,6 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
 from pathlib import Path
 
 from gateway.tagger_client import TaggerError
@@ -157,14 +156,11 @@ class Predictions:
     def _across_replicas(self, sha: str):
         """The store's lock on computing ``sha`` when it has one (PostgreSQL: replicas on other machines), else a
         lock that is always ours (the flock above covers one machine's workers)."""
-        predicting = getattr(self.store, "predicting", None)
-        return predicting(sha) if predicting is not None else nullcontext(True)
+        return self.store.predicting(sha)
 
     def _wait_other_worker(self, sha: str, wait: float) -> None:
         """If another worker (or replica) is computing ``sha`` now, wait (at most ``wait`` s) until it has finished."""
-        wait_predicted = getattr(self.store, "wait_predicted", None)
-        if wait_predicted is not None:
-            wait_predicted(sha, wait)
+        self.store.wait_predicted(sha, wait)
         if self.inflight_dir is None:
             return
         try:

@@ -9,7 +9,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from photo_store.base import MAX_ID_NAME
+from photo_store.records import MAX_ID_NAME
 from tagger.image import EXTENSIONS
 
 #: Photo formats the gateway accepts (by extension, case-insensitive; tagger.image's list); other files are ignored.

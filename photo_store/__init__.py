@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from photo_store.base import Conflict, SqlStore, StalePhoto, StoreUnavailable
+from photo_store.base import SqlStore
 from photo_store.postgres import PostgresStore, redact
+from photo_store.records import Conflict, StalePhoto, StoreUnavailable
 from photo_store.sqlite import PhotoStore, SQLiteStore
 from photo_store.vocabulary import LabelTaken
 

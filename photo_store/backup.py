@@ -18,8 +18,8 @@ import os
 import shutil
 from pathlib import Path
 
-from photo_store.base import erase_lock
 from photo_store.postgres import pg_tool
+from photo_store.records import erase_lock
 from tagger.meta import atomic_write, utc_now
 
 FORMAT = 1
@@ -113,5 +113,5 @@ def restore(folder: Path, data_dir: Path, *, database_url: str = "", photo_dir: 
                 if hashlib.file_digest(f, "sha256").hexdigest() != sha:
                     raise BackupError(f"{rel} does not match its record after the restore")
     finally:
-        getattr(store, "close", lambda: None)()
+        store.close()
     return {"counts": counts, "files": len(manifest["files"])}

@@ -1,4 +1,7 @@
-"""What both store backends share: the photo record, the rules of put / delete, and the queries, written once.
+"""What both store backends share, written once: ``SqlStore``, the one interface, with the photos (put, get, history,
+pages, EXIF) here and the rest in a module each: labels (``labels.py``), the trash (``trash.py``), cached
+predictions (``predictions.py``), API tokens (``tokens.py``), the vocabulary (``vocabulary.py``); the record and
+the errors in ``records.py``.
 
 A backend (``sqlite.SQLiteStore``, ``postgres.PostgresStore``) says only how to get a connection, how to hold
 the write lock of one ``id_name`` (a transaction) and how to hold the lock of one photo file (across processes
@@ -6,76 +9,34 @@ and, on PostgreSQL, across machines). Queries use ``?`` placeholders; a backend 
 
 Photo files are content-addressed, ``images/ab/<sha256>.<ext>`` under the photo folder, and written atomically
 (temporary name, fsync, rename, folder fsync): two replicas writing the same photo write the same bytes to the same
-name, and a reader sees the whole file or none. A file is removed only when no photo and no history row holds it,
-under its lock, so a delete never takes the file of an upload of the same bytes running beside it.
+name, and a reader sees the whole file or none. A file is removed only when no photo, history or trash row holds
+it, under its lock, so emptying the trash never takes the file of an upload of the same bytes running beside it.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 from collections.abc import Callable
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
+from photo_store.labels import LabelStore
+from photo_store.predictions import PredictionStore
+from photo_store.records import (
+    RECORD,
+    TABLES,
+    Conflict,
+    content_file,
+    decode_record,
+)
 from photo_store.tokens import TokenStore
+from photo_store.trash import TrashStore
 from photo_store.vocabulary import VocabularyStore
-from tagger.image import file_extension
-from tagger.layout import DataDir
 from tagger.meta import atomic_write, utc_now
 
-# The photo record's columns (the migrations in photo_store/migrations/versions define the tables).
-MAX_ID_NAME = 256  # characters in an id_name (the gateway refuses longer ones; the photo library truncates)
-RECORD = ("file", "sha256", "bytes", "format", "width", "height", "exif", "labels", "uploaded_at", "labelled_at",
-          "label_detail", "suggested")
-JSON_FIELDS = ("exif", "labels", "label_detail", "suggested")
-TABLES = ("photos", "history", "predictions", "tokens", "sessions", "vocabulary", "vocabulary_words", "trash",
-          "trash_records")  # every table of the schema: what a backup counts
 
-
-class Conflict(Exception):
-    """An upload with ``if_absent`` found a photo under its ``id_name`` (answered 409)."""
-
-
-class StalePhoto(Exception):
-    """Labels saved for bytes other than those stored under the id_name now (answered 409 with both hashes)."""
-
-    def __init__(self, id_name: str, shown: str, stored: str):
-        super().__init__(f"{id_name!r} was replaced since it was shown (shown {shown}, stored now {stored}): look at "
-                         "the new photo and label it again")
-        self.shown, self.stored = shown, stored
-
-
-class StoreUnavailable(Exception):
-    """The database does not answer now (restarting, unreachable): nothing was stored; retry (answered 503)."""
-
-
-@contextmanager
-def erase_lock(photo_dir: Path, *, shared: bool):
-    """Held shared by a backup while it copies files, exclusively while photo files are erased (emptying the
-    trash): a backup never misses a file its database copy names."""
-    path = Path(photo_dir) / "images" / ".erase.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
-
-
-def content_file(sha: str, fmt: str | None) -> str:
-    """Where the bytes with this SHA-256 live, relative to the photo folder."""
-    return f"images/{sha[:2]}/{sha}{file_extension(fmt)}"
-
-
-def decode_record(row) -> dict:
-    record = dict(row)
-    for key in JSON_FIELDS:
-        if key in record:
-            record[key] = json.loads(record[key]) if record[key] else None
-    return record
-
-
-class SqlStore(TokenStore, VocabularyStore):
+class SqlStore(LabelStore, TrashStore, PredictionStore, TokenStore, VocabularyStore):
     backend = "sql"
 
     def __init__(self, photo_dir: str | Path):
@@ -245,54 +206,6 @@ class SqlStore(TokenStore, VocabularyStore):
             rows = self._rows(db, "SELECT * FROM photos WHERE exif LIKE ? ORDER BY uploaded_at", ('%"unread":%',))
         return [r for r in map(decode_record, rows) if r["exif"].get("unread")]
 
-    def set_labels(self, id_name: str, labels: list[str], *, detail: dict | None = None,
-                   suggested: dict | None = None, sha256: str | None = None) -> bool:
-        """Record a person's labels for ``id_name`` (the photo now counts as labelled); False when there is no
-        such photo. ``detail``: per reviewed label ``{"value", "source", "by", "at"}`` (labels absent from it
-        were not reviewed: unknown); ``suggested``: the model's suggestion the person saw (version, tags).
-        ``sha256``: the bytes the person saw; under the id's write lock, a photo stored there since with other
-        bytes is not labelled (``StalePhoto``): its labels would land on a picture nobody looked at.
-
-        Raises:
-            StalePhoto: ``sha256`` is given and the stored photo's differs.
-        """
-        with self._connect() as db:
-            with self._write(db, id_name):
-                row = self._one(db, "SELECT sha256 FROM photos WHERE id_name = ?", (id_name,))
-                if row is None:
-                    return False
-                if sha256 is not None and row["sha256"] != sha256:
-                    raise StalePhoto(id_name, sha256, row["sha256"])
-                self._run(db, "UPDATE photos SET labels = ?, labelled_at = ?, label_detail = ?, suggested = ?"
-                              " WHERE id_name = ?",
-                          (json.dumps(sorted(set(labels))), utc_now(micro=True),
-                           json.dumps(detail) if detail else None, json.dumps(suggested) if suggested else None,
-                           id_name))
-        return True
-
-    def clear_labels(self, id_name: str) -> bool:
-        """Make ``id_name`` unlabelled again (the annotation page's undo of a first save)."""
-        with self._connect() as db:
-            n = self._run(db, "UPDATE photos SET labels = NULL, labelled_at = NULL, label_detail = NULL,"
-                              " suggested = NULL WHERE id_name = ?", (id_name,))
-        return n == 1
-
-    def summaries(self, model_version: str | None) -> list[dict]:
-        """Every photo's id, labels and upload order with the cached answer of ``model_version`` (or None), newest
-        first: what the annotation page sorts, filters and counts (one query, no image bytes)."""
-        with self._connect() as db:
-            rows = self._rows(
-                db, "SELECT p.id_name, p.sha256, p.labels, p.label_detail, p.suggested, p.uploaded_at,"
-                    " p.labelled_at, r.answer FROM photos p LEFT JOIN predictions r ON r.sha256 = p.sha256"
-                    " AND r.model_version = ? ORDER BY p.uploaded_at DESC, p.id_name DESC", (model_version or "",))
-        out = []
-        for r in rows:
-            rec = decode_record({k: r[k] for k in ("id_name", "sha256", "uploaded_at", "labelled_at", "labels",
-                                                   "label_detail", "suggested")})
-            rec["answer"] = json.loads(r["answer"]) if r["answer"] else None
-            out.append(rec)
-        return out
-
     def page(self, *, after: tuple[str, str] | None, limit: int) -> list[dict]:
         """Photos newest first, from just after ``after`` = (uploaded_at, id_name), each with ``predictions``
         (model version -> answer) attached."""
@@ -309,101 +222,13 @@ class SqlStore(TokenStore, VocabularyStore):
                     db, "SELECT model_version, answer FROM predictions WHERE sha256 = ?", (rec["sha256"],))}
         return records
 
-    def delete(self, id_name: str) -> dict | None:
-        """Move a photo and its earlier versions (history) to the trash; returns the trash entry (``trash_id``,
-        ``id_name``, ``deleted_at``), None when there is no such photo. Files, labels and cached predictions stay
-        until the trash is emptied (``empty_trash``); ``restore`` puts it all back."""
-        with self._connect() as db:
-            with self._write(db, id_name):
-                if self._one(db, "SELECT 1 FROM photos WHERE id_name = ?", (id_name,)) is None:
-                    return None
-                now = utc_now(micro=True)
-                trash_id = self._one(db, "INSERT INTO trash (id_name, deleted_at) VALUES (?, ?) RETURNING id",
-                                     (id_name, now))["id"]
-                columns = ", ".join(RECORD)
-                self._run(db, f"INSERT INTO trash_records (trash_id, id_name, {columns}, replaced_at) SELECT ?,"
-                              f" id_name, {columns}, NULL FROM photos WHERE id_name = ?", (trash_id, id_name))
-                self._run(db, f"INSERT INTO trash_records (trash_id, id_name, {columns}, replaced_at) SELECT ?,"
-                              f" id_name, {columns}, replaced_at FROM history WHERE id_name = ?", (trash_id, id_name))
-                self._run(db, "DELETE FROM photos WHERE id_name = ?", (id_name,))
-                self._run(db, "DELETE FROM history WHERE id_name = ?", (id_name,))
-        return {"trash_id": trash_id, "id_name": id_name, "deleted_at": now}
+    # ---- what one backend does across machines; nothing to do for a store on one machine (SQLite)
+    def job_running_elsewhere(self) -> bool:
+        """Whether a job (retrain, deploy) runs on another replica now."""
+        return False
 
-    def trash(self) -> list[dict]:
-        """What the trash holds, newest first: ``trash_id``, ``id_name``, ``deleted_at``, the photo's ``sha256``,
-        ``bytes`` and ``labels``, and how many earlier versions came with it."""
-        with self._connect() as db:
-            rows = self._rows(db, "SELECT t.id AS trash_id, t.id_name, t.deleted_at, r.sha256, r.bytes, r.labels,"
-                                  " (SELECT count(*) FROM trash_records h WHERE h.trash_id = t.id AND h.replaced_at"
-                                  " IS NOT NULL) AS versions FROM trash t JOIN trash_records r ON r.trash_id = t.id"
-                                  " AND r.replaced_at IS NULL ORDER BY t.deleted_at DESC, t.id DESC")
-        return [{**dict(r), "labels": json.loads(r["labels"]) if r["labels"] else None} for r in rows]
-
-    def restore(self, trash_id: int) -> dict | None:
-        """Put a trashed photo and its earlier versions back under their id_name; None when there is no such
-        entry. ``Conflict`` when a photo is stored under that id_name now."""
-        with self._connect() as db:
-            entry = self._one(db, "SELECT id_name FROM trash WHERE id = ?", (trash_id,))
-            if entry is None:
-                return None
-            id_name = entry["id_name"]
-            with self._write(db, id_name):
-                if self._one(db, "SELECT 1 FROM trash WHERE id = ?", (trash_id,)) is None:
-                    return None  # restored or emptied meanwhile
-                if self._one(db, "SELECT 1 FROM photos WHERE id_name = ?", (id_name,)) is not None:
-                    raise Conflict(f"a photo is stored under id_name {id_name!r} now; delete it (or upload the "
-                                   "trashed one under another name) first")
-                columns = ", ".join(RECORD)
-                self._run(db, f"INSERT INTO photos (id_name, {columns}) SELECT id_name, {columns} FROM"
-                              " trash_records WHERE trash_id = ? AND replaced_at IS NULL", (trash_id,))
-                self._run(db, f"INSERT INTO history (id_name, {columns}, replaced_at) SELECT id_name, {columns},"
-                              " replaced_at FROM trash_records WHERE trash_id = ? AND replaced_at IS NOT NULL",
-                          (trash_id,))
-                self._run(db, "DELETE FROM trash_records WHERE trash_id = ?", (trash_id,))
-                self._run(db, "DELETE FROM trash WHERE id = ?", (trash_id,))
-                row = self._one(db, "SELECT * FROM photos WHERE id_name = ?", (id_name,))
-        return decode_record(row)
-
-    def empty_trash(self, *, before: str | None = None) -> int:
-        """Erase the trash entries deleted before ``before`` (an ISO time; None: all of them): their rows, then
-        each file, cached prediction, thumbnail and view no other row holds. Returns how many were erased."""
-        with self._connect() as db:
-            ids = [r["id"] for r in (self._rows(db, "SELECT id FROM trash") if before is None else
-                                     self._rows(db, "SELECT id FROM trash WHERE deleted_at < ?", (before,)))]
-        erased = 0
-        for trash_id in ids:
-            with self._connect() as db:
-                files = {(r["file"], r["sha256"]) for r in self._rows(
-                    db, "SELECT file, sha256 FROM trash_records WHERE trash_id = ?", (trash_id,))}
-                shas = {sha for _, sha in files}
-                with self._file_locks(db, shas):  # an upload of the same bytes waits until we are done
-                    with self._write(db, f"trash:{trash_id}"):
-                        self._run(db, "DELETE FROM trash_records WHERE trash_id = ?", (trash_id,))
-                        if self._run(db, "DELETE FROM trash WHERE id = ?", (trash_id,)) == 0:
-                            continue  # restored meanwhile
-                        for sha in shas:
-                            self._run(db, "DELETE FROM predictions WHERE sha256 = ? AND NOT EXISTS (SELECT 1 FROM"
-                                          " photos WHERE sha256 = ?) AND NOT EXISTS (SELECT 1 FROM history WHERE"
-                                          " sha256 = ?) AND NOT EXISTS (SELECT 1 FROM trash_records WHERE sha256 = ?)",
-                                      (sha, sha, sha, sha))
-                    # committed; still under the files' locks: a crash leaves an orphan file, never a record
-                    # without its file; and never while a backup copies files
-                    with erase_lock(self.root, shared=False):
-                        for f, sha in files:
-                            if not self._held_elsewhere(db, f, sha):
-                                (self.root / f).unlink(missing_ok=True)
-                    for sha in shas:
-                        if not self._sha_held(db, sha):
-                            self._remove_renderings(sha)
-                erased += 1
-        return erased
-
-    def _remove_renderings(self, sha: str) -> None:
-        """The thumbnails and view-size copies made of these bytes (``<data>/thumbs/<size>/``), which no photo
-        shows any more."""
-        thumbs = DataDir(self.root).thumbs
-        for size in thumbs.glob("*") if thumbs.is_dir() else ():
-            (size / sha[:2] / f"{sha}.jpg").unlink(missing_ok=True)
+    def close(self) -> None:
+        """Release what the store holds open (a connection pool)."""
 
     def check(self) -> None:
         """Raise unless the database answers and the photo folder is writable (for /readyz)."""
@@ -411,20 +236,6 @@ class SqlStore(TokenStore, VocabularyStore):
             self._rows(db, "SELECT 1 FROM photos LIMIT 1")
         if not os.access(self.images, os.W_OK):
             raise OSError(f"{self.images} is not writable")
-
-    def cached_prediction(self, sha256: str, model_version: str) -> dict | None:
-        """The answer computed for these image bytes by this model version, if any."""
-        with self._connect() as db:
-            row = self._one(db, "SELECT answer FROM predictions WHERE sha256 = ? AND model_version = ?",
-                            (sha256, model_version))
-        return json.loads(row["answer"]) if row else None
-
-    def save_prediction(self, sha256: str, model_version: str, answer: dict) -> None:
-        with self._connect() as db:
-            self._run(db, "INSERT INTO predictions (sha256, model_version, answer, created_at) VALUES (?, ?, ?, ?)"
-                          " ON CONFLICT (sha256, model_version) DO UPDATE SET answer = excluded.answer,"
-                          " created_at = excluded.created_at",
-                      (sha256, model_version, json.dumps(answer), utc_now(micro=True)))
 
     def read_image(self, record: dict) -> bytes:
         return (self.root / record["file"]).read_bytes()

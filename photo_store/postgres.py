@@ -17,8 +17,9 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from photo_store.base import SqlStore, StoreUnavailable
+from photo_store.base import SqlStore
 from photo_store.migrate import SchemaTooNew, upgrade
+from photo_store.records import StoreUnavailable
 
 ID_LOCKS, FILE_LOCKS, PREDICTING = 1, 2, 3  # seeds of hashtextextended: kinds of advisory lock never share a key
 JOBS_LOCK = 0x7461676765720002  # held by the one retrain / deploy job running in the whole cluster

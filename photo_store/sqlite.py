@@ -21,8 +21,9 @@ import sqlite3
 from contextlib import closing, contextmanager
 from pathlib import Path
 
-from photo_store.base import Conflict, SqlStore
+from photo_store.base import SqlStore
 from photo_store.migrate import check_known, head, upgrade
+from photo_store.records import Conflict
 from tagger.layout import DataDir
 
 __all__ = ["Conflict", "PhotoStore", "SQLiteStore"]

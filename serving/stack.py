@@ -202,7 +202,7 @@ def open_checked(stack: Stack) -> None:
         store = open_stack_store(stack)
     except (StoreUnavailable, ValueError) as exc:
         raise RuntimeError(str(exc)) from None
-    getattr(store, "close", lambda: None)()
+    store.close()
 
 
 def stop_gateway(stack: Stack, *, timeout: float = 30) -> bool:

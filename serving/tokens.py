@@ -50,6 +50,6 @@ def run(command: str, stack: Stack, *, name: str | None, scope: str | None) -> t
     except StoreUnavailable as exc:
         return 1, f"{command} failed: {exc}"
     finally:
-        getattr(store, "close", lambda: None)()
+        store.close()
 
 

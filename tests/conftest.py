@@ -153,7 +153,7 @@ def app(tmp_path, fake_tagger, store_url):
     app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "TAGGER_CLIENT": fake_tagger,
                       "DATABASE_URL": store_url})
     yield app
-    getattr(app.extensions["store"], "close", lambda: None)()  # a PostgreSQL store's pool
+    app.extensions["store"].close()  # a PostgreSQL store's pool
     app.extensions["exif"].close()
 
 

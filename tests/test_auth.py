@@ -77,7 +77,7 @@ def secured(tmp_path, fake_tagger, store_url):
                            content_type="multipart/form-data",
                            headers={"Authorization": "Bearer " + store.create_token("setup", "write")["token"]})
     yield app
-    getattr(store, "close", lambda: None)()
+    store.close()
 
 
 def test_every_route_is_placed_in_the_matrix(secured):

@@ -58,7 +58,7 @@ def _worker(args):
 
     with ThreadPoolExecutor(THREADS) as pool:
         results = [r for rs in pool.map(call, range(THREADS)) for r in rs]
-    getattr(store, "close", lambda: None)()
+    store.close()
     return results
 
 
@@ -81,7 +81,7 @@ def every_row_has_its_file(store):
 def store(tmp_path, store_url):
     s = open_store(tmp_path, store_url)
     yield s
-    getattr(s, "close", lambda: None)()
+    s.close()
 
 
 def test_uploads_labels_and_deletes_of_the_same_ids_at_once_keep_every_record_whole(store, tmp_path, store_url):
@@ -150,7 +150,7 @@ def test_a_store_made_before_migrations_is_brought_to_the_newest_schema_in_place
 def test_a_store_written_by_newer_code_refuses_to_open_with_one_line(tmp_path, store_url):
     store = open_store(tmp_path, store_url)
     store.put("kept", photo(0), exif={}, fmt="JPEG")
-    getattr(store, "close", lambda: None)()
+    store.close()
     url = sqlalchemy_url(store_url) if store_url else f"sqlite:///{tmp_path}/photos.db"
     engine = create_engine(url)
     with engine.begin() as connection:

@@ -1,0 +1,34 @@
+"""Model answers cached per image content and model version, and (across replicas) who is computing one now."""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+
+from tagger.meta import utc_now
+
+
+class PredictionStore:
+    """Part of ``SqlStore`` (``photo_store/base.py``): its queries run on the backend's connections and locks."""
+
+    @contextmanager
+    def predicting(self, sha: str):
+        """Held while this process asks the model server for ``sha``'s tags; yields False when another replica
+        holds it. One machine's workers are covered by the gateway's own lock files."""
+        yield True
+
+    def wait_predicted(self, sha: str, wait: float) -> None:
+        """Return once no replica is asking the model server for ``sha`` (or after ``wait`` seconds)."""
+
+    def cached_prediction(self, sha256: str, model_version: str) -> dict | None:
+        """The answer computed for these image bytes by this model version, if any."""
+        with self._connect() as db:
+            row = self._one(db, "SELECT answer FROM predictions WHERE sha256 = ? AND model_version = ?",
+                            (sha256, model_version))
+        return json.loads(row["answer"]) if row else None
+
+    def save_prediction(self, sha256: str, model_version: str, answer: dict) -> None:
+        with self._connect() as db:
+            self._run(db, "INSERT INTO predictions (sha256, model_version, answer, created_at) VALUES (?, ?, ?, ?)"
+                          " ON CONFLICT (sha256, model_version) DO UPDATE SET answer = excluded.answer,"
+                          " created_at = excluded.created_at",
+                      (sha256, model_version, json.dumps(answer), utc_now(micro=True)))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 import zipfile
 from io import BytesIO
 from pathlib import Path
@@ -253,11 +252,8 @@ def test_jobs_run_one_at_a_time_and_report_errors(client, app, photos):
     busy = client.post("/annotate/api/jobs/train", json={"recipe": "sgd", "epochs": 1, "samples": False})
     assert busy.status_code == 409 and "still running" in busy.json["error"]
 
-    for _ in range(120):
-        job = client.get(f"/annotate/api/jobs/{job_id}").json
-        if job["state"] not in ("queued", "running"):
-            break
-        time.sleep(0.5)
+    job = wait_until(lambda: (j := client.get(f"/annotate/api/jobs/{job_id}").json)["state"] not in
+                     ("queued", "running") and j, timeout=60, interval=0.5, what="the job to end")
     assert job["state"] == "failed" and "label and save at least 3" in job["error"] and "== export" in job["log"]
     for body in ({"recipe": "adam"}, {"epochs": 0}, {"epochs": True}, {"samples": "yes"}, []):
         assert client.post("/annotate/api/jobs/train", json=body).status_code == 400
@@ -335,17 +331,11 @@ def test_a_job_on_another_replica_blocks_jobs_here_until_it_ends(tmp_path, fake_
         release_job_lock(other)  # that job ended: the lock is free at once, for any replica
     r = client.post("/annotate/api/jobs/train", json={"recipe": "sgd", "epochs": 1, "samples": False})
     assert r.status_code == 202
-    for _ in range(120):
-        job = client.get(f"/annotate/api/jobs/{r.json['job']['id']}").json
-        if job["state"] not in ("queued", "running"):
-            break
-        time.sleep(0.5)
+    job = wait_until(lambda: (j := client.get(f"/annotate/api/jobs/{r.json['job']['id']}").json)["state"] not in
+                     ("queued", "running") and j, timeout=60, interval=0.5, what="the job to end")
     assert job["state"] == "failed" and "label and save at least 3" in job["error"]  # it ran: the lock was free
-    # and the runner gave the lock back, right after writing the final state the loop above saw
-    deadline = time.monotonic() + 30
-    while app.extensions["store"].job_running_elsewhere() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not app.extensions["store"].job_running_elsewhere()
+    # and the runner gave the lock back, right after writing the final state the wait above saw
+    wait_until(lambda: not app.extensions["store"].job_running_elsewhere(), what="the cluster's job lock released")
     app.extensions["store"].close()
 
 

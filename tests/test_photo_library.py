@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import requests
@@ -35,7 +34,7 @@ from photo_store import open_store
 from serving.torchserve import free_ports
 from tagger.labels import load_labels
 from tests.conftest import COCO, EXIF, secured_gateway, served_stack
-from tests.helpers import EXIFTOOL, exiftool
+from tests.helpers import EXIFTOOL, exiftool, wait_until
 
 
 def sha(path):
@@ -388,9 +387,8 @@ def test_a_killed_run_costs_only_what_it_had_left(stack, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "photo_library", "tag", str(root), "--gateway", stack.gateway_url,
                              "--no-progress"], cwd=COCO.parent.parent, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while len(list(root.glob("*.jpg.xmp"))) < 8 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    wait_until(lambda: len(list(root.glob("*.jpg.xmp"))) >= 8 or proc.poll() is not None, timeout=120,
+               what="8 sidecars written before the kill")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done = len(list(root.glob("*.jpg.xmp")))

@@ -44,8 +44,10 @@ def test_label_detail_records_who_set_each_label_and_keeps_unchanged_ones():
                      "car": {"value": True, "source": "person", "by": "ann", "at": "t1"}}    # added; fog unknown
     again = label_detail(vocab, positives={"sea"}, unknown=set(), suggested={"sea", "boat"}, previous=first, by="bob",
                          now="t2")
-    assert again["sea"]["by"] == "ann" and again["car"] == {"value": False, "source": "person", "by": "bob", "at": "t2"}
-    assert again["fog"]["by"] == "bob" and again["boat"]["at"] == "t1"
+    assert again["sea"]["by"] == "ann"
+    assert again["car"] == {"value": False, "source": "person", "by": "bob", "at": "t2"}
+    assert again["fog"]["by"] == "bob"
+    assert again["boat"]["at"] == "t1"
 
 
 def test_uncertainty_is_the_smallest_logit_margin_and_orders_photos():
@@ -68,16 +70,21 @@ def test_saving_labels_records_provenance_and_the_suggestion_seen(client, photos
     # the fake model answers as one made before policies: its tags are balanced's, whatever the page asked for
     assert r.json["suggested"] == {"model_version": "fake", "tags": ["sea", "boat"], "tag_policy": "balanced"}
     detail = r.json["label_detail"]
-    assert detail["sea"]["source"] == "suggestion" and detail["car"]["source"] == "person"
+    assert detail["sea"]["source"] == "suggestion"
+    assert detail["car"]["source"] == "person"
     assert detail["boat"] == {**detail["boat"], "value": False, "source": "person", "by": "ann"}
-    assert "fog" not in detail and len(detail) == 33
+    assert "fog" not in detail
+    assert len(detail) == 33
     photo = client.get("/annotate/api/photo", query_string={"id_name": photos[0]}).json
-    assert photo["labels"] == ["car", "sea"] and photo["labelled_at"] and photo["label_detail"] == detail
+    assert photo["labels"] == ["car", "sea"]
+    assert photo["labelled_at"]
+    assert photo["label_detail"] == detail
     # refused: outside the vocabulary, both set and unknown, a bad labeller, malformed bodies, unknown photo
     for body in ({"labels": ["unicorn"]}, {"labels": ["sea"], "unknown": ["sea"]},
                  {"labels": [], "labeller": "<script>"}, {"labels": "sea"}, {"labels": [], "unknown": "fog"}):
         r = client.put(f"/annotate/api/photos/{photos[0]}/labels", json=body)
-        assert r.status_code == 400 and r.json["error"]
+        assert r.status_code == 400
+        assert r.json["error"]
     assert client.put("/annotate/api/photos/nope/labels", json={"labels": []}).status_code == 404
     # undo of a first save: unlabelled again
     assert client.delete(f"/annotate/api/photos/{photos[0]}/labels").status_code == 200
@@ -102,7 +109,8 @@ def test_export_marks_unreviewed_labels_unknown_and_trains_as_is(client, app, ph
     ds, _ = LabelledImages.from_coco([(app.extensions["store"].root, ann)], names)
     targets, known = ds.targets()
     first = [i["id_name"] for i in export["images"]].index(photos[0])
-    assert targets[first, names.index("sea")] == 1 and not known[first, names.index("fog")]
+    assert targets[first, names.index("sea")] == 1
+    assert not known[first, names.index("fog")]
     assert known[1 - first].all()
     # the command writes the same file
     from annotation_ui.export import main
@@ -119,8 +127,11 @@ def test_photos_filter_order_page_and_progress(client, photos):
     client.put(f"/annotate/api/photos/{photos[0]}/labels", json={"labels": ["sea"]})        # kept sea, removed boat
     client.put(f"/annotate/api/photos/{photos[1]}/labels", json={"labels": ["sea", "boat", "car"]})  # added car
     page = client.get("/annotate/api/photos", query_string={"status": "unlabelled", "limit": 1}).json
-    assert page["total"] == 2 and len(page["photos"]) == 1 and page["next_offset"] == 1
-    assert page["photos"][0]["suggested_tags"] == ["sea", "boat"] and page["photos"][0]["uncertainty"] is not None
+    assert page["total"] == 2
+    assert len(page["photos"]) == 1
+    assert page["next_offset"] == 1
+    assert page["photos"][0]["suggested_tags"] == ["sea", "boat"]
+    assert page["photos"][0]["uncertainty"] is not None
     labelled = client.get("/annotate/api/photos", query_string={"status": "labelled", "label": "car"}).json
     assert [p["id_name"] for p in labelled["photos"]] == [photos[1]]
     assert client.get("/annotate/api/photos").json["total"] == 4  # the original endpoint: every photo
@@ -133,7 +144,8 @@ def test_photos_filter_order_page_and_progress(client, photos):
     assert (sea["accepted"], sea["positives"], sea["agreement"]) == (2, 2, 1.0)
     assert (boat["accepted"], boat["rejected"], boat["agreement"]) == (1, 1, 0.5)
     assert (car["added"], car["agreed_negative"]) == (1, 1)
-    assert p["suggestion_precision"] == pytest.approx(3 / 4) and p["suggestion_recall"] == pytest.approx(3 / 4)
+    assert p["suggestion_precision"] == pytest.approx(3 / 4)
+    assert p["suggestion_recall"] == pytest.approx(3 / 4)
 
 
 def test_thumbnails_and_views_are_jpeg_made_once_with_nosniff(client, app, photos):
@@ -142,9 +154,12 @@ def test_thumbnails_and_views_are_jpeg_made_once_with_nosniff(client, app, photo
             return r.status_code, r.mimetype, dict(r.headers), r.data
 
     status, mimetype, headers, data = get("/annotate/api/thumb", id_name=photos[0])
-    assert status == 200 and mimetype == "image/jpeg" and headers["X-Content-Type-Options"] == "nosniff"
+    assert status == 200
+    assert mimetype == "image/jpeg"
+    assert headers["X-Content-Type-Options"] == "nosniff"
     im = Image.open(BytesIO(data))
-    assert im.format == "JPEG" and max(im.size) == 256
+    assert im.format == "JPEG"
+    assert max(im.size) == 256
     cached = list((app.extensions["store"].root / "thumbs" / "thumb").rglob("*.jpg"))
     assert len(cached) == 1
     mtime = cached[0].stat().st_mtime_ns
@@ -152,7 +167,9 @@ def test_thumbnails_and_views_are_jpeg_made_once_with_nosniff(client, app, photo
     assert cached[0].stat().st_mtime_ns == mtime  # made once
     assert max(Image.open(BytesIO(get("/annotate/api/view", id_name=photos[0])[3])).size) == 640
     status, mimetype, headers, data = get("/annotate/api/original", id_name=photos[0])
-    assert mimetype == "image/jpeg" and data == IMAGES[0].read_bytes() and headers["X-Content-Type-Options"]
+    assert mimetype == "image/jpeg"
+    assert data == IMAGES[0].read_bytes()
+    assert headers["X-Content-Type-Options"]
     assert get("/annotate/api/thumb", id_name="nope")[0] == 404
     assert get("/annotate/api/thumb")[0] == 400
 
@@ -160,7 +177,8 @@ def test_thumbnails_and_views_are_jpeg_made_once_with_nosniff(client, app, photo
 def test_cross_site_requests_are_refused_and_same_origin_ones_served(client, photos):
     for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}):
         r = client.put(f"/annotate/api/photos/{photos[0]}/labels", json={"labels": []}, headers=headers)
-        assert r.status_code == 403 and "cross-site" in r.json["error"]
+        assert r.status_code == 403
+        assert "cross-site" in r.json["error"]
         r = client.post("/imgup", data={"file": (BytesIO(IMAGES[0].read_bytes()), "x.jpg"), "id_name": "x"},
                         headers=headers)
         assert r.status_code == 403
@@ -174,7 +192,9 @@ def test_the_page_escapes_nothing_it_did_not_write():
     assert len(modules) >= 8
     for path in modules:
         js = path.read_text()
-        assert "innerHTML" not in js and "insertAdjacentHTML" not in js and "document.write" not in js, path.name
+        assert "innerHTML" not in js, path.name
+        assert "insertAdjacentHTML" not in js, path.name
+        assert "document.write" not in js, path.name
 
 
 def _fake_archive(path, version, labels, **extra):
@@ -194,9 +214,10 @@ def test_the_vocabulary_is_the_served_versions_own(tmp_path, fake_tagger):
                                                      {"id": 900, "name": "cat-toy", "isthing": 1}])
     (store / "tagger-2.1.mar").write_bytes(b"not a zip")
     model = served_model(store, "2.0")
-    assert [lab["name"] for lab in model["labels"]] == ["person", "cat-toy"] and model["source"] == \
-        "archive tagger-2.0.mar"
-    assert len(served_model(store, "9.9")["labels"]) == 34 and "default list" in served_model(store, None)["source"]
+    assert [lab["name"] for lab in model["labels"]] == ["person", "cat-toy"]
+    assert model["source"] == "archive tagger-2.0.mar"
+    assert len(served_model(store, "9.9")["labels"]) == 34
+    assert "default list" in served_model(store, None)["source"]
     assert next_version("2.0", store) == "2.2"  # 2.1's file exists (broken): skipped
     assert next_version("nightly", store) == "nightly.1"
     fake_tagger.version = "2.0"
@@ -230,10 +251,11 @@ def test_the_model_api_gives_each_labels_policies_and_the_page_follows_the_one_i
     client = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "TAGGER_CLIENT": fake_tagger,
                          "MODEL_STORE": str(store)}).test_client()
     model = client.get("/annotate/api/model").json
-    assert model["tag_policy"] == "precise" and model["policies"] == ["precise", "balanced", "complete"]
+    assert model["tag_policy"] == "precise"
+    assert model["policies"] == ["precise", "balanced", "complete"]
     fog = model["labels"][2]
-    assert fog["threshold"] is None and fog["policies"]["precise"] == {"threshold": None, "precision": None,
-                                                                       "recall": None}
+    assert fog["threshold"] is None
+    assert fog["policies"]["precise"] == {"threshold": None, "precision": None, "recall": None}
     assert model["labels"][0]["policies"]["balanced"] == {"threshold": 0.3, "precision": 0.6, "recall": 0.7}
     upload(client, IMAGES[0], "a")
     client.get("/imginfo?id_name=a")  # its answer cached
@@ -250,11 +272,14 @@ def test_jobs_run_one_at_a_time_and_report_errors(client, app, photos):
     assert r.status_code == 202
     job_id = r.json["job"]["id"]
     busy = client.post("/annotate/api/jobs/train", json={"recipe": "sgd", "epochs": 1, "samples": False})
-    assert busy.status_code == 409 and "still running" in busy.json["error"]
+    assert busy.status_code == 409
+    assert "still running" in busy.json["error"]
 
     job = wait_until(lambda: (j := client.get(f"/annotate/api/jobs/{job_id}").json)["state"] not in
                      ("queued", "running") and j, timeout=60, interval=0.5, what="the job to end")
-    assert job["state"] == "failed" and "label and save at least 3" in job["error"] and "== export" in job["log"]
+    assert job["state"] == "failed"
+    assert "label and save at least 3" in job["error"]
+    assert "== export" in job["log"]
     for body in ({"recipe": "adam"}, {"epochs": 0}, {"epochs": True}, {"samples": "yes"}, []):
         assert client.post("/annotate/api/jobs/train", json=body).status_code == 400
     assert client.post("/annotate/api/jobs/deploy", json={"train_job": job_id}).status_code == 409  # it failed
@@ -275,7 +300,8 @@ def test_a_retrain_past_its_time_limit_is_stopped_with_its_training_run(tmp_path
     job = client.post("/annotate/api/jobs/train", json={"recipe": "sgd", "epochs": 200, "samples": True}).json["job"]
     done = wait_until(lambda: (j := client.get(f"/annotate/api/jobs/{job['id']}").json)["state"] not in
                       ("queued", "running") and j, timeout=120, what="the job to stop")
-    assert done["state"] == "failed" and "took longer than 4 s" in done["error"], done
+    assert done["state"] == "failed", done
+    assert "took longer than 4 s" in done["error"], done
     assert "== training" in done["log"]  # stopped while training: the training run went with it
 
     def training_runs():
@@ -295,7 +321,9 @@ def test_a_deploy_while_the_model_server_is_down_is_503_with_retry_after(client,
         "options": {}, "config": {}, "pid": None, "result": {"checkpoint": str(tmp_path / "best.pt")}}))
     fake_tagger.error = TaggerError("model server is not reachable (make serve starts it)")
     r = client.post("/annotate/api/jobs/deploy", json={"train_job": job_dir.name})
-    assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0 and "make serve" in r.json["error"]
+    assert r.status_code == 503
+    assert int(r.headers["Retry-After"]) > 0
+    assert "make serve" in r.json["error"]
     assert client.get("/annotate/api/jobs").json["latest"]["id"] == job_dir.name  # no deploy job was started
 
 
@@ -323,7 +351,8 @@ def test_a_job_on_another_replica_blocks_jobs_here_until_it_ends(tmp_path, fake_
     other = hold_job_lock(database_url)  # the job of another replica, running
     try:
         r = client.post("/annotate/api/jobs/train", json={"recipe": "sgd", "epochs": 1, "samples": False})
-        assert r.status_code == 409 and "another gateway replica" in r.json["error"]
+        assert r.status_code == 409
+        assert "another gateway replica" in r.json["error"]
         monkeypatch.setenv("DATABASE_URL", database_url)  # a runner that started anyway (a race) stops at once
         with pytest.raises(job_runner.JobError, match="another gateway replica"):
             job_runner._cluster_lock()
@@ -333,7 +362,8 @@ def test_a_job_on_another_replica_blocks_jobs_here_until_it_ends(tmp_path, fake_
     assert r.status_code == 202
     job = wait_until(lambda: (j := client.get(f"/annotate/api/jobs/{r.json['job']['id']}").json)["state"] not in
                      ("queued", "running") and j, timeout=60, interval=0.5, what="the job to end")
-    assert job["state"] == "failed" and "label and save at least 3" in job["error"]  # it ran: the lock was free
+    assert job["state"] == "failed"
+    assert "label and save at least 3" in job["error"]  # it ran: the lock was free
     # and the runner gave the lock back, right after writing the final state the wait above saw
     wait_until(lambda: not app.extensions["store"].job_running_elsewhere(), what="the cluster's job lock released")
     app.extensions["store"].close()
@@ -347,7 +377,9 @@ def test_labels_land_only_on_the_bytes_the_person_saw(client, app):
     upload(client, IMAGES[1], "p")  # replaced meanwhile (another tab, another person, make tag)
     stored = client.get("/annotate/api/photo", query_string={"id_name": "p"}).json["sha256"]
     r = client.put("/annotate/api/photos/p/labels", json={"labels": ["sea"], "sha256": shown})
-    assert r.status_code == 409 and r.json["shown_sha256"] == shown and r.json["stored_sha256"] == stored
+    assert r.status_code == 409
+    assert r.json["shown_sha256"] == shown
+    assert r.json["stored_sha256"] == stored
     assert "replaced since it was shown" in r.json["error"]
     assert client.get("/annotate/api/photo", query_string={"id_name": "p"}).json["labels"] is None
     assert client.put("/annotate/api/photos/p/labels", json={"labels": ["sea"], "sha256": stored}).status_code == 200

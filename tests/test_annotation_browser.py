@@ -90,31 +90,37 @@ def test_the_whole_loop_upload_label_reload_export_retrain_deploy(stack, browser
                                                     "l.className, l.querySelector('.state').textContent])")
     by_name = {name: (cls, text) for name, cls, text in rows}
     assert all(by_name[n][0] == "ok" for n in PHOTOS + [HOSTILE])
-    assert by_name["notes.jpg"][0] == "failed" and "not a photo" in by_name["notes.jpg"][1]  # the gateway's 4xx message
+    assert by_name["notes.jpg"][0] == "failed"
+    assert "not a photo" in by_name["notes.jpg"][1]  # the gateway's 4xx message
     page.wait_for_function("document.querySelectorAll('#grid .tile').length === 7")
     # hostile names are shown as text, never run
     assert HOSTILE in page.eval_on_selector_all("#grid .tile .name", "ns => ns.map(n => n.textContent)")
-    assert page.evaluate("window.__xss") is None and not dialogs
+    assert page.evaluate("window.__xss") is None
+    assert not dialogs
     # the first photo opens with the model's suggestions pre-selected and marked
     wait_shown(page, None)
     page.wait_for_function("document.querySelector('#suggest-note').textContent.startsWith('Suggested by model 1.0')")
     values = chips(page)
     assert len(values) == 34
     suggested = page.eval_on_selector_all("#labels .chip.suggested", "cs => cs.map(c => c.dataset.label)")
-    assert suggested and all(values[s] == "true" for s in suggested)
+    assert suggested
+    assert all(values[s] == "true" for s in suggested)
     assert page.eval_on_selector_all("#labels .chip .bar .fill", "fs => fs.filter(f => f.style.width).length") == 34
     assert page.get_attribute("#view", "src").startswith("api/view?id_name=")
     # the page suggests under the policy it names (complete by default: it teaches best), and says beside each label
     # how often its tags are right and how many of its photos it finds there; a precise label never tagged says so
-    assert page.input_value("#policy") == "complete" and "(complete)" in page.text_content("#suggest-note")
+    assert page.input_value("#policy") == "complete"
+    assert "(complete)" in page.text_content("#suggest-note")
     quality = dict(page.eval_on_selector_all("#labels .chip", "cs => cs.map(c => [c.dataset.label, "
                                                                 "c.querySelector('.quality').textContent])"))
-    assert quality["person"].startswith("right ") and "finds" in quality["person"]
+    assert quality["person"].startswith("right ")
+    assert "finds" in quality["person"]
     page.select_option("#policy", "precise")
     page.wait_for_function("document.querySelector('#suggest-note').textContent.includes('(precise)')")
     quality = dict(page.eval_on_selector_all("#labels .chip", "cs => cs.map(c => [c.dataset.label, "
                                                                 "c.querySelector('.quality').textContent])"))
-    assert quality["hill"] == "not tagged yet" and quality["person"].startswith("right ")
+    assert quality["hill"] == "not tagged yet"
+    assert quality["person"].startswith("right ")
     page.select_option("#policy", "complete")
     page.wait_for_function("document.querySelector('#suggest-note').textContent.includes('(complete)')")
 
@@ -129,7 +135,8 @@ def test_the_whole_loop_upload_label_reload_export_retrain_deploy(stack, browser
         page.keyboard.press("KeyU")
         after = chips(page)
         assert after["sea"] == ("false" if before["sea"] == "true" else "true")
-        assert after["ground-other"] == "unknown" and after["platform"] == before["platform"]
+        assert after["ground-other"] == "unknown"
+        assert after["platform"] == before["platform"]
         assert page.text_content("#saved-state") == "unsaved changes"
         expected[name] = after
         page.keyboard.press("Enter")
@@ -148,7 +155,8 @@ def test_the_whole_loop_upload_label_reload_export_retrain_deploy(stack, browser
         assert sorted(saved["labels"]) == sorted(k for k, v in values.items() if v == "true")
         assert "ground-other" not in saved["label_detail"]  # not reviewed: unknown
         assert {d["source"] for d in saved["label_detail"].values()} <= {"person", "suggestion"}
-        assert saved["suggested"]["model_version"] == "1.0" and saved["suggested"]["tag_policy"] == "complete"
+        assert saved["suggested"]["model_version"] == "1.0"
+        assert saved["suggested"]["tag_policy"] == "complete"
     page.select_option("#status", "labelled")
     page.wait_for_function("document.querySelectorAll('#grid .tile').length === 5")
     page.wait_for_selector(".tile.labelled")
@@ -166,7 +174,9 @@ def test_the_whole_loop_upload_label_reload_export_retrain_deploy(stack, browser
     ann.write_text(json.dumps(export))
     ds, report = LabelledImages.from_coco([(stack.var_dir, ann)], label_names())
     targets, known = ds.targets()
-    assert len(ds) == 5 and not known[:, label_names().index("ground-other")].any() and known.sum() == 5 * 33
+    assert len(ds) == 5
+    assert not known[:, label_names().index("ground-other")].any()
+    assert known.sum() == 5 * 33
 
     # retrain for one epoch from the page, see both models on the same validation photos
     page.select_option("#recipe", "sgd")
@@ -175,10 +185,12 @@ def test_the_whole_loop_upload_label_reload_export_retrain_deploy(stack, browser
     page.click("#train")
     page.wait_for_selector("#job-state.succeeded", timeout=240_000)
     table = page.eval_on_selector_all("#compare tbody tr", "rs => rs.map(r => [...r.cells].map(c => c.textContent))")
-    assert table[0][0] == "validation photos" and table[0][1] == table[0][2] == "1"
+    assert table[0][0] == "validation photos"
+    assert table[0][1] == table[0][2] == "1"
     assert page.text_content("#served-head") == "served (1.0)"
     assert [r[0] for r in table[1:]] == ["mAP", "CF1", "OF1", "CP", "CR"]
-    assert table[1][1] != "—" and table[1][2] != "—"  # both models measured
+    assert table[1][1] != "—"
+    assert table[1][2] != "—"  # both models measured
     page.reload()  # a finished job is still shown after a reload
     page.wait_for_selector("#job-state.succeeded")
     page.wait_for_selector("#labels .chip")
@@ -191,14 +203,16 @@ def test_the_whole_loop_upload_label_reload_export_retrain_deploy(stack, browser
                            timeout=240_000)
     page.wait_for_function("document.querySelector('#model-version').textContent === 'model 1.1'", timeout=30_000)
     r = requests.get(f"{stack.gateway_url}/imginfo", params={"id_name": PHOTOS[0]}, timeout=60)
-    assert r.status_code == 200 and r.json()["model_version"] == "1.1"
+    assert r.status_code == 200
+    assert r.json()["model_version"] == "1.1"
     assert (stack.model_store / "tagger-1.1.mar").is_file()
     page.reload()
     page.wait_for_function("document.body.dataset.ready === '1' || document.querySelector('#progress-line.error')")
     assert page.get_attribute("body", "data-ready") == "1", (page.text_content("#progress-line"), dialogs)
     page.wait_for_function("document.querySelector('#suggest-note').textContent.startsWith('Suggested by model 1.1')",
                            timeout=60_000)
-    assert page.evaluate("window.__xss") is None and not dialogs
+    assert page.evaluate("window.__xss") is None
+    assert not dialogs
     page.close()
 
 
@@ -257,7 +271,8 @@ def test_your_own_label_from_the_page_to_the_tags_and_the_sidecars(stack, browse
             page.keyboard.press(press_for(hotkeys["dog"]))
         if values["cosy"] != "true":
             page.keyboard.press(press_for(hotkeys["cosy"]))
-        assert chips(page)["cosy"] == "true" and (chips(page)["dog"] == "true") == dog
+        assert chips(page)["cosy"] == "true"
+        assert (chips(page)["dog"] == "true") == dog
         labelled[photo] = dog
         page.keyboard.press("Enter")
         page.wait_for_function("name => { const m = document.querySelector('#progress-line').dataset.message || '';"
@@ -267,7 +282,8 @@ def test_your_own_label_from_the_page_to_the_tags_and_the_sidecars(stack, browse
     page.wait_for_function("document.querySelector('#progress-summary').dataset.labelled >= '9'", timeout=10_000)
     for name, dog in labelled.items():
         saved = requests.get(f"{stack.gateway_url}/annotate/api/photo", params={"id_name": name}, timeout=10).json()
-        assert ("dog" in saved["labels"]) == dog and "cosy" in saved["labels"]
+        assert ("dog" in saved["labels"]) == dog
+        assert "cosy" in saved["labels"]
 
     page.select_option("#recipe", "prior")
     page.check("#samples")
@@ -288,7 +304,8 @@ def test_your_own_label_from_the_page_to_the_tags_and_the_sidecars(stack, browse
                        timeout=60)
     assert up.status_code == 200
     info = requests.get(f"{stack.gateway_url}/imginfo", params={"id_name": "new-dog"}, timeout=60).json()
-    assert info["model_version"] == version and "dog" in info["predict_tags"], info
+    assert info["model_version"] == version, info
+    assert "dog" in info["predict_tags"], info
     assert "cosy" in info["scores"]  # a label of the served version: scored
 
     def listed_under_dog():  # its answer is cached a moment after /imginfo has it
@@ -306,9 +323,11 @@ def test_your_own_label_from_the_page_to_the_tags_and_the_sidecars(stack, browse
     folder.mkdir()
     (folder / "rex.jpg").write_bytes(another)
     summary = tag_folder(folder, gateway=stack.gateway_url, progress=False)
-    assert not summary.failed and len(summary.tagged) == 1
+    assert not summary.failed
+    assert len(summary.tagged) == 1
     side = exiftool(folder / "rex.jpg.xmp", "XMP-dc:Subject", "XMP-lr:HierarchicalSubject", "XMP-phototagger:TagScores")
-    assert "dog" in side["XMP-dc:Subject"] and "Tagger|dog" in side["XMP-lr:HierarchicalSubject"]
+    assert "dog" in side["XMP-dc:Subject"]
+    assert "Tagger|dog" in side["XMP-lr:HierarchicalSubject"]
     assert any(s.endswith(" dog") for s in side["XMP-phototagger:TagScores"])
     assert not dialogs
     page.close()
@@ -320,7 +339,8 @@ def test_failed_jobs_show_their_error_and_change_nothing_served(stack, browser):
     # a cross-site request cannot start a job
     bad = requests.post(f"{url}/annotate/api/jobs/train", json={"recipe": "sgd", "epochs": 1},
                         headers={"Origin": "http://evil.example"}, timeout=10)
-    assert bad.status_code == 403 and "cross-site" in bad.json()["error"]
+    assert bad.status_code == 403
+    assert "cross-site" in bad.json()["error"]
     page, _ = open_page(browser, stack)
     # a retrain whose process dies (killed, out of memory) is reported failed, and the next one can start
     page.select_option("#recipe", "sgd")
@@ -346,10 +366,12 @@ def test_failed_jobs_show_their_error_and_change_nothing_served(stack, browser):
     training = wait_until(lambda: children(job["pid"]), timeout=60, what="the job's training process")
     page.click("#cancel-job")
     page.wait_for_selector("#job-state.cancelled", timeout=60_000)
-    assert "cancelled from the page" in page.text_content("#job-state") and page.is_hidden("#cancel-job")
+    assert "cancelled from the page" in page.text_content("#job-state")
+    assert page.is_hidden("#cancel-job")
     wait_until(lambda: not any(alive(p) for p in training + [job["pid"]]), what="the cancelled job's processes")
     again = requests.post(f"{url}/annotate/api/jobs/{job['id']}/cancel", timeout=10)
-    assert again.status_code == 409 and "nothing to cancel" in again.json()["error"]
+    assert again.status_code == 409
+    assert "nothing to cancel" in again.json()["error"]
     # a deploy whose checkpoint is gone fails with its reason; the served version stays
     done = next(j for j in requests.get(f"{url}/annotate/api/jobs", timeout=10).json()["jobs"]
                 if j["kind"] == "train" and j["state"] == "succeeded")
@@ -387,9 +409,12 @@ def test_the_page_signs_in_with_a_token_when_the_gateway_asks_for_one(stack, bro
             page.wait_for_selector("body[data-ready='1']", timeout=30_000)
             served = requests.get(f"{stack.gateway_url}/annotate/api/model", timeout=10).json()["version"]
             assert page.text_content("#model-version") == f"model {served}"  # (1.1 once the loop test deployed)
-            assert page.is_visible("#sign-out") and "labeller-ann, write" in page.text_content("#signed-in-as")
+            assert page.is_visible("#sign-out")
+            assert "labeller-ann, write" in page.text_content("#signed-in-as")
             cookie, = [c for c in page.context.cookies() if c["name"] == "tagger_session"]
-            assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["value"] != token
+            assert cookie["httpOnly"]
+            assert cookie["sameSite"] == "Strict"
+            assert cookie["value"] != token
             assert "tagger_session" not in page.evaluate("document.cookie")  # the page's scripts cannot read it
             assert token not in page.evaluate("JSON.stringify(localStorage) + JSON.stringify(sessionStorage)")
             photo = (COCO / "images" / PHOTOS[1]).read_bytes()
@@ -403,7 +428,8 @@ def test_the_page_signs_in_with_a_token_when_the_gateway_asks_for_one(stack, bro
             page.wait_for_selector("#sign-in[open]", timeout=30_000)
             page.close()
             logs = [p for d in (secured.gateway_dir, stack.gateway_dir) for p in d.glob("*.log")]
-            assert logs and not [p for p in logs if token in p.read_text(errors="replace")]
+            assert logs
+            assert not [p for p in logs if token in p.read_text(errors="replace")]
         finally:
             store.delete("signed-in.jpg")
 
@@ -435,7 +461,8 @@ def test_timings_with_1000_photos_in_the_store(stack, browser):
     page.wait_for_function("first => window.__timings.shownId === first", arg=listing[0]["id_name"], timeout=30_000)
     page.wait_for_selector("#labels .chip")
     margins = [p["uncertainty"] for p in listing]
-    assert margins == sorted(margins) and None not in margins
+    assert margins == sorted(margins)
+    assert None not in margins
 
     def label_steps(n):
         steps = []

@@ -241,7 +241,8 @@ def test_the_makefile_explains_itself_and_reading_installs_nothing():
         deps = targets[name].split("##")[0].split()
         assert not deps, (name, deps)
     installing = [t for t, line in targets.items() if "serving.debian" in text.split(f"\n{t}:", 1)[1].split("\n\n")[0]]
-    assert installing and all(t.startswith("install-") for t in installing), installing
+    assert installing, installing
+    assert all(t.startswith("install-") for t in installing), installing
 
 
 def test_the_readme_is_a_front_door_and_every_link_leads_somewhere():
@@ -267,3 +268,13 @@ def test_every_serving_command_has_its_own_help():
             "reparse-exif", "backup", "restore", "empty-trash"} <= set(commands)
     assert all(sub.description for sub in commands.values())
     assert "--tls-cert" in commands["serve-cluster"].format_help()
+
+
+def test_an_assertion_names_the_part_that_failed():
+    """No test asserts ``a and b``: a failure then says which of them did not hold (one assert each)."""
+    chained = [f"{path.relative_to(REPO)}:{node.lineno}" for _, path in sources(tests=True)
+               if path.parts[-2] == "tests"
+               for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.Assert) and isinstance(node.test, ast.BoolOp)
+               and isinstance(node.test.op, ast.And)]
+    assert not chained, chained

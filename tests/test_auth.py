@@ -100,14 +100,17 @@ def test_401_and_403_for_every_route_and_scope(secured):
             if need is not None:
                 assert answer.status_code == 401, (endpoint, method, header, answer.json)
                 assert answer.headers["WWW-Authenticate"].startswith('Bearer realm="tagger", error=')
-                assert answer.json["error"] and revoked not in answer.get_data(as_text=True)
+                assert answer.json["error"]
+                assert revoked not in answer.get_data(as_text=True)
         as_reader = call(client, endpoint, method, path, {"Authorization": "Bearer " + read})
         as_writer = call(client, endpoint, method, path, {"Authorization": "Bearer " + write})
         if need is None:  # the same answer with or without a token: the view's own (sign-in's 401 included)
             assert anonymous.status_code == as_writer.status_code == as_reader.status_code, (endpoint, method)
-            assert anonymous.status_code < 500 and (anonymous.status_code != 401 or endpoint == "auth.sign_in")
+            assert anonymous.status_code < 500
+            assert anonymous.status_code != 401 or endpoint == "auth.sign_in"
             continue
-        assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"] == 'Bearer realm="tagger"'
+        assert anonymous.status_code == 401
+        assert anonymous.headers["WWW-Authenticate"] == 'Bearer realm="tagger"'
         assert "make token" in anonymous.json["error"]
         assert as_writer.status_code not in (401, 403), (endpoint, method, as_writer.json)
         if need == "read":
@@ -115,11 +118,13 @@ def test_401_and_403_for_every_route_and_scope(secured):
         else:
             assert as_reader.status_code == 403, (endpoint, method)
             assert "insufficient_scope" in as_reader.headers["WWW-Authenticate"]
-            assert "read scope" in as_reader.json["error"] and "needs a write token" in as_reader.json["error"]
+            assert "read scope" in as_reader.json["error"]
+            assert "needs a write token" in as_reader.json["error"]
         cases += 1
     assert cases == sum(1 for v in MATRIX.values() if v)
     # what the writer sent took effect (its upload is stored, its delete of "bus" done); the reader's did not
-    assert store.get("new") is not None and store.get("bus") is None
+    assert store.get("new") is not None
+    assert store.get("bus") is None
 
 
 def test_a_token_is_asked_of_other_machines_only_by_default(app):
@@ -150,7 +155,8 @@ def test_an_unknown_gateway_auth_setting_is_refused_at_start(tmp_path, fake_tagg
 def test_tokens_are_kept_only_as_their_sha256(secured, backend):
     store = secured.extensions["store"]
     made = store.create_token("laptop", "write")
-    assert made["token"].startswith(f"tg_{made['id']}_") and len(made["token"]) > 40
+    assert made["token"].startswith(f"tg_{made['id']}_")
+    assert len(made["token"]) > 40
     with store._connect() as db:
         rows = [dict(r) for r in store._rows(db, "SELECT * FROM tokens WHERE id = ?", (made["id"],))]
     assert rows[0]["hash"] == hashlib.sha256(made["token"].encode()).hexdigest()
@@ -176,11 +182,14 @@ def test_the_page_signs_in_with_a_token_and_keeps_a_strict_httponly_cookie(secur
                                                                      "Sec-Fetch-Site": "cross-site"})
     assert cross.status_code == 403
     answer = client.post("/session", json={"token": token})
-    assert answer.status_code == 200 and answer.json == {"auth": "required", "signed_in": True, "name": "labeller",
-                                                          "scope": "write"}
+    assert answer.status_code == 200
+    assert answer.json == {"auth": "required", "signed_in": True, "name": "labeller", "scope": "write"}
     cookie = answer.headers["Set-Cookie"]
     value = cookie.split(";")[0].split("=", 1)[1]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie and token not in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    assert "Path=/" in cookie
+    assert token not in cookie
     assert client.get("/annotate/api/labels").status_code == 200
     assert client.put("/annotate/api/photos/bus/labels", json={"labels": ["bus", "road"]}).status_code == 200
     # the cookie carries no scope of its own: a read token's session cannot write
@@ -192,7 +201,8 @@ def test_the_page_signs_in_with_a_token_and_keeps_a_strict_httponly_cookie(secur
     assert client.put("/annotate/api/photos/bus/labels", json={"labels": []},
                       headers={"Origin": "https://evil.example"}).status_code == 403
     out = client.delete("/session")
-    assert out.status_code == 200 and "tagger_session=;" in out.headers["Set-Cookie"]
+    assert out.status_code == 200
+    assert "tagger_session=;" in out.headers["Set-Cookie"]
     replay = secured.test_client()
     replay.set_cookie("tagger_session", value)
     assert replay.get("/annotate/api/labels").status_code == 401  # signed out: the old cookie is dead
@@ -218,17 +228,24 @@ def test_make_token_revoke_and_tokens(tmp_path):
     made = cli("token", "--name", "phone", "--scope", "read")
     assert made.returncode == 0, made.stderr
     token = made.stdout.split()[0]
-    assert token.startswith("tg_") and "only copy" in made.stdout
+    assert token.startswith("tg_")
+    assert "only copy" in made.stdout
 
     store = open_store(tmp_path)
     assert store.token_grant(token)["scope"] == "read"
     listing = cli("tokens")
-    assert "phone" in listing.stdout and token not in listing.stdout and " live " in listing.stdout
+    assert "phone" in listing.stdout
+    assert token not in listing.stdout
+    assert " live " in listing.stdout
     bad = cli("token", "--name", "phone")
-    assert bad.returncode == 2 and "SCOPE=read|write" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2
+    assert "SCOPE=read|write" in bad.stderr
+    assert "Traceback" not in bad.stderr
     assert cli("revoke").returncode == 2
     gone = cli("revoke", "--name", "phone")
-    assert gone.returncode == 0 and "revoked" in gone.stdout
+    assert gone.returncode == 0
+    assert "revoked" in gone.stdout
     assert store.token_grant(token) is None
     again = cli("revoke", "--name", "phone")
-    assert again.returncode == 1 and "no live token" in again.stderr
+    assert again.returncode == 1
+    assert "no live token" in again.stderr

@@ -50,13 +50,15 @@ def _backup_while_uploading(store, folder):
 
 
 def _check_restored(store, manifest, token):
-    assert store.get("kept")["labels"] == ["sea"] and store.read_image(store.get("kept")) == photo(1)
+    assert store.get("kept")["labels"] == ["sea"]
+    assert store.read_image(store.get("kept")) == photo(1)
     assert store.read_image(store.history("kept")[0]) == photo(0)
     assert store.token_grant(token)["name"] == "backup-test"
     assert store.cached_prediction(hashlib.sha256(photo(1)).hexdigest(), "1.0") == {"predict_tags": ["sea"]}
     trashed, = [e for e in store.trash() if e["id_name"] == "trashed"]
     assert store.restore(trashed["trash_id"])["sha256"] == hashlib.sha256(photo(2)).hexdigest()
-    assert manifest["counts"]["photos"] >= 1 and manifest["counts"]["trash"] == 1
+    assert manifest["counts"]["photos"] >= 1
+    assert manifest["counts"]["trash"] == 1
 
 
 def test_a_sqlite_backup_taken_while_uploading_restores_whole_through_make(tmp_path):
@@ -66,7 +68,8 @@ def test_a_sqlite_backup_taken_while_uploading_restores_whole_through_make(tmp_p
     token = store.create_token("backup-test", "read")["token"]
     manifest, stored = _backup_while_uploading(store, tmp_path / "backup")
     assert stored, "uploads went on during the backup"
-    assert manifest["backend"] == "sqlite" and (tmp_path / "backup/photos.db").stat().st_mode & 0o777 == 0o600
+    assert manifest["backend"] == "sqlite"
+    assert (tmp_path / "backup/photos.db").stat().st_mode & 0o777 == 0o600
     assert manifest["counts"]["photos"] == len([r for r in manifest["files"]]) - 2  # kept's old + trashed's file
 
     run = [sys.executable, "-m", "serving", "restore", str(tmp_path / "backup"), "--var", str(tmp_path / "new")]
@@ -76,11 +79,13 @@ def test_a_sqlite_backup_taken_while_uploading_restores_whole_through_make(tmp_p
     _check_restored(open_store(tmp_path / "new"), manifest, token)
 
     again = subprocess.run(run, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 1 and "already holds a store" in again.stderr  # never over a store
+    assert again.returncode == 1
+    assert "already holds a store" in again.stderr  # never over a store
 
     done = subprocess.run([sys.executable, "-m", "serving", "backup", str(tmp_path / "backup"), "--var", str(var)],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1 and "not empty" in done.stderr
+    assert done.returncode == 1
+    assert "not empty" in done.stderr
 
 
 def test_a_damaged_backup_is_refused_by_its_restore(tmp_path):
@@ -102,7 +107,9 @@ def test_a_postgresql_backup_restores_into_an_empty_database(tmp_path, postgres,
     token = store.create_token("backup-test", "read")["token"]
     manifest, stored = _backup_while_uploading(store, tmp_path / "backup")
     store.close()
-    assert stored and manifest["backend"] == "postgresql" and (tmp_path / "backup/photos.dump").is_file()
+    assert stored
+    assert manifest["backend"] == "postgresql"
+    assert (tmp_path / "backup/photos.dump").is_file()
     with psycopg.connect(postgres.admin_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "restored" OWNER {ROLE}')
     url = _url_of(postgres, "restored")

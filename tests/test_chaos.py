@@ -154,7 +154,8 @@ def test_sigkilled_gateway_workers_lose_no_acknowledged_upload(stack):
             killed += 1
             wait_until(lambda: len(children(master)) >= 2, timeout=60, what="gunicorn to replace the killed worker")
             time.sleep(0.15)  # pacing: uploads between the kills
-    assert gateway_pid(stack) == master and len(children(master)) == 2
+    assert gateway_pid(stack) == master
+    assert len(children(master)) == 2
     var = stack.var_dir
     with sqlite3.connect(var / "photos.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -162,7 +163,8 @@ def test_sigkilled_gateway_workers_lose_no_acknowledged_upload(stack):
     store = PhotoStore(var)
     for id_name, sha in acked.items():  # every acknowledged upload is there, byte-identical
         record = store.get(id_name)
-        assert record is not None and record["sha256"] == sha
+        assert record is not None
+        assert record["sha256"] == sha
         assert hashlib.sha256(store.read_image(record)).hexdigest() == sha
     finals = [p for p in (var / "images").rglob("*") if p.is_file() and not p.name.startswith(".")]
     for p in finals:  # no truncated file under a final name, recorded or orphaned

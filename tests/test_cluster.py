@@ -62,7 +62,8 @@ def test_status_lists_every_process_and_a_database_url_that_psql_takes_as_printe
     assert (os.stat(passfile).st_mode & 0o777) == 0o600
     psql = subprocess.run(["psql", url, "-tAc", "SELECT count(*) FROM alembic_version"], capture_output=True,
                           text=True, env={**os.environ, "PGPASSFILE": passfile}, timeout=30)
-    assert psql.returncode == 0 and psql.stdout.strip() == "1", psql.stderr
+    assert psql.returncode == 0, psql.stderr
+    assert psql.stdout.strip() == "1", psql.stderr
     no_password = subprocess.run(["psql", url, "-w", "-tAc", "SELECT 1"], capture_output=True, text=True,
                                  env={k: v for k, v in os.environ.items() if k != "PGPASSFILE"}, timeout=30)
     assert no_password.returncode != 0  # the server asks for the password: it is not open to anyone local
@@ -74,7 +75,8 @@ def test_an_upload_through_nginx_is_one_record_that_every_replica_answers(cluste
     assert r.status_code == 200, r.text
     answers = [requests.get(f"http://127.0.0.1:{p}/imginfo", params={"id_name": "through-nginx"}, timeout=60).json()
                for p in cluster.replica_ports]
-    assert answers[0] == answers[1] and answers[0]["predict_tags"]
+    assert answers[0] == answers[1]
+    assert answers[0]["predict_tags"]
     import psycopg
 
     with psycopg.connect(cluster.postgres.connect_url) as db:
@@ -94,7 +96,8 @@ def test_a_sigkilled_replica_is_skipped_and_serve_cluster_again_brings_only_it_b
     out = cli(cluster, "serve-cluster")
     assert out.returncode == 0, out.stderr
     now = {name: pid for name, pid, _ in cluster_status(cluster)}
-    assert now[victim.gateway_name] and all(now[name] == pid for name, pid in others.items())
+    assert now[victim.gateway_name]
+    assert all(now[name] == pid for name, pid in others.items())
     assert requests.get(f"{victim.gateway_url}/imginfo", params={"id_name": "while-down-7"},
                         timeout=60).status_code == 200
 
@@ -171,7 +174,8 @@ def test_a_killed_replica_and_a_crash_restarted_database_lose_no_acknowledged_up
         stop.set()
         for t in threads:
             t.join(60)
-    assert acked and labelled
+    assert acked
+    assert labelled
     codes = {code for code, _ in answers}
     assert codes <= {200, 429, 503}, answers
     assert all(after for code, after in answers if code in (429, 503))  # every refusal says when to retry
@@ -201,7 +205,8 @@ def test_nginx_answers_its_own_refusals_as_json(cluster):
     finally:
         s.close()
     head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 413") and b"application/json" in head
+    assert head.startswith(b"HTTP/1.1 413")
+    assert b"application/json" in head
     assert b'"error"' in body
 
 
@@ -212,7 +217,8 @@ def test_a_page_that_rebinds_its_name_to_the_cluster_gets_nothing_from_nginx(clu
     evil = {"Host": f"evil.example:{cluster.proxy_port}", "Origin": f"http://evil.example:{cluster.proxy_port}"}
     for method, path in (("GET", "/photos"), ("DELETE", "/photos/anything"), ("GET", "/annotate/export.json")):
         r = requests.request(method, url + path, headers=evil, timeout=30)
-        assert r.status_code == 421 and r.headers["Content-Type"].startswith("application/json"), (method, r.text)
+        assert r.status_code == 421, (method, r.text)
+        assert r.headers["Content-Type"].startswith("application/json"), (method, r.text)
         assert "host name" in r.json()["error"]
     assert requests.get(f"http://localhost:{cluster.proxy_port}/photos", timeout=30).status_code == 200
 
@@ -234,7 +240,8 @@ def test_beyond_loopback_every_request_needs_a_token_and_a_revoked_one_is_refuse
     is refused by the very next request on every replica, and no log of any process holds a token."""
     address = lan_address() or "0.0.0.0"
     wide = dataclasses.replace(cluster, proxy_host=address)
-    assert all(s.gateway_auth == "required" for s in wide.stacks) and not any(s.gateway_auth for s in cluster.stacks)
+    assert all(s.gateway_auth == "required" for s in wide.stacks)
+    assert not any(s.gateway_auth for s in cluster.stacks)
     before = [gateway_pid(s) for s in cluster.stacks]
     tokens = []
     try:
@@ -246,10 +253,12 @@ def test_beyond_loopback_every_request_needs_a_token_and_a_revoked_one_is_refuse
         assert requests.get(f"{proxy}/readyz", timeout=30).status_code == 200  # public: health checks
         for base in (proxy, *replicas):
             r = requests.get(f"{base}/photos", timeout=30)
-            assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer"), base
+            assert r.status_code == 401, base
+            assert r.headers["WWW-Authenticate"].startswith("Bearer"), base
         made = cli(cluster, "token", "--name", "ops", "--scope", "write")
         reader = cli(cluster, "token", "--name", "dashboard", "--scope", "read")
-        assert made.returncode == 0 and reader.returncode == 0, made.stderr + reader.stderr
+        assert made.returncode == 0, made.stderr + reader.stderr
+        assert reader.returncode == 0, made.stderr + reader.stderr
         write, read = made.stdout.split()[0], reader.stdout.split()[0]
         tokens += [write, read]
         up = requests.post(f"{proxy}/imgup", files={"file": ("p.jpg", PHOTO, "image/jpeg")},
@@ -263,15 +272,18 @@ def test_beyond_loopback_every_request_needs_a_token_and_a_revoked_one_is_refuse
             for token in (write, read):
                 r = requests.get(f"{base}/imginfo", params={"id_name": "beyond-loopback"},
                                  headers={"Authorization": f"Bearer {token}"}, timeout=60)
-                assert r.status_code == 200 and r.json()["predict_tags"], (base, r.text)
+                assert r.status_code == 200, (base, r.text)
+                assert r.json()["predict_tags"], (base, r.text)
         session = requests.Session()  # the page's sign-in, through the proxy, used on a replica behind it
         assert session.post(f"{proxy}/session", json={"token": read}, timeout=30).status_code == 200
         assert session.get(f"{proxy}/photos", timeout=30).status_code == 200
         revoked = cli(cluster, "revoke", "--name", "dashboard")
-        assert revoked.returncode == 0 and "revoked" in revoked.stdout
+        assert revoked.returncode == 0
+        assert "revoked" in revoked.stdout
         for base in (*replicas, proxy):  # no wait: the very next request on each
             r = requests.get(f"{base}/photos", headers={"Authorization": f"Bearer {read}"}, timeout=30)
-            assert r.status_code == 401 and "revoked" in r.json()["error"], base
+            assert r.status_code == 401, base
+            assert "revoked" in r.json()["error"], base
         assert session.get(f"{proxy}/photos", timeout=30).status_code == 401  # its session ended with it
         assert requests.get(f"{proxy}/photos", headers={"Authorization": f"Bearer {write}"},
                             timeout=30).status_code == 200
@@ -288,9 +300,12 @@ def test_a_wrong_database_url_stops_serve_with_one_line(cluster, tmp_path):
     out = subprocess.run([sys.executable, "-m", "serving", "serve", "--var", str(tmp_path / "var")], cwd=REPO,
                          capture_output=True, text=True, timeout=120,
                          env={**os.environ, "DATABASE_URL": f"postgresql://tagger:secret@127.0.0.1:{closed}/tagger"})
-    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "cannot open the PostgreSQL store" in lines[0] and "secret" not in lines[0]
+    assert len(lines) == 1
+    assert "cannot open the PostgreSQL store" in lines[0]
+    assert "secret" not in lines[0]
     assert not (tmp_path / "var/run/torchserve/key_file.json").exists()  # nothing was started
 
 
@@ -298,7 +313,9 @@ def test_stop_leaves_no_process(cluster):
     pids = [pid for _, pid, _ in cluster_status(cluster)]
     assert all(pids)
     out = cli(cluster, "stop")
-    assert out.returncode == 0 and "nginx" in out.stdout and "postgres" in out.stdout
+    assert out.returncode == 0
+    assert "nginx" in out.stdout
+    assert "postgres" in out.stdout
     time.sleep(0.5)
     alive = []
     for pid in pids:

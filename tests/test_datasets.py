@@ -20,7 +20,8 @@ def test_panoptic_images_mask_the_labels_panoptic_cannot_carry():
             assert not known[row, folded].any()
         else:
             assert known[row].all()
-    assert targets.shape == (113, 34) and int(targets[:, names.index("person")].sum()) == 59
+    assert targets.shape == (113, 34)
+    assert int(targets[:, names.index("person")].sum()) == 59
 
 
 def test_labels_missing_from_a_files_categories_are_unknown(tmp_path):
@@ -43,7 +44,9 @@ def test_item_is_image_target_known():
     ds = CocoMultiLabel(COCO, COCO / "annotations.json", label_names(),
                         eval_transform(default_preprocessing("efficientnet_lite0")))
     image, target, known = ds[0]
-    assert image.shape == (3, 224, 224) and target.dtype == torch.float32 and known.dtype == torch.bool
+    assert image.shape == (3, 224, 224)
+    assert target.dtype == torch.float32
+    assert known.dtype == torch.bool
 
 
 def test_a_file_name_leaving_the_data_folder_is_skipped_unread(tmp_path):
@@ -62,7 +65,8 @@ def test_a_file_name_leaving_the_data_folder_is_skipped_unread(tmp_path):
     data["images"][2]["file_name"] = "/etc/passwd"
     (root / "a.json").write_text(json.dumps(data))
     ds, report = LabelledImages.from_coco([(root, root / "a.json")], label_names(), need_positive=False)
-    assert len(ds) == 1 and report["images"] == 1
+    assert len(ds) == 1
+    assert report["images"] == 1
     assert {s["path"] for s in report["skipped"]} == {"../outside.jpg", "/etc/passwd"}
     assert all("leaves the data folder" in s["reason"] for s in report["skipped"])
 
@@ -75,4 +79,5 @@ def test_a_pickle_of_shared_nested_lists_is_checked_once_per_list(tmp_path):
     (tmp_path / "nested.pkl").write_bytes(pickle.dumps(value))
     assert (tmp_path / "nested.pkl").stat().st_size < 1000
     loaded = safe_unpickle(tmp_path / "nested.pkl")
-    assert isinstance(loaded, list) and loaded[0] is loaded[1]
+    assert isinstance(loaded, list)
+    assert loaded[0] is loaded[1]

@@ -29,7 +29,8 @@ def test_checkpoint_is_self_describing_and_loads_weights_only(archive):
     detector = meta["detector"]  # the detector travels as its name, its files' hashes and the fusion
     assert detector["name"] == "ssd_mobilenet_v2_coco_2018_03_29"
     assert detector["graph_sha1"] == "35d571ac314f1d32ae678a857f87cc0ef6b220e8"
-    assert len(detector["classes"]) == 80 and len(detector["onnx_sha256"]) == 64  # every COCO object, its graph
+    assert len(detector["classes"]) == 80
+    assert len(detector["onnx_sha256"]) == 64  # every COCO object, its graph
     assert set(detector["label_objects"]) == {lab["name"] for lab in meta["labels"] if lab["isthing"]}
     assert all(t is None or 0 < t < 1 for t in meta["thresholds"])
     assert isinstance(torch.load(REPO / "checkpoints/default/best.pt", weights_only=True)["model"], dict)
@@ -43,18 +44,20 @@ def test_cross_validated_quality_beats_the_baselines(archive):
     assert metrics["cv_map"] > metrics["cv_map_head_only"] + 0.03
     assert metrics["cv_map"] > metrics["cv_map_imagenet_prior_only"] + 0.05
     assert metrics["cv_map"] > 5 * metrics["cv_map_label_frequency"]
-    assert len(metrics["cv_map_per_repeat"]) == 3 and set(metrics["cv_at_thresholds"]) == {"CP", "CR", "CF1", "OP",
-                                                                                            "OR", "OF1"}
+    assert len(metrics["cv_map_per_repeat"]) == 3
+    assert set(metrics["cv_at_thresholds"]) == {"CP", "CR", "CF1", "OP", "OR", "OF1"}
     # labels the 113 original samples never showed now have positives and a measured AP
     for name in ("fire hydrant", "branch", "bush", "leaves", "hill"):
-        assert metrics["positives"][name] >= 1 and metrics["cv_per_label_ap"][name] is not None
+        assert metrics["positives"][name] >= 1
+        assert metrics["cv_per_label_ap"][name] is not None
     assert metrics["cv_per_label_ap"]["fire hydrant"] > 0.3
 
 
 def test_the_detector_lifts_the_thing_labels_on_photos_it_never_saw(archive):
     """The detector trained on most bundled COCO photos: its gain is judged on the 63 it never saw (minival)."""
     rep = load_checkpoint(REPO / "checkpoints/default/best.pt")["meta"]["metrics"]["detector"]
-    assert rep["photos_unseen_by_detector"] == 63 and rep["photos_seen_by_detector"] == 481
+    assert rep["photos_unseen_by_detector"] == 63
+    assert rep["photos_seen_by_detector"] == 481
     unseen = rep["thing_map_unseen"]
     assert unseen["served"] >= unseen["classifier"] + 0.1
     assert unseen["served"] == max(unseen["fitted_fusion"], unseen["detector_fusion"])  # chosen on unseen photos
@@ -92,7 +95,8 @@ def test_archive_carries_the_metadata_and_code_it_needs(archive):
 def test_the_three_tag_policies_travel_in_the_archive_and_the_served_one_is_precise(archive):
     meta = read_archive(archive).meta
     names = [lab["name"] for lab in meta["labels"]]
-    assert meta["tag_policy"] == "precise" and set(meta["policies"]) == {"precise", "balanced", "complete"}
+    assert meta["tag_policy"] == "precise"
+    assert set(meta["policies"]) == {"precise", "balanced", "complete"}
     policies = meta["policies"]
     assert meta["thresholds"] == policies["precise"]["thresholds"]
     for policy, entry in policies.items():
@@ -102,11 +106,13 @@ def test_the_three_tag_policies_travel_in_the_archive_and_the_served_one_is_prec
         assert p is None or p >= b >= c or c is None, name  # never less precise / less complete than balanced
         if p is not None:  # what the page and the README show beside the label: out-of-fold estimates (a
             precision, recall = policies["precise"]["precision"][j], policies["precise"]["recall"][j]
-            assert 0 <= recall <= 1 and (precision is None or 0 <= precision <= 1), name  # label never tagged
+            assert 0 <= recall <= 1, name
+            assert precision is None or 0 <= precision <= 1, name  # label never tagged
             # in cross-validation has no precision to tell)
     positives = meta["metrics"]["positives"]
     rare = [n for n in names if positives[n] < 3]
-    assert rare and all(policies["precise"]["thresholds"][names.index(n)] is None for n in rare)  # scored, no tag
+    assert rare
+    assert all(policies["precise"]["thresholds"][names.index(n)] is None for n in rare)  # scored, no tag
     report = meta["metrics"]["policies"]
     assert report["precise"]["scene"]["OP"] > report["today"]["scene"]["OP"] + 0.15  # fewer wrong scene tags
     assert report["precise"]["object_unseen"]["OP"] >= 0.85
@@ -116,7 +122,9 @@ def test_the_three_tag_policies_travel_in_the_archive_and_the_served_one_is_prec
     logits = torch.full((1, len(names)), -8.0)
     logits[0, j] = 8.0
     answer = postprocess(logits, meta)[0]
-    assert answer["scores"][rare[0]] > 0.99 and answer["tags"] == [] and answer["tag_policy"] == "precise"
+    assert answer["scores"][rare[0]] > 0.99
+    assert answer["tags"] == []
+    assert answer["tag_policy"] == "precise"
     assert rare[0] in answer["policy_tags"]["balanced"]  # balanced keeps the old fallback thresholds
 
 
@@ -160,7 +168,8 @@ def test_evaluate_scores_the_default_model_as_the_handler_answers(archive, tmp_p
     summary = evaluate_main(get_args_parser().parse_args(
         ["--checkpoint", str(REPO / "checkpoints/default/best.pt"), "--ann", str(coco / "annotations.json"),
          "--result", str(result), "--out", str(tmp_path / "e.json")]))
-    assert summary["n_images"] == 113 and summary["mAP"] > 0.6  # photos it was fitted on: no quality claim
+    assert summary["n_images"] == 113
+    assert summary["mAP"] > 0.6  # photos it was fitted on: no quality claim
     with result.open() as f:
         row = next(r for r in csv.DictReader(f) if r["image"].endswith("000000000471.jpg"))
     model, meta, _ = load_for_inference(REPO / "checkpoints/default/best.pt")
@@ -168,5 +177,6 @@ def test_evaluate_scores_the_default_model_as_the_handler_answers(archive, tmp_p
     with torch.inference_mode():
         answer = postprocess(with_detector(model(eval_transform(meta["preprocessing"])(image)[None]), [image],
                                            model_detector(meta), meta), meta)[0]
-    assert row["tags"].split(";") == answer["tags"] and "bus" in answer["tags"]
+    assert row["tags"].split(";") == answer["tags"]
+    assert "bus" in answer["tags"]
     assert max(abs(float(row[k]) - v) for k, v in answer["scores"].items()) <= 2e-4

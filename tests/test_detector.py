@@ -90,12 +90,16 @@ def test_the_converted_graph_scores_as_the_full_network_read_by_opencv(spec, fp3
             else:  # a box the full network drops: under its confidence floor or its top 100
                 assert score < floor + 1e-3, (path.name, name)
     bus = dict(zip(detector.names, detect(detector, [Image.open(BUS).convert("RGB")])[0]))
-    assert bus["bus"] > 0.9 and bus["person"] > 0.3 and bus["boat"] < 0.05 and len(bus) == 80
+    assert bus["bus"] > 0.9
+    assert bus["person"] > 0.3
+    assert bus["boat"] < 0.05
+    assert len(bus) == 80
 
 
 def test_the_graph_is_built_once_and_the_same_every_time(spec, graph, tmp_path):
     again = build_graph(spec, tmp_path, calibration_photos())
-    assert again.name == graph.name and digest(again, "sha256") == digest(graph, "sha256")
+    assert again.name == graph.name
+    assert digest(again, "sha256") == digest(graph, "sha256")
     assert build_graph(spec, graph.parent, calibration_photos()) == graph  # found in the cache
 
 
@@ -104,7 +108,8 @@ def test_a_batch_scores_each_photo_as_alone_and_tiles_only_add(detector):
     alone = np.stack([detect(detector, [im])[0] for im in images])
     assert np.allclose(detect(detector, images), alone, atol=1e-5)
     tiled = detect(detector, images, tiles=True)
-    assert (tiled >= alone - 1e-6).all() and tiled.shape == alone.shape
+    assert (tiled >= alone - 1e-6).all()
+    assert tiled.shape == alone.shape
     assert tiles_of(100, 50) == [(0, 0, 62, 31), (38, 0, 100, 31), (0, 19, 62, 50), (38, 19, 100, 50)]
 
 
@@ -131,13 +136,16 @@ def test_a_missing_or_altered_detector_file_is_refused_with_what_to_do(spec, gra
 
 def test_labels_take_their_objects_by_name_synonym_or_record(labels, spec):
     names = [lab["name"] for lab in labels]
-    assert len(spec["classes"]) == 80 and spec["classes"]["dog"] == 18 and spec["classes"]["toothbrush"] == 90
+    assert len(spec["classes"]) == 80
+    assert spec["classes"]["dog"] == 18
+    assert spec["classes"]["toothbrush"] == 90
     assert spec["label_objects"] == {n: n for n in ("boat", "fire hydrant", "person", "motorcycle", "stop sign",
                                                     "bicycle", "bench", "traffic light", "bus", "parking meter",
                                                     "train", "truck", "car")}
     scores = label_scores(np.full((1, 80), 0.5, dtype=np.float32), list(spec["classes"]), names,
                           spec["label_objects"])
-    assert np.isnan(scores[0, names.index("sea")]) and scores[0, names.index("car")] == 0.5
+    assert np.isnan(scores[0, names.index("sea")])
+    assert scores[0, names.index("car")] == 0.5
     added = [{"name": "Puppy", "synonyms": ["DOG"]}, {"name": "mug", "detector_class": "cup"},
              {"name": "sky"}, {"name": "tv", "synonyms": []}]
     assert detector_spec(added)["label_objects"] == {"Puppy": "dog", "mug": "cup", "tv": "tv"}
@@ -147,7 +155,8 @@ def test_labels_take_their_objects_by_name_synonym_or_record(labels, spec):
 
 def test_which_photos_the_detector_saw():
     minival = load_minival_ids(COCO.parent / "mscoco_minival_ids.txt")
-    assert len(minival) == 8059 and 25096 in minival
+    assert len(minival) == 8059
+    assert 25096 in minival
     assert seen_by_detector({"id": 9, "coco_split": "train2017"}, minival)
     assert not seen_by_detector({"id": 25096, "coco_split": "val2017"}, minival)  # minival: never seen
     assert not seen_by_detector({"id": 9, "file_name": "mine.jpg"}, minival)  # a user's photo
@@ -171,7 +180,8 @@ def test_fusion_is_identity_without_a_detector_class_and_fits_shared_weights():
     assert torch.equal(z[:, 0], logits[:, 0])
     assert torch.equal(fuse(logits, det, identity_fusion(3)), logits)
     only, _ = fit_fusion(logits, det, targets, known, detector_only=True)
-    assert only["a"][1:] == [0.0, 0.0] and only["b"][1:] == [1.0, 1.0]
+    assert only["a"][1:] == [0.0, 0.0]
+    assert only["b"][1:] == [1.0, 1.0]
     assert torch.isfinite(detector_logits(torch.tensor([0.0, 1.0, float("nan")]))).all()
 
 
@@ -184,7 +194,8 @@ def test_a_label_the_classifier_ranks_better_is_left_to_it():
     det = torch.rand(n, 2)  # label 1: the detector is noise
     det[:, 0] = torch.where(targets[:, 0].bool(), 0.9, 0.1)  # label 0: the detector is right
     fusion, source = fit_fusion(logits, det, targets, torch.ones(n, 2, dtype=torch.bool))
-    assert source == ["fused", "classifier"] and (fusion["a"][1], fusion["b"][1]) == (1.0, 0.0)
+    assert source == ["fused", "classifier"]
+    assert (fusion["a"][1], fusion["b"][1]) == (1.0, 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -215,9 +226,12 @@ def test_the_handler_answers_the_detectors_objects_and_fails_only_a_bad_image(de
     out = [json.loads(r) for r in handler.handle([{"body": BUS.read_bytes()}, {"body": b"junk"},
                                                   {"body": gray.getvalue()}], ctx)]
     assert ctx.statuses == {1: (415, out[1]["error"])}
-    assert "bus" in out[0]["tags"] and out[0]["scores"]["bus"] > 0.9 and out[0]["scores"]["person"] > 0.3
+    assert "bus" in out[0]["tags"]
+    assert out[0]["scores"]["bus"] > 0.9
+    assert out[0]["scores"]["person"] > 0.3
     things = {"bus", "car", "person", "truck", "boat", "train"}
-    assert not things & set(out[2]["tags"]) and max(out[2]["scores"][t] for t in things) < 0.05
+    assert not things & set(out[2]["tags"])
+    assert max(out[2]["scores"][t] for t in things) < 0.05
 
 
 def test_a_model_whose_detector_was_altered_does_not_load(detector_model_dir, tmp_path):

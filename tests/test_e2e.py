@@ -74,7 +74,8 @@ def test_bind_addresses_are_loopback(stack):
     config = (stack.torchserve.run_dir / "config.properties").read_text()
     for key in ("inference_address", "management_address", "metrics_address"):
         assert f"{key}=http://127.0.0.1:" in config
-    assert "grpc_inference_address=127.0.0.1" in config and "grpc_management_address=127.0.0.1" in config
+    assert "grpc_inference_address=127.0.0.1" in config
+    assert "grpc_management_address=127.0.0.1" in config
     assert stack.torchserve.key_file.is_file()  # token authorization is on
     r = requests.post(f"{stack.torchserve.inference_url}/predictions/tagger", data=b"x", timeout=10)
     assert r.status_code in (400, 401)  # no key, no answer
@@ -90,22 +91,26 @@ def test_torchserve_accepts_raw_multipart_and_base64_json_and_survives_bad_bodie
     multipart = post(files={"data": ("bus.jpg", photo, "image/jpeg")})
     as_json = post(json={"data": base64.b64encode(photo).decode()})
     assert (raw.status_code, multipart.status_code, as_json.status_code) == (200, 200, 200)
-    assert raw.json() == multipart.json() == as_json.json() and "bus" in raw.json()["tags"]
+    assert raw.json() == multipart.json() == as_json.json()
+    assert "bus" in raw.json()["tags"]
     assert "\n" not in raw.text  # serialised by the handler, not re-encoded with indent=2
     png = io.BytesIO()
     Image.open(io.BytesIO(photo)).save(png, "PNG")
     r = post(data=png.getvalue(), headers=octet)
-    assert r.status_code == 200 and set(r.json()["scores"]) == set(raw.json()["scores"])
+    assert r.status_code == 200
+    assert set(r.json()["scores"]) == set(raw.json()["scores"])
     gif = io.BytesIO()
     Image.open(io.BytesIO(photo)).convert("RGB").save(gif, "GIF")
     r = post(data=gif.getvalue(), headers=octet)
-    assert r.status_code == 415 and "JPEG, PNG" in r.json()["error"]  # the one list of formats, here too
+    assert r.status_code == 415
+    assert "JPEG, PNG" in r.json()["error"]  # the one list of formats, here too
     workers = torchserve.worker_states(stack.torchserve)
     for body, status in ((photo[: len(photo) // 3], 400), (os.urandom(4096), 415), (b"", 400)):
         r = post(data=body, headers=octet)
         assert r.status_code == status, (status, r.text)
     r = post(json={"data": "not base64!"})
-    assert r.status_code == 400 and "base64" in r.text
+    assert r.status_code == 400
+    assert "base64" in r.text
     assert torchserve.worker_states(stack.torchserve) == workers  # no worker died
     assert post(data=photo, headers=octet).json() == raw.json()
     json.loads(raw.text)
@@ -133,13 +138,16 @@ def test_a_chunked_body_without_length_over_the_limit_is_a_413_json(stack):
 
     r = requests.post(f"{stack.gateway_url}/imgup", data=body(), timeout=120,
                       headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    assert r.status_code == 413 and "error" in r.json()
+    assert r.status_code == 413
+    assert "error" in r.json()
     assert requests.get(f"{stack.gateway_url}/healthz", timeout=10).status_code == 200
 
 
 def test_readyz_and_request_ids_through_gunicorn(stack):
     r = requests.get(f"{stack.gateway_url}/readyz", headers={"X-Request-ID": "e2e-1"}, timeout=30)
-    assert r.status_code == 200 and r.json()["status"] == "ready" and r.headers["X-Request-ID"] == "e2e-1"
+    assert r.status_code == 200
+    assert r.json()["status"] == "ready"
+    assert r.headers["X-Request-ID"] == "e2e-1"
     time.sleep(0.5)
     assert "rid=e2e-1" in (stack.gateway_dir / "access.log").read_text()
 
@@ -155,8 +163,10 @@ def test_upload_and_info_for_real(stack):
     assert info["GPS_information"]["GPSLatitude"] == pytest.approx(43.4674483, abs=1e-6)
     assert info["GPS_information"]["GPSLongitude"] == pytest.approx(11.8851267, abs=1e-6)
     bus = requests.get(f"{url}/imginfo", params={"id_name": "bus"}, timeout=60).json()
-    assert "bus" in bus["predict_tags"] and "person" in bus["predict_tags"]
-    assert bus["model_version"] == "1.0" and len(bus["scores"]) == 34
+    assert "bus" in bus["predict_tags"]
+    assert "person" in bus["predict_tags"]
+    assert bus["model_version"] == "1.0"
+    assert len(bus["scores"]) == 34
     assert all(bus["scores"][t] > 0 for t in bus["predict_tags"])
 
 
@@ -170,9 +180,11 @@ def test_a_12_megapixel_photo_is_decoded_once_and_tagged_as_torchserve_tags_it(s
     assert up.status_code == 200, up.text
     info = requests.get(f"{url}/imginfo", params={"id_name": "big"}, timeout=60).json()
     direct = ts_post(stack, data=data, headers={"Content-Type": "application/octet-stream"}).json()
-    assert info["predict_tags"] == direct["tags"] and info["model_version"] == direct["model_version"]
+    assert info["predict_tags"] == direct["tags"]
+    assert info["model_version"] == direct["model_version"]
     assert info["scores"] == pytest.approx(direct["scores"], abs=2e-4)
-    assert info["image"]["width"] == 4000 and info["image"]["height"] == 3000
+    assert info["image"]["width"] == 4000
+    assert info["image"]["height"] == 3000
 
 
 def test_workers_serve_onnx_runtime_and_agree_with_the_eager_model(stack):
@@ -202,7 +214,8 @@ def test_workers_serve_onnx_runtime_and_agree_with_the_eager_model(stack):
 def test_bad_input_is_a_json_4xx_through_the_real_stack(stack):
     r = requests.post(f"{stack.gateway_url}/imgup", files={"file": ("a.jpg", b"not an image")},
                       data={"id_name": "junk"}, timeout=30)
-    assert r.status_code == 415 and "error" in r.json()
+    assert r.status_code == 415
+    assert "error" in r.json()
     r = ts_post(stack, data=b"junk", headers={"Content-Type": "application/octet-stream"})
     assert r.status_code == 415
 
@@ -215,7 +228,8 @@ def test_gateway_renews_an_expired_inference_key(stack):
         assert requests.post(f"{stack.gateway_url}/imgup", files={"file": f}, data={"id_name": "alp"},
                              timeout=30).ok
     r = requests.get(f"{stack.gateway_url}/imginfo", params={"id_name": "alp"}, timeout=60)
-    assert r.status_code == 200 and r.json()["model_version"] == "1.0"
+    assert r.status_code == 200
+    assert r.json()["model_version"] == "1.0"
     assert torchserve.read_keys(stack.torchserve.key_file)["inference"] != first["inference"]
 
 
@@ -226,22 +240,27 @@ def test_upload_while_torchserve_is_down_is_served_once_it_is_back(stack):
     torchserve.stop(stack.torchserve)
     photo = (COCO / "images/000000000009.jpg").read_bytes()
     r = requests.post(f"{url}/imgup", files={"file": ("p.jpg", photo)}, data={"id_name": "while-down"}, timeout=60)
-    assert r.status_code == 200 and r.json()["status"] == "stored"
+    assert r.status_code == 200
+    assert r.json()["status"] == "stored"
     r = requests.get(f"{url}/imginfo", params={"id_name": "while-down"}, timeout=60)
-    assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0 and "error" in r.json()
+    assert r.status_code == 503
+    assert int(r.headers["Retry-After"]) > 0
+    assert "error" in r.json()
     assert requests.get(f"{url}/readyz", timeout=30).status_code == 503
     torchserve.start(stack.torchserve, "tagger.mar", threads_per_worker=1, env=marked({}, stack.var_dir))
     torchserve.wait_ready(stack.torchserve)
     PIDS[0] = torchserve.running_pid(stack.torchserve)
     r = requests.get(f"{url}/imginfo", params={"id_name": "while-down"}, timeout=60)
-    assert r.status_code == 200 and r.json()["model_version"] == "1.0"
+    assert r.status_code == 200
+    assert r.json()["model_version"] == "1.0"
     assert requests.get(f"{url}/readyz", timeout=30).status_code == 200
 
 
 def test_a_data_folder_deeper_than_a_socket_path_serves_from_a_short_private_folder(stack):
     run = stack.torchserve
     assert len(f"{run.run_dir}/tmp{SOCKET_NAME}") > SOCKET_PATH_MAX  # TorchServe's workers could not bind there
-    assert run.tmp_dir.parent == Path("/tmp") and (run.tmp_dir.stat().st_mode & 0o777) == 0o700
+    assert run.tmp_dir.parent == Path("/tmp")
+    assert (run.tmp_dir.stat().st_mode & 0o777) == 0o700
     assert list(run.tmp_dir.glob(".ts.sock.*"))  # the workers' sockets, bound
     assert requests.get(f"{stack.gateway_url}/readyz", timeout=10).status_code == 200
 
@@ -281,7 +300,8 @@ def test_serve_twice_starts_no_second_copy_and_make_stop_leaves_nothing_even_aft
     done = subprocess.run([sys.executable, "-m", "serving", "stop", "--var", str(stack.var_dir)], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert not leftovers(stack.var_dir) and not [p for p in started if alive(p)], done.stdout
+    assert not leftovers(stack.var_dir), done.stdout
+    assert not [p for p in started if alive(p)], done.stdout
     assert not stack.torchserve.tmp_dir.exists() or not list(stack.torchserve.tmp_dir.glob(".ts.sock.*"))
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{stack.gateway_url}/healthz", timeout=2)

@@ -38,9 +38,11 @@ def test_matches_exiftool(name, exif_expected):
             assert (got["datetime"], got["date_source"]) == (tool[key], source)
             break
     else:
-        assert got["datetime"] is None and got["date_source"] is None
+        assert got["datetime"] is None
+        assert got["date_source"] is None
     if expected.get("make") or expected.get("model"):
-        assert got["camera"]["make"] == expected["make"] and got["camera"]["model"] == expected["model"]
+        assert got["camera"]["make"] == expected["make"]
+        assert got["camera"]["model"] == expected["model"]
     if "IFD0:Orientation" in tool:
         assert got["orientation"] == tool["IFD0:Orientation"]
     gps = expected["gps"]
@@ -60,9 +62,12 @@ def test_original_gps_keys_below_sea_level_and_west():
     info = gps_information(read_exif((EXIF / "GoPro.jpg").read_bytes())["gps"])
     assert set(info) == {"GPSAltitude", "GPSAltitudeRef", "GPSLatitude", "GPSLatitudeRef", "GPSLongitude",
                          "GPSLongitudeRef"}
-    assert info["GPSAltitudeRef"] == "1" and float(info["GPSAltitude"]) == pytest.approx(3.983, abs=1e-3)
-    assert info["GPSLongitudeRef"] == "W" and info["GPSLongitude"] < 0
-    assert isinstance(info["GPSLatitude"], float) and isinstance(info["GPSAltitude"], str)
+    assert info["GPSAltitudeRef"] == "1"
+    assert float(info["GPSAltitude"]) == pytest.approx(3.983, abs=1e-3)
+    assert info["GPSLongitudeRef"] == "W"
+    assert info["GPSLongitude"] < 0
+    assert isinstance(info["GPSLatitude"], float)
+    assert isinstance(info["GPSAltitude"], str)
 
 
 # ---- hostile EXIF, made here: a little-endian TIFF block inside a JPEG APP1 segment
@@ -115,7 +120,8 @@ def hostile_cases():
 @pytest.mark.parametrize("name, tiff", sorted(hostile_cases().items()))
 def test_hostile_exif_gives_none_quickly_and_never_raises(name, tiff):
     got = read_exif(_jpeg_with(tiff), timeout=3.0)  # killed after 3 s of parsing at most: it returns
-    assert got["gps"] is None and got["datetime"] is None
+    assert got["gps"] is None
+    assert got["datetime"] is None
     assert read_exif((EXIF / "DSCN0010.jpg").read_bytes())["gps"] is not None  # the next photo reads fine
 
 
@@ -132,7 +138,8 @@ def test_a_parse_that_overruns_is_killed_and_only_it():
             results = list(pool.map(lambda _: parsers.read(gps_photo), range(4)))
             got = hanging.result()
         assert all(r["gps"] is not None and "unread" not in r for r in results)
-        assert got["gps"] is None and "longer than 4 s" in got["unread"]
+        assert got["gps"] is None
+        assert "longer than 4 s" in got["unread"]
         assert {k: v for k, v in got.items() if k != "unread"} == EMPTY
         assert not any(alive(pid) for pid in before)  # killed and reaped
         assert parsers.read(gps_photo)["datetime"] == "2008:10:22 16:28:39"  # a fresh process answers
@@ -155,9 +162,11 @@ def test_a_parser_that_dies_mid_parse_says_so_and_is_replaced():
 
 def test_unread_exif_is_parsed_again_a_few_times_at_most():
     unread = {**EMPTY, "unread": "EXIF parsing took longer than 3 s"}
-    assert needs_reparse(unread) and not needs_reparse(EMPTY)
+    assert needs_reparse(unread)
+    assert not needs_reparse(EMPTY)
     second = reparsed(unread, unread)
-    assert second["attempts"] == 2 and needs_reparse(second)
+    assert second["attempts"] == 2
+    assert needs_reparse(second)
     assert not needs_reparse(reparsed(second, unread))  # the third failure: unreadable for good
     assert reparsed(second, EMPTY) == EMPTY  # read at last
 
@@ -180,7 +189,8 @@ def test_parsers_die_with_the_process_that_started_them(tmp_path):
                               stdout=subprocess.PIPE, text=True)
     try:
         pids = [int(p) for p in server.stdout.readline().split()]
-        assert len(pids) == 2 and all(alive(p) for p in pids)
+        assert len(pids) == 2
+        assert all(alive(p) for p in pids)
     finally:
         server.kill()
         server.wait()
@@ -200,7 +210,8 @@ def test_webp_and_png_exif_read_like_the_jpeg(fmt):
     Image.open(io.BytesIO(jpeg)).save(buf, fmt, exif=b"Exif\x00\x00" + block)
     got, want = read_exif(buf.getvalue()), read_exif(jpeg)
     assert got["datetime"] == want["datetime"] == "2008:10:22 16:28:39"
-    assert got["gps"] == pytest.approx(want["gps"]) and got["camera"] == want["camera"]
+    assert got["gps"] == pytest.approx(want["gps"])
+    assert got["camera"] == want["camera"]
 
 
 def test_the_parser_process_holds_none_of_the_callers_sockets():
@@ -236,5 +247,6 @@ def test_make_reparse_exif_reads_what_an_overrun_left_unread(tmp_path):
     finally:
         parsers.close()
     assert store.get("tuscany")["exif"]["gps"]["latitude"] == pytest.approx(43.46744833)
-    assert store.get("hangs")["exif"]["attempts"] == 2 and store.get("fine")["exif"] == EMPTY
+    assert store.get("hangs")["exif"]["attempts"] == 2
+    assert store.get("fine")["exif"] == EMPTY
     assert not store.set_exif("tuscany", "0" * 64, EMPTY)  # only onto the bytes it was parsed from

@@ -35,12 +35,15 @@ from training.datasets import check_image
 
 def test_upload_then_info_has_exactly_the_original_keys_plus_additive_ones(client):
     r = upload(client)
-    assert r.status_code == 200 and r.json["image_id"] == "tuscany" and r.json["status"] == "stored"
+    assert r.status_code == 200
+    assert r.json["image_id"] == "tuscany"
+    assert r.json["status"] == "stored"
     info = client.get("/imginfo?id_name=tuscany").json
     assert set(info) == {"image_id", "predict_tags", "data_information", "GPS_information", "scores",
                          "model_version", "place", "date_source", "offset_time", "camera", "image", "tag_policy",
                          "exif_unread"}
-    assert info["date_source"] == "DateTimeOriginal" and info["camera"]["make"] == "NIKON"
+    assert info["date_source"] == "DateTimeOriginal"
+    assert info["camera"]["make"] == "NIKON"
     assert info["image"] == {"width": 640, "height": 480, "format": "JPEG", "orientation": 1}
     assert info["predict_tags"] == ["sea", "boat"]
     assert info["data_information"] == "2008:10:22 16:28:39"
@@ -60,15 +63,18 @@ def test_four_gps_photos_uploaded_beside_a_hostile_one_all_keep_their_gps(tmp_pa
         assert [r.status_code for r in pool.map(lambda job: upload(client, job[1], job[0]), jobs)] == [200] * 5
     for name, _ in jobs[1:]:
         info = client.get(f"/imginfo?id_name={name}").json
-        assert info["GPS_information"]["GPSLatitude"] == pytest.approx(43.46744833) and info["exif_unread"] is None
+        assert info["GPS_information"]["GPSLatitude"] == pytest.approx(43.46744833)
+        assert info["exif_unread"] is None
     stored = app.extensions["store"].get("hostile")["exif"]
-    assert "longer than 4 s" in stored["unread"] and stored["gps"] is None
+    assert "longer than 4 s" in stored["unread"]
+    assert stored["gps"] is None
     assert "longer than 4 s" in client.get("/imginfo?id_name=hostile").json["exif_unread"]  # tried again: hangs
     assert app.extensions["store"].get("hostile")["exif"]["attempts"] == 2
     app.extensions["exif"].close()
     again = create_app(config)  # parsers that read the file
     info = again.test_client().get("/imginfo?id_name=hostile").json
-    assert info["exif_unread"] is None and info["data_information"] is None  # read: it has no EXIF
+    assert info["exif_unread"] is None
+    assert info["data_information"] is None  # read: it has no EXIF
     assert "unread" not in again.extensions["store"].get("hostile")["exif"]
     again.extensions["exif"].close()
 
@@ -76,7 +82,8 @@ def test_four_gps_photos_uploaded_beside_a_hostile_one_all_keep_their_gps(tmp_pa
 def test_photo_without_exif_has_null_date_and_gps(client):
     upload(client, (COCO / "images/000000000471.jpg").read_bytes(), "bus")
     info = client.get("/imginfo?id_name=bus").json
-    assert info["data_information"] is None and info["GPS_information"] is None
+    assert info["data_information"] is None
+    assert info["GPS_information"] is None
 
 
 @pytest.mark.parametrize("form, status, words", [
@@ -92,14 +99,16 @@ def test_photo_without_exif_has_null_date_and_gps(client):
 def test_bad_uploads_get_a_json_4xx(client, form, status, words):
     form = {k: (io.BytesIO(v), "a.jpg") if k == "file" else v for k, v in form.items()}
     r = client.post("/imgup", data=form, content_type="multipart/form-data")
-    assert r.status_code == status and words in r.json["error"]
+    assert r.status_code == status
+    assert words in r.json["error"]
 
 
 def test_oversized_body_is_413_json(tmp_path, fake_tagger):
     app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "TAGGER_CLIENT": fake_tagger,
                       "MAX_CONTENT_LENGTH": 50_000})
     r = upload(app.test_client(), PHOTO)  # 161 kB
-    assert r.status_code == 413 and "error" in r.json
+    assert r.status_code == 413
+    assert "error" in r.json
 
 
 @pytest.mark.parametrize("method, path, body, status", [
@@ -111,7 +120,9 @@ def test_oversized_body_is_413_json(tmp_path, fake_tagger):
 ])
 def test_malformed_requests_answer_json(client, method, path, body, status):
     r = getattr(client, method)(path, data=body)
-    assert r.status_code == status and r.is_json and r.json["error"]
+    assert r.status_code == status
+    assert r.is_json
+    assert r.json["error"]
 
 
 def test_model_server_down_is_503_with_retry_after(client, fake_tagger, app):
@@ -119,19 +130,23 @@ def test_model_server_down_is_503_with_retry_after(client, fake_tagger, app):
     upload(client)
     app.extensions["predictions"].wait_idle()
     r = client.get("/imginfo?id_name=tuscany")
-    assert r.status_code == 503 and r.headers["Retry-After"] == "5" and "not reachable" in r.json["error"]
+    assert r.status_code == 503
+    assert r.headers["Retry-After"] == "5"
+    assert "not reachable" in r.json["error"]
 
 
 def test_id_name_is_never_a_path_and_reupload_replaces(client, app):
     assert upload(client, id_name="../../etc/passwd").status_code == 200
     store = app.extensions["store"]
     first = store.get("../../etc/passwd")
-    assert first["file"].startswith("images/") and ".." not in first["file"]
+    assert first["file"].startswith("images/")
+    assert ".." not in first["file"]
     r = upload(client, (COCO / "images/000000000471.jpg").read_bytes(), "../../etc/passwd")
     assert r.json["replaced"] is True
     second = store.get("../../etc/passwd")
     assert second["sha256"] != first["sha256"]
-    assert store.image_path(first).exists() and store.image_path(second).exists()  # the old one is history
+    assert store.image_path(first).exists()
+    assert store.image_path(second).exists()  # the old one is history
 
 
 def test_reuploads_lose_nothing(client, app):
@@ -144,24 +159,30 @@ def test_reuploads_lose_nothing(client, app):
     # identical bytes: a no-op, labels kept, no new file
     r = upload(client, jpeg, "bus")
     assert (r.status_code, r.json["status"], r.json["replaced"]) == (200, "unchanged", False)
-    assert store.get("bus")["labels"] == ["bus", "person"] and store.get("bus")["file"] == first["file"]
+    assert store.get("bus")["labels"] == ["bus", "person"]
+    assert store.get("bus")["file"] == first["file"]
     # if_absent: 409, nothing changes
     other = (COCO / "images/000000000382.jpg").read_bytes()
 
     r = client.post("/imgup", data={"file": (BytesIO(other), "x.jpg"), "id_name": "bus", "if_absent": "1"})
-    assert r.status_code == 409 and "if_absent" in r.json["error"] and store.get("bus")["sha256"] == first["sha256"]
+    assert r.status_code == 409
+    assert "if_absent" in r.json["error"]
+    assert store.get("bus")["sha256"] == first["sha256"]
     # different bytes: replaced as the original did, the old photo and its labels kept in the history
     r = upload(client, other, "bus")
     assert (r.json["status"], r.json["replaced"]) == ("stored", True)
     (old,) = store.history("bus")
-    assert old["labels"] == ["bus", "person"] and old["sha256"] == first["sha256"]
-    assert store.image_path(old).read_bytes() == jpeg and store.get("bus")["labels"] is None
+    assert old["labels"] == ["bus", "person"]
+    assert old["sha256"] == first["sha256"]
+    assert store.image_path(old).read_bytes() == jpeg
+    assert store.get("bus")["labels"] is None
 
 
 @pytest.mark.parametrize("id_name", ["a\u200bb", "x\u202ey", "tab\there", "\u2028", "   "])
 def test_invisible_and_control_characters_are_refused_in_id_name(client, id_name):
     r = upload(client, id_name=id_name)
-    assert r.status_code == 400 and "id_name" in r.json["error"]
+    assert r.status_code == 400
+    assert "id_name" in r.json["error"]
 
 
 @pytest.mark.parametrize("id_name", ["Ünïcödé 写真", "../../x", "..", "CON", "a" * 256])
@@ -222,17 +243,21 @@ def test_annotation_labels_and_export_readable_by_training(client, app):
 def test_request_ids_are_echoed_or_made(client):
     assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
     made = client.get("/healthz", headers={"X-Request-ID": "bad id <script>" + "x" * 200}).headers["X-Request-ID"]
-    assert len(made) == 32 and made.isalnum()
+    assert len(made) == 32
+    assert made.isalnum()
     assert client.get("/imginfo").headers["X-Request-ID"]  # errors carry one too
 
 
 def test_readyz_says_what_is_not_ready(client, fake_tagger, app, tmp_path):
     r = client.get("/readyz")
-    assert r.status_code == 200 and r.json == {"status": "ready", "model_version": "fake", "tag_policy": "precise"}
+    assert r.status_code == 200
+    assert r.json == {"status": "ready", "model_version": "fake", "tag_policy": "precise"}
     assert client.get("/healthz").status_code == 200
     fake_tagger.error = TaggerError("model server is not reachable (make serve starts it)")
     r = client.get("/readyz")
-    assert r.status_code == 503 and "model server" in r.json["error"] and r.headers["Retry-After"]
+    assert r.status_code == 503
+    assert "model server" in r.json["error"]
+    assert r.headers["Retry-After"]
     assert client.get("/healthz").status_code == 200  # still alive
 
 
@@ -280,29 +305,38 @@ def test_delete_moves_to_the_trash_restore_brings_all_back_and_emptying_erases_i
     files += renderings
 
     r = client.delete("/photos/x")
-    assert r.status_code == 200 and (r.json["image_id"], r.json["status"]) == ("x", "deleted")
+    assert r.status_code == 200
+    assert (r.json["image_id"], r.json["status"]) == ("x", "deleted")
     trash_id = r.json["trash_id"]
     assert r.json["restorable_until"] > utc_now(hours=24 * 29)
-    assert store.get("x") is None and store.history("x") == [] and client.get("/imginfo?id_name=x").status_code == 404
+    assert store.get("x") is None
+    assert store.history("x") == []
+    assert client.get("/imginfo?id_name=x").status_code == 404
     assert client.delete("/photos/x").status_code == 404
     listed = client.get("/trash").json
-    assert listed["days"] == 30 and [(e["trash_id"], e["id_name"], e["labels"], e["versions"]) for e in
-                                     listed["trash"]] == [(trash_id, "x", ["sea"], 1)]
+    assert listed["days"] == 30
+    assert [(e["trash_id"], e["id_name"], e["labels"], e["versions"]) for e in listed["trash"]] == \
+        [(trash_id, "x", ["sea"], 1)]
     assert all(f.exists() for f in files)  # kept while in the trash
 
     r = client.post(f"/trash/{trash_id}/restore")
-    assert r.status_code == 200 and r.json == {"image_id": "x", "status": "restored"}
-    assert store.get("x")["labels"] == ["sea"] and store.read_image(store.get("x")) == b
+    assert r.status_code == 200
+    assert r.json == {"image_id": "x", "status": "restored"}
+    assert store.get("x")["labels"] == ["sea"]
+    assert store.read_image(store.get("x")) == b
     assert [h["sha256"] for h in store.history("x")] == [hashlib.sha256(a).hexdigest()]
-    assert client.get("/trash").json["trash"] == [] and client.post(f"/trash/{trash_id}/restore").status_code == 404
+    assert client.get("/trash").json["trash"] == []
+    assert client.post(f"/trash/{trash_id}/restore").status_code == 404
 
     trash_id = client.delete("/photos/x").json["trash_id"]
     client.post("/imgup", data={"file": (BytesIO(a), "a.jpg"), "id_name": "x"})  # the name taken again
     r = client.post(f"/trash/{trash_id}/restore")
-    assert r.status_code == 409 and "is stored under id_name 'x' now" in r.json["error"]
+    assert r.status_code == 409
+    assert "is stored under id_name 'x' now" in r.json["error"]
     assert client.delete("/photos/x").status_code == 200
     assert store.empty_trash() == 2
-    assert client.get("/trash").json["trash"] == [] and not any(f.exists() for f in files)
+    assert client.get("/trash").json["trash"] == []
+    assert not any(f.exists() for f in files)
     assert store.cached_prediction(hashlib.sha256(b).hexdigest(), "fake") is None
 
 
@@ -312,7 +346,8 @@ def test_what_stayed_in_the_trash_past_trash_days_is_erased(tmp_path, fake_tagge
     upload(client, id_name="old")
     file = app.extensions["store"].image_path(app.extensions["store"].get("old"))
     assert client.delete("/photos/old").status_code == 200
-    assert client.get("/trash").json == {"days": 0, "trash": []} and not file.exists()
+    assert client.get("/trash").json == {"days": 0, "trash": []}
+    assert not file.exists()
     app.extensions["exif"].close()
 
 
@@ -324,8 +359,11 @@ def test_place_names_come_offline_from_geonames(client, monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", no_network)
     upload(client, (EXIF / "DSCN0010.jpg").read_bytes(), "tuscany")
     place = client.get("/imginfo?id_name=tuscany").json["place"]
-    assert place["city"] == "Arezzo" and place["region"] == "Tuscany" and place["country"] == "Italy"
-    assert place["country_code"] == "IT" and place["distance_km"] < 5
+    assert place["city"] == "Arezzo"
+    assert place["region"] == "Tuscany"
+    assert place["country"] == "Italy"
+    assert place["country_code"] == "IT"
+    assert place["distance_km"] < 5
     upload(client, (EXIF / "no_exif.jpg").read_bytes(), "nogps")
     assert client.get("/imginfo?id_name=nogps").json["place"] is None
 
@@ -333,7 +371,8 @@ def test_place_names_come_offline_from_geonames(client, monkeypatch):
 def test_more_than_a_few_form_parts_is_a_400(client):
     fields = {f"f{i}": "x" for i in range(1001)}
     r = client.post("/imgup", data={"file": (BytesIO(PHOTO), "p.jpg"), "id_name": "many", **fields})
-    assert r.status_code == 400 and "parts" in r.json["error"]
+    assert r.status_code == 400
+    assert "parts" in r.json["error"]
     assert upload(client, id_name="fine").status_code == 200  # and the next normal request is served
 
 
@@ -343,7 +382,8 @@ def test_a_form_part_without_a_name_gets_a_400(client):
             b"--b\r\nContent-Disposition: form-data; name=\"extra\"\r\n\r\ny\r\n"
             b"--b\r\nContent-Disposition: form-data; name=\"id_name\"\r\n\r\nq\r\n--b--\r\n")
     r = client.post("/imgup", data=body, content_type="multipart/form-data; boundary=b")
-    assert r.status_code == 400 and "unknown form field" in r.json["error"]
+    assert r.status_code == 400
+    assert "unknown form field" in r.json["error"]
 
 
 @pytest.mark.parametrize("fault, status", [(OSError(28, "No space left on device"), 507),
@@ -358,9 +398,11 @@ def test_a_full_or_read_only_photo_folder_answers_507_or_503_and_loses_nothing(c
         raise fault
     monkeypatch.setattr(base, "atomic_write", failing_write)
     r = upload(client, (COCO / "images/000000000382.jpg").read_bytes(), "new")
-    assert r.status_code == status and "nothing was stored" in r.json["error"]
+    assert r.status_code == status
+    assert "nothing was stored" in r.json["error"]
     monkeypatch.undo()
-    assert store.get("new") is None and store.read_image(store.get("kept")) == jpeg  # acknowledged: intact
+    assert store.get("new") is None
+    assert store.read_image(store.get("kept")) == jpeg  # acknowledged: intact
     assert client.get("/healthz").status_code == 200
 
 
@@ -385,7 +427,8 @@ def test_a_full_or_read_only_sqlite_database_answers_507_or_503_and_loses_nothin
         return db
     monkeypatch.setattr(store_module.SQLiteStore, "_open", constrained)
     r = upload(client, (COCO / "images/000000000382.jpg").read_bytes(), "new")
-    assert r.status_code == status and "nothing was stored" in r.json["error"], r.json
+    assert r.status_code == status, r.json
+    assert "nothing was stored" in r.json["error"], r.json
     monkeypatch.undo()
     assert client.get("/imginfo", query_string={"id_name": "new"}).status_code == 404
     assert client.get("/imginfo", query_string={"id_name": "kept"}).status_code == 200
@@ -417,11 +460,14 @@ def test_a_postgresql_outage_is_503_with_retry_after_and_the_gateway_reconnects(
             for send in (lambda: upload(client, (COCO / "images/000000000382.jpg").read_bytes(), "new"),
                          lambda: client.get("/imginfo", query_string={"id_name": "kept"})):
                 r = send()
-                assert r.status_code == 503 and r.headers["Retry-After"] and "retry" in r.json["error"]
+                assert r.status_code == 503
+                assert r.headers["Retry-After"]
+                assert "retry" in r.json["error"]
         finally:
             admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
     r = client.get("/imginfo", query_string={"id_name": "kept"})
-    assert r.status_code == 200 and r.json["image_id"] == "kept"
+    assert r.status_code == 200
+    assert r.json["image_id"] == "kept"
     assert upload(client, (COCO / "images/000000000382.jpg").read_bytes(), "new").status_code == 200
 
 
@@ -465,7 +511,8 @@ def test_an_id_name_with_slashes_is_deleted_and_labelled_by_its_path(client):
     r = client.put("/annotate/api/photos//a//b.jpg/labels", json={"labels": ["sea"]})
     assert r.status_code == 200, r.json
     r = client.delete("/photos//a//b.jpg")
-    assert r.status_code == 200 and (r.json["image_id"], r.json["status"]) == ("/a//b.jpg", "deleted")
+    assert r.status_code == 200
+    assert (r.json["image_id"], r.json["status"]) == ("/a//b.jpg", "deleted")
     assert client.get("/imginfo", query_string={"id_name": "/a//b.jpg"}).status_code == 404
 
 
@@ -484,14 +531,16 @@ def test_a_photo_that_does_not_decode_leaves_no_file_and_no_row(client, app):
     store = app.extensions["store"]
     for body in (PHOTO[:5000], PHOTO[:len(PHOTO) - 4000]):
         r = upload(client, body, "cut")
-        assert r.status_code in (400, 415) and "error" in r.json
+        assert r.status_code in (400, 415)
+        assert "error" in r.json
     assert store.get("cut") is None
     assert upload(client, PHOTO, "kept", ).status_code == 200
     r = client.post("/imgup", data={"file": (io.BytesIO(PHOTO[:5000]), "a.jpg"), "id_name": "kept", "if_absent": "1"},
                     content_type="multipart/form-data")
     assert r.status_code == 400  # the pixels are judged before the name: as before, not a 409
     files = [p for p in (store.root / "images").rglob("*") if p.is_file()]
-    assert len(files) == 1 and not list(store.root.rglob("*.tmp"))
+    assert len(files) == 1
+    assert not list(store.root.rglob("*.tmp"))
 
 
 POLICY_ANSWER = {"tags": ["sea"], "tag_policy": "precise", "model_version": "fake",
@@ -503,7 +552,8 @@ def test_a_policy_changes_predict_tags_and_nothing_else(client, fake_tagger):
     fake_tagger.predict = lambda data: dict(POLICY_ANSWER)
     upload(client)
     default = client.get("/imginfo?id_name=tuscany").json
-    assert default["predict_tags"] == ["sea"] and default["tag_policy"] == "precise"  # the gateway's default
+    assert default["predict_tags"] == ["sea"]
+    assert default["tag_policy"] == "precise"  # the gateway's default
     for policy, tags in POLICY_ANSWER["policy_tags"].items():
         answer = client.get(f"/imginfo?id_name=tuscany&policy={policy}").json
         assert answer == {**default, "predict_tags": tags, "tag_policy": policy}
@@ -535,9 +585,11 @@ def test_the_served_policy_is_a_setting_and_an_old_model_answers_what_it_has(tmp
     client = old.test_client()
     upload(client)
     answer = client.get("/imginfo?id_name=tuscany")
-    assert answer.json["predict_tags"] == ["sea", "boat"] and answer.json["tag_policy"] == "balanced"
+    assert answer.json["predict_tags"] == ["sea", "boat"]
+    assert answer.json["tag_policy"] == "balanced"
     refused = client.get("/imginfo?id_name=tuscany&policy=precise")
-    assert refused.status_code == 409 and "made before tag policies" in refused.json["error"]
+    assert refused.status_code == 409
+    assert "made before tag policies" in refused.json["error"]
 
 
 class FakeOldTagger:
@@ -580,10 +632,13 @@ def test_a_format_outside_the_one_list_is_415_everywhere(client, tmp_path, fmt):
 def test_the_formats_on_the_list_are_stored_under_their_own_extension(client, app, fmt):
     assert upload(client, _encoded(fmt), f"ok-{fmt}").status_code == 200
     record = app.extensions["store"].get(f"ok-{fmt}")
-    assert record["format"] == fmt and record["file"].endswith(FORMATS[fmt][0][0]) and record["file"][-5:] != ".bin"
+    assert record["format"] == fmt
+    assert record["file"].endswith(FORMATS[fmt][0][0])
+    assert record["file"][-5:] != ".bin"
     declared = SPEC["paths"]["/imgup"]["post"]["requestBody"]["content"]["multipart/form-data"]["encoding"]["file"]
     assert declared["contentType"] == ", ".join(MEDIA_TYPES)  # the spec says what the decoder reads, nothing more
-    assert ".heic" in EXTENSIONS and ".bmp" not in EXTENSIONS
+    assert ".heic" in EXTENSIONS
+    assert ".bmp" not in EXTENSIONS
 
 
 def test_every_route_that_takes_a_body_is_listed_with_its_limit(tmp_path, fake_tagger):
@@ -603,7 +658,8 @@ def test_a_body_past_its_deadline_is_cut_however_fast_it_came():
             assert not dog.check(dog.start + 0.4)
             assert dog.check(dog.start + 0.6)
             assert ours.recv(10) == b""  # the blocked read wakes with nothing
-            assert "within 0 s" not in dog.too_slow() and "did not arrive within" in dog.too_slow()
+            assert "within 0 s" not in dog.too_slow()
+            assert "did not arrive within" in dog.too_slow()
         finally:
             dog.stop()
     finally:

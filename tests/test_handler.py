@@ -44,7 +44,8 @@ def test_exif_orientation_is_applied():
     with Image.open(EXIF / "landscape_6.jpg") as stored:
         assert stored.size == (450, 600)
     image = decode_image((EXIF / "landscape_6.jpg").read_bytes())
-    assert image.size == (600, 450) and image.mode == "RGB"
+    assert image.size == (600, 450)
+    assert image.mode == "RGB"
 
 
 def test_heic_decodes():
@@ -89,12 +90,15 @@ def test_handler_batch_with_one_bad_image_fails_only_that_request(tiny_model_dir
     assert all(isinstance(r, str) and "\n" not in r for r in raw)  # serialised here, compact
     out = [json.loads(r) for r in raw]
     assert set(out[0]) == {"tags", "tag_policy", "policy_tags", "scores", "model_version"}
-    assert out[0]["model_version"] == "0.0-test" and out[0]["tag_policy"] == "balanced"  # made before policies
+    assert out[0]["model_version"] == "0.0-test"
+    assert out[0]["tag_policy"] == "balanced"  # made before policies
     assert out[3] == out[0]  # the same photo as base64 JSON
     assert set(out[2]["scores"]) == set(out[0]["scores"])  # PNG
     assert ctx.statuses == {1: (415, out[1]["error"]), 4: (400, out[4]["error"]), 5: (400, out[5]["error"]),
                             6: (415, out[6]["error"]), 7: (400, out[7]["error"])}  # a GIF is no photo format
-    assert "base64" in out[4]["error"] and '{"data"' in out[5]["error"] and "truncated" in out[7]["error"]
+    assert "base64" in out[4]["error"]
+    assert '{"data"' in out[5]["error"]
+    assert "truncated" in out[7]["error"]
 
 
 def test_load_model_rebuilds_from_meta(tiny_model_dir):
@@ -110,8 +114,10 @@ def test_every_optimised_runtime_matches_eager_within_1e_4(tiny_model_dir):
     model, meta = load_model(tiny_model_dir)
     onnx = optimize_for_inference(model, meta)  # the default: ONNX Runtime
     script = optimize_for_inference(model, meta, runtime="torchscript")
-    assert isinstance(onnx, OnnxRuntimeModel) and isinstance(script, torch.jit.ScriptModule)
-    assert runtime_name(onnx).startswith("onnxruntime") and runtime_name(script) == "torchscript"
+    assert isinstance(onnx, OnnxRuntimeModel)
+    assert isinstance(script, torch.jit.ScriptModule)
+    assert runtime_name(onnx).startswith("onnxruntime")
+    assert runtime_name(script) == "torchscript"
     assert optimize_for_inference(model, meta, runtime="eager") is model
     x = torch.randn(5, 3, 64, 64)  # another batch size than the export's
     with torch.inference_mode():
@@ -150,7 +156,8 @@ def test_a_worker_serves_the_archives_own_onnx_graph_without_building_the_networ
     d, eager = _with_archived_onnx(tiny_model_dir, tmp_path)
     monkeypatch.setattr(core, "model_from_meta", lambda *a: pytest.fail("the network was built"))
     fast, meta = core.load_for_serving(d)
-    assert fast.archived and core.runtime_name(fast).endswith("the archive's graph)")
+    assert fast.archived
+    assert core.runtime_name(fast).endswith("the archive's graph)")
     x = torch.randn(3, 3, 64, 64)
     with torch.inference_mode():
         assert float((fast(x) - eager(x)).abs().max()) < 1e-4
@@ -169,5 +176,6 @@ def test_an_archived_graph_that_differs_or_breaks_gives_way_to_the_network(tiny_
     else:
         (d / ONNX_FILE).write_bytes(b"not an onnx graph")
     fast, _ = core.load_for_serving(d)
-    assert isinstance(fast, core.OnnxRuntimeModel) and not fast.archived  # exported from the rebuilt network
+    assert isinstance(fast, core.OnnxRuntimeModel)
+    assert not fast.archived  # exported from the rebuilt network
     assert core.load_for_serving(d, runtime="eager")[0].__class__.__name__ == "Tagger"

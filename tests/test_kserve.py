@@ -29,16 +29,21 @@ def _properties(path):
 def test_bundle_layout_and_every_referenced_file_exists():
     bundle = kserve_bundle()
     isvc = yaml.safe_load((KSERVE / "inferenceservice.yaml").read_text())
-    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["kind"] == "InferenceService"
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert isvc["kind"] == "InferenceService"
     model = isvc["spec"]["predictor"]["model"]
-    assert model["modelFormat"]["name"] == "pytorch" and model["runtime"] == "kserve-torchserve"
-    assert model["protocolVersion"] == "v1" and model["storageUri"].startswith("pvc://")
+    assert model["modelFormat"]["name"] == "pytorch"
+    assert model["runtime"] == "kserve-torchserve"
+    assert model["protocolVersion"] == "v1"
+    assert model["storageUri"].startswith("pvc://")
     assert {e["name"]: e["value"] for e in model["env"]}["TAGGER_JSON_OBJECTS"] == "1"
     props = _properties(bundle / "config/config.properties")
-    assert props["service_envelope"] == "kserve" and props["model_store"] == "/mnt/models/model-store"
+    assert props["service_envelope"] == "kserve"
+    assert props["model_store"] == "/mnt/models/model-store"
     assert props["metrics_mode"] == "prometheus"
     snapshot = json.loads(props["model_snapshot"])
-    assert list(snapshot["models"]) == ["tagger"] and snapshot["modelCount"] == 1
+    assert list(snapshot["models"]) == ["tagger"]
+    assert snapshot["modelCount"] == 1
     for entry in snapshot["models"]["tagger"].values():
         # /mnt/models/model-store in the pod is deploy/kserve/model-store here
         assert (bundle / "model-store" / entry["marName"]).is_file(), entry["marName"]
@@ -59,7 +64,8 @@ def test_the_handler_answers_under_torchserves_kserve_envelope(tiny_model_dir, m
     body = json.dumps({"instances": [{"data": base64.b64encode(photo).decode()}] * 2}).encode()
     out = KServeEnvelope(handler.handle).handle([{"body": body}], ctx)
     predictions = out[0]["predictions"]
-    assert len(predictions) == 2 and predictions[0] == predictions[1]
+    assert len(predictions) == 2
+    assert predictions[0] == predictions[1]
     assert set(predictions[0]) == {"tags", "tag_policy", "policy_tags", "scores", "model_version"}
 
 
@@ -81,7 +87,8 @@ def test_gateway_manifests_replicas_on_one_claim_and_a_secret_database_url(tmp_p
     claim = docs[("PersistentVolumeClaim", "tagger-photos")]["spec"]
     assert claim["accessModes"] == ["ReadWriteMany"]
     deployment = docs[("Deployment", "tagger-gateway")]["spec"]
-    assert deployment["replicas"] >= 2 and deployment["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert deployment["replicas"] >= 2
+    assert deployment["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     pod = deployment["template"]["spec"]
     assert deployment["selector"]["matchLabels"].items() <= deployment["template"]["metadata"]["labels"].items()
     container, = pod["containers"]
@@ -89,7 +96,8 @@ def test_gateway_manifests_replicas_on_one_claim_and_a_secret_database_url(tmp_p
     # the database URL (with its password) only from the Secret, under a key the Secret has
     ref = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
     secret = docs[("Secret", ref["name"])]
-    assert ref["key"] in secret["stringData"] and "value" not in env["DATABASE_URL"]
+    assert ref["key"] in secret["stringData"]
+    assert "value" not in env["DATABASE_URL"]
     assert secret["stringData"][ref["key"]].startswith("postgresql://")
     # the claim is mounted where the photo folder setting points
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
@@ -109,14 +117,16 @@ def test_gateway_manifests_replicas_on_one_claim_and_a_secret_database_url(tmp_p
         if name.startswith("TAGGER_"):
             assert name.removeprefix("TAGGER_") in app.config, name
     assert container["command"][:3] == ["gunicorn", "--config", "gateway/gunicorn.conf.py"]
-    assert (REPO / container["command"][2]).is_file() and container["command"][-1] == "gateway:create_app()"
+    assert (REPO / container["command"][2]).is_file()
+    assert container["command"][-1] == "gateway:create_app()"
     port = int(container["command"][container["command"].index("--bind") + 1].rsplit(":", 1)[1])
     assert container["ports"][0]["containerPort"] == port
     # probes on public routes the app has (no token needed by the kubelet)
     routes = {r.rule: r.endpoint for r in app.url_map.iter_rules()}
     for probe in ("readinessProbe", "livenessProbe"):
         path = container[probe]["httpGet"]["path"]
-        assert path in routes and needed_scope(routes[path], "GET") is None
+        assert path in routes
+        assert needed_scope(routes[path], "GET") is None
         assert container[probe]["httpGet"]["port"] == container["ports"][0]["name"]
     service = docs[("Service", "tagger-gateway")]["spec"]
     assert service["selector"] == deployment["selector"]["matchLabels"]
@@ -186,18 +196,23 @@ def test_the_gateway_tags_through_an_inference_service_over_kserve_v1(tiny_model
                          content_type="multipart/form-data")
         assert up.status_code == 200, up.json
         info = client.get("/imginfo?id_name=bus").json
-        assert info["model_version"] == version and set(info["scores"]) and isinstance(info["predict_tags"], list)
-        assert predictor.calls and set(predictor.calls) == {"/v1/models/tagger:predict"}
+        assert info["model_version"] == version
+        assert set(info["scores"])
+        assert isinstance(info["predict_tags"], list)
+        assert predictor.calls
+        assert set(predictor.calls) == {"/v1/models/tagger:predict"}
         # the same answer as the handler gives for these bytes directly
         direct = app.extensions["tagger"].predict(photo)
         assert direct["scores"] == pytest.approx(info["scores"], abs=1e-6)
         # deploys are the InferenceService's business here: the page says so instead of trying
         deploy = client.post("/annotate/api/jobs/deploy", json={"train_job": "x"})
-        assert deploy.status_code == 409 and "InferenceService" in deploy.json["error"]
+        assert deploy.status_code == 409
+        assert "InferenceService" in deploy.json["error"]
     finally:
         predictor.close()
     down = app.test_client().get("/readyz")
-    assert down.status_code == 503 and "not reachable" in down.json["error"]
+    assert down.status_code == 503
+    assert "not reachable" in down.json["error"]
 
 
 def test_an_unknown_ts_protocol_is_refused_at_start(tmp_path):
@@ -211,7 +226,8 @@ def test_only_the_inference_services_own_pods_reach_torchserve():
     for inference, management or gRPC (it runs without tokens there)."""
     isvc = yaml.safe_load((KSERVE / "inferenceservice.yaml").read_text())
     policy = yaml.safe_load((KSERVE / "networkpolicy.yaml").read_text())
-    assert policy["kind"] == "NetworkPolicy" and policy["metadata"]["namespace"] == isvc["metadata"]["namespace"]
+    assert policy["kind"] == "NetworkPolicy"
+    assert policy["metadata"]["namespace"] == isvc["metadata"]["namespace"]
     spec = policy["spec"]
     assert spec["podSelector"]["matchLabels"] == {"serving.kserve.io/inferenceservice": isvc["metadata"]["name"]}
     assert spec["policyTypes"] == ["Ingress"]
@@ -220,8 +236,10 @@ def test_only_the_inference_services_own_pods_reach_torchserve():
                   if line and not line.startswith("#"))
     torchserve = {int(config[k].rsplit(":", 1)[1]) for k in ("inference_address", "management_address")} | \
         {int(config[k]) for k in ("grpc_inference_port", "grpc_management_port")}
-    assert config["disable_token_authorization"] == "true" and torchserve == {8085, 7070, 7071}
-    assert not allowed & torchserve and allowed == {8080, 8012, int(config["metrics_address"].rsplit(":", 1)[1])}
+    assert config["disable_token_authorization"] == "true"
+    assert torchserve == {8085, 7070, 7071}
+    assert not allowed & torchserve
+    assert allowed == {8080, 8012, int(config["metrics_address"].rsplit(":", 1)[1])}
     gateway = _manifests()[("Deployment", "tagger-gateway")]["spec"]["template"]["metadata"]["labels"]
     assert any(peer.get("podSelector", {}).get("matchLabels", {}).items() <= gateway.items()
                and "podSelector" in peer for rule in spec["ingress"] for peer in rule["from"])

@@ -10,6 +10,7 @@ pytestmark = pytest.mark.stack  # starts real TorchServe (make test-fast leaves 
 def test_short_mixed_load_across_key_expiries_has_no_failed_request():
     result = run(seconds=8, clients=16, key_minutes=0.1, warmup=3)
     assert result["failed"] == 0, result["failures"]
-    assert result["inference_keys_seen"] >= 2 and result["requests"] > 100  # the key was renewed under load
+    assert result["inference_keys_seen"] >= 2
+    assert result["requests"] > 100  # the key was renewed under load
     assert result["processes_replaced"] <= result["gateway_workers_recycled_by_max_requests"]  # no crash
     assert set(result["latency_ms"]) == {"imgup", "imginfo-new", "imginfo-old", "photos"}

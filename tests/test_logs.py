@@ -30,7 +30,8 @@ def test_an_appended_log_is_copied_truncated_and_written_on_from_its_start(tmp_p
             say(f"old line {i:03d} " + "x" * 80)
         assert keep_logs(run, max_bytes=100_000, keep=3) == []  # under the cap: untouched
         assert keep_logs(run, max_bytes=4096, keep=3) == [log]
-        assert log.stat().st_size == 0 and (log.with_name("torchserve.out.1").read_text().count("old line") == 100)
+        assert log.stat().st_size == 0
+        assert log.with_name("torchserve.out.1").read_text().count("old line") == 100
         say("new line")
         assert log.read_bytes() == b"new line\n"  # at the start: no hole of NULs where the old bytes were
     finally:

@@ -51,10 +51,12 @@ def test_decision_metrics_hand_computed():
     known = torch.ones(4, 3, dtype=torch.bool)
     known[3, 0] = False
     m = decision_metrics(probs, targets, [0.5, 0.5, 0.5], known)
-    assert m["CP"] == pytest.approx((0.5 + 1) / 2) and m["CR"] == pytest.approx((0.5 + 1) / 2)
+    assert m["CP"] == pytest.approx((0.5 + 1) / 2)
+    assert m["CR"] == pytest.approx((0.5 + 1) / 2)
     assert m["CF1"] == pytest.approx(0.75)
     # all decisions: TP 2 (l0 row0, l1 row2), predicted 4 (l0 rows 0,1; l1 row 2; l2 row 1), positives 3
-    assert m["OP"] == pytest.approx(2 / 4) and m["OR"] == pytest.approx(2 / 3)
+    assert m["OP"] == pytest.approx(2 / 4)
+    assert m["OR"] == pytest.approx(2 / 3)
     assert m["OF1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
 
 
@@ -70,7 +72,8 @@ def test_summary_reports_labels_without_positive_as_not_applicable():
 
     s = summarize(torch.tensor([[0.9, 0.2], [0.1, 0.3]]), torch.tensor([[1.0, 0], [0, 0]]), None, [0.5, 0.5],
                   ["sea", "fog"])
-    assert s["per_label_ap"] == {"sea": 1.0, "fog": None} and s["labels_not_applicable"] == ["fog"]
+    assert s["per_label_ap"] == {"sea": 1.0, "fog": None}
+    assert s["labels_not_applicable"] == ["fog"]
     assert s["mAP"] == 1.0
 
 
@@ -93,7 +96,8 @@ def test_rare_labels_fall_back_to_the_pooled_threshold():
     p1 = torch.full((40,), 0.06)
     p1[0] = 0.09
     thr, source = calibrate_thresholds(torch.stack([p0, p1], 1), torch.stack([t0, t1], 1), min_positives=3)
-    assert source == ["f1", "frequency"] and float((p1 >= thr[1]).sum()) == 1
+    assert source == ["f1", "frequency"]
+    assert float((p1 >= thr[1]).sum()) == 1
 
 
 def test_an_f1_best_threshold_that_keeps_no_true_positive_falls_back():

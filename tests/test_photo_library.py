@@ -48,7 +48,8 @@ def test_the_tagger_replaces_only_its_own_entries():
                TAGS_LIST: ["Places/Tuscany", "Tagger/boat"], TAGGER_SUBJECTS: ["boat"]}
     new = merge_tags(current, ["sea", "tree"], "Tagger", version="1.1", sha256="ab")
     # "sea" was the user's already: kept, and never recorded as the tagger's; "boat" was the tagger's: gone
-    assert new[SUBJECT] == ["Holiday", "sea", "tree"] and new[TAGGER_SUBJECTS] == ["tree"]
+    assert new[SUBJECT] == ["Holiday", "sea", "tree"]
+    assert new[TAGGER_SUBJECTS] == ["tree"]
     assert new[HIERARCHICAL] == ["Places|Tuscany", "Tagger|sea", "Tagger|tree"]
     assert new[TAGS_LIST] == ["Places/Tuscany", "Tagger/sea", "Tagger/tree"]
     assert new[MODEL_VERSION] == "1.1"
@@ -62,7 +63,8 @@ def test_names_and_synonyms(tmp_path, labels):
         (root / name).write_bytes(b"x")
     assert [p.relative_to(root).as_posix() for p in photos_in(root)] == ["a/IMG_1.JPG", "a/b.heic"]
     photo = root / "a/IMG_1.JPG"
-    assert sidecar_path(photo).name == "IMG_1.JPG.xmp" and sidecar_path(photo, "stem").name == "IMG_1.xmp"
+    assert sidecar_path(photo).name == "IMG_1.JPG.xmp"
+    assert sidecar_path(photo, "stem").name == "IMG_1.xmp"
     assert id_name(root, photo) == "Pictures/a/IMG_1.JPG"
     assert id_name(root, root / ("x" * 300 + ".jpg")).startswith("Pictures/sha256-")
     m = tmp_path / "map.json"
@@ -106,9 +108,12 @@ def test_a_keyword_holding_exiftool_arguments_runs_nothing_and_stays_byte_for_by
         with pytest.raises(XmpError, match="line break"):
             write_sidecar(tool, side, [f"-XMP-dc:Subject+={payload}"])
     assert not pwned.exists()
-    assert after[SUBJECT][:2] == [f"Holiday {payload}", f"boat {payload}"] and "sea" in after[SUBJECT]
-    assert f"Tagger|boat {payload}" in after[HIERARCHICAL] and "Tagger|sea" in after[HIERARCHICAL]
-    assert after[TAGGER_SUBJECTS] == ["sea"] and after[MODEL_VERSION] == "1.1"
+    assert after[SUBJECT][:2] == [f"Holiday {payload}", f"boat {payload}"]
+    assert "sea" in after[SUBJECT]
+    assert f"Tagger|boat {payload}" in after[HIERARCHICAL]
+    assert "Tagger|sea" in after[HIERARCHICAL]
+    assert after[TAGGER_SUBJECTS] == ["sea"]
+    assert after[MODEL_VERSION] == "1.1"
     assert "Title" not in json.dumps(exiftool(side, "XMP-dc:Title"))
 
 
@@ -125,7 +130,9 @@ def test_a_file_name_holding_a_line_break_is_skipped_and_nothing_is_written(tmp_
 
     status, reason = tag_one(evil, root, client=None, tools=None, version="1", naming="ext", parent="Tagger",
                              dry_run=False)
-    assert status == "failed" and "line break" in reason and not any(p.suffix == ".xmp" for p in root.iterdir())
+    assert status == "failed"
+    assert "line break" in reason
+    assert not any(p.suffix == ".xmp" for p in root.iterdir())
 
 
 def test_import_new_labels_turns_a_librarys_own_keywords_into_labels(tmp_path, capsys, labels):
@@ -149,8 +156,9 @@ def test_import_new_labels_turns_a_librarys_own_keywords_into_labels(tmp_path, c
     out = tmp_path / "keywords.json"
     assert main(["import", str(root), "--output", str(out), "--new-labels"]) == 0
     printed, errors = capsys.readouterr()
-    assert "dog (5 photos): the detector knows it" in printed and "Mia (5 photos): learns from its photos alone" \
-        in printed and "rare" not in printed.split("keywords")[1]
+    assert "dog (5 photos): the detector knows it" in printed
+    assert "Mia (5 photos): learns from its photos alone" in printed
+    assert "rare" not in printed.split("keywords")[1]
     assert "not a label: 'a|b'" in errors
     vocabulary = load_labels(tmp_path / "keywords.labels.json")
     assert [lab["name"] for lab in vocabulary] == [lab["name"] for lab in labels] + ["dog", "Mia"]
@@ -161,16 +169,19 @@ def test_import_new_labels_turns_a_librarys_own_keywords_into_labels(tmp_path, c
     by_photo = {p.name: i for i, p in enumerate(ds.paths)}
     dog, mia, sea = names.index("dog"), names.index("Mia"), names.index("sea")
     assert [int(targets[by_photo[f"p{i}.jpg"], dog]) for i in range(7)] == [1, 1, 1, 1, 1, 0, 0]
-    assert bool(known[by_photo["p5.jpg"], dog]) and bool(known[by_photo["p6.jpg"], mia])  # keyworded: negatives
+    assert bool(known[by_photo["p5.jpg"], dog])
+    assert bool(known[by_photo["p6.jpg"], mia])  # keyworded: negatives
     assert "p7.jpg" not in by_photo  # no keyword at all: nothing known
-    assert int(targets[:, sea].sum()) == 1 and int(known[:, sea].sum()) == 1  # the 34 stay unknown where unnamed
+    assert int(targets[:, sea].sum()) == 1
+    assert int(known[:, sea].sum()) == 1  # the 34 stay unknown where unnamed
 
 
 def test_a_gateway_that_is_down_is_one_clear_line(tmp_path, capsys):
     (tmp_path / "a.jpg").write_bytes((COCO / "images/000000000471.jpg").read_bytes())
     assert main(["tag", str(tmp_path), "--gateway", f"http://127.0.0.1:{free_ports(1)[0]}", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: cannot reach the gateway") and "\n" not in err
+    assert err.startswith("error: cannot reach the gateway")
+    assert "\n" not in err
     assert not (tmp_path / "a.jpg.xmp").exists()
 
 
@@ -206,8 +217,10 @@ def test_tag_writes_the_served_tags_into_sidecars_and_keeps_everything_else(stac
     out, err = capsys.readouterr()
     assert code == 1  # broken.jpg failed, and the run went on
     assert "tagged 4, skipped 0 (unchanged), failed 1" in out
-    assert "broken.jpg" in err and "truncated" in err
-    assert not (library / "broken.jpg.xmp").exists() and not (library / "notes.txt.xmp").exists()
+    assert "broken.jpg" in err
+    assert "truncated" in err
+    assert not (library / "broken.jpg.xmp").exists()
+    assert not (library / "notes.txt.xmp").exists()
     assert {p: sha(p) for p in photos_in(library)} == originals  # originals are only read
     for photo in ("2024/bus.jpg", "2024/rome/street.JPG", "tuscany.jpg", "phone.HEIC"):
         served = requests.get(f"{stack.gateway_url}/imginfo", params={"id_name": f"Pictures/{photo}"},
@@ -234,7 +247,9 @@ def test_a_second_run_rewrites_nothing(stack, library, capsys):
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in library.rglob("*.xmp")} == sidecars
     assert main(["tag", str(library), "--gateway", stack.gateway_url, "--no-progress", "--dry-run"]) == 0
     out = capsys.readouterr().out  # only the broken photo is left, and a dry run sends nothing
-    assert "would tag 1, skipped 4 (unchanged), failed 0" in out and "would tag: " in out and "broken.jpg" in out
+    assert "would tag 1, skipped 4 (unchanged), failed 0" in out
+    assert "would tag: " in out
+    assert "broken.jpg" in out
 
 
 def test_lightroom_names_and_a_dry_run(stack, tmp_path, capsys):
@@ -242,11 +257,13 @@ def test_lightroom_names_and_a_dry_run(stack, tmp_path, capsys):
     root.mkdir()
     shutil.copy(COCO / "images/000000000471.jpg", root / "bus.jpg")
     assert main(["tag", str(root), "--gateway", stack.gateway_url, "--no-progress", "--dry-run"]) == 0
-    assert "would tag 1" in capsys.readouterr().out and not list(root.glob("*.xmp"))
+    assert "would tag 1" in capsys.readouterr().out
+    assert not list(root.glob("*.xmp"))
     assert main(["tag", str(root), "--gateway", stack.gateway_url, "--no-progress", "--sidecar-name", "stem",
                  "--parent", "Auto"]) == 0
     side = exiftool(root / "bus.xmp", HIERARCHICAL, TAGS_LIST)
-    assert "Auto|bus" in side[HIERARCHICAL] and "Auto/bus" in side[TAGS_LIST]
+    assert "Auto|bus" in side[HIERARCHICAL]
+    assert "Auto/bus" in side[TAGS_LIST]
     assert not (root / "bus.jpg.xmp").exists()
 
 
@@ -264,7 +281,8 @@ def test_tag_under_another_policy_rewrites_the_sidecar_with_its_tags(stack, tmp_
     side = exiftool(root / "bus.jpg.xmp", HIERARCHICAL, "XMP-phototagger:TagPolicy")
     assert side[HIERARCHICAL] == [f"Tagger|{t}" for t in answers["complete"]]
     assert side["XMP-phototagger:TagPolicy"] == ["complete"]
-    assert main(["tag", str(root), *gateway]) == 0 and "tagged 1" in capsys.readouterr().out  # the gateway's: precise
+    assert main(["tag", str(root), *gateway]) == 0
+    assert "tagged 1" in capsys.readouterr().out  # the gateway's: precise
     side = exiftool(root / "bus.jpg.xmp", HIERARCHICAL, "XMP-phototagger:TagPolicy")
     assert side[HIERARCHICAL] == [f"Tagger|{t}" for t in answers["precise"]]
     assert side["XMP-phototagger:TagPolicy"] == ["precise"]
@@ -294,9 +312,11 @@ def test_import_turns_the_users_keywords_into_labels_and_never_the_taggers(stack
     # every other label is unknown, not negative
     assert len(by_file["tuscany.jpg"]["unknown_category_ids"]) == len(labels) - 1
     ds, report = LabelledImages.from_coco(pair_sources([str(library)], [str(out)]), [lab["name"] for lab in labels])
-    assert len(ds) == 2 and report["skipped"] == []
+    assert len(ds) == 2
+    assert report["skipped"] == []
     targets, known = ds.targets()
-    assert int(known.sum()) == 2 and int(targets.sum()) == 2
+    assert int(known.sum()) == 2
+    assert int(targets.sum()) == 2
 
 
 def test_export_gives_every_photos_tags_and_scores(stack, library, tmp_path):
@@ -306,8 +326,10 @@ def test_export_gives_every_photos_tags_and_scores(stack, library, tmp_path):
 
     with out.open() as f:
         rows = {r["path"]: r for r in csv.DictReader(f)}
-    assert "2024/bus.jpg" in rows and "bus" in rows["2024/bus.jpg"]["tags"].split(";")
-    assert float(rows["2024/bus.jpg"]["bus"]) > 0.5 and "broken.jpg" not in rows
+    assert "2024/bus.jpg" in rows
+    assert "bus" in rows["2024/bus.jpg"]["tags"].split(";")
+    assert float(rows["2024/bus.jpg"]["bus"]) > 0.5
+    assert "broken.jpg" not in rows
     as_json = tmp_path / "tags.json"
     assert main(["export", str(library), "--gateway", stack.gateway_url, "--format", "json",
                  "--output", str(as_json)]) == 1
@@ -339,15 +361,19 @@ def test_a_gateway_that_asks_for_a_token_gets_the_one_in_tagger_token(stack, tmp
         monkeypatch.delenv("TAGGER_TOKEN", raising=False)
         assert main(args) == 2
         err = capsys.readouterr().err.strip()
-        assert "needs a token" in err and "TAGGER_TOKEN" in err and "\n" not in err
+        assert "needs a token" in err
+        assert "TAGGER_TOKEN" in err
+        assert "\n" not in err
         monkeypatch.setenv("TAGGER_TOKEN", read)
         assert main(args) == 2
         err = capsys.readouterr().err.strip()
-        assert "read scope" in err and read not in err
+        assert "read scope" in err
+        assert read not in err
         assert not (tmp_path / "a.jpg.xmp").exists()
         monkeypatch.setenv("TAGGER_TOKEN", write)
         assert main(args) == 0
-        assert "tagged 1," in capsys.readouterr().out and (tmp_path / "a.jpg.xmp").is_file()
+        assert "tagged 1," in capsys.readouterr().out
+        assert (tmp_path / "a.jpg.xmp").is_file()
 
 
 def test_a_503_is_retried_after_its_retry_after():
@@ -397,7 +423,9 @@ def test_a_killed_run_costs_only_what_it_had_left(stack, tmp_path):
                         "--no-progress"], cwd=COCO.parent.parent, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     tagged = int(r.stdout.split("tagged ")[1].split(",")[0])
-    assert tagged == 40 - done and f"skipped {done} (unchanged)" in r.stdout
-    assert len(list(root.glob("*.jpg.xmp"))) == 40 and not list(root.glob(".*.tmp.xmp"))  # no leftovers
+    assert tagged == 40 - done
+    assert f"skipped {done} (unchanged)" in r.stdout
+    assert len(list(root.glob("*.jpg.xmp"))) == 40
+    assert not list(root.glob(".*.tmp.xmp"))  # no leftovers
     for side in root.glob("*.jpg.xmp"):
         assert exiftool(side, "XMP-phototagger:SourceSHA256")  # every sidecar whole

@@ -41,7 +41,8 @@ def test_each_policy_keeps_its_promise_on_the_rows_it_was_chosen_on():
 def test_a_label_with_too_few_positives_is_scored_and_never_tagged():
     r = rows()
     chosen, _ = choose_policies(r, min_positives=3)
-    assert chosen["precise"][1] is None and chosen["complete"][1] is None
+    assert chosen["precise"][1] is None
+    assert chosen["complete"][1] is None
     probabilities = to_probabilities(chosen["precise"])
     assert probabilities[1] is None
     assert tags_above([0.2, 0.999, 0.1], ["sea", "rare", "car"], probabilities) == []
@@ -53,7 +54,8 @@ def test_object_thresholds_are_not_set_by_the_photos_the_detector_flatters():
     user's photos. The correction finds the shift; the thresholds match those of photos without it."""
     flattered, plain = rows(600, object_shift=3.0), rows(600)
     _, shifts = unflattered(flattered)
-    assert shifts["positives"] == pytest.approx(3.0, abs=0.5) and abs(shifts["negatives"]) < 0.3
+    assert shifts["positives"] == pytest.approx(3.0, abs=0.5)
+    assert abs(shifts["negatives"]) < 0.3
     chosen, source = choose_policies(flattered)
     reference, _ = choose_policies(plain)
     assert source["object_thresholds"][2] == "unseen photos"  # 200 unseen photos: enough positives
@@ -79,7 +81,8 @@ def test_answers_pick_a_policys_tags():
     assert answer_tags(answer) == (["sea"], "precise")
     assert answer_tags(answer, "complete") == (["sea", "boat", "fog"], "complete")
     old = {"tags": ["sea", "boat"], "model_version": "1"}  # made before policies
-    assert answer_tags(old) == (["sea", "boat"], "balanced") and answer_tags(old, default="complete")[1] == "balanced"
+    assert answer_tags(old) == (["sea", "boat"], "balanced")
+    assert answer_tags(old, default="complete")[1] == "balanced"
     with pytest.raises(PolicyMissing, match="no precise thresholds"):
         answer_tags(old, "precise")
     with pytest.raises(UnknownPolicy, match="precise.*balanced.*complete"):

@@ -11,11 +11,13 @@ def test_a_port_range_gives_each_port_once_and_skips_those_in_use(monkeypatch):
         monkeypatch.setenv("TAGGER_PORT_RANGE", f"{taken_port - 2}-{taken_port + 5}")
         first, second = free_ports(3), free_ports(3)
     ports = first + second
-    assert len(set(ports)) == 6 and taken_port not in ports
+    assert len(set(ports)) == 6
+    assert taken_port not in ports
     assert all(taken_port - 2 <= p <= taken_port + 5 for p in ports)
 
 
 def test_without_a_range_the_kernel_picks(monkeypatch):
     monkeypatch.delenv("TAGGER_PORT_RANGE", raising=False)
     ports = free_ports(4)
-    assert len(set(ports)) == 4 and all(p > 0 for p in ports)
+    assert len(set(ports)) == 4
+    assert all(p > 0 for p in ports)

@@ -41,7 +41,9 @@ def test_upload_prefetches_and_a_second_imginfo_never_calls_torchserve(tmp_path)
     assert tagger.calls == 1  # computed in the background, right after the upload
     first = client.get("/imginfo?id_name=bus").json
     second = client.get("/imginfo?id_name=bus").json
-    assert first == second and first["model_version"] == "fake" and tagger.calls == 1
+    assert first == second
+    assert first["model_version"] == "fake"
+    assert tagger.calls == 1
     # the same bytes under another name share the cached answer
     assert _upload(client, id_name="bus-copy").status_code == 200
     app.extensions["predictions"].wait_idle()
@@ -58,8 +60,10 @@ def test_a_new_default_version_recomputes_on_the_next_imginfo(tmp_path):
     assert client.get("/imginfo?id_name=bus").json["model_version"] == "fake"
     tagger.version = "2.0"
     (tmp_path / "deployed.json").write_text('{"default": "2.0"}')  # what make deploy writes
-    assert client.get("/imginfo?id_name=bus").json["model_version"] == "2.0" and tagger.calls == 2
-    assert client.get("/imginfo?id_name=bus").json["model_version"] == "2.0" and tagger.calls == 2
+    assert client.get("/imginfo?id_name=bus").json["model_version"] == "2.0"
+    assert tagger.calls == 2
+    assert client.get("/imginfo?id_name=bus").json["model_version"] == "2.0"
+    assert tagger.calls == 2
 
 
 def test_version_changed_behind_the_gateways_back_is_noticed_within_the_ttl(tmp_path):
@@ -92,10 +96,12 @@ def test_upload_while_torchserve_is_down_is_stored_and_served_once_it_is_back(tm
     assert _upload(client).status_code == 200  # stored although the background prediction failed
     app.extensions["predictions"].wait_idle()
     r = client.get("/imginfo?id_name=bus")
-    assert r.status_code == 503 and r.headers["Retry-After"]
+    assert r.status_code == 503
+    assert r.headers["Retry-After"]
     tagger.error = None
     r = client.get("/imginfo?id_name=bus")
-    assert r.status_code == 200 and r.json["predict_tags"] == ["sea", "boat"]
+    assert r.status_code == 200
+    assert r.json["predict_tags"] == ["sea", "boat"]
 
 
 def test_imginfo_on_another_worker_waits_for_the_running_prefetch_instead_of_asking_again(tmp_path):
@@ -105,7 +111,8 @@ def test_imginfo_on_another_worker_waits_for_the_running_prefetch_instead_of_ask
     assert _upload(worker_a.test_client()).status_code == 200
     assert tagger.started.wait(5)
     answer = worker_b.test_client().get("/imginfo?id_name=bus")
-    assert answer.status_code == 200 and answer.json["predict_tags"] == ["sea", "boat"]
+    assert answer.status_code == 200
+    assert answer.json["predict_tags"] == ["sea", "boat"]
     assert tagger.calls == 1  # served by A's prediction, not a second one
     worker_a.extensions["predictions"].wait_idle()
     assert not list((tmp_path / "data/run/prefetch").iterdir())  # the marker is gone with the prefetch
@@ -120,7 +127,8 @@ def test_imginfo_on_another_machine_waits_for_its_running_prefetch_through_postg
     assert _upload(replicas[0].test_client()).status_code == 200
     assert tagger.started.wait(5)
     answer = replicas[1].test_client().get("/imginfo?id_name=bus")
-    assert answer.status_code == 200 and answer.json["predict_tags"] == ["sea", "boat"]
+    assert answer.status_code == 200
+    assert answer.json["predict_tags"] == ["sea", "boat"]
     assert tagger.calls == 1  # served by A's prediction, not a second one
     replicas[0].extensions["predictions"].wait_idle()
     for app in replicas:
@@ -143,7 +151,9 @@ def test_imginfo_gets_the_answer_before_it_is_written_to_the_cache(tmp_path):
     client = app.test_client()
     assert _upload(client).status_code == 200
     r = client.get("/imginfo?id_name=bus")  # the cache write is still held
-    assert r.status_code == 200 and r.json["predict_tags"] == ["sea", "boat"] and tagger.calls == 1
+    assert r.status_code == 200
+    assert r.json["predict_tags"] == ["sea", "boat"]
+    assert tagger.calls == 1
     assert store.cached_prediction(store.get("bus")["sha256"], "fake") is None
     release.set()
     app.extensions["predictions"].wait_idle()

@@ -22,9 +22,11 @@ def test_one_rule_from_scores_to_tags():
 
 def test_the_layout_is_written_down_once(tmp_path):
     d = DataDir(tmp_path)
-    assert d.db == tmp_path / "photos.db" and d.images == tmp_path / "images"
+    assert d.db == tmp_path / "photos.db"
+    assert d.images == tmp_path / "images"
     assert d.key_file == tmp_path / "run/torchserve/key_file.json"
-    assert d.deployed.parent == d.torchserve and d.gateway == tmp_path / "run/gateway"
+    assert d.deployed.parent == d.torchserve
+    assert d.gateway == tmp_path / "run/gateway"
     assert DataDir.of_key_file(d.key_file) == d
     with pytest.raises(ValueError, match="is not <data>/run/torchserve/key_file.json"):
         DataDir.of_key_file(tmp_path / "keys.json")
@@ -40,10 +42,13 @@ def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path):
 
     with pytest.raises(OSError, match="disk gone"):
         atomic_write(path, broken)
-    assert json.loads(path.read_text()) == {"v": 1} and [p.name for p in path.parent.iterdir()] == ["meta.json"]
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["meta.json"]
     atomic_write(path, lambda f: f.write(b"{}"), durable=False)
     assert path.read_text() == "{}"
-    assert utc_now().endswith("Z") and len(utc_now()) == 20 and len(utc_now(micro=True)) == 27
+    assert utc_now().endswith("Z")
+    assert len(utc_now()) == 20
+    assert len(utc_now(micro=True)) == 27
 
 
 def test_the_archive_reader_says_what_is_wrong(tmp_path, labels):

@@ -40,7 +40,8 @@ def server(tmp_path):
 def test_503_is_retried_with_backoff_then_answers(server):
     plan, client = server
     plan["answers"] = [(503, {"message": "no worker"}), (503, {"message": "no worker"})]
-    assert client.predict(b"x")["tags"] == ["sea"] and plan["answers"] == []
+    assert client.predict(b"x")["tags"] == ["sea"]
+    assert plan["answers"] == []
 
 
 def test_503_that_persists_is_a_503_with_retry_after(server):
@@ -48,7 +49,8 @@ def test_503_that_persists_is_a_503_with_retry_after(server):
     plan["answers"] = [(503, {"message": "no worker"})] * 3
     with pytest.raises(TaggerError) as e:
         client.predict(b"x")
-    assert e.value.status == 503 and e.value.retry_after
+    assert e.value.status == 503
+    assert e.value.retry_after
 
 
 def test_a_bad_image_is_not_retried(server):
@@ -56,7 +58,8 @@ def test_a_bad_image_is_not_retried(server):
     plan["answers"] = [(415, {"error": "not an image"}), (200, {"tags": [], "scores": {}, "model_version": "x"})]
     with pytest.raises(TaggerError) as e:
         client.predict(b"x")
-    assert e.value.status == 415 and len(plan["answers"]) == 1
+    assert e.value.status == 415
+    assert len(plan["answers"]) == 1
 
 
 def test_connection_refused_is_retried_then_a_503(tmp_path):
@@ -69,7 +72,8 @@ def test_connection_refused_is_retried_then_a_503(tmp_path):
     client = TaggerClient(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}", keys, backoff=0.01)
     with pytest.raises(TaggerError) as e:
         client.predict(b"x")
-    assert e.value.status == 503 and "not reachable" in str(e.value)
+    assert e.value.status == 503
+    assert "not reachable" in str(e.value)
 
 
 def test_a_key_file_caught_half_rewritten_is_read_again(tmp_path):

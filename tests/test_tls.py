@@ -40,10 +40,12 @@ def test_https_answers_and_plain_http_is_redirected(tls):
     proxy, _, cert = tls
     assert proxy.url.startswith("https://")
     r = requests.get(f"{proxy.url}/healthz", verify=str(cert), timeout=30)
-    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok"}
     assert "max-age" in r.headers["Strict-Transport-Security"]
     plain = requests.get(f"http://127.0.0.1:{proxy.listen}/annotate/?x=1", allow_redirects=False, timeout=30)
-    assert plain.status_code == 301 and plain.headers["Location"] == f"https://127.0.0.1:{proxy.listen}/annotate/?x=1"
+    assert plain.status_code == 301
+    assert plain.headers["Location"] == f"https://127.0.0.1:{proxy.listen}/annotate/?x=1"
     with pytest.raises(requests.exceptions.SSLError):  # the client checks the certificate it was given
         requests.get(f"{proxy.url}/healthz", timeout=30)
 
@@ -54,7 +56,9 @@ def test_the_session_cookie_is_secure_over_tls(tls):
     r = requests.post(f"{proxy.url}/session", json={"token": token}, verify=str(cert), timeout=30)
     assert r.status_code == 200
     cookie = r.headers["Set-Cookie"]
-    assert "tagger_session=" in cookie and "Secure" in cookie and "HttpOnly" in cookie
+    assert "tagger_session=" in cookie
+    assert "Secure" in cookie
+    assert "HttpOnly" in cookie
 
 
 def test_listening_beyond_loopback_without_tls_warns(tmp_path, tls):

@@ -86,19 +86,26 @@ def test_head_only_training_writes_everything_and_the_archive_serves_it(tmp_path
     assert best["per_label_ap"]["fire hydrant"] is None  # no known positive: not applicable, never 0
     assert best["mAP"] > 0.2
     args = json.loads((out / "args.json").read_text())
-    assert args["epochs"] == 4 and args["arch"] == "efficientnet_lite0" and args["lrp"] == 0.0
+    assert args["epochs"] == 4
+    assert args["arch"] == "efficientnet_lite0"
+    assert args["lrp"] == 0.0
     assert args["detector"] == "ssd_mobilenet_v2"  # "auto", resolved
     ckpt = torch.load(out / "best.pt", weights_only=True)
     meta = ckpt["meta"]
-    assert meta["thresholds"] != [0.5] * 34 and meta["arch"] == "efficientnet_lite0"
+    assert meta["thresholds"] != [0.5] * 34
+    assert meta["arch"] == "efficientnet_lite0"
     assert ckpt["epoch"] == metrics["best_epoch"]
     # the detector joins after the best epoch: fused on the validation photos, thresholds calibrated on that
-    assert meta["detector"]["name"] == "ssd_mobilenet_v2_coco_2018_03_29" and "detector" in meta["recipe"]
-    assert meta["metrics"]["fusion"] in ("fitted", "detector") and metrics["best"]["mAP"] > best["classifier_only"]
+    assert meta["detector"]["name"] == "ssd_mobilenet_v2_coco_2018_03_29"
+    assert "detector" in meta["recipe"]
+    assert meta["metrics"]["fusion"] in ("fitted", "detector")
+    assert metrics["best"]["mAP"] > best["classifier_only"]
     assert meta["preprocessing"]["squash"] is True
     rows = result.read_text().splitlines()
     header = rows[0].split(",")
-    assert header[0] == "image" and header[-1] == "tags" and header[1:-1] == [lab["name"] for lab in meta["labels"]]
+    assert header[0] == "image"
+    assert header[-1] == "tags"
+    assert header[1:-1] == [lab["name"] for lab in meta["labels"]]
     assert len(rows) - 1 == metrics["dataset"]["validation"]["images"]
 
     from training.archive import build_archive
@@ -115,7 +122,8 @@ def test_detector_none_builds_a_classifier_only_model(tmp_path, cache_dir, tiny_
     assert run(["--data", COCO, "--ann", tiny_coco, "--output", out, "--cache-dir", cache_dir, "--epochs", 1,
                 "--detector", "none", "--resize-mode", "crop", "-j", 0]) == 0
     meta = torch.load(out / "best.pt", weights_only=True)["meta"]
-    assert meta.get("detector") is None and "squash" not in json.dumps(meta["recipe"])
+    assert meta.get("detector") is None
+    assert "squash" not in json.dumps(meta["recipe"])
     assert meta["preprocessing"]["squash"] is False
 
 
@@ -155,7 +163,8 @@ def test_resnet18_fine_tuning_with_train_preset(tmp_path, tiny_coco):
     assert run(["--arch", "resnet18", "--pretrained", "none", "--lrp", 0.1, "--lr", 0.01, "--epochs", 1,
                 "-b", 8, "-j", 0, "--ann", tiny_coco, "--data", COCO, "--output", out]) == 0
     ckpt = torch.load(out / "best.pt", weights_only=True)
-    assert ckpt["meta"]["arch"] == "resnet18" and "lrp 0.1" in ckpt["meta"]["recipe"]
+    assert ckpt["meta"]["arch"] == "resnet18"
+    assert "lrp 0.1" in ckpt["meta"]["recipe"]
     assert not json.loads((out / "metrics.json").read_text())["epochs"][0]["cached_features"]
     assert len(ckpt["optimizer"]["param_groups"]) == 2  # head at lr, backbone at lr*lrp
     assert ckpt["optimizer"]["param_groups"][1]["lr"] == pytest.approx(0.001)
@@ -189,7 +198,8 @@ def test_original_checkpoint_resumes_and_says_what_it_found(tmp_path, tiny_coco,
     said = capsys.readouterr().out
     assert "original-format checkpoint (arch resnet18, epoch 3, best_score 70.5" in said
     ckpt = torch.load(out / "last.pt", weights_only=True)
-    assert ckpt["epoch"] == 4 and ckpt["meta"]["arch"] == "resnet18"  # arch taken from the checkpoint
+    assert ckpt["epoch"] == 4
+    assert ckpt["meta"]["arch"] == "resnet18"  # arch taken from the checkpoint
     assert [h["epoch"] for h in ckpt["history"]] == [4]
     # the backbone is the original's (frozen with --lrp 0), the fc became the head
     torch.testing.assert_close(ckpt["model"]["backbone.layer1.0.conv1.weight"], net.layer1[0].conv1.weight)
@@ -199,7 +209,8 @@ def test_original_checkpoint_resumes_and_says_what_it_found(tmp_path, tiny_coco,
 
     summary = evaluate_main(get_args_parser().parse_args(
         ["--checkpoint", str(orig), "--ann", str(tiny_coco), "--data", str(COCO), "--out", str(tmp_path / "e.json")]))
-    assert summary["n_images"] == 24 and 0 <= summary["mAP"] <= 1
+    assert summary["n_images"] == 24
+    assert 0 <= summary["mAP"] <= 1
 
 
 def test_checkpoints_that_would_run_code_or_do_not_fit_are_refused(tmp_path, capsys):
@@ -210,7 +221,8 @@ def test_checkpoints_that_would_run_code_or_do_not_fit_are_refused(tmp_path, cap
     bad = tmp_path / "evil.pt"
     torch.save({"state_dict": {}, "epoch": Evil()}, bad)
     assert run(["--resume", bad, "--output", tmp_path / "o"]) == 2
-    assert "weights_only" in capsys.readouterr().err and not (tmp_path / "pwned").exists()
+    assert "weights_only" in capsys.readouterr().err
+    assert not (tmp_path / "pwned").exists()
 
     wrong = tmp_path / "wrong.pt"
     torch.save({"epoch": 1, "state_dict": {"fc.weight": torch.zeros(80, 512), "fc.bias": torch.zeros(80)}}, wrong)
@@ -242,7 +254,8 @@ def test_import_legacy_newdata_trains(tmp_path, capsys):
     nd, files = _newdata(tmp_path)
     out = tmp_path / "newdata.json"
     report = import_legacy.main(import_legacy.get_args_parser().parse_args([str(nd), "--out", str(out)]))
-    assert report["images"] == 5 and report["unlabelled"] == [files[5].name]
+    assert report["images"] == 5
+    assert report["unlabelled"] == [files[5].name]
     assert report["labels_outside_vocabulary"] == ["umbrella"]
 
     from training.datasets import LabelledImages
@@ -250,8 +263,11 @@ def test_import_legacy_newdata_trains(tmp_path, capsys):
     names = label_names()
     ds, rep = LabelledImages.from_coco([(nd, out)], names)
     targets, known = ds.targets()
-    assert targets[0, names.index("sea")] == 1 and targets[0, names.index("car")] == 1
-    assert targets[1, names.index("person")] == 1 and targets[1, names.index("sea")] == 0 and known[1, 0]
+    assert targets[0, names.index("sea")] == 1
+    assert targets[0, names.index("car")] == 1
+    assert targets[1, names.index("person")] == 1
+    assert targets[1, names.index("sea")] == 0
+    assert known[1, 0]
     assert not known[:, names.index("tree")].any()  # not in select.pkl: unknown, never negative
     assert rep["ignored_categories"] == {"umbrella": 2}
 
@@ -271,8 +287,11 @@ def test_a_pickle_that_asks_for_code_is_refused_and_nothing_runs(tmp_path, capsy
         safe_unpickle(evil)
     r = subprocess.run([sys.executable, "-m", "training.import_legacy", str(nd), "--out", str(tmp_path / "x.json")],
                        cwd=REPO, capture_output=True, text=True)
-    assert r.returncode == 2 and evil.name in r.stderr and "refused" in r.stderr
-    assert not (tmp_path / "pwned").exists() and not (tmp_path / "x.json").exists()
+    assert r.returncode == 2
+    assert evil.name in r.stderr
+    assert "refused" in r.stderr
+    assert not (tmp_path / "pwned").exists()
+    assert not (tmp_path / "x.json").exists()
 
     (tmp_path / "od.pkl").write_bytes(pickle.dumps(collections.OrderedDict(a=1)))
     with pytest.raises(LegacyError, match="collections.OrderedDict"):
@@ -296,7 +315,8 @@ def test_instances_and_stuff_files_merge_per_image_and_unknowns_stay_masked(tmp_
     names = label_names()
     merged, _ = LabelledImages.from_coco([(COCO, tmp_path / "things.json"), (COCO, tmp_path / "stuff.json")], names)
     whole, _ = LabelledImages.from_coco([(COCO, COCO / "annotations.json")], names)
-    assert torch.equal(merged.targets()[0], whole.targets()[0]) and torch.equal(merged.targets()[1], whole.targets()[1])
+    assert torch.equal(merged.targets()[0], whole.targets()[0])
+    assert torch.equal(merged.targets()[1], whole.targets()[1])
     only_things, _ = LabelledImages.from_coco([(COCO, tmp_path / "things.json")], names)
     assert not only_things.targets()[1][:, names.index("sea")].any()
     # an unknown entry adds nothing to the loss, whatever the logit
@@ -326,7 +346,8 @@ def test_bad_data_is_reported_clearly(tmp_path, capsys):
     assert run(["--data", root, "--ann", root / "ann.json", "--epochs", 1, "--output", tmp_path / "o",
                 "--cache-dir", tmp_path / "c", "-j", 0, "--val-split", 0.25]) == 0
     out = capsys.readouterr().out
-    assert "skipped 2 images that cannot be used" in out and data["images"][0]["file_name"].split("/")[1] in out
+    assert "skipped 2 images that cannot be used" in out
+    assert data["images"][0]["file_name"].split("/")[1] in out
     assert "ignored 1 categories not in the vocabulary (1 image labels): bottle" in out
 
     empty = dict(data, annotations=[], categories=[c for c in data["categories"] if c["name"] == "bottle"])
@@ -358,11 +379,14 @@ def test_feature_cache_recomputes_only_what_changed(tmp_path):
     ds, _ = LabelledImages.from_coco([(root, root / "a.json")], label_names(), transform=eval_transform(pre))
     f1, s1 = cached_features(model, ds, pre, tmp_path / "c")
     f2, s2 = cached_features(model, ds, pre, tmp_path / "c")
-    assert (s1["computed"], s2["computed"], s2["cached"]) == (4, 0, 4) and torch.equal(f1, f2)
+    assert (s1["computed"], s2["computed"], s2["cached"]) == (4, 0, 4)
+    assert torch.equal(f1, f2)
     shutil.copy(COCO / "images" / sorted(p.name for p in (COCO / "images").iterdir())[50],
                 root / data["images"][0]["file_name"])  # a photo's bytes change
     f3, s3 = cached_features(model, ds, pre, tmp_path / "c")
-    assert s3["computed"] == 1 and not torch.equal(f3[0], f1[0]) and torch.equal(f3[1:], f1[1:])
+    assert s3["computed"] == 1
+    assert not torch.equal(f3[0], f1[0])
+    assert torch.equal(f3[1:], f1[1:])
     _, s4 = cached_features(model, ds, {**pre, "crop": 56}, tmp_path / "c")  # preprocessing changes
     assert s4["computed"] == 4
     with torch.no_grad():
@@ -400,7 +424,8 @@ def test_cv_never_lets_a_photos_own_label_reach_its_out_of_fold_prediction():
     from training.prior_recipe import cross_validate
 
     for train, test in fold_indices(40, 4, 0):
-        assert not set(train.tolist()) & set(test.tolist()) and len(train) + len(test) == 40
+        assert not set(train.tolist()) & set(test.tolist())
+        assert len(train) + len(test) == 40
     torch.manual_seed(0)
     model = build_model("resnet18", 34, imagenet_prior=True).eval()
     set_prior_structure(model.prior, load_labels())  # the supercategory back-off reads other labels
@@ -440,7 +465,8 @@ def test_supercategory_back_off_and_checkpoints_made_before_it():
     known = torch.ones(60, len(names), dtype=torch.bool)
     fit_head(model, features, targets, known)
     w = model.prior.sibling_weight
-    assert w[leaves] < 1 and w[names.index("car")] == 1  # car has ImageNet classes: no back-off
+    assert w[leaves] < 1
+    assert w[names.index("car")] == 1  # car has ImageNet classes: no back-off
     # a state dict from before the back-off existed loads strictly and means "no back-off"
     old = {k: v for k, v in model.state_dict().items() if "sibling" not in k}
     fresh = build_model("resnet18", len(names), imagenet_prior=True).eval()

@@ -58,7 +58,9 @@ def test_deploy_and_rollback_under_load_lose_no_request(stack):
     assert runs == ["1.0", "9.1", "1.0"]  # switched once each way
 
     listing = {row["version"]: row for row in versions(stack).listing()}
-    assert set(listing) == {"1.0", "9.1"} and listing["1.0"]["default"] and listing["9.1"]["workers"] == 1
+    assert set(listing) == {"1.0", "9.1"}
+    assert listing["1.0"]["default"]
+    assert listing["9.1"]["workers"] == 1
     state = json.loads((stack.torchserve.run_dir / "deployed.json").read_text())
     assert (state["default"], state["previous"], state["mar"]) == ("1.0", "9.1", "tagger.mar")
 
@@ -121,4 +123,5 @@ def test_a_deploy_failing_half_way_leaves_served_archives_and_record_agreeing(st
     assert (run.model_store / state["mar"]).is_file()
     assert state["previous"] is None or (run.model_store / state["previous_mar"]).is_file()
     r = requests.get(f"{stack.gateway_url}/readyz", timeout=30)
-    assert r.status_code == 200 and r.json()["model_version"] == v.default()
+    assert r.status_code == 200
+    assert r.json()["model_version"] == v.default()

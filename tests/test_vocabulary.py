@@ -25,12 +25,15 @@ def test_a_coco_object_gets_the_detectors_evidence_and_other_names_theirs():
     assert evidence({"name": "Puppy", "synonyms": ["DOG"]})["detector"] == "dog"
     assert evidence({"name": "mug", "detector_class": "cup"})["source"] == "detector"
     guitar = evidence({"name": "guitar"})
-    assert guitar["source"] == "imagenet" and set(guitar["imagenet"].values()) == {"acoustic guitar", "electric guitar"}
+    assert guitar["source"] == "imagenet"
+    assert set(guitar["imagenet"].values()) == {"acoustic guitar", "electric guitar"}
     assert evidence({"name": "sky"}) == {"source": "none", "detector": None, "imagenet": {}}
     assert evidence({"name": "cup"})["imagenet"] == {"n03063599": "coffee mug", "n07930864": "cup"}  # not porcupine
     assert evidence({"name": "husky"})["source"] == "none"  # a name is matched whole, never as a substring
     names = {s["name"]: s["source"] for s in suggestions()}
-    assert names["dog"] == "detector" and names["guitar"] == "imagenet" and len(names) > 150
+    assert names["dog"] == "detector"
+    assert names["guitar"] == "imagenet"
+    assert len(names) > 150
 
 
 @pytest.mark.parametrize("name, why", [("", "empty"), ("   ", "empty"), ("a|b", "separators"), ("x/y", "separators"),
@@ -43,8 +46,10 @@ def test_a_name_a_keyword_cannot_be_is_refused(name, why):
 
 def test_a_labels_file_beyond_the_34_is_checked_and_matched_by_synonym():
     labels = normalise(load_labels() + [{"name": "dog", "synonyms": ["Puppy"]}, {"name": "sky", "kind": "scene"}])
-    assert [lab["id"] for lab in labels[-2:]] == [1034, 1035] and labels[-2]["isthing"] == 0
-    assert words_of(labels)["puppy"] == "dog" and words_of(labels)["sea"] == "sea"
+    assert [lab["id"] for lab in labels[-2:]] == [1034, 1035]
+    assert labels[-2]["isthing"] == 0
+    assert words_of(labels)["puppy"] == "dog"
+    assert words_of(labels)["sea"] == "sea"
     with pytest.raises(ValueError, match="'SEA' names both 'sea' and 'ocean'"):
         normalise(load_labels() + [{"name": "ocean", "synonyms": ["SEA"]}])
 
@@ -52,12 +57,19 @@ def test_a_labels_file_beyond_the_34_is_checked_and_matched_by_synonym():
 def test_add_a_label_see_its_evidence_and_the_refusals(client):
     r = add(client, "dog", synonyms=["puppy"], labeller="ann")
     assert r.status_code == 201, r.json
-    assert r.json["evidence"]["source"] == "detector" and r.json["evidence"]["detector"] == "dog"
+    assert r.json["evidence"]["source"] == "detector"
+    assert r.json["evidence"]["detector"] == "dog"
     dog = labels_of(client)["dog"]
-    assert dog["added"] and not dog["served"] and dog["kind"] == "object" and dog["added_by"] == "ann"
-    assert dog["positives"] == 0 and dog["sample_positives"] == 31 and dog["needs"]["to_be_tagged"] == 0
+    assert dog["added"]
+    assert not dog["served"]
+    assert dog["kind"] == "object"
+    assert dog["added_by"] == "ann"
+    assert dog["positives"] == 0
+    assert dog["sample_positives"] == 31
+    assert dog["needs"]["to_be_tagged"] == 0
     sky = add(client, "sky", synonyms=["sky-other", "clouds"]).json  # COCO-Stuff's names: the bundled photos know it
-    assert sky["evidence"]["source"] == "none" and labels_of(client)["sky"]["needs"]["to_be_tagged"] == 0
+    assert sky["evidence"]["source"] == "none"
+    assert labels_of(client)["sky"]["needs"]["to_be_tagged"] == 0
     mia = add(client, "Mia", synonyms=["our cat"]).json
     assert mia["label"]["needs"]["to_be_tagged"] == 3  # nothing speaks for it, no bundled photo shows it
     for name, fields, status in (("DOG", {}, 409), ("hound", {"synonyms": ["Puppy"]}, 409), ("Sea", {}, 409),
@@ -83,7 +95,8 @@ def test_labels_added_after_a_save_are_unknown_for_that_photo_never_negatives(cl
     images = {im["id_name"]: im for im in export["images"]}
     assert dog_id in images["before"]["unknown_category_ids"]  # unknown: the save could not show it
     dog_photos = {a["image_id"] for a in export["annotations"] if a["category_id"] == dog_id}
-    assert dog_photos == {images["after"]["id"]} and dog_id not in images["after"]["unknown_category_ids"]
+    assert dog_photos == {images["after"]["id"]}
+    assert dog_id not in images["after"]["unknown_category_ids"]
     assert labels_of(client)["dog"]["positives"] == 1
     assert client.get("/annotate/api/photos?label=dog").json["photos"][0]["id_name"] == "after"
 
@@ -93,22 +106,28 @@ def test_a_retired_label_leaves_the_next_model_and_what_was_saved_stays(client, 
     add(client, "dog")
     client.put("/annotate/api/photos/a/labels", json={"labels": ["dog"]})
     r = client.delete("/annotate/api/labels/DOG?labeller=ann")
-    assert r.status_code == 200 and r.json["label"] == "dog"
+    assert r.status_code == 200
+    assert r.json["label"] == "dog"
     assert client.delete("/annotate/api/labels/dog").status_code == 404  # retired already
     assert "dog" not in labels_of(client)
     assert [x["name"] for x in client.get("/annotate/api/labels").json["retired"]] == ["dog"]
     assert client.put("/annotate/api/photos/a/labels", json={"labels": ["dog"]}).status_code == 400
     export = client.get("/annotate/export.json").json
     dog = next(c for c in export["categories"] if c["name"] == "dog")
-    assert dog["retired_at"] and any(a["category_id"] == dog["id"] for a in export["annotations"])
+    assert dog["retired_at"]
+    assert any(a["category_id"] == dog["id"] for a in export["annotations"])
     assert client.delete("/annotate/api/labels/fog").status_code == 200  # a served label can be retired too
     with app.test_request_context():
         config = _job_config(_model())
-    assert "fog" not in {lab["name"] for lab in config["vocabulary"]} and len(config["vocabulary"]) == 33
+    assert "fog" not in {lab["name"] for lab in config["vocabulary"]}
+    assert len(config["vocabulary"]) == 33
     assert {lab["name"] for lab in config["retired"]} == {"dog", "fog"}
     back = add(client, "dog", synonyms=["hound"])
-    assert back.status_code == 200 and back.json["brought_back"] and labels_of(client)["dog"]["synonyms"] == ["hound"]
-    assert add(client, "fog").status_code == 200 and labels_of(client)["fog"]["served"]  # the served label again
+    assert back.status_code == 200
+    assert back.json["brought_back"]
+    assert labels_of(client)["dog"]["synonyms"] == ["hound"]
+    assert add(client, "fog").status_code == 200
+    assert labels_of(client)["fog"]["served"]  # the served label again
 
 
 def test_two_people_adding_one_name_at_once_get_one_label(client):
@@ -132,6 +151,7 @@ def test_a_label_can_be_used_at_once_in_a_save_and_as_a_filter(client):
     upload(client, IMAGES[0], "a")
     add(client, "table", synonyms=["dining table"])
     saved = client.put("/annotate/api/photos/a/labels", json={"labels": ["table"], "unknown": ["sea"]}).json
-    assert saved["labels"] == ["table"] and saved["label_detail"]["table"]["value"] is True
+    assert saved["labels"] == ["table"]
+    assert saved["label_detail"]["table"]["value"] is True
     progress = client.get("/annotate/api/progress").json
     assert progress["per_label"]["table"]["positives"] == 1

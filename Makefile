@@ -127,7 +127,7 @@ default-archive: setup  ## model_store/tagger.mar from the default model (built 
 # The unit tests only (no TorchServe, gunicorn or Chromium started, no model trained): seconds, for a quick check
 test-fast: setup install-exiftool  ## ruff and the unit tests only (under a minute)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -m "not stack and not slow" -q
+	$(PY) -m pytest -m "not stack and not slow" -q -n $(TEST_WORKERS) --dist loadfile
 
 # Tag a photo folder into XMP sidecars through the running gateway: make tag DIR=~/Pictures (GATEWAY=http://...)
 DIR ?= samples

@@ -132,14 +132,22 @@ def model_workers() -> int:
 
 
 def gateway_pid(stack: Stack) -> int | None:
-    """The gunicorn master's PID while it runs (a killed one not yet reaped, a zombie, counts as gone)."""
+    """The gunicorn master's PID while it runs: the process the pid file names, if it is this stack's gunicorn
+    (its command line names this pid file: a stale file whose PID the system gave to another process since names
+    no gateway) and alive (a killed one not yet reaped, a zombie, counts as gone)."""
+    pid_file = stack.gateway_dir / "gunicorn.pid"
     try:
-        pid = int((stack.gateway_dir / "gunicorn.pid").read_text().strip())
+        pid = int(pid_file.read_text().strip())
         with open(f"/proc/{pid}/stat") as f:
             state = f.read().rsplit(")", 1)[1].split()[0]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError, IndexError):
         return None
-    return None if state in ("Z", "X") else pid
+    mine = pid_file.resolve()
+    if state in ("Z", "X") or not any(arg.endswith(b"gunicorn.pid") and Path(arg.decode()).resolve() == mine
+                                      for arg in cmdline):
+        return None
+    return pid
 
 
 def start_gateway(stack: Stack, *, timeout: float = 30) -> int:

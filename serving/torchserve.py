@@ -257,7 +257,8 @@ def wait_ready(run: TorchServeRun, *, timeout: float = 240) -> float:
 
 def terminate_group(pid: int, still_running, *, timeout: float = 30) -> None:
     """SIGTERM ``pid``, wait until ``still_running()`` is false (or ``timeout``), then SIGKILL what is left of its
-    process group (a server's workers share it), so no process survives."""
+    process group (a server's workers share it), so no process survives. The caller's own group is never
+    signalled: a server runs in a session of its own, so sharing the caller's group means ``pid`` is not one."""
     try:
         pgid = os.getpgid(pid)
         os.kill(pid, signal.SIGTERM)
@@ -267,7 +268,10 @@ def terminate_group(pid: int, still_running, *, timeout: float = 30) -> None:
     while still_running() and time.monotonic() < deadline:
         time.sleep(0.1)
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        if pgid != os.getpgrp():
+            os.killpg(pgid, signal.SIGKILL)
+        elif still_running():
+            os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
 

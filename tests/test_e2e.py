@@ -305,3 +305,14 @@ def test_serve_twice_starts_no_second_copy_and_make_stop_leaves_nothing_even_aft
     assert not stack.torchserve.tmp_dir.exists() or not list(stack.torchserve.tmp_dir.glob(".ts.sock.*"))
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{stack.gateway_url}/healthz", timeout=2)
+
+
+def test_a_stale_pid_file_naming_another_process_stops_nothing(tmp_path):
+    """A pid file left by a killed gunicorn may name a PID the system has since given to another process (this
+    test's own, here): that process is no gateway, and stopping the stack signals neither it nor its group."""
+    stack = Stack(var_dir=tmp_path / "var")
+    stack.gateway_dir.mkdir(parents=True)
+    (stack.gateway_dir / "gunicorn.pid").write_text(f"{os.getpid()}\n")
+    assert gateway_pid(stack) is None
+    stop_gateway(stack)  # would have SIGTERMed this process and SIGKILLed its group
+    assert alive(os.getpid())

@@ -9,63 +9,31 @@ compare and deploy. Mounted by the gateway at ``/annotate/`` and sharing its sto
 JSON API (under ``/annotate/api/``): ``labels``, ``model``, ``photos`` (filter, order, paging), ``photo``,
 ``PUT|DELETE photos/<id_name>/labels``, ``progress``, ``thumb``/``view``/``original`` images, ``jobs``.
 The logic lives in pure modules: ``labelling`` (what a save records, order, progress), ``export``, ``thumbs``,
-``vocabulary`` (the served version's labels), ``jobs`` + ``job_runner`` (retrain and deploy in the background).
+``vocabulary`` (the served version's labels), ``jobs`` + ``job_runner`` (retrain and deploy in the background). The
+blueprint and what the routes share are in ``blueprint``; the job routes in ``job_routes``.
 """
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-from flask import Blueprint, current_app, jsonify, render_template, request, send_file
+from flask import current_app, jsonify, render_template, request, send_file
 
+from annotation_ui import job_routes  # noqa: F401 - registers the job routes on bp
+from annotation_ui.blueprint import _ext, _model, _vocabulary, bp, error
 from annotation_ui.export import build_export
-from annotation_ui.jobs import JobBusy, Jobs
 from annotation_ui.labelling import label_detail, progress, select
 from annotation_ui.thumbs import cached_jpeg
-from annotation_ui.vocabulary import label_file_records, next_version, next_vocabulary, served_model
 from model.detector import coco_objects
 from photo_store import LabelTaken, StalePhoto
-from tagger.archive import archive_of
 from tagger.image import EXTENSIONS, MEDIA_TYPES, ImageError, media_type
 from tagger.labels import LabelNameError, check_name, key, label_names
-from tagger.layout import DataDir
 from tagger.meta import utc_now
 from tagger.tags import PolicyMissing, UnknownPolicy, answer_tags, check_policy
 from training.evidence import evidence, imagenet_wnids, sample_positives, suggestions
 
-bp = Blueprint("annotation_ui", __name__, url_prefix="/annotate", template_folder="templates",
-               static_folder="static")
-
-
-def error(status: int, message: str, **headers):
-    """The JSON error answer every endpoint of the service gives: ``{"error": message}`` with ``status`` and
-    ``headers`` (``error(503, "...", **{"Retry-After": "5"})``); the gateway's API answers with it too."""
-    response = jsonify(error=message)
-    response.status_code = status
-    response.headers.update(headers)
-    return response
-
-
-RECIPES = ("prior", "sgd")
 GRID_LIMIT_MAX = 500  # the page's grid: photos per request
 LABELLER = re.compile(r"^[\w .@-]{1,64}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def _ext(name):
-    return current_app.extensions[name]
-
-
-def _model() -> dict:
-    return served_model(Path(current_app.config["MODEL_STORE"]), _ext("predictions").version.get(),
-                        current_app.config["MODEL_NAME"])
-
-
-def _vocabulary(model: dict | None = None) -> tuple[dict, list[dict], list[dict]]:
-    """``(served model, labels of the next model, retired labels)`` (``annotation_ui.vocabulary``)."""
-    model = model or _model()
-    labels, retired = next_vocabulary(model, _ext("store").vocabulary_rows())
-    return model, labels, retired
 
 
 #: Positives a label needs before its tags are emitted when no detector or ImageNet class speaks for it (the training
@@ -79,10 +47,6 @@ def _needs(label: dict, positives: int, ev: dict) -> dict:
     tagged = label.get("threshold") is not None or ev["source"] != "none"
     return {"to_be_tagged": 0 if tagged else max(0, MEASURED_AT - have),
             "to_outweigh_evidence": max(0, OWN_HEAD_AT - have)}
-
-
-def _jobs() -> Jobs:
-    return Jobs(DataDir(current_app.config["DATA_DIR"]).jobs)
 
 
 def _record_or_404(id_name: str | None):
@@ -380,111 +344,3 @@ def export():
     response = jsonify(build_export(_ext("store").list(limit=10_000_000), active + retired, source=model["source"]))
     response.headers["Content-Disposition"] = 'attachment; filename="export.json"'
     return response
-
-
-def _busy_elsewhere() -> str | None:
-    """Why no job can start now on a PostgreSQL store: one runs on another replica (else None)."""
-    if _ext("store").job_running_elsewhere():
-        return "a job runs on another gateway replica; wait for it to finish"
-    return None
-
-
-def _job_env() -> dict:
-    """The store's database URL for the job's process (which exports the labels from the same store)."""
-    return {"DATABASE_URL": current_app.config.get("DATABASE_URL") or ""}
-
-
-def _job_config(model: dict) -> dict:
-    cfg = current_app.config
-    _, active, retired = _vocabulary(model)
-    store_dir = Path(cfg["MODEL_STORE"])
-    served = archive_of(store_dir, model["version"], cfg["MODEL_NAME"]) if model["version"] else None
-    return {"data_dir": str(Path(cfg["DATA_DIR"]).resolve()), "photo_dir": str(_ext("store").root.resolve()),
-            "cache_dir": str(Path(cfg.get("CACHE_DIR") or DataDir(cfg["DATA_DIR"]).cache).resolve()),
-            "model_store": str(store_dir.resolve()),
-            "model_name": cfg["MODEL_NAME"], "inference_url": cfg["TS_INFERENCE_URL"],
-            "management_url": cfg["TS_MANAGEMENT_URL"],
-            "key_file": cfg["TS_KEY_FILE"], "timeout": int(cfg["JOB_TIMEOUT"]),
-            "vocabulary": label_file_records(active), "retired": label_file_records(retired),
-            "vocabulary_source": model["source"],
-            "served_version": model["version"], "served_archive": str(served) if served else None}
-
-
-@bp.post("/api/jobs/train")
-def start_train():
-    """``{"recipe": "prior"|"sgd", "epochs": N, "samples": true}``: retrain on the export in the background."""
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        return error(400, 'send JSON {"recipe": "prior", "epochs": 20, "samples": true}')
-    recipe, epochs, samples = body.get("recipe", "prior"), body.get("epochs", 20), body.get("samples", True)
-    if recipe not in RECIPES:
-        return error(400, f"recipe must be one of {', '.join(RECIPES)}")
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or not 1 <= epochs <= 200:
-        return error(400, "epochs must be an integer from 1 to 200")
-    if not isinstance(samples, bool):
-        return error(400, "samples must be true or false")
-    if (busy := _busy_elsewhere()) is not None:
-        return error(409, busy)
-    try:
-        job = _jobs().start("train", {"recipe": recipe, "epochs": epochs, "samples": samples},
-                            _job_config(_model()), env=_job_env())
-    except JobBusy as exc:
-        return error(409, str(exc))
-    return jsonify(job={k: v for k, v in job.items() if k != "config"}), 202
-
-
-@bp.post("/api/jobs/deploy")
-def start_deploy():
-    """``{"train_job": ID}``: archive that job's checkpoint as the next version and deploy it."""
-    if current_app.config["TS_PROTOCOL"] == "kserve-v1":
-        return error(409, "the model is served by a KServe InferenceService here, which the gateway does not "
-                          "manage: archive the checkpoint (make archive) and roll it out by updating the "
-                          "InferenceService's storage (deploy/kserve/)")
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict) or not isinstance(body.get("train_job"), str):
-        return error(400, 'send JSON {"train_job": "<id of a finished retrain job>"}')
-    jobs = _jobs()
-    train = jobs.get(body["train_job"], log=False)
-    if train is None or train["kind"] != "train":
-        return error(404, f"no retrain job {body['train_job']!r}")
-    if train["state"] != "succeeded":
-        return error(409, f"retrain job {train['id']} has not succeeded ({train['state']}); nothing to deploy")
-    model = _model()
-    if model["version"] is None:
-        return error(503, "the model server is not answering, so the served version is unknown; make serve "
-                          "first", **{"Retry-After": "5"})
-    version = next_version(model["version"], Path(current_app.config["MODEL_STORE"]), current_app.config["MODEL_NAME"])
-    if (busy := _busy_elsewhere()) is not None:
-        return error(409, busy)
-    try:
-        job = jobs.start("deploy", {"train_job": train["id"], "checkpoint": train["result"]["checkpoint"],
-                                    "version": version}, _job_config(model), env=_job_env())
-    except JobBusy as exc:
-        return error(409, str(exc))
-    return jsonify(job={k: v for k, v in job.items() if k != "config"}), 202
-
-
-@bp.get("/api/jobs")
-def jobs_list():
-    jobs = _jobs().list()
-    return jsonify(jobs=jobs, latest=_jobs().get(jobs[0]["id"]) if jobs else None)
-
-
-@bp.post("/api/jobs/<job_id>/cancel")
-def cancel_job(job_id: str):
-    """Stop a running retrain: its training run is killed and the job ends ``cancelled`` (202: asked)."""
-    try:
-        job = _jobs().cancel(job_id)
-    except KeyError:
-        return error(404, f"no job {job_id!r}")
-    except JobBusy as exc:
-        return error(409, str(exc))
-    return jsonify(job=job), 202
-
-
-@bp.get("/api/jobs/<job_id>")
-def job_view(job_id: str):
-    job = _jobs().get(job_id)
-    if job is None:
-        return error(404, f"no job {job_id!r}")
-    return jsonify(job)

@@ -23,8 +23,9 @@ import threading
 import time
 
 import flask
-from flask import Flask, jsonify, request
+from flask import Flask, request
 
+from annotation_ui.blueprint import error  # the one JSON error answer of the service
 from gateway.server_timing import record as record_timing
 
 CHUNK = 64 * 1024
@@ -137,11 +138,11 @@ def install(app: Flask) -> None:
         if takes is None:  # no route, or one that takes no body: not a byte of it is read (see _unread_body)
             if request.routing_exception is not None:
                 return None  # its own 404 or 405
-            return _close(jsonify(error=f"{request.method} {request.path} takes no request body; send none"), 413)
+            return _close(error(413, f"{request.method} {request.path} takes no request body; send none"))
         limit = int(app.config["MAX_CONTENT_LENGTH"] if takes == PHOTO else app.config["BODY_SMALL_LIMIT"])
         what = "send a smaller photo" if takes == PHOTO else "this route takes a small JSON or form body"
         if limit and length and length > limit:
-            return _close(jsonify(error=f"request body is {length} bytes; the limit is {limit}: {what}"), 413)
+            return _close(error(413, f"request body is {length} bytes; the limit is {limit}: {what}"))
         dog = _Watchdog(sock, float(app.config["BODY_GRACE"]), float(app.config["BODY_MIN_RATE"]),
                         float(app.config["BODY_DEADLINE"])) if sock else None
         stream, parts, total, started = env["wsgi.input"], [], 0, time.perf_counter()
@@ -155,7 +156,7 @@ def install(app: Flask) -> None:
                 except (OSError, ValueError):  # the socket was shut by the watchdog, or the client went away
                     chunk = b""
                 if dog is not None and dog.fired:
-                    return _close(jsonify(error=dog.too_slow()), 408)
+                    return _close(error(408, dog.too_slow()))
                 if not chunk:
                     break
                 parts.append(chunk)
@@ -163,13 +164,13 @@ def install(app: Flask) -> None:
                 if dog is not None:
                     dog.received = total
                 if limit and total > limit:
-                    return _close(jsonify(error=f"request body exceeds {limit} bytes; {what}"), 413)
+                    return _close(error(413, f"request body exceeds {limit} bytes; {what}"))
         finally:
             if dog is not None:
                 dog.stop()
         if length is not None and total < length:
-            return _close(jsonify(error=f"the body ended after {total} of the {length} bytes Content-Length "
-                                        "announced; send it again"), 400)
+            return _close(error(400, f"the body ended after {total} of the {length} bytes Content-Length "
+                                     "announced; send it again"))
         env["wsgi.input"] = io.BytesIO(b"".join(parts))
         env[_READ] = True
         record_timing("body", (time.perf_counter() - started) * 1000)
@@ -185,13 +186,13 @@ def install(app: Flask) -> None:
             return None
         boundary = request.mimetype_params.get("boundary")
         if not boundary:
-            return jsonify(error="multipart body without a boundary: let your HTTP client build the form "
-                                 "(curl -F file=@photo.jpg -F id_name=NAME)"), 400
+            return error(400, "multipart body without a boundary: let your HTTP client build the form "
+                              "(curl -F file=@photo.jpg -F id_name=NAME)")
         data = request.get_data(cache=True)  # already read, within the limit, by gateway.body
         parts = data.count(b"--" + boundary.encode("latin-1")) - 1
         if parts > int(app.config["FORM_PARTS"]):
-            return jsonify(error=f"the form has {parts} parts; send at most {app.config['FORM_PARTS']} "
-                                 "(file, id_name, if_absent)"), 400
+            return error(400, f"the form has {parts} parts; send at most {app.config['FORM_PARTS']} "
+                              "(file, id_name, if_absent)")
         return None
 
     @app.after_request
@@ -215,7 +216,6 @@ def _shut_reading(sock) -> None:
             pass
 
 
-def _close(response, status: int):
-    response.status_code = status
+def _close(response):
     response.headers["Connection"] = "close"  # what is left of the body is not read
     return response

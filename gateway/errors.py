@@ -13,9 +13,10 @@ import errno
 import logging
 import sqlite3
 
-from flask import Flask, jsonify
+from flask import Flask
 from werkzeug.exceptions import HTTPException
 
+from annotation_ui.blueprint import error  # the one JSON error answer of the service
 from photo_store import StoreUnavailable
 
 logger = logging.getLogger("gateway")
@@ -50,11 +51,7 @@ def storage_problem(exc: BaseException) -> str | None:
 
 
 def _json(status: int, message: str, retry_after: str | None = None):
-    response = jsonify(error=message)
-    response.status_code = status
-    if retry_after:
-        response.headers["Retry-After"] = retry_after
-    return response
+    return error(status, message, **({"Retry-After": retry_after} if retry_after else {}))
 
 
 def install(app: Flask) -> None:

@@ -85,10 +85,8 @@ class TrashStore:
                         if self._run(db, "DELETE FROM trash WHERE id = ?", (trash_id,)) == 0:
                             continue  # restored meanwhile
                         for sha in shas:
-                            self._run(db, "DELETE FROM predictions WHERE sha256 = ? AND NOT EXISTS (SELECT 1 FROM"
-                                          " photos WHERE sha256 = ?) AND NOT EXISTS (SELECT 1 FROM history WHERE"
-                                          " sha256 = ?) AND NOT EXISTS (SELECT 1 FROM trash_records WHERE sha256 = ?)",
-                                      (sha, sha, sha, sha))
+                            if not self._sha_held(db, sha):  # no photo, earlier version or trashed one shows them
+                                self._run(db, "DELETE FROM predictions WHERE sha256 = ?", (sha,))
                     # committed; still under the files' locks: a crash leaves an orphan file, never a record
                     # without its file; and never while a backup copies files
                     with erase_lock(self.root, shared=False):

@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from annotation_ui import _job_config, _model
+from annotation_ui.blueprint import _model
+from annotation_ui.job_routes import _job_config
 from tagger.labels import LabelNameError, check_name, load_labels, normalise, words_of
 from tests.helpers import IMAGES
 from tests.helpers import upload_file as upload

@@ -230,6 +230,12 @@ class SqlStore(LabelStore, TrashStore, PredictionStore, TokenStore, VocabularySt
     def close(self) -> None:
         """Release what the store holds open (a connection pool)."""
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def check(self) -> None:
         """Raise unless the database answers and the photo folder is writable (for /readyz)."""
         with self._connect() as db:

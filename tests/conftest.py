@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway import create_app
 from photo_store.postgres import PostgresStore
 from serving.postgres import ROLE, PostgresRun
 from serving.stack import Stack, ensure_default_archive, gateway_pid, serve, start_gateway, stop, stop_gateway
@@ -150,11 +149,11 @@ def store_url(request, backend):
 
 @pytest.fixture
 def app(tmp_path, fake_tagger, store_url):
-    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "TAGGER_CLIENT": fake_tagger,
-                      "DATABASE_URL": store_url})
-    yield app
-    app.extensions["store"].close()  # a PostgreSQL store's pool
-    app.extensions["exif"].close()
+    from tests.helpers import gateway_app
+
+    with gateway_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "TAGGER_CLIENT": fake_tagger,
+                      "DATABASE_URL": store_url}) as app:
+        yield app
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import json
 import shutil
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -118,3 +119,19 @@ class HandlerContext:
 class _NoMetrics:
     def add_time(self, *args, **kwargs):
         pass
+
+
+@contextmanager
+def gateway_app(config: dict):
+    """``create_app(config)``; at the end its store's connection pool and its EXIF parsers are closed, whatever
+    the test did (a pool left to the garbage collector may be collected on one of its own threads and fail)."""
+    from gateway import create_app
+
+    app = create_app(config)
+    try:
+        yield app
+    finally:
+        app.extensions["predictions"].wait_idle()  # a prefetch still running would open the pool again
+        app.extensions["store"].close()
+        app.extensions["exif"].close()
+

@@ -23,7 +23,7 @@ from photo_store.postgres import hold_job_lock, release_job_lock
 from tagger.labels import label_names, load_labels
 from tagger.layout import DataDir
 from tagger.meta import make_meta
-from tests.helpers import IMAGES, alive, wait_until
+from tests.helpers import IMAGES, alive, gateway_app, wait_until
 from tests.helpers import upload_file as upload
 
 
@@ -345,28 +345,27 @@ def test_a_store_from_before_label_provenance_opens_and_exports(tmp_path):
 def test_a_job_on_another_replica_blocks_jobs_here_until_it_ends(tmp_path, fake_tagger, database_url, monkeypatch):
     """On PostgreSQL one retrain or deploy runs in the whole cluster: its runner holds an advisory lock for its
     life, which a replica on another machine (its own data folder, so not its flock) sees."""
-    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "here"), "TAGGER_CLIENT": fake_tagger,
-                      "DATABASE_URL": database_url})
-    client = app.test_client()
-    other = hold_job_lock(database_url)  # the job of another replica, running
-    try:
+    with gateway_app({"TESTING": True, "DATA_DIR": str(tmp_path / "here"), "TAGGER_CLIENT": fake_tagger,
+                      "DATABASE_URL": database_url}) as app:
+        client = app.test_client()
+        other = hold_job_lock(database_url)  # the job of another replica, running
+        try:
+            r = client.post("/annotate/api/jobs/train", json={"recipe": "sgd", "epochs": 1, "samples": False})
+            assert r.status_code == 409
+            assert "another gateway replica" in r.json["error"]
+            monkeypatch.setenv("DATABASE_URL", database_url)  # a runner that started anyway (a race) stops at once
+            with pytest.raises(job_runner.JobError, match="another gateway replica"):
+                job_runner._cluster_lock()
+        finally:
+            release_job_lock(other)  # that job ended: the lock is free at once, for any replica
         r = client.post("/annotate/api/jobs/train", json={"recipe": "sgd", "epochs": 1, "samples": False})
-        assert r.status_code == 409
-        assert "another gateway replica" in r.json["error"]
-        monkeypatch.setenv("DATABASE_URL", database_url)  # a runner that started anyway (a race) stops at once
-        with pytest.raises(job_runner.JobError, match="another gateway replica"):
-            job_runner._cluster_lock()
-    finally:
-        release_job_lock(other)  # that job ended: the lock is free at once, for any replica
-    r = client.post("/annotate/api/jobs/train", json={"recipe": "sgd", "epochs": 1, "samples": False})
-    assert r.status_code == 202
-    job = wait_until(lambda: (j := client.get(f"/annotate/api/jobs/{r.json['job']['id']}").json)["state"] not in
-                     ("queued", "running") and j, timeout=60, interval=0.5, what="the job to end")
-    assert job["state"] == "failed"
-    assert "label and save at least 3" in job["error"]  # it ran: the lock was free
-    # and the runner gave the lock back, right after writing the final state the wait above saw
-    wait_until(lambda: not app.extensions["store"].job_running_elsewhere(), what="the cluster's job lock released")
-    app.extensions["store"].close()
+        assert r.status_code == 202
+        job = wait_until(lambda: (j := client.get(f"/annotate/api/jobs/{r.json['job']['id']}").json)["state"] not in
+                         ("queued", "running") and j, timeout=60, interval=0.5, what="the job to end")
+        assert job["state"] == "failed"
+        assert "label and save at least 3" in job["error"]  # it ran: the lock was free
+        # and the runner gave the lock back, right after writing the final state the wait above saw
+        wait_until(lambda: not app.extensions["store"].job_running_elsewhere(), what="the cluster's job lock released")
 
 
 def test_labels_land_only_on_the_bytes_the_person_saw(client, app):

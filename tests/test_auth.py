@@ -13,7 +13,7 @@ from gateway import create_app
 from gateway.auth import needed_scope
 from photo_store import open_store
 from tests.conftest import REPO
-from tests.helpers import PHOTO
+from tests.helpers import PHOTO, gateway_app
 
 # Every route of the app and what it needs: a new route fails this test until it is placed here.
 MATRIX = {
@@ -70,14 +70,13 @@ def call(client, endpoint, method, path, headers=None, **environ):
 
 @pytest.fixture
 def secured(tmp_path, fake_tagger, store_url):
-    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "TAGGER_CLIENT": fake_tagger,
-                      "DATABASE_URL": store_url, "GATEWAY_AUTH": "required"})
-    store = app.extensions["store"]
-    app.test_client().post("/imgup", data={"file": (io.BytesIO(PHOTO), "p.jpg"), "id_name": "bus"},
-                           content_type="multipart/form-data",
-                           headers={"Authorization": "Bearer " + store.create_token("setup", "write")["token"]})
-    yield app
-    store.close()
+    with gateway_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "TAGGER_CLIENT": fake_tagger,
+                      "DATABASE_URL": store_url, "GATEWAY_AUTH": "required"}) as app:
+        store = app.extensions["store"]
+        app.test_client().post("/imgup", data={"file": (io.BytesIO(PHOTO), "p.jpg"), "id_name": "bus"},
+                               content_type="multipart/form-data",
+                               headers={"Authorization": "Bearer " + store.create_token("setup", "write")["token"]})
+        yield app
 
 
 def test_every_route_is_placed_in_the_matrix(secured):

@@ -28,7 +28,7 @@ from tagger.image import EXTENSIONS, FORMATS, MEDIA_TYPES, ImageError, decode_im
 from tagger.labels import label_names
 from tagger.meta import utc_now
 from tests.conftest import COCO, EXIF, REPO
-from tests.helpers import PHOTO, upload
+from tests.helpers import PHOTO, gateway_app, upload
 from tests.slow_exif import hanging_jpeg
 from training.datasets import check_image
 
@@ -56,27 +56,25 @@ def test_four_gps_photos_uploaded_beside_a_hostile_one_all_keep_their_gps(tmp_pa
     """One photo whose EXIF parse hangs costs nobody else their date or GPS; its own EXIF is parsed again on its
     next /imginfo (here by a parser that reads it), so nothing is lost for good."""
     config = {"TESTING": True, "DATA_DIR": str(tmp_path), "TAGGER_CLIENT": fake_tagger, "DATABASE_URL": store_url}
-    app = create_app({**config, "EXIF_PARSE": "tests.slow_exif:parse", "EXIF_TIMEOUT": 4.0})
-    client = app.test_client()
-    jobs = [("hostile", hanging_jpeg())] + [(f"gps-{i}", PHOTO) for i in range(4)]
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        assert [r.status_code for r in pool.map(lambda job: upload(client, job[1], job[0]), jobs)] == [200] * 5
-    for name, _ in jobs[1:]:
-        info = client.get(f"/imginfo?id_name={name}").json
-        assert info["GPS_information"]["GPSLatitude"] == pytest.approx(43.46744833)
+    with gateway_app({**config, "EXIF_PARSE": "tests.slow_exif:parse", "EXIF_TIMEOUT": 4.0}) as app:
+        client = app.test_client()
+        jobs = [("hostile", hanging_jpeg())] + [(f"gps-{i}", PHOTO) for i in range(4)]
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            assert [r.status_code for r in pool.map(lambda job: upload(client, job[1], job[0]), jobs)] == [200] * 5
+        for name, _ in jobs[1:]:
+            info = client.get(f"/imginfo?id_name={name}").json
+            assert info["GPS_information"]["GPSLatitude"] == pytest.approx(43.46744833)
+            assert info["exif_unread"] is None
+        stored = app.extensions["store"].get("hostile")["exif"]
+        assert "longer than 4 s" in stored["unread"]
+        assert stored["gps"] is None
+        assert "longer than 4 s" in client.get("/imginfo?id_name=hostile").json["exif_unread"]  # tried again: hangs
+        assert app.extensions["store"].get("hostile")["exif"]["attempts"] == 2
+    with gateway_app(config) as again:  # parsers that read the file
+        info = again.test_client().get("/imginfo?id_name=hostile").json
         assert info["exif_unread"] is None
-    stored = app.extensions["store"].get("hostile")["exif"]
-    assert "longer than 4 s" in stored["unread"]
-    assert stored["gps"] is None
-    assert "longer than 4 s" in client.get("/imginfo?id_name=hostile").json["exif_unread"]  # tried again: hangs
-    assert app.extensions["store"].get("hostile")["exif"]["attempts"] == 2
-    app.extensions["exif"].close()
-    again = create_app(config)  # parsers that read the file
-    info = again.test_client().get("/imginfo?id_name=hostile").json
-    assert info["exif_unread"] is None
-    assert info["data_information"] is None  # read: it has no EXIF
-    assert "unread" not in again.extensions["store"].get("hostile")["exif"]
-    again.extensions["exif"].close()
+        assert info["data_information"] is None  # read: it has no EXIF
+        assert "unread" not in again.extensions["store"].get("hostile")["exif"]
 
 
 def test_photo_without_exif_has_null_date_and_gps(client):
@@ -448,27 +446,28 @@ def test_a_postgresql_outage_is_503_with_retry_after_and_the_gateway_reconnects(
     is back, the same app answers again without being restarted, and the acknowledged photo is intact."""
     import psycopg
 
-    client = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "TAGGER_CLIENT": fake_tagger,
-                         "DATABASE_URL": database_url, "DATABASE_TIMEOUT": 1.0}).test_client()
-    jpeg = (COCO / "images/000000000471.jpg").read_bytes()
-    assert upload(client, jpeg, "kept").status_code == 200
-    name = database_url.split("?")[0].rsplit("/", 1)[1]
-    with psycopg.connect(postgres.admin_url, autocommit=True) as admin:
-        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-        try:
-            for send in (lambda: upload(client, (COCO / "images/000000000382.jpg").read_bytes(), "new"),
-                         lambda: client.get("/imginfo", query_string={"id_name": "kept"})):
-                r = send()
-                assert r.status_code == 503
-                assert r.headers["Retry-After"]
-                assert "retry" in r.json["error"]
-        finally:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-    r = client.get("/imginfo", query_string={"id_name": "kept"})
-    assert r.status_code == 200
-    assert r.json["image_id"] == "kept"
-    assert upload(client, (COCO / "images/000000000382.jpg").read_bytes(), "new").status_code == 200
+    with gateway_app({"TESTING": True, "DATA_DIR": str(tmp_path), "TAGGER_CLIENT": fake_tagger,
+                      "DATABASE_URL": database_url, "DATABASE_TIMEOUT": 1.0}) as app:
+        client = app.test_client()
+        jpeg = (COCO / "images/000000000471.jpg").read_bytes()
+        assert upload(client, jpeg, "kept").status_code == 200
+        name = database_url.split("?")[0].rsplit("/", 1)[1]
+        with psycopg.connect(postgres.admin_url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            try:
+                for send in (lambda: upload(client, (COCO / "images/000000000382.jpg").read_bytes(), "new"),
+                             lambda: client.get("/imginfo", query_string={"id_name": "kept"})):
+                    r = send()
+                    assert r.status_code == 503
+                    assert r.headers["Retry-After"]
+                    assert "retry" in r.json["error"]
+            finally:
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        r = client.get("/imginfo", query_string={"id_name": "kept"})
+        assert r.status_code == 200
+        assert r.json["image_id"] == "kept"
+        assert upload(client, (COCO / "images/000000000382.jpg").read_bytes(), "new").status_code == 200
 
 
 def test_the_gateway_loads_without_torch():

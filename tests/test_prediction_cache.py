@@ -1,11 +1,13 @@
 """Predictions cached per image content and model version, prefetched after upload, surviving a restart."""
 import threading
 import time
+from contextlib import ExitStack
 from io import BytesIO
 
 from gateway import create_app
 from gateway.tagger_client import TaggerError
 from tests.conftest import COCO, FakeTagger
+from tests.helpers import gateway_app
 
 PHOTO = (COCO / "images/000000000471.jpg").read_bytes()
 
@@ -122,17 +124,17 @@ def test_imginfo_on_another_machine_waits_for_its_running_prefetch_through_postg
     """Two replicas on two machines: one PostgreSQL, one shared photo folder, each its own data folder (so no
     flock is shared): B's /imginfo waits on A's advisory lock instead of asking TorchServe a second time."""
     tagger = SlowTagger()
-    replicas = [create_app({"TESTING": True, "DATA_DIR": str(tmp_path / f"machine-{m}"), "TAGGER_CLIENT": tagger,
-                            "DATABASE_URL": database_url, "PHOTO_DIR": str(tmp_path / "nas")}) for m in "ab"]
-    assert _upload(replicas[0].test_client()).status_code == 200
-    assert tagger.started.wait(5)
-    answer = replicas[1].test_client().get("/imginfo?id_name=bus")
-    assert answer.status_code == 200
-    assert answer.json["predict_tags"] == ["sea", "boat"]
-    assert tagger.calls == 1  # served by A's prediction, not a second one
-    replicas[0].extensions["predictions"].wait_idle()
-    for app in replicas:
-        app.extensions["store"].close()
+    with ExitStack() as stack:
+        replicas = [stack.enter_context(gateway_app({"TESTING": True, "DATA_DIR": str(tmp_path / f"machine-{m}"),
+                                                     "TAGGER_CLIENT": tagger, "DATABASE_URL": database_url,
+                                                     "PHOTO_DIR": str(tmp_path / "nas")})) for m in "ab"]
+        assert _upload(replicas[0].test_client()).status_code == 200
+        assert tagger.started.wait(5)
+        answer = replicas[1].test_client().get("/imginfo?id_name=bus")
+        assert answer.status_code == 200
+        assert answer.json["predict_tags"] == ["sea", "boat"]
+        assert tagger.calls == 1  # served by A's prediction, not a second one
+        replicas[0].extensions["predictions"].wait_idle()
 
 
 def test_imginfo_gets_the_answer_before_it_is_written_to_the_cache(tmp_path):

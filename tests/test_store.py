@@ -176,7 +176,8 @@ def test_a_store_written_by_newer_code_refuses_to_open_with_one_line(tmp_path, s
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0099"
         connection.execute(text(f"UPDATE alembic_version SET version_num = '{head()}'"))
     engine.dispose()
-    assert open_store(tmp_path, store_url).get("kept")["bytes"] == len(photo(0))
+    with open_store(tmp_path, store_url) as again:
+        assert again.get("kept")["bytes"] == len(photo(0))
 
 
 def test_the_sqlite_file_is_readable_by_its_owner_only(tmp_path):
@@ -271,4 +272,5 @@ def test_the_gateways_postgresql_role_is_no_superuser(postgres, database_url):
             db.execute("COPY (SELECT 1) TO PROGRAM 'true'")
     assert postgres.passfile.stat().st_mode & 0o777 == 0o600
     assert ":tagger_admin:" not in postgres.passfile.read_text()
-    open_store(postgres.root, database_url).put("a", photo(0), exif={}, fmt="JPEG")  # and it works
+    with open_store(postgres.root, database_url) as store:
+        store.put("a", photo(0), exif={}, fmt="JPEG")  # and it works

@@ -14,21 +14,22 @@ blueprint and what the routes share are in ``blueprint``; the job routes in ``jo
 """
 from __future__ import annotations
 
+import itertools
 import re
 
-from flask import current_app, jsonify, render_template, request, send_file
+from flask import Response, current_app, jsonify, render_template, request, send_file, stream_with_context
 
 from annotation_ui import job_routes  # noqa: F401 - registers the job routes on bp
 from annotation_ui.blueprint import _ext, _model, _vocabulary, bp, error
-from annotation_ui.export import build_export
-from annotation_ui.labelling import label_detail, progress, select
+from annotation_ui.export import stream_export
+from annotation_ui.labelling import label_detail, progress, uncertainty
 from annotation_ui.thumbs import cached_jpeg
 from model.detector import coco_objects
 from photo_store import LabelTaken, StalePhoto
 from tagger.image import EXTENSIONS, MEDIA_TYPES, ImageError, media_type
 from tagger.labels import LabelNameError, check_name, key, label_names
 from tagger.meta import utc_now
-from tagger.tags import PolicyMissing, UnknownPolicy, answer_tags, check_policy
+from tagger.tags import PolicyMissing, UnknownPolicy, answer_tags, check_policy, indexed_policy
 from training.evidence import evidence, imagenet_wnids, sample_positives, suggestions
 
 GRID_LIMIT_MAX = 500  # the page's grid: photos per request
@@ -76,7 +77,7 @@ def labels():
 def _label_views(model: dict, labels: list[dict]) -> list[dict]:
     """``labels`` with their evidence, the photos people labelled with each, the bundled photos that show it, and
     what each needs."""
-    stats = progress(_ext("store").summaries(model["version"]), label_names(labels))["per_label"]
+    stats = _progress(label_names(labels))["per_label"]
     out = []
     for lab in labels:
         ev = evidence(lab)
@@ -84,6 +85,11 @@ def _label_views(model: dict, labels: list[dict]) -> list[dict]:
         out.append({**lab, "evidence": ev, "labelled": stats[lab["name"]]["reviewed"], "positives": positives,
                     "sample_positives": sample_positives(lab), "needs": _needs(lab, positives, ev)})
     return out
+
+
+def _progress(vocabulary: list[str]) -> dict:
+    total, labelled = _ext("store").labelled_summaries()
+    return progress(labelled, vocabulary, total=total)
 
 
 def _label_body(body) -> dict:
@@ -212,10 +218,15 @@ def photos():
     label = request.args.get("label") or None
     if label is not None and label not in names:
         return error(400, f"label {label!r} is not in the vocabulary")
-    rows = select(_ext("store").summaries(model["version"]), status=status, label=label, order=order,
-                  thresholds=_thresholds(model, policy), policy=policy)
-    page_rows = rows[offset:offset + limit]
-    return jsonify(total=len(rows), offset=offset, next_offset=offset + limit if offset + limit < len(rows) else None,
+    thresholds, store, version = _thresholds(model, policy), _ext("store"), model["version"]
+    if order == "uncertain" and version:  # the margins of predictions made since the last call, computed once
+        store.cache_margins(version, policy, lambda answer: uncertainty(answer.get("scores", {}), thresholds))
+    indexed = indexed_policy(store.any_prediction(version), default=policy) if label is not None and version else "*"
+    total, page_rows = store.grid(version, status=status, tag=label, policy=indexed, offset=offset, limit=limit,
+                                  uncertain=policy if order == "uncertain" else None)
+    for r in page_rows:
+        r["uncertainty"] = uncertainty(r["answer"].get("scores", {}), thresholds) if r["answer"] else None
+    return jsonify(total=total, offset=offset, next_offset=offset + limit if offset + limit < total else None,
                    model_version=model["version"], tag_policy=policy,
                    photos=[{"id_name": r["id_name"], "labels": r["labels"], "uploaded_at": r["uploaded_at"],
                             "labelled_at": r["labelled_at"], "sha256": r["sha256"],
@@ -295,7 +306,7 @@ def clear_labels(id_name: str):
 @bp.get("/api/progress")
 def progress_view():
     model, active, _ = _vocabulary()
-    stats = progress(_ext("store").summaries(model["version"]), label_names(active))
+    stats = _progress(label_names(active))
     return jsonify(model_version=model["version"], **stats)
 
 
@@ -341,6 +352,9 @@ def original():
 def export():
     """Labelled photos as a COCO-format file that ``python -m training --data <data dir> --ann`` reads."""
     model, active, retired = _vocabulary()
-    response = jsonify(build_export(_ext("store").list(limit=10_000_000), active + retired, source=model["source"]))
-    response.headers["Content-Disposition"] = 'attachment; filename="export.json"'
-    return response
+    records = _ext("store").labelled_records()
+    first = next(records, None)  # read here: a store that does not answer is a 503, not a cut-off file
+    records = records if first is None else itertools.chain([first], records)
+    chunks = stream_export(records, active + retired, source=model["source"])
+    return Response(stream_with_context(chunks), mimetype="application/json",
+                    headers={"Content-Disposition": 'attachment; filename="export.json"'})

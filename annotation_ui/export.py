@@ -14,6 +14,8 @@ import argparse
 import json
 import os
 import sys
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from annotation_ui.labelling import reviewed
@@ -25,29 +27,41 @@ from tagger.layout import DataDir
 from tagger.meta import save_json, utc_now
 
 
-def build_export(records: list[dict], vocabulary: list[dict], *, source: str = "") -> dict:
-    """A COCO dict from store records (``PhotoStore.list``) and the label vocabulary (``id``, ``name``; the labels
-    people added, ``added``, and the retired ones too: what people saved for them is exported all the same).
+def build_export(records: Iterable[dict], vocabulary: list[dict], *, source: str = "") -> dict:
+    """A COCO dict from store records (``store.labelled_records()``; unlabelled ones are skipped) and the label
+    vocabulary (``id``, ``name``; the labels people added, ``added``, and the retired ones too: what people saved
+    for them is exported all the same).
 
     A label a photo's save did not show (not reviewed, or added after it was saved) is in its
     ``unknown_category_ids``: unknown, never a negative. Categories carry their synonyms and evidence fields, so
     the file also tells the training tool what a label is called elsewhere."""
-    names = label_names(vocabulary)
-    by_name = {lab["name"]: lab for lab in vocabulary}
     images, annotations = [], []
-    for record in records:
-        if record.get("labelled_at") is None:
-            continue
-        values = reviewed(record, names)
-        image_id = len(images) + 1
-        images.append({"id": image_id, "file_name": record["file"], "width": record["width"],
-                       "height": record["height"], "id_name": record["id_name"], "sha256": record["sha256"],
-                       "labelled_at": record["labelled_at"],
-                       "unknown_category_ids": [by_name[n]["id"] for n in names if n not in values]})
-        for name in names:
-            if values.get(name):
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                                    "category_id": by_name[name]["id"], "iscrowd": 0, "area": 0, "bbox": []})
+    for image, category_ids in _entries(records, vocabulary):
+        images.append(image)
+        annotations.extend(_annotation(len(annotations) + 1, image["id"], c) for c in category_ids)
+    return {**_head(vocabulary, source), "images": images, "annotations": annotations}
+
+
+def stream_export(records: Iterable[dict], vocabulary: list[dict], *, source: str = "") -> Iterator[str]:
+    """``build_export``'s file as pieces of JSON text, written as the records are read: the images go out one by
+    one while their annotations wait in a temporary file (memory stays flat however many photos are labelled)."""
+    head = json.dumps(_head(vocabulary, source))
+    yield head[:-1] + ', "images": ['
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as pending:
+        n = 0
+        for image, category_ids in _entries(records, vocabulary):
+            yield ("" if image["id"] == 1 else ", ") + json.dumps(image)
+            for c in category_ids:
+                n += 1
+                pending.write(("" if n == 1 else ", ") + json.dumps(_annotation(n, image["id"], c)))
+        yield '], "annotations": ['
+        pending.seek(0)
+        while piece := pending.read(1 << 16):
+            yield piece
+    yield "]}"
+
+
+def _head(vocabulary: list[dict], source: str) -> dict:
     return {"info": {"description": "photo tagger annotation export (image-level labels; unreviewed labels in "
                                     "unknown_category_ids)", "vocabulary": source,
                      "date_created": utc_now()},
@@ -55,8 +69,28 @@ def build_export(records: list[dict], vocabulary: list[dict], *, source: str = "
             "categories": [{"id": lab["id"], "name": lab["name"], "isthing": lab.get("isthing", 0),
                             **{k: lab[k] for k in ("supercategory", "synonyms", "kind", "detector_class", "imagenet",
                                                    "retired_at") if lab.get(k)}}
-                           for lab in vocabulary],
-            "images": images, "annotations": annotations}
+                           for lab in vocabulary]}
+
+
+def _entries(records: Iterable[dict], vocabulary: list[dict]) -> Iterator[tuple[dict, list[int]]]:
+    """``(image entry, category ids a person set)`` per labelled record, image ids from 1."""
+    names = label_names(vocabulary)
+    by_name = {lab["name"]: lab for lab in vocabulary}
+    image_id = 0
+    for record in records:
+        if record.get("labelled_at") is None:
+            continue
+        values = reviewed(record, names)
+        image_id += 1
+        yield ({"id": image_id, "file_name": record["file"], "width": record["width"], "height": record["height"],
+                "id_name": record["id_name"], "sha256": record["sha256"], "labelled_at": record["labelled_at"],
+                "unknown_category_ids": [by_name[n]["id"] for n in names if n not in values]},
+               [by_name[name]["id"] for name in names if values.get(name)])
+
+
+def _annotation(annotation_id: int, image_id: int, category_id: int) -> dict:
+    return {"id": annotation_id, "image_id": image_id, "category_id": category_id, "iscrowd": 0, "area": 0,
+            "bbox": []}
 
 
 def export_store(data_dir: str | Path, vocabulary: list[dict], *, source: str = "", database_url: str = "",
@@ -64,7 +98,7 @@ def export_store(data_dir: str | Path, vocabulary: list[dict], *, source: str = 
     """The export of the store in ``data_dir`` (or the one ``database_url`` names, its files in ``photo_dir``)."""
     store = open_store(data_dir, database_url, photo_dir=photo_dir)
     try:
-        return build_export(store.list(limit=10_000_000), vocabulary, source=source)
+        return build_export(store.labelled_records(), vocabulary, source=source)
     finally:
         store.close()
 

@@ -4,6 +4,7 @@
                           previous=None, by="ann", now="2026-12-01T10:00:00Z")
     margin = uncertainty(answer["scores"], thresholds)       # small = the model is unsure: label it first
     stats = progress(summaries, vocabulary)
+    stats = progress(labelled, vocabulary, total=n)   # (n, labelled) = store.labelled_summaries(): what a page asks
 
 A reviewed label is ``{"value": bool, "source": "person" | "suggestion", "by": name, "at": time}``: source
 ``suggestion`` means a person accepted the model's suggestion as it was; ``person`` means the person set the
@@ -91,8 +92,9 @@ def select(summaries: list[dict], *, status: str = "all", label: str | None = No
     return rows
 
 
-def progress(summaries: list[dict], vocabulary: list[str]) -> dict:
+def progress(summaries: list[dict], vocabulary: list[str], *, total: int | None = None) -> dict:
     """Labelled / total, positives per label, and how often people kept the model's suggestions, per label.
+    ``summaries``: every photo's, or (with ``total``, the number of photos) only the labelled ones'.
 
     Agreement is measured on saved photos whose save recorded the suggestion the person saw: ``accepted``
     (suggested and kept), ``rejected`` (suggested, removed), ``added`` (not suggested, set by the person),
@@ -119,7 +121,8 @@ def progress(summaries: list[dict], vocabulary: list[str]) -> dict:
         judged = row["accepted"] + row["rejected"] + row["added"] + row["agreed_negative"]
         row["agreement"] = round((row["accepted"] + row["agreed_negative"]) / judged, 4) if judged else None
     totals = {k: sum(row[k] for row in per_label.values()) for k in ("accepted", "rejected", "added")}
-    return {"total": len(summaries), "labelled": len(labelled), "compared_with_suggestions": compared,
+    return {"total": len(summaries) if total is None else total, "labelled": len(labelled),
+            "compared_with_suggestions": compared,
             "suggestion_precision": round(totals["accepted"] / (totals["accepted"] + totals["rejected"]), 4)
             if totals["accepted"] + totals["rejected"] else None,
             "suggestion_recall": round(totals["accepted"] / (totals["accepted"] + totals["added"]), 4)

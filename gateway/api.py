@@ -27,7 +27,7 @@ from photo_store.records import MAX_ID_NAME
 from tagger.exif_parsers import needs_reparse, reparsed
 from tagger.image import ImageError, decode_image, decoded_bytes, open_image, oriented_size, shrinks
 from tagger.meta import utc_now
-from tagger.tags import PolicyMissing, UnknownPolicy, answer_tags, check_policy
+from tagger.tags import PolicyMissing, UnknownPolicy, answer_tags, check_policy, indexed_policy
 
 bp = Blueprint("api", __name__)
 
@@ -249,33 +249,21 @@ def photos():
         return error(400, str(exc))
     store = current_app.extensions["store"]
     version = current_app.extensions["predictions"].version.get()
-    items, scanned = [], 0
-    while len(items) < limit:
-        batch = store.page(after=after, limit=max(limit, 100))
-        if not batch:
-            after = None
-            break
-        for rec in batch:
-            scanned += 1
-            after = (rec["uploaded_at"], rec["id_name"])
-            prediction = rec["predictions"].get(version) if version else None
-            try:
-                model_tags = tags_of(prediction, policy)[0] if prediction else None
-            except PolicyMissing as exc:
-                return error(409, str(exc))
+    try:
+        indexed = indexed_policy(store.any_prediction(version), policy, default=current_app.config["TAG_POLICY"]) \
+            if tag is not None and version else "*"
+        items = []
+        records = store.page(after=after, limit=limit, model_version=version, tag=tag, policy=indexed)
+        for rec in records:
+            prediction = rec["answer"] if version else None
+            model_tags = tags_of(prediction, policy)[0] if prediction else None
             tags = rec["labels"] if rec["labels"] is not None else model_tags
-            if tag is None or (tags is not None and tag in tags):
-                items.append({"image_id": rec["id_name"], "uploaded_at": rec["uploaded_at"], "tags": tags,
-                              "tags_from": "labels" if rec["labels"] is not None else
-                              ("model" if prediction else None), "sha256": rec["sha256"]})
-                if len(items) == limit:
-                    break
-        if len(batch) < max(limit, 100) and len(items) < limit:
-            after = None
-            break
-    next_cursor = None
-    if after is not None and len(items) == limit:
-        next_cursor = encode_cursor(*after)
+            items.append({"image_id": rec["id_name"], "uploaded_at": rec["uploaded_at"], "tags": tags,
+                          "tags_from": "labels" if rec["labels"] is not None else ("model" if prediction else None),
+                          "sha256": rec["sha256"]})
+    except PolicyMissing as exc:
+        return error(409, str(exc))
+    next_cursor = encode_cursor(records[-1]["uploaded_at"], records[-1]["id_name"]) if len(records) == limit else None
     return jsonify(photos=items, next_cursor=next_cursor, model_version=version)
 
 

@@ -1,7 +1,7 @@
 """What both store backends share, written once: ``SqlStore``, the one interface, with the photos (put, get, history,
-pages, EXIF) here and the rest in a module each: labels (``labels.py``), the trash (``trash.py``), cached
-predictions (``predictions.py``), API tokens (``tokens.py``), the vocabulary (``vocabulary.py``); the record and
-the errors in ``records.py``.
+EXIF) here and the rest in a module each: pages and tag search (``listing.py``), labels (``labels.py``), the trash
+(``trash.py``), cached predictions (``predictions.py``), API tokens (``tokens.py``), the vocabulary
+(``vocabulary.py``); the record and the errors in ``records.py``.
 
 A backend (``sqlite.SQLiteStore``, ``postgres.PostgresStore``) says only how to get a connection, how to hold
 the write lock of one ``id_name`` (a transaction) and how to hold the lock of one photo file (across processes
@@ -22,6 +22,7 @@ from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 from photo_store.labels import LabelStore
+from photo_store.listing import ListingStore
 from photo_store.predictions import PredictionStore
 from photo_store.records import (
     RECORD,
@@ -36,7 +37,7 @@ from photo_store.vocabulary import VocabularyStore
 from tagger.meta import atomic_write, utc_now
 
 
-class SqlStore(LabelStore, TrashStore, PredictionStore, TokenStore, VocabularyStore):
+class SqlStore(LabelStore, ListingStore, TrashStore, PredictionStore, TokenStore, VocabularyStore):
     backend = "sql"
 
     def __init__(self, photo_dir: str | Path):
@@ -205,22 +206,6 @@ class SqlStore(LabelStore, TrashStore, PredictionStore, TokenStore, VocabularySt
         with self._connect() as db:
             rows = self._rows(db, "SELECT * FROM photos WHERE exif LIKE ? ORDER BY uploaded_at", ('%"unread":%',))
         return [r for r in map(decode_record, rows) if r["exif"].get("unread")]
-
-    def page(self, *, after: tuple[str, str] | None, limit: int) -> list[dict]:
-        """Photos newest first, from just after ``after`` = (uploaded_at, id_name), each with ``predictions``
-        (model version -> answer) attached."""
-        with self._connect() as db:
-            if after is None:
-                rows = self._rows(db, "SELECT * FROM photos ORDER BY uploaded_at DESC, id_name DESC LIMIT ?",
-                                  (limit,))
-            else:
-                rows = self._rows(db, "SELECT * FROM photos WHERE (uploaded_at, id_name) < (?, ?)"
-                                      " ORDER BY uploaded_at DESC, id_name DESC LIMIT ?", (*after, limit))
-            records = [decode_record(r) for r in rows]
-            for rec in records:
-                rec["predictions"] = {p["model_version"]: json.loads(p["answer"]) for p in self._rows(
-                    db, "SELECT model_version, answer FROM predictions WHERE sha256 = ?", (rec["sha256"],))}
-        return records
 
     # ---- what one backend does across machines; nothing to do for a store on one machine (SQLite)
     def job_running_elsewhere(self) -> bool:

@@ -26,6 +26,12 @@ class PredictionStore:
                             (sha256, model_version))
         return json.loads(row["answer"]) if row else None
 
+    def any_prediction(self, model_version: str) -> dict | None:
+        """One cached answer of ``model_version`` (which policies its answers carry), if any."""
+        with self._connect() as db:
+            row = self._one(db, "SELECT answer FROM predictions WHERE model_version = ? LIMIT 1", (model_version,))
+        return json.loads(row["answer"]) if row else None
+
     def save_prediction(self, sha256: str, model_version: str, answer: dict) -> None:
         with self._connect() as db:
             self._run(db, "INSERT INTO predictions (sha256, model_version, answer, created_at) VALUES (?, ?, ?, ?)"

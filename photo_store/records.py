@@ -17,8 +17,9 @@ MAX_ID_NAME = 256  # characters in an id_name (the gateway refuses longer ones; 
 RECORD = ("file", "sha256", "bytes", "format", "width", "height", "exif", "labels", "uploaded_at", "labelled_at",
           "label_detail", "suggested")
 JSON_FIELDS = ("exif", "labels", "label_detail", "suggested")
+# every table of the schema: what a backup counts
 TABLES = ("photos", "history", "predictions", "tokens", "sessions", "vocabulary", "vocabulary_words", "trash",
-          "trash_records")  # every table of the schema: what a backup counts
+          "trash_records", "label_tags", "prediction_tags", "prediction_margins")
 
 
 class Conflict(Exception):

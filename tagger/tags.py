@@ -50,6 +50,20 @@ def answer_tags(answer: dict, policy: str | None = None, *, default: str = DEFAU
     return list(answer["tags"]), answer.get("tag_policy") or next(iter(by_policy))
 
 
+def indexed_policy(answer: dict | None, policy: str | None = None, *, default: str = DEFAULT_POLICY) -> str:
+    """Where the store's tag index (``prediction_tags``) holds the tags ``answer_tags`` gives for answers like
+    ``answer`` (every answer of one model version has the same policies): the policy's name when the answer
+    carries it in ``policy_tags``, else ``*`` (the tags it answered).
+
+    Raises:
+        PolicyMissing: as ``answer_tags`` does.
+    """
+    if answer is None:
+        return "*"
+    _, chosen = answer_tags(answer, policy, default=default)
+    return chosen if chosen in (answer.get("policy_tags") or {}) else "*"
+
+
 def tags_above(probs: Sequence[float], names: Sequence[str], thresholds: Sequence[float | None]) -> list[str]:
     """The names whose probability is at least their threshold, highest probability first (ties: label order);
     a ``None`` threshold never makes a tag."""

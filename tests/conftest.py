@@ -149,7 +149,7 @@ def store_url(request, backend):
 
 @pytest.fixture
 def app(tmp_path, fake_tagger, store_url):
-    from tests.helpers import gateway_app
+    from tests.helpers import gateway_app  # here: tests.helpers imports this module
 
     with gateway_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "TAGGER_CLIENT": fake_tagger,
                       "DATABASE_URL": store_url}) as app:

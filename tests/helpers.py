@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 from PIL import Image
 
+from gateway import create_app
 from tests.conftest import COCO, EXIF
 
 EXIFTOOL = shutil.which("exiftool") or "/usr/bin/exiftool"
@@ -125,8 +126,6 @@ class _NoMetrics:
 def gateway_app(config: dict):
     """``create_app(config)``; at the end its store's connection pool and its EXIF parsers are closed, whatever
     the test did (a pool left to the garbage collector may be collected on one of its own threads and fail)."""
-    from gateway import create_app
-
     app = create_app(config)
     try:
         yield app

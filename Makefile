@@ -206,6 +206,7 @@ bench: setup  ## every benchmark, side by side with its baseline (BENCHMARKS.md)
 	$(PY) -m benchmarks.gateway
 	$(PY) -m benchmarks.photo_library
 	$(PY) -m benchmarks.cluster
+	$(PY) -m benchmarks.store_scale
 	$(PY) -m benchmarks.training --out var/bench/training
 
 # The default recipe chosen by repeated k-fold CV on the bundled photos: every variant on the same folds, and the

@@ -14,7 +14,9 @@ blueprint and what the routes share are in ``blueprint``; the job routes in ``jo
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import re
 
 from flask import Response, current_app, jsonify, render_template, request, send_file, stream_with_context
@@ -22,7 +24,7 @@ from flask import Response, current_app, jsonify, render_template, request, send
 from annotation_ui import job_routes  # noqa: F401 - registers the job routes on bp
 from annotation_ui.blueprint import _ext, _model, _vocabulary, bp, error
 from annotation_ui.export import stream_export
-from annotation_ui.labelling import label_detail, progress, uncertainty
+from annotation_ui.labelling import label_detail, margin_of, progress, uncertainty
 from annotation_ui.thumbs import cached_jpeg
 from model.detector import coco_objects
 from photo_store import LabelTaken, StalePhoto
@@ -33,6 +35,9 @@ from tagger.tags import PolicyMissing, UnknownPolicy, answer_tags, check_policy,
 from training.evidence import evidence, imagenet_wnids, sample_positives, suggestions
 
 GRID_LIMIT_MAX = 500  # the page's grid: photos per request
+# "uncertain first" computes the margins of predictions made since the last time for at most this long per request
+# (a store's first time: about 100,000 a minute); those still to do come last, and the answer says so
+MARGIN_SECONDS = 2.0
 LABELLER = re.compile(r"^[\w .@-]{1,64}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -219,14 +224,22 @@ def photos():
     if label is not None and label not in names:
         return error(400, f"label {label!r} is not in the vocabulary")
     thresholds, store, version = _thresholds(model, policy), _ext("store"), model["version"]
+    pending, ranked = False, None
     if order == "uncertain" and version:  # the margins of predictions made since the last call, computed once
-        store.cache_margins(version, policy, lambda answer: uncertainty(answer.get("scores", {}), thresholds))
+        of_scores = margin_of(thresholds)
+
+        def margin(answer: dict) -> float | None:
+            return of_scores(answer.get("scores", {}))
+        # cached per policy and thresholds (an archive found later may bring others for the same version)
+        ranked = f"{policy}:{hashlib.sha256(json.dumps(thresholds, sort_keys=True).encode()).hexdigest()[:16]}"
+        pending = not store.cache_margins(version, ranked, margin, seconds=MARGIN_SECONDS)[1]
     indexed = indexed_policy(store.any_prediction(version), default=policy) if label is not None and version else "*"
     total, page_rows = store.grid(version, status=status, tag=label, policy=indexed, offset=offset, limit=limit,
-                                  uncertain=policy if order == "uncertain" else None)
+                                  uncertain=ranked)
     for r in page_rows:
         r["uncertainty"] = uncertainty(r["answer"].get("scores", {}), thresholds) if r["answer"] else None
     return jsonify(total=total, offset=offset, next_offset=offset + limit if offset + limit < total else None,
+                   margins_pending=pending,
                    model_version=model["version"], tag_policy=policy,
                    photos=[{"id_name": r["id_name"], "labels": r["labels"], "uploaded_at": r["uploaded_at"],
                             "labelled_at": r["labelled_at"], "sha256": r["sha256"],

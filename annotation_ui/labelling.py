@@ -64,9 +64,17 @@ def uncertainty(scores: dict[str, float], thresholds: dict[str, float | None]) -
     """The smallest distance, in logits, between a label's score and its threshold: 0 means the model could go
     either way on some label (uncertainty sampling: such photos teach the next model most). Labels that are never
     a tag (no threshold) do not count; ``None`` when none has a threshold."""
-    margins = [abs(_logit(scores[name]) - _logit(t)) for name, t in thresholds.items()
-               if name in scores and t is not None]
-    return min(margins) if margins else None
+    return margin_of(thresholds)(scores)
+
+
+def margin_of(thresholds: dict[str, float | None]):
+    """``uncertainty`` with ``thresholds`` fixed, their logits computed once: ``margin(scores)``, for many photos."""
+    cuts = [(name, _logit(t)) for name, t in thresholds.items() if t is not None]
+
+    def margin(scores: dict[str, float]) -> float | None:
+        margins = [abs(_logit(scores[name]) - cut) for name, cut in cuts if name in scores]
+        return min(margins) if margins else None
+    return margin
 
 
 def select(summaries: list[dict], *, status: str = "all", label: str | None = None, order: str = "upload",

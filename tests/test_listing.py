@@ -95,7 +95,8 @@ def test_pages_and_the_grid_answer_what_every_photos_summary_says(tmp_path, stor
             assert [r["answer"] for r in page] == [r["answer"] for r in rows[10:30]]
 
 
-def test_the_least_sure_first_as_every_photos_margin_says_and_margins_follow_new_predictions(tmp_path, store_url):
+def test_the_least_sure_first_as_every_photos_margin_says_and_margins_follow_new_predictions(tmp_path, store_url,
+                                                                                           monkeypatch):
     thresholds = {"sea": 0.5, "boat": 0.3, "road": None, "bus": 0.9}
 
     def margin(answer):
@@ -103,22 +104,27 @@ def test_the_least_sure_first_as_every_photos_margin_says_and_margins_follow_new
 
     with open_store(tmp_path, store_url) as store:
         _fill(store, random.Random(7))
-        assert store.cache_margins("1.0", "precise", margin, batch=9) > 0  # several batches
-        assert store.cache_margins("1.0", "precise", margin) == 0  # nothing new: nothing computed
+        assert store.cache_margins("1.0", "precise", margin, batch=9, seconds=0) == (9, False)  # one batch: time up
+        assert store.cache_margins("1.0", "precise", margin, batch=9)[1]  # the rest, several batches
+        assert store.cache_margins("1.0", "precise", margin) == (0, True)  # nothing new: nothing computed
         rec = store.put("late", b"\xff\xd8 late", exif={}, fmt="JPEG")
         store.save_prediction(rec["sha256"], "1.0", {**_answer(random.Random(1), "1.0"),
                                                      "scores": {"sea": 0.5001, "boat": 0.1, "road": 0.5, "bus": 0.1}})
         again = store.get("p10")["sha256"]  # a prediction written again drops its margin: computed anew
         store.save_prediction(again, "1.0", {**_answer(random.Random(2), "1.0"), "scores": {t: 0.01 for t in TAGS}})
-        assert store.cache_margins("1.0", "precise", margin) == 2
-        for status in ("all", "labelled", "unlabelled"):
-            for tag in (None, "sea"):
-                rows = select(store.summaries("1.0"), status=status, label=tag, order="uncertain",
-                              thresholds=thresholds, policy="precise")
-                total, page = store.grid("1.0", status=status, tag=tag, policy="precise", uncertain="precise",
-                                         offset=2, limit=15)
-                assert total == len(rows)
-                assert [r["id_name"] for r in page] == [r["id_name"] for r in rows[2:17]], (status, tag)
+        assert store.cache_margins("1.0", "precise", margin) == (2, True)
+        for few in (0, listing.FEW):  # a tag's photos walked in the margins' order, or sorted whole
+            monkeypatch.setattr(listing, "FEW", few)
+            for status in ("all", "labelled", "unlabelled"):
+                for tag in (None, "sea"):
+                    rows = select(store.summaries("1.0"), status=status, label=tag, order="uncertain",
+                                  thresholds=thresholds, policy="precise")
+                    for offset in range(0, len(rows) + 7, 7):  # pages within the ranked, across, and after
+                        total, page = store.grid("1.0", status=status, tag=tag, policy="precise",
+                                                 uncertain="precise", offset=offset, limit=7)
+                        assert total == len(rows)
+                        assert [r["id_name"] for r in page] == [r["id_name"] for r in rows[offset:offset + 7]], \
+                            (status, tag, offset)
         assert store.grid("1.0", uncertain="precise", limit=1)[1][0]["id_name"] == "late"  # 0.5001 against 0.5
 
 

@@ -1,5 +1,5 @@
 // The grid of listed photos: one page of api/photos (status, label and order filters), paged.
-import { $, el } from "./dom.js";
+import { $, el, say } from "./dom.js";
 import { api, q } from "./api.js";
 import { PAGE, hooks, policy, state } from "./state.js";
 
@@ -16,6 +16,7 @@ export async function loadPage(offset = 0) {
   state.total = page.total;
   state.offset = offset;
   renderGrid();
+  if (page.margins_pending) say("Still ranking photos by how unsure the model is: those not ranked yet come last. Reload the list in a moment.");
   return page;
 }
 

@@ -86,6 +86,9 @@ def upgrade() -> None:
                     sa.Column("policy", TEXT, primary_key=True), sa.Column("tag", TEXT, primary_key=True),
                     sa.Column("sha256", TEXT, primary_key=True))
     op.create_index("prediction_tags_sha256", "prediction_tags", ["sha256", "model_version"])
+    unlabelled = sa.text("labels IS NULL")  # the photos a prediction's tags count for, found from its sha256
+    op.create_index("photos_unlabelled_sha256", "photos", ["sha256", "id_name"], sqlite_where=unlabelled,
+                    postgresql_where=unlabelled)
     op.create_table("prediction_margins", sa.Column("model_version", TEXT, primary_key=True),
                     sa.Column("policy", TEXT, primary_key=True), sa.Column("sha256", TEXT, primary_key=True),
                     sa.Column("margin", sa.Float))
@@ -109,6 +112,7 @@ def downgrade() -> None:
         for name in ("label_tags_insert", "label_tags_update", "label_tags_delete", "prediction_tags_insert",
                      "prediction_tags_update", "prediction_tags_delete"):
             op.execute(f"DROP TRIGGER {name}")
+    op.drop_index("photos_unlabelled_sha256", "photos")
     op.drop_table("prediction_margins")
     op.drop_table("prediction_tags")
     op.drop_table("label_tags")

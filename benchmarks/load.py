@@ -48,6 +48,31 @@ def synthetic_jpeg(i: int, size: tuple[int, int] = (320, 240)) -> bytes:
     return out.getvalue()
 
 
+def post_all(url: str, headers: dict, bodies: list[bytes], clients: int = 8) -> tuple[float, list[int]]:
+    """POST every body to ``url`` from ``clients`` threads, each taking the next body left: ``(seconds taken,
+    the status of every answer other than 200)``."""
+    todo, lock, errors = iter(bodies), threading.Lock(), []
+
+    def client():
+        with requests.Session() as s:
+            while True:
+                with lock:
+                    data = next(todo, None)
+                if data is None:
+                    return
+                r = s.post(url, data=data, headers=headers, timeout=120)
+                if r.status_code != 200:
+                    errors.append(r.status_code)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return time.perf_counter() - t, errors
+
+
 def _processes(stack) -> dict[str, int]:
     def children(pid):
         try:

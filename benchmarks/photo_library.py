@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import requests
 
+from benchmarks.load import post_all
 from photo_library.tagging import tag_folder
 from serving.stack import Stack, ensure_default_archive, serve, stop
 from serving.torchserve import Ports, free_ports
@@ -55,28 +55,9 @@ def torchserve_c8(st: Stack, root: Path) -> float:
     headers = {"Authorization": f"Bearer {read_keys(ts.key_file)['inference']}",
                "Content-Type": "application/octet-stream"}
     photos = [p.read_bytes() for p in sorted(root.glob("*.jpg"))]
-    todo = iter(photos)
-    lock, errors = threading.Lock(), []
-
-    def client():
-        with requests.Session() as s:
-            while True:
-                with lock:
-                    data = next(todo, None)
-                if data is None:
-                    return
-                r = s.post(url, data=data, headers=headers, timeout=120)
-                if r.status_code != 200:
-                    errors.append(r.status_code)
-
-    threads = [threading.Thread(target=client) for _ in range(8)]
-    t = time.perf_counter()
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    seconds, errors = post_all(url, headers, photos, clients=8)
     assert not errors, errors
-    return len(photos) / (time.perf_counter() - t)
+    return len(photos) / seconds
 
 
 def main() -> None:

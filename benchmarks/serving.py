@@ -17,7 +17,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import psutil
 import requests
 import torch
 
+from benchmarks.load import post_all
 from handler.core import onnxruntime_model, optimize_for_inference, postprocess, runtime_name, serialize, with_detector
 from serving import torchserve
 from serving.torchserve import Ports, TorchServeRun, free_ports
@@ -129,22 +129,8 @@ def torchserve_run(ckpt: Path | None, data: bytes, config: str, label: str, thre
             def one():
                 session.post(url, data=data, headers=headers, timeout=60).raise_for_status()
             c1 = median_ms(one, n=60, warm=100)  # steady state: both workers warmed
-            n_each, errors = 30, []
-
-            def client():
-                with requests.Session() as s:
-                    for _ in range(n_each):
-                        r = s.post(url, data=data, headers=headers, timeout=60)
-                        if r.status_code != 200:
-                            errors.append(r.status_code)
-
-            threads = [threading.Thread(target=client) for _ in range(8)]
-            t = time.perf_counter()
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join()
-            c8 = 8 * n_each / (time.perf_counter() - t)
+            seconds, errors = post_all(url, headers, [data] * (8 * 30), clients=8)
+            c8 = 8 * 30 / seconds
             rss = worker_rss_mb(torchserve.running_pid(run))
         finally:
             torchserve.stop(run)

@@ -31,7 +31,7 @@ from photo_store import LabelTaken, StalePhoto
 from tagger.image import EXTENSIONS, MEDIA_TYPES, ImageError, media_type
 from tagger.labels import LabelNameError, check_name, key, label_names
 from tagger.meta import utc_now
-from tagger.tags import PolicyMissing, UnknownPolicy, answer_tags, check_policy, indexed_policy
+from tagger.tags import PolicyMissing, UnknownPolicy, answer_tags, check_policy
 from training.evidence import evidence, imagenet_wnids, sample_positives, suggestions
 
 GRID_LIMIT_MAX = 500  # the page's grid: photos per request
@@ -94,7 +94,7 @@ def _label_views(model: dict, labels: list[dict]) -> list[dict]:
 
 def _progress(vocabulary: list[str]) -> dict:
     total, labelled = _ext("store").labelled_summaries()
-    return progress(labelled, vocabulary, total=total)
+    return progress(labelled, vocabulary, total)
 
 
 def _label_body(body) -> dict:
@@ -233,7 +233,7 @@ def photos():
         # cached per policy and thresholds (an archive found later may bring others for the same version)
         ranked = f"{policy}:{hashlib.sha256(json.dumps(thresholds, sort_keys=True).encode()).hexdigest()[:16]}"
         pending = not store.cache_margins(version, ranked, margin, seconds=MARGIN_SECONDS)[1]
-    indexed = indexed_policy(store.any_prediction(version), default=policy) if label is not None and version else "*"
+    indexed = store.indexed_policy(version, default=policy) if label is not None else "*"
     total, page_rows = store.grid(version, status=status, tag=label, policy=indexed, offset=offset, limit=limit,
                                   uncertain=ranked)
     for r in page_rows:

@@ -1,10 +1,9 @@
-"""Pure functions behind the annotation page: what a save records, which photo next, progress and agreement.
+"""Pure functions behind the annotation page: what a save records, how unsure the model is, progress and agreement.
 
     detail = label_detail(vocabulary, positives={"sea"}, unknown={"fog"}, suggested={"sea", "boat"},
                           previous=None, by="ann", now="2026-12-01T10:00:00Z")
     margin = uncertainty(answer["scores"], thresholds)       # small = the model is unsure: label it first
-    stats = progress(summaries, vocabulary)
-    stats = progress(labelled, vocabulary, total=n)   # (n, labelled) = store.labelled_summaries(): what a page asks
+    stats = progress(labelled, vocabulary, total)      # (total, labelled) = store.labelled_summaries()
 
 A reviewed label is ``{"value": bool, "source": "person" | "suggestion", "by": name, "at": time}``: source
 ``suggestion`` means a person accepted the model's suggestion as it was; ``person`` means the person set the
@@ -16,7 +15,6 @@ from __future__ import annotations
 import math
 
 from tagger.labels import label_names
-from tagger.tags import DEFAULT_POLICY, answer_tags
 
 DEFAULT_NAMES = frozenset(label_names())  # the only vocabulary before a save recorded each label it showed
 
@@ -77,38 +75,14 @@ def margin_of(thresholds: dict[str, float | None]):
     return margin
 
 
-def select(summaries: list[dict], *, status: str = "all", label: str | None = None, order: str = "upload",
-           thresholds: dict[str, float | None] | None = None, policy: str | None = None) -> list[dict]:
-    """Filter (``status`` all | unlabelled | labelled; ``label``: a person's label on a labelled photo, the model's
-    tag under ``policy`` on an unlabelled one) and order (``upload``: newest first; ``uncertain``: smallest margin
-    first, photos without a prediction last) the store's summaries."""
-    rows = summaries
-    if status == "labelled":
-        rows = [r for r in rows if r["labelled_at"] is not None]
-    elif status == "unlabelled":
-        rows = [r for r in rows if r["labelled_at"] is None]
-    if label:
-        def has(r):
-            if r["labelled_at"] is not None and r["labels"] is not None:
-                return label in r["labels"]
-            return bool(r["answer"]) and label in answer_tags(r["answer"], default=policy or DEFAULT_POLICY)[0]
-        rows = [r for r in rows if has(r)]
-    for r in rows:
-        r["uncertainty"] = uncertainty(r["answer"]["scores"], thresholds or {}) if r["answer"] else None
-    if order == "uncertain":
-        rows = sorted(rows, key=lambda r: (r["uncertainty"] is None, r["uncertainty"] or 0.0))
-    return rows
-
-
-def progress(summaries: list[dict], vocabulary: list[str], *, total: int | None = None) -> dict:
-    """Labelled / total, positives per label, and how often people kept the model's suggestions, per label.
-    ``summaries``: every photo's, or (with ``total``, the number of photos) only the labelled ones'.
+def progress(labelled: list[dict], vocabulary: list[str], total: int) -> dict:
+    """Labelled / total, positives per label, and how often people kept the model's suggestions, per label, from
+    the labelled photos' summaries and the number of photos in the store.
 
     Agreement is measured on saved photos whose save recorded the suggestion the person saw: ``accepted``
     (suggested and kept), ``rejected`` (suggested, removed), ``added`` (not suggested, set by the person),
     ``agreed_negative`` (not suggested, left off); ``agreement`` = (accepted + agreed_negative) / reviewed.
     """
-    labelled = [r for r in summaries if r["labelled_at"] is not None]
     per_label = {name: {"positives": 0, "reviewed": 0, "accepted": 0, "rejected": 0, "added": 0,
                         "agreed_negative": 0} for name in vocabulary}
     compared = 0
@@ -129,7 +103,7 @@ def progress(summaries: list[dict], vocabulary: list[str], *, total: int | None 
         judged = row["accepted"] + row["rejected"] + row["added"] + row["agreed_negative"]
         row["agreement"] = round((row["accepted"] + row["agreed_negative"]) / judged, 4) if judged else None
     totals = {k: sum(row[k] for row in per_label.values()) for k in ("accepted", "rejected", "added")}
-    return {"total": len(summaries) if total is None else total, "labelled": len(labelled),
+    return {"total": total, "labelled": len(labelled),
             "compared_with_suggestions": compared,
             "suggestion_precision": round(totals["accepted"] / (totals["accepted"] + totals["rejected"]), 4)
             if totals["accepted"] + totals["rejected"] else None,

@@ -27,7 +27,7 @@ from photo_store.records import MAX_ID_NAME
 from tagger.exif_parsers import needs_reparse, reparsed
 from tagger.image import ImageError, decode_image, decoded_bytes, open_image, oriented_size, shrinks
 from tagger.meta import utc_now
-from tagger.tags import PolicyMissing, UnknownPolicy, answer_tags, check_policy, indexed_policy
+from tagger.tags import PolicyMissing, UnknownPolicy, answer_tags, check_policy
 
 bp = Blueprint("api", __name__)
 
@@ -250,12 +250,12 @@ def photos():
     store = current_app.extensions["store"]
     version = current_app.extensions["predictions"].version.get()
     try:
-        indexed = indexed_policy(store.any_prediction(version), policy, default=current_app.config["TAG_POLICY"]) \
-            if tag is not None and version else "*"
+        indexed = store.indexed_policy(version, policy, default=current_app.config["TAG_POLICY"]) \
+            if tag is not None else "*"
         items = []
         records = store.page(after=after, limit=limit, model_version=version, tag=tag, policy=indexed)
         for rec in records:
-            prediction = rec["answer"] if version else None
+            prediction = rec["answer"]  # None too while the served version is unknown
             model_tags = tags_of(prediction, policy)[0] if prediction else None
             tags = rec["labels"] if rec["labels"] is not None else model_tags
             items.append({"image_id": rec["id_name"], "uploaded_at": rec["uploaded_at"], "tags": tags,

@@ -1,9 +1,9 @@
-"""A person's labels on a photo, and the summaries the annotation page sorts and counts."""
+"""A person's labels on a photo: set, undone."""
 from __future__ import annotations
 
 import json
 
-from photo_store.records import StalePhoto, decode_record
+from photo_store.records import StalePhoto
 from tagger.meta import utc_now
 
 
@@ -41,19 +41,3 @@ class LabelStore:
             n = self._run(db, "UPDATE photos SET labels = NULL, labelled_at = NULL, label_detail = NULL,"
                               " suggested = NULL WHERE id_name = ?", (id_name,))
         return n == 1
-
-    def summaries(self, model_version: str | None) -> list[dict]:
-        """Every photo's id, labels and upload order with the cached answer of ``model_version`` (or None), newest
-        first: what the annotation page sorts, filters and counts (one query, no image bytes)."""
-        with self._connect() as db:
-            rows = self._rows(
-                db, "SELECT p.id_name, p.sha256, p.labels, p.label_detail, p.suggested, p.uploaded_at,"
-                    " p.labelled_at, r.answer FROM photos p LEFT JOIN predictions r ON r.sha256 = p.sha256"
-                    " AND r.model_version = ? ORDER BY p.uploaded_at DESC, p.id_name DESC", (model_version or "",))
-        out = []
-        for r in rows:
-            rec = decode_record({k: r[k] for k in ("id_name", "sha256", "uploaded_at", "labelled_at", "labels",
-                                                   "label_detail", "suggested")})
-            rec["answer"] = json.loads(r["answer"]) if r["answer"] else None
-            out.append(rec)
-        return out

@@ -5,6 +5,7 @@ import json
 from contextlib import contextmanager
 
 from tagger.meta import utc_now
+from tagger.tags import indexed_policy
 
 
 class PredictionStore:
@@ -31,6 +32,15 @@ class PredictionStore:
         with self._connect() as db:
             row = self._one(db, "SELECT answer FROM predictions WHERE model_version = ? LIMIT 1", (model_version,))
         return json.loads(row["answer"]) if row else None
+
+    def indexed_policy(self, model_version: str | None, policy: str | None = None, *, default: str) -> str:
+        """Which policy's rows of the tag index (``listing.py``) hold the tags of ``model_version``'s answers under
+        ``policy`` (else ``default``): ``tagger.tags.indexed_policy`` of one of its answers; ``*`` when it has none.
+
+        Raises:
+            PolicyMissing: ``policy`` was asked for and the version's answers do not carry it.
+        """
+        return indexed_policy(self.any_prediction(model_version), policy, default=default) if model_version else "*"
 
     def save_prediction(self, sha256: str, model_version: str, answer: dict) -> None:
         with self._connect() as db:

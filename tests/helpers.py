@@ -22,7 +22,10 @@ from pathlib import Path
 import psutil
 from PIL import Image
 
+from annotation_ui.labelling import uncertainty
 from gateway import create_app
+from photo_store.records import decode_record
+from tagger.tags import DEFAULT_POLICY, answer_tags
 from tests.conftest import COCO, EXIF
 
 EXIFTOOL = shutil.which("exiftool") or "/usr/bin/exiftool"
@@ -134,3 +137,43 @@ def gateway_app(config: dict):
         app.extensions["store"].close()
         app.extensions["exif"].close()
 
+
+def summaries(store, model_version: str | None) -> list[dict]:
+    """Every photo's id, labels and upload order with the cached answer of ``model_version`` (or None), newest
+    first, read row by row: what the store's indexed pages and grid must agree with."""
+    with store._connect() as db:
+        rows = store._rows(
+            db, "SELECT p.id_name, p.sha256, p.labels, p.label_detail, p.suggested, p.uploaded_at,"
+                " p.labelled_at, r.answer FROM photos p LEFT JOIN predictions r ON r.sha256 = p.sha256"
+                " AND r.model_version = ? ORDER BY p.uploaded_at DESC, p.id_name DESC", (model_version or "",))
+    out = []
+    for r in rows:
+        rec = decode_record({k: r[k] for k in ("id_name", "sha256", "uploaded_at", "labelled_at", "labels",
+                                               "label_detail", "suggested")})
+        rec["answer"] = json.loads(r["answer"]) if r["answer"] else None
+        out.append(rec)
+    return out
+
+
+def select(summaries: list[dict], *, status: str = "all", label: str | None = None, order: str = "upload",
+           thresholds: dict[str, float | None] | None = None, policy: str | None = None) -> list[dict]:
+    """Filter (``status`` all | unlabelled | labelled; ``label``: a person's label on a labelled photo, the model's
+    tag under ``policy`` on an unlabelled one) and order (``upload``: newest first; ``uncertain``: smallest margin
+    first, photos without a prediction last) ``summaries``: the rule the annotation page's grid follows,
+    written plainly."""
+    rows = summaries
+    if status == "labelled":
+        rows = [r for r in rows if r["labelled_at"] is not None]
+    elif status == "unlabelled":
+        rows = [r for r in rows if r["labelled_at"] is None]
+    if label:
+        def has(r):
+            if r["labelled_at"] is not None and r["labels"] is not None:
+                return label in r["labels"]
+            return bool(r["answer"]) and label in answer_tags(r["answer"], default=policy or DEFAULT_POLICY)[0]
+        rows = [r for r in rows if has(r)]
+    for r in rows:
+        r["uncertainty"] = uncertainty(r["answer"]["scores"], thresholds or {}) if r["answer"] else None
+    if order == "uncertain":
+        rows = sorted(rows, key=lambda r: (r["uncertainty"] is None, r["uncertainty"] or 0.0))
+    return rows

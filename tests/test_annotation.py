@@ -14,7 +14,7 @@ from PIL import Image
 
 from annotation_ui import job_runner
 from annotation_ui.export import build_export
-from annotation_ui.labelling import label_detail, select, uncertainty
+from annotation_ui.labelling import label_detail, uncertainty
 from annotation_ui.vocabulary import next_version, served_model
 from gateway import create_app
 from gateway.tagger_client import TaggerError
@@ -23,7 +23,7 @@ from photo_store.postgres import hold_job_lock, release_job_lock
 from tagger.labels import label_names, load_labels
 from tagger.layout import DataDir
 from tagger.meta import make_meta
-from tests.helpers import IMAGES, alive, gateway_app, wait_until
+from tests.helpers import IMAGES, alive, gateway_app, select, wait_until
 from tests.helpers import upload_file as upload
 
 

@@ -10,11 +10,12 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, text
 
-from annotation_ui.labelling import select, uncertainty
+from annotation_ui.labelling import uncertainty
 from photo_store import listing, open_store
 from photo_store.migrate import _config
 from photo_store.postgres import sqlalchemy_url
-from tagger.tags import answer_tags, indexed_policy
+from tagger.tags import answer_tags
+from tests.helpers import select, summaries
 
 TAGS = ["sea", "boat", "road", "bus"]
 
@@ -55,7 +56,7 @@ def _fill(store, rnd: random.Random) -> None:
 
 def _expected(store, tag: str, policy: str | None) -> list[str]:
     """What reading every photo says: a person's labels on a labelled photo, else the model's tags."""
-    return [r["id_name"] for r in store.summaries("1.0")
+    return [r["id_name"] for r in summaries(store, "1.0")
             if (tag in r["labels"] if r["labels"] is not None else
                 r["answer"] is not None and tag in answer_tags(r["answer"], policy, default="precise")[0])]
 
@@ -75,21 +76,21 @@ def test_pages_and_the_grid_answer_what_every_photos_summary_says(tmp_path, stor
     monkeypatch.setattr(listing, "FEW", few)
     with open_store(tmp_path, store_url) as store:
         _fill(store, random.Random(26))
-        every = [r["id_name"] for r in store.summaries("1.0")]
+        every = [r["id_name"] for r in summaries(store, "1.0")]
         assert _paged(store, None, "*") == every
         for policy in (None, "balanced"):
-            key = indexed_policy(store.any_prediction("1.0"), policy, default="precise")
+            key = store.indexed_policy("1.0", policy, default="precise")
             assert key == (policy or "precise")
             for tag in [*TAGS, "giraffe"]:
                 expected = _expected(store, tag, policy)
                 assert _paged(store, tag, key) == expected, (tag, policy)
                 for status in ("all", "labelled", "unlabelled"):
-                    rows = select(store.summaries("1.0"), status=status, label=tag, policy=policy or "precise")
+                    rows = select(summaries(store, "1.0"), status=status, label=tag, policy=policy or "precise")
                     total, page = store.grid("1.0", status=status, tag=tag, policy=key, offset=3, limit=5)
                     assert total == len(rows), (tag, policy, status)
                     assert [r["id_name"] for r in page] == [r["id_name"] for r in rows[3:8]], (tag, policy, status)
         for status in ("all", "labelled", "unlabelled"):
-            rows = select(store.summaries("1.0"), status=status)
+            rows = select(summaries(store, "1.0"), status=status)
             total, page = store.grid("1.0", status=status, offset=10, limit=20)
             assert (total, [r["id_name"] for r in page]) == (len(rows), [r["id_name"] for r in rows[10:30]])
             assert [r["answer"] for r in page] == [r["answer"] for r in rows[10:30]]
@@ -117,7 +118,7 @@ def test_the_least_sure_first_as_every_photos_margin_says_and_margins_follow_new
             monkeypatch.setattr(listing, "FEW", few)
             for status in ("all", "labelled", "unlabelled"):
                 for tag in (None, "sea"):
-                    rows = select(store.summaries("1.0"), status=status, label=tag, order="uncertain",
+                    rows = select(summaries(store, "1.0"), status=status, label=tag, order="uncertain",
                                   thresholds=thresholds, policy="precise")
                     for offset in range(0, len(rows) + 7, 7):  # pages within the ranked, across, and after
                         total, page = store.grid("1.0", status=status, tag=tag, policy="precise",
@@ -132,7 +133,7 @@ def test_answers_from_before_tag_policies_are_found_by_the_tags_they_answered(tm
     with open_store(tmp_path, store_url) as store:
         rec = store.put("old", b"\xff\xd8 old", exif={}, fmt="JPEG")
         store.save_prediction(rec["sha256"], "1.0", {"tags": ["sea"], "model_version": "1.0"})
-        key = indexed_policy(store.any_prediction("1.0"), None, default="precise")
+        key = store.indexed_policy("1.0", None, default="precise")
         assert key == "*"
         assert [r["id_name"] for r in store.page(after=None, limit=5, model_version="1.0", tag="sea",
                                                  policy=key)] == ["old"]

@@ -138,12 +138,26 @@ def webp_exif_block(data: bytes) -> bytes | None:
     return None
 
 
+def heif_extents_read_nothing(data: bytes) -> bool:
+    """Whether a HEIF file's ``iloc`` box declares extents whose fields are all 0 bytes wide. exifread loops over
+    every extent it declares, and then reads nothing per extent: a few hundred bytes can declare billions (a fuzzer
+    found one that took 1.2 s, 16 s instrumented). Such a box locates no item, the Exif one included."""
+    at = data.find(b"iloc")
+    if at < 4 or at + 10 > len(data):
+        return False
+    version, sizes, more = data[at + 4], data[at + 8], data[at + 9]
+    index_size = more & 0x0F if version in (1, 2) else 0
+    return (sizes >> 4) + (sizes & 0x0F) + index_size == 0
+
+
 def parse_exif(data: bytes) -> dict:
     """The EXIF fields of ``data``, parsed in this process (``read_exif`` runs it in the bounded one)."""
     if data[:2] == b"\xff\xd8":
         data = jpeg_exif_block(data) or b""
     elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         data = webp_exif_block(data) or b""
+    elif data[4:8] == b"ftyp" and heif_extents_read_nothing(data):
+        data = b""
     try:
         tags = exifread.process_file(io.BytesIO(data), details=False, extract_thumbnail=False) if data else {}
     except Exception:  # noqa: BLE001 - exifread raises many kinds of errors on malformed files

@@ -16,7 +16,8 @@ from PIL import Image
 from gateway.place import gps_information
 from photo_store import open_store
 from serving.reparse import reparse_exif
-from tagger.exif import EMPTY, jpeg_exif_block
+from tagger import exif
+from tagger.exif import EMPTY, heif_extents_read_nothing, jpeg_exif_block, parse_exif
 from tagger.exif_parsers import ExifParsers, needs_reparse, read_exif, reparsed
 from tests.conftest import EXIF, REPO
 from tests.helpers import alive, wait_until
@@ -196,6 +197,18 @@ def test_parsers_die_with_the_process_that_started_them(tmp_path):
         server.wait()
         server.stdout.close()
     wait_until(lambda: not any(alive(p) for p in pids), what="the parsers to die with their parent")
+
+
+def test_a_heif_whose_extents_are_zero_bytes_wide_is_not_handed_to_exifread(monkeypatch):
+    """A fuzzer's finding: exifread walks every extent such an ``iloc`` box declares, reading nothing per extent."""
+    finding = (REPO / "tests/fuzz_findings/heif-iloc-extents-of-no-bytes-2026-12-08.bin").read_bytes()
+    assert heif_extents_read_nothing(finding)
+    asked = []
+    monkeypatch.setattr(exif.exifread, "process_file", lambda *a, **k: asked.append(a) or {})
+    assert parse_exif(finding) == EMPTY
+    assert not asked
+    real = sorted(EXIF.glob("*.heic")) + sorted(EXIF.glob("*.HEIC"))
+    assert all(not heif_extents_read_nothing(p.read_bytes()) for p in real)
 
 
 def test_garbage_never_raises():
